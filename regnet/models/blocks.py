@@ -1,0 +1,267 @@
+"""Residual blocks, plain and regulated, and the stage that chains them.
+
+A regulated block (paper Fig. 3) runs a recurrent cell *beside* its
+convolutions: the cell reads the block's first features X2, and its output H is
+fused with the features by a 1x1 convolution. The cell is owned by the stage and
+shared by its blocks, so block t of a stage is time step t of the regulator.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchvision.ops import SqueezeExcitation
+
+from .cells import StepTaps, make_cell
+from .recording import RegulatorRecord
+
+
+def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+
+
+def conv1x1(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False)
+
+
+def squeeze_excitation(channels: int, reduction: int = 16) -> SqueezeExcitation:
+    return SqueezeExcitation(channels, max(channels // reduction, 4))
+
+
+class PadShortcut(nn.Module):
+    """He et al.'s CIFAR shortcut (option A): subsample and zero-pad channels, no parameters."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
+        super().__init__()
+        self.stride = stride
+        self.extra = out_channels - in_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, :: self.stride, :: self.stride]
+        return nn.functional.pad(x, (0, 0, 0, 0, 0, self.extra))
+
+
+def make_shortcut(in_channels: int, out_channels: int, stride: int, kind: str) -> nn.Module:
+    """Identity when shapes agree, else the CIFAR ``pad`` shortcut or a 1x1 ``projection``."""
+    if stride == 1 and in_channels == out_channels:
+        return nn.Identity()
+    if kind == "pad":
+        return PadShortcut(in_channels, out_channels, stride)
+    if kind == "projection":
+        return nn.Sequential(conv1x1(in_channels, out_channels, stride), nn.BatchNorm2d(out_channels))
+    raise ValueError(f"Unknown shortcut {kind!r}; choose 'pad' or 'projection'.")
+
+
+class BasicBlock(nn.Module):
+    """conv3x3-BN-ReLU-conv3x3-BN (+SE), added to the shortcut, then ReLU."""
+
+    expansion = 1
+
+    def __init__(self, in_channels: int, channels: int, stride: int = 1, se: bool = False, shortcut: str = "pad"):
+        super().__init__()
+        out = channels * self.expansion
+        self.conv1 = conv3x3(in_channels, channels, stride)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv2 = conv3x3(channels, out)
+        self.bn2 = nn.BatchNorm2d(out)
+        self.se = squeeze_excitation(out) if se else nn.Identity()
+        self.shortcut = make_shortcut(in_channels, out, stride, shortcut)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.relu(self.bn1(self.conv1(x)))
+        y = self.se(self.bn2(self.conv2(y)))
+        return self.relu(self.shortcut(x) + y)
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce (strided) - 3x3 - 1x1 expand, with BN, added to the shortcut.
+
+    The stride sits on the first 1x1 (ResNet v1) so that the regulated twin's
+    cell, which reads the first features, already sees the stage's resolution;
+    the plain block does the same to stay a fair baseline.
+    """
+
+    expansion = 4
+
+    def __init__(
+        self, in_channels: int, channels: int, stride: int = 1, se: bool = False, shortcut: str = "projection"
+    ):
+        super().__init__()
+        out = channels * self.expansion
+        self.conv1 = conv1x1(in_channels, channels, stride)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv2 = conv3x3(channels, channels)
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.conv3 = conv1x1(channels, out)
+        self.bn3 = nn.BatchNorm2d(out)
+        self.se = squeeze_excitation(out) if se else nn.Identity()
+        self.shortcut = make_shortcut(in_channels, out, stride, shortcut)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.relu(self.bn1(self.conv1(x)))
+        y = self.relu(self.bn2(self.conv2(y)))
+        y = self.se(self.bn3(self.conv3(y)))
+        return self.relu(self.shortcut(x) + y)
+
+
+class _Regulated(nn.Module):
+    """What both regulated blocks share: the regulator's norm, the fusion, taps and recording."""
+
+    def _init_regulator(self, channels: int, taps: StepTaps, stage: int, step: int) -> None:
+        self.stage_index = stage
+        self.step_index = step
+        self.taps = taps
+        # BN+ReLU on H before fusion (Fig. 3). A hook replacing this output by zeros ablates the regulator.
+        self.regulator_norm = nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU())
+        self.fuse = conv1x1(2 * channels, channels)
+        self.bn_fuse = nn.BatchNorm2d(channels)
+        self.trace: list[RegulatorRecord] | None = None  # set by regnet.record
+
+    def _regulate(self, features: torch.Tensor, cell_input: torch.Tensor, cell: nn.Module, state):
+        h, state, gates = cell(cell_input, state, self.taps)
+        fused = torch.cat((features, self.regulator_norm(h)), dim=1)
+        return self.relu(self.bn_fuse(self.fuse(fused))), h, state, gates
+
+    def _record(self, cell_input, h, state, gates, out) -> None:
+        if self.trace is not None:
+            self.trace.append(
+                RegulatorRecord(
+                    stage=self.stage_index,
+                    step=self.step_index,
+                    input=cell_input.detach(),
+                    hidden=h.detach(),
+                    cell=state[1].detach() if len(state) > 1 else None,
+                    gates={k: v.detach() for k, v in gates.items()},
+                    output=out.detach(),
+                )
+            )
+
+
+class RegulatedBasicBlock(_Regulated):
+    """Fig. 3a: X2 = conv3x3(X1); H = cell(X2); X3 = fuse[X2, H]; X4 = BN(conv3x3(X3)); out = ReLU(X1 + X4)."""
+
+    expansion = 1
+
+    def __init__(
+        self,
+        in_channels: int,
+        channels: int,
+        stride: int = 1,
+        se: bool = False,
+        shortcut: str = "pad",
+        *,
+        taps: StepTaps,
+        stage: int = 0,
+        step: int = 0,
+    ):
+        super().__init__()
+        self.conv1 = conv3x3(in_channels, channels, stride)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv2 = conv3x3(channels, channels)
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.se = squeeze_excitation(channels) if se else nn.Identity()
+        self.shortcut = make_shortcut(in_channels, channels, stride, shortcut)
+        self.relu = nn.ReLU(inplace=True)
+        self._init_regulator(channels, taps, stage, step)
+
+    def forward(self, x: torch.Tensor, cell: nn.Module, state=None):
+        x2 = self.relu(self.bn1(self.conv1(x)))
+        x3, h, state, gates = self._regulate(x2, x2, cell, state)
+        x4 = self.se(self.bn2(self.conv2(x3)))
+        out = self.relu(self.shortcut(x) + x4)
+        self._record(x2, h, state, gates, out)
+        return out, state
+
+
+class RegulatedBottleneck(_Regulated):
+    """Fig. 3b: X2 = 1x1 reduce; H = cell(X2); X3 = 3x3(X2); fuse[X3, H]; 1x1 expand; add; ReLU."""
+
+    expansion = 4
+
+    def __init__(
+        self,
+        in_channels: int,
+        channels: int,
+        stride: int = 1,
+        se: bool = False,
+        shortcut: str = "projection",
+        *,
+        taps: StepTaps,
+        stage: int = 0,
+        step: int = 0,
+    ):
+        super().__init__()
+        out = channels * self.expansion
+        self.conv1 = conv1x1(in_channels, channels, stride)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv2 = conv3x3(channels, channels)
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.conv3 = conv1x1(channels, out)
+        self.bn3 = nn.BatchNorm2d(out)
+        self.se = squeeze_excitation(out) if se else nn.Identity()
+        self.shortcut = make_shortcut(in_channels, out, stride, shortcut)
+        self.relu = nn.ReLU(inplace=True)
+        self._init_regulator(channels, taps, stage, step)
+
+    def forward(self, x: torch.Tensor, cell: nn.Module, state=None):
+        x2 = self.relu(self.bn1(self.conv1(x)))
+        x3 = self.relu(self.bn2(self.conv2(x2)))
+        x3, h, state, gates = self._regulate(x3, x2, cell, state)
+        x4 = self.se(self.bn3(self.conv3(x3)))
+        out = self.relu(self.shortcut(x) + x4)
+        self._record(x2, h, state, gates, out)
+        return out, state
+
+
+REGULATED = {BasicBlock: RegulatedBasicBlock, Bottleneck: RegulatedBottleneck}
+
+
+class Stage(nn.Module):
+    """A run of blocks at one width; with ``cell`` set, one regulator shared by all of them.
+
+    The regulator's state starts at zero at the stage's first block and flows
+    from block to block; it never crosses into the next stage.
+    """
+
+    def __init__(
+        self,
+        block: type[nn.Module],
+        in_channels: int,
+        channels: int,
+        num_blocks: int,
+        stride: int,
+        *,
+        index: int = 0,
+        cell: str | None = None,
+        gates: str = "efficient",
+        se: bool = False,
+        shortcut: str = "pad",
+    ):
+        super().__init__()
+        out = channels * block.expansion
+        self.cell = make_cell(cell, channels, channels, gates) if cell else None
+        blocks = []
+        for step in range(num_blocks):
+            block_in, block_stride = (in_channels, stride) if step == 0 else (out, 1)
+            if self.cell is None:
+                blocks.append(block(block_in, channels, block_stride, se, shortcut))
+            else:
+                blocks.append(
+                    REGULATED[block](
+                        block_in, channels, block_stride, se, shortcut,
+                        taps=self.cell.make_taps(), stage=index, step=step,
+                    )
+                )
+        self.blocks = nn.ModuleList(blocks)
+        self.out_channels = out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cell is None:
+            for block in self.blocks:
+                x = block(x)
+            return x
+        state = None  # zero state at the stage's first block
+        for block in self.blocks:
+            x, state = block(x, self.cell, state)
+        return x

@@ -1,0 +1,196 @@
+"""Convolutional recurrent cells: the regulator of a RegNet stage.
+
+A stage's blocks are the cell's time steps, so a cell is called once per block
+with that block's features X and the state left by the block before. Every gate
+of a cell comes from one convolution whose output is split afterwards, in one
+of two forms:
+
+* ``efficient`` (the paper's): X and H are interleaved channel by channel, a
+  grouped 1x1 convolution mixes each pair ``[x_c, h_c]`` into the gates of
+  channel c, then a depthwise 3x3 convolution gives each gate its spatial
+  context. Parameters grow linearly with the width.
+* ``full``: one dense 3x3 convolution over ``cat[X, H]``. Parameters grow with
+  the square of the width.
+
+Cells take an optional ``taps`` object (see :class:`StepTaps`) so that every
+state and gate of one time step passes through a module of its own: the cell
+is reused across steps, but attribution hooks need a distinct module per step.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+GATE_FORMS = ("efficient", "full")
+
+
+class StepTaps(nn.Module):
+    """Identity modules on the hidden state, cell state and each gate of one step.
+
+    They compute nothing; they exist so that a hook (e.g. captum's
+    ``LayerGradCam``) can target step t of a stage on its own.
+    """
+
+    def __init__(self, gate_names: tuple[str, ...], has_cell: bool):
+        super().__init__()
+        self.hidden = nn.Identity()
+        self.cell = nn.Identity() if has_cell else None
+        self.gates = nn.ModuleDict({name: nn.Identity() for name in gate_names})
+
+
+class GateConv(nn.Module):
+    """One convolution producing ``num_gates`` maps of ``hidden_channels`` each from ``[X, H]``."""
+
+    def __init__(self, in_channels: int, hidden_channels: int, num_gates: int, form: str):
+        super().__init__()
+        if form not in GATE_FORMS:
+            raise ValueError(f"Unknown gate form {form!r}; choose one of {', '.join(GATE_FORMS)}.")
+        if form == "efficient" and in_channels != hidden_channels:
+            raise ValueError(
+                f"The efficient gate form pairs input and hidden channels one to one, so it needs "
+                f"in_channels == hidden_channels (got {in_channels} and {hidden_channels}); use gates='full'."
+            )
+        self.form = form
+        self.num_gates = num_gates
+        self.hidden_channels = hidden_channels
+        out = num_gates * hidden_channels
+        if form == "efficient":
+            # groups=C: group c sees exactly [x_c, h_c] and writes the gates of channel c.
+            self.pointwise = nn.Conv2d(2 * hidden_channels, out, 1, groups=hidden_channels, bias=False)
+            self.depthwise = nn.Conv2d(out, out, 3, padding=1, groups=out, bias=True)
+        else:
+            self.conv = nn.Conv2d(in_channels + hidden_channels, out, 3, padding=1, bias=True)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        b, _, height, width = x.shape
+        if self.form == "efficient":
+            paired = torch.stack((x, h), dim=2).flatten(1, 2)  # x0, h0, x1, h1, ...
+            out = self.depthwise(self.pointwise(paired))
+            # Group c produced channels [G*c, G*c+G): gate k of channel c sits at G*c+k.
+            return out.view(b, self.hidden_channels, self.num_gates, height, width).unbind(2)
+        return self.conv(torch.cat((x, h), dim=1)).chunk(self.num_gates, dim=1)
+
+
+class _ConvCell(nn.Module):
+    """Shape checks and zero-state handling shared by the three cells."""
+
+    gate_names: tuple[str, ...] = ()
+    has_cell_state = False
+
+    def __init__(self, in_channels: int, hidden_channels: int):
+        super().__init__()
+        self.in_channels = in_channels
+        self.hidden_channels = hidden_channels
+
+    def make_taps(self) -> StepTaps:
+        return StepTaps(self.gate_names, self.has_cell_state)
+
+    def zero_state(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        shape = (x.shape[0], self.hidden_channels, x.shape[2], x.shape[3])
+        n = 2 if self.has_cell_state else 1
+        return tuple(x.new_zeros(shape) for _ in range(n))
+
+    def _check(self, x: torch.Tensor, state) -> tuple[torch.Tensor, ...]:
+        name = type(self).__name__
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"{name} expects input of shape (N, {self.in_channels}, H, W), received {tuple(x.shape)}."
+            )
+        if state is None:
+            return self.zero_state(x)
+        state = (state,) if isinstance(state, torch.Tensor) else tuple(state)
+        expected = (x.shape[0], self.hidden_channels, x.shape[2], x.shape[3])
+        n = 2 if self.has_cell_state else 1
+        if len(state) != n or any(tuple(s.shape) != expected for s in state):
+            got = [tuple(s.shape) for s in state]
+            raise ValueError(
+                f"{name} expects a state of {n} tensor(s) of shape {expected} to match its input, "
+                f"received {got}."
+            )
+        return state
+
+    @staticmethod
+    def _tap(taps: StepTaps | None, gates: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if taps is None:
+            return gates
+        return {name: taps.gates[name](g) for name, g in gates.items()}
+
+
+class ConvRNNCell(_ConvCell):
+    """H_t = tanh(W * [X_t, H_{t-1}])."""
+
+    gate_names = ()
+
+    def __init__(self, in_channels: int, hidden_channels: int, gates: str = "efficient"):
+        super().__init__(in_channels, hidden_channels)
+        self.conv = GateConv(in_channels, hidden_channels, 1, gates)
+
+    def forward(self, x, state=None, taps: StepTaps | None = None):
+        """Return ``(h, (h,), gates)``: the output, the state for the next step, and the gates (none)."""
+        (h,) = self._check(x, state)
+        (pre,) = self.conv(x, h)
+        h = torch.tanh(pre)
+        if taps is not None:
+            h = taps.hidden(h)
+        return h, (h,), {}
+
+
+class ConvGRUCell(_ConvCell):
+    """Gates z (update) and r (reset) from one convolution; the candidate from a second on [X, r*H]."""
+
+    gate_names = ("z", "r", "candidate")
+
+    def __init__(self, in_channels: int, hidden_channels: int, gates: str = "efficient"):
+        super().__init__(in_channels, hidden_channels)
+        self.gates = GateConv(in_channels, hidden_channels, 2, gates)
+        # The candidate reads r*H, which only exists after the gates: it cannot share their conv.
+        self.candidate = GateConv(in_channels, hidden_channels, 1, gates)
+
+    def forward(self, x, state=None, taps: StepTaps | None = None):
+        (h_prev,) = self._check(x, state)
+        z_pre, r_pre = self.gates(x, h_prev)
+        g = self._tap(taps, {"z": torch.sigmoid(z_pre), "r": torch.sigmoid(r_pre)})
+        (cand_pre,) = self.candidate(x, g["r"] * h_prev)
+        g.update(self._tap(taps, {"candidate": torch.tanh(cand_pre)}))
+        h = (1 - g["z"]) * h_prev + g["z"] * g["candidate"]
+        if taps is not None:
+            h = taps.hidden(h)
+        return h, (h,), g
+
+
+class ConvLSTMCell(_ConvCell):
+    """Gates i, f, o and candidate g from one convolution; C = f*C + i*g, H = o*tanh(C)."""
+
+    gate_names = ("i", "f", "o", "g")
+    has_cell_state = True
+
+    def __init__(self, in_channels: int, hidden_channels: int, gates: str = "efficient"):
+        super().__init__(in_channels, hidden_channels)
+        self.conv = GateConv(in_channels, hidden_channels, 4, gates)
+
+    def forward(self, x, state=None, taps: StepTaps | None = None):
+        h_prev, c_prev = self._check(x, state)
+        i, f, o, g = self.conv(x, h_prev)
+        gates = self._tap(
+            taps, {"i": torch.sigmoid(i), "f": torch.sigmoid(f), "o": torch.sigmoid(o), "g": torch.tanh(g)}
+        )
+        c = gates["f"] * c_prev + gates["i"] * gates["g"]
+        if taps is not None:
+            c = taps.cell(c)
+        h = gates["o"] * torch.tanh(c)
+        if taps is not None:
+            h = taps.hidden(h)
+        return h, (h, c), gates
+
+
+CELLS = {"rnn": ConvRNNCell, "gru": ConvGRUCell, "lstm": ConvLSTMCell}
+
+
+def make_cell(kind: str, in_channels: int, hidden_channels: int, gates: str = "efficient") -> _ConvCell:
+    """Build a cell by name (``rnn``, ``gru``, ``lstm``)."""
+    if kind not in CELLS:
+        raise ValueError(f"Unknown cell {kind!r}; choose one of {', '.join(CELLS)}.")
+    return CELLS[kind](in_channels, hidden_channels, gates)
+
+
+__all__ = ["ConvRNNCell", "ConvGRUCell", "ConvLSTMCell", "GateConv", "StepTaps", "make_cell", "CELLS", "GATE_FORMS"]

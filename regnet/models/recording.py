@@ -1,0 +1,52 @@
+"""``record(model)``: collect every regulated block's states and gates during a forward pass.
+
+Recording is a list attached to the regulated blocks only inside the ``with``
+block; outside it each block checks one attribute and does nothing else, so it
+is free when off. Recorded tensors are detached (no graph is kept) and recording never changes
+what the model computes.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+from torch import nn
+
+
+@dataclass
+class RegulatorRecord:
+    """One time step of one stage's regulator: block ``step`` of stage ``stage``."""
+
+    stage: int
+    step: int
+    input: torch.Tensor  # I^t, the cell's input (X2)
+    hidden: torch.Tensor  # H^t
+    cell: torch.Tensor | None  # C^t for ConvLSTM, None otherwise
+    gates: dict[str, torch.Tensor] = field(default_factory=dict)
+    output: torch.Tensor | None = None  # O^t, the block's output
+
+
+def regulated_blocks(model: nn.Module) -> list[nn.Module]:
+    """The model's regulated blocks in forward order (empty for a plain ResNet)."""
+    return [m for m in model.modules() if hasattr(m, "taps") and hasattr(m, "trace")]
+
+
+@contextmanager
+def record(model: nn.Module) -> Iterator[list[RegulatorRecord]]:
+    """Yield a list that the next forward passes fill with one :class:`RegulatorRecord` per regulated block.
+
+    >>> with record(model) as trace:
+    ...     logits = model(x)
+    >>> trace[0].hidden.shape
+    """
+    trace: list[RegulatorRecord] = []
+    blocks = regulated_blocks(model)
+    for block in blocks:
+        block.trace = trace
+    try:
+        yield trace
+    finally:
+        for block in blocks:
+            block.trace = None

@@ -1,0 +1,63 @@
+"""Parameter and multiply-accumulate counts, measured by torch's own FLOP counter."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .registry import build_model, list_models, model_info
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    params: int
+    macs: int  # per image
+    input_size: tuple[int, int, int]
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def summary(model: nn.Module, input_size: tuple[int, int, int]) -> ModelSummary:
+    """Parameters and multiply-accumulates of one forward pass on one image of ``input_size`` (C, H, W).
+
+    ``FlopCounterMode`` counts convolutions and matrix products (2 FLOPs per
+    MAC); element-wise work (BN, activations, gates' products) is not counted,
+    as in the papers' MAC figures.
+    """
+    was_training = model.training
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    device = next(model.parameters()).device
+    with torch.no_grad(), counter:
+        model(torch.zeros(1, *input_size, device=device))
+    model.train(was_training)
+    return ModelSummary(count_params(model), counter.get_total_flops() // 2, tuple(input_size))
+
+
+def summarize_registry(options_for: dict[str, list[dict]] | None = None) -> list[dict]:
+    """One row per model (and per option set in ``options_for``): name, options, params, MACs, input size."""
+    rows = []
+    for name in list_models():
+        info = model_info(name)
+        for options in (options_for or {}).get(name, [{}]):
+            s = summary(build_model(name, **options), info.input_size)
+            label = ",".join(f"{k}={v}" for k, v in options.items())
+            rows.append({"model": name, "options": label, "family": info.family,
+                         "input": "x".join(map(str, s.input_size)), "params": s.params, "macs": s.macs})
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    """A plain-text table: params in millions, MACs in millions or billions."""
+
+    def macs(n: int) -> str:
+        return f"{n / 1e9:.2f} G" if n >= 1e9 else f"{n / 1e6:.1f} M"
+
+    lines = [f"{'model':<12} {'options':<28} {'input':<10} {'params':>12} {'MACs':>10}"]
+    for r in rows:
+        lines.append(f"{r['model']:<12} {r['options']:<28} {r['input']:<10} {r['params']:>12,} {macs(r['macs']):>10}")
+    return "\n".join(lines)

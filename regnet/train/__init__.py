@@ -1,0 +1,1 @@
+"""Config, training loop, metrics, checkpoints, run folders and the CLI behind ``python -m regnet``."""
