@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torchvision.ops import SqueezeExcitation
 
-from .blocks import BasicBlock, Bottleneck, Stage, make_shortcut
+from .blocks import BasicBlock, Bottleneck, Stage
 
 
 class ResNetBackbone(nn.Module):
@@ -61,6 +62,9 @@ class ResNetBackbone(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if isinstance(m, SqueezeExcitation):
+                # A negative default bias can leave every squeeze unit ReLU-dead from the start.
+                nn.init.zeros_(m.fc1.bias)
 
     def head(self, features: torch.Tensor) -> torch.Tensor:
         return self.fc(torch.flatten(self.pool(features), 1))
@@ -141,7 +145,12 @@ class TinyBlock(nn.Module):
             make_activation(activation), nn.Dropout2d(dropout),
             nn.Conv2d(channels, channels, 3, padding=1, bias=not batch_norm), norm(),
         )
-        self.shortcut = make_shortcut(in_channels, channels, stride, "projection")
+        if stride == 1 and in_channels == channels:
+            self.shortcut = nn.Identity()
+        else:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, channels, 1, stride=stride, bias=not batch_norm), norm()
+            )
         self.act = make_activation(activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
