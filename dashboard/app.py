@@ -1,7 +1,34 @@
-"""RegNet Lab dashboard (placeholder until the dashboard issue lands)."""
-import streamlit as st
+"""RegNet Lab dashboard: ``streamlit run dashboard/app.py``.
 
-st.set_page_config(page_title="RegNet Lab", layout="wide")
-st.title("RegNet Lab")
-st.write("Runs, live curves, comparisons and the regulator lab are coming. "
-         "Meanwhile `python -m regnet models` lists every model.")
+The entry point is the frame around every page (title, sidebar with the runs folder) and the router
+(``st.navigation``); each page is one file under dashboard/pages/ and stays thin, calling the plain modules
+dashboard/runs.py, charts.py and launcher.py.
+"""
+import sys
+from pathlib import Path
+
+# `streamlit run dashboard/app.py` puts dashboard/ on sys.path, not the repository: add it so that
+# `dashboard.*` and `regnet` import the same way in the app, the tests and a fresh checkout.
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+import streamlit as st  # noqa: E402
+
+from dashboard import ui  # noqa: E402
+
+st.set_page_config(page_title="RegNet Lab", page_icon=":material/hub:", layout="wide")
+
+PAGES = [
+    st.Page("pages/runs.py", title="Runs", icon=":material/table_rows:", default=True),
+    st.Page("pages/new_run.py", title="New run", icon=":material/play_circle:", url_path="new_run"),
+    st.Page("pages/live.py", title="Live", icon=":material/monitoring:", url_path="live"),
+    st.Page("pages/compare.py", title="Compare", icon=":material/stacked_line_chart:", url_path="compare"),
+    st.Page("pages/data.py", title="Data", icon=":material/image:", url_path="data"),
+    st.Page("pages/inspect.py", title="Inspect", icon=":material/biotech:", url_path="inspect"),
+]
+
+page = st.navigation(PAGES)
+st.sidebar.markdown("**RegNet Lab** · self-regulated networks (Xu et al. 2021)")
+ui.sidebar()
+page.run()
