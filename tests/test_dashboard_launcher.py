@@ -1,0 +1,101 @@
+"""dashboard.launcher: configs, run ids, launching a separate process, STOP and the grace-period kill."""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+import yaml
+
+from dashboard import launcher
+from dashboard.runs import discover_runs, read_run
+from test_dashboard_fixtures import fake_training_process, write_run
+
+
+def test_merge_config_overrides_recursively_without_touching_the_defaults():
+    merged = launcher.merge_config(launcher.DEFAULT_CONFIG, {"train": {"epochs": 2}, "model": {"name": "resnet20"}})
+    assert merged["train"]["epochs"] == 2 and merged["train"]["batch_size"] == 128
+    assert merged["model"] == {"name": "resnet20", "options": {"cell": "lstm", "gates": "efficient", "se": False}}
+    assert launcher.DEFAULT_CONFIG["train"]["epochs"] == 10
+
+
+def test_ready_configs_are_read_and_bad_ones_explained(tmp_path):
+    (tmp_path / "c10_regnet20.yaml").write_text(yaml.safe_dump({"model": {"name": "regnet20"},
+                                                                "train": {"epochs": 164}}))
+    (tmp_path / "broken.yaml").write_text("model: [unclosed\n")
+    found = launcher.ready_configs(tmp_path)
+    assert list(found) == ["broken", "c10_regnet20"]
+    config = launcher.load_ready_config(found["c10_regnet20"])
+    assert config["train"]["epochs"] == 164 and config["optim"]["name"] == "sgd"
+    with pytest.raises(ValueError, match="broken.yaml could not be read"):
+        launcher.load_ready_config(found["broken"])
+    assert launcher.ready_configs(tmp_path / "none") == {}
+
+
+def test_new_run_ids_are_unique_and_path_safe():
+    ids = {launcher.new_run_id("regnet20", "image/folder..x") for _ in range(20)}
+    assert len(ids) == 20
+    for run_id in ids:
+        assert "/" not in run_id and "regnet20-image-folder..x" in run_id
+
+
+def test_a_launch_that_fails_shows_up_as_a_failed_run_with_its_error(tmp_path):
+    config = launcher.merge_config(launcher.DEFAULT_CONFIG, {"model": {"name": "no_such_model"},
+                                                             "train": {"epochs": 1}})
+    launch = launcher.start_run(config, tmp_path, run_id="bad-model")
+    assert launch.command[1:5] == ["-m", "regnet", "train", "--config"] and "--run-id" in launch.command
+    record = tmp_path / ".launches" / "bad-model.json"
+    assert record.exists() and yaml.safe_load((tmp_path / ".launches" / "bad-model.yaml").read_text())["run"][
+        "run_id"] == "bad-model"
+    deadline = time.time() + 60
+    while time.time() < deadline and launcher._CHILDREN[launch.pid].poll() is None:
+        time.sleep(0.2)
+    launcher.reap()
+    assert launch.pid not in launcher._CHILDREN
+    [run] = discover_runs(tmp_path)
+    assert run.key == "bad-model" and run.state == "failed" and run.error
+    assert launch.log_path.read_text().strip()
+    with pytest.raises(ValueError, match="not a valid run id"):
+        launcher.start_run(config, tmp_path, run_id="../escape")
+
+
+def test_existing_run_folders_are_never_reused(tmp_path):
+    write_run(tmp_path, "taken")
+    with pytest.raises(ValueError, match="already exists"):
+        launcher.start_run(launcher.DEFAULT_CONFIG, tmp_path, run_id="taken")
+
+
+def test_stop_asks_first_and_kills_the_process_group_only_after_the_grace_period(tmp_path):
+    process = fake_training_process()
+    try:
+        run_dir = write_run(tmp_path, "live", state="running", pid=process.pid)
+        run = read_run(run_dir, "live")
+        assert run.state == "running" and launcher.count_running([run]) == 1
+        assert launcher.enforce_stops([run], grace_s=5) == []  # nobody asked it to stop
+
+        launcher.request_stop(run_dir)
+        asked = (run_dir / "STOP").stat().st_mtime
+        launcher.request_stop(run_dir)  # asking twice keeps the first request time
+        assert (run_dir / "STOP").stat().st_mtime == asked
+        run = read_run(run_dir, "live")
+        assert launcher.enforce_stops([run], grace_s=5, now=asked + 1) == []  # still within the grace period
+        assert process.poll() is None
+
+        started = time.time()
+        assert launcher.enforce_stops([run], grace_s=5, now=asked + 6) == ["live"]
+        assert time.time() - started < 1.0  # it signals and returns, it does not wait
+        assert process.wait(timeout=10) != 0
+        assert read_run(run_dir, "live").state == "stopped"  # dead process + STOP file
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_a_run_that_does_not_lead_its_group_is_signalled_alone(tmp_path, monkeypatch):
+    signalled = []
+    monkeypatch.setattr(os, "getpgid", lambda pid: pid + 1)
+    monkeypatch.setattr(os, "kill", lambda pid, sig: signalled.append(("kill", pid, sig)))
+    monkeypatch.setattr(os, "killpg", lambda pid, sig: signalled.append(("killpg", pid, sig)))
+    launcher._signal(12345, 15)
+    assert signalled == [("kill", 12345, 15)]
