@@ -1,0 +1,76 @@
+"""A run's parts built from its config, the same way for training, evaluation and the tools.
+
+Training resolves the config against the data set (number of classes, input
+channels, every model option with its default) and writes the resolved config
+to the run folder; evaluation and the dashboard rebuild the same model from
+that file alone, without the data.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from regnet.models import build_model, model_info
+
+from .config import Config
+
+
+def check_names(config: Config) -> None:
+    """Fail fast, before any data is read, on an unknown model, model option or data set."""
+    from regnet.data import resolve_name
+
+    info = model_info(config.model.name)
+    unknown = sorted(set(config.model.options) - set(info.options))
+    if unknown:
+        accepted = ", ".join(info.options) or "no options"
+        raise ValueError(f"Unknown option(s) {', '.join(unknown)} for model {config.model.name!r}; "
+                         f"it accepts: {accepted}.")
+    for key, value in config.model.options.items():
+        allowed = info.choices.get(key)
+        if allowed is not None and value not in allowed:
+            raise ValueError(f"Option {key}={value!r} is not valid for {config.model.name!r}; "
+                             f"choose one of {allowed}.")
+    config.data.name = resolve_name(config.data.name)
+
+
+def load_data(config: Config, *, augment: bool | None = None):
+    """``regnet.data.load_splits`` with the config's data section (``augment`` overrides it for evaluation)."""
+    from regnet.data import load_splits
+
+    d = config.data
+    return load_splits(d.name, d.root, val_ratio=d.val_ratio, split_seed=d.split_seed,
+                       augment=d.augment if augment is None else augment, color_jitter=d.color_jitter, size=d.size)
+
+
+def resolve_model(config: Config, data_info) -> Config:
+    """Fill in classes, channels and every model option from the data set, so config.yaml alone rebuilds the model.
+
+    A config that names a number of classes or channels other than the data's
+    is an error: the model could not be trained on that data.
+    """
+    m = config.model
+    for key, value in (("num_classes", data_info.num_classes), ("in_channels", data_info.in_channels)):
+        given = getattr(m, key)
+        if given is not None and given != value:
+            raise ValueError(f"model.{key}={given} does not match data set {data_info.name} ({value}); "
+                             f"remove model.{key} from the config.")
+        setattr(m, key, value)
+    defaults = model_info(m.name).options
+    options = {**defaults, **m.options}
+    if "image_size" in defaults and "image_size" not in m.options:
+        options["image_size"] = data_info.image_size  # MnistCNN's classifier depends on the input side
+    m.options = {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
+    return config
+
+
+def build_model_from_config(config: Config) -> nn.Module:
+    m = config.model
+    return build_model(m.name, num_classes=m.num_classes, in_channels=m.in_channels, **m.options)
+
+
+def make_loader(dataset: Dataset, batch_size: int, sampler, workers: int, device: torch.device,
+                generator: torch.Generator | None = None) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                      pin_memory=device.type == "cuda", generator=generator, drop_last=False)
+
