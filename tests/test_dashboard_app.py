@@ -1,0 +1,180 @@
+"""Each page's wiring with streamlit's AppTest (no browser): empty and fixture runs roots, bad input, launch/stop."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from dashboard import launcher
+from test_dashboard_fixtures import fake_training_process, fixture_runs_root, write_run
+
+APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
+PAGES_WITHOUT_DATA = ["pages/runs.py", "pages/new_run.py", "pages/live.py", "pages/compare.py", "pages/inspect.py"]
+
+
+def open_page(page: str, selected: list[str] | None = None, timeout: float = 90) -> AppTest:
+    """Run the app, switch to ``page`` and run it (AppTest needs one run before switching pages)."""
+    at = AppTest.from_file(str(APP), default_timeout=timeout)
+    if selected is not None:
+        at.session_state["selected_runs"] = selected
+    at.run()
+    if page != "pages/runs.py":
+        at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(elements) -> str:
+    return "\n".join(str(element.value) for element in elements)
+
+
+def plotly_points(at: AppTest) -> list[int]:
+    """Points per plotly chart on the page, read from the figure JSON the browser would get."""
+    counts = []
+    for chart in at.get("plotly_chart"):
+        figure = json.loads(chart.proto.spec)
+        counts.append(sum(len(trace.get("x") or []) for trace in figure.get("data", [])))
+    return counts
+
+
+@pytest.fixture
+def runs_root(tmp_path, monkeypatch):
+    root = tmp_path / "runs"
+    monkeypatch.setenv("REGNET_RUNS_ROOT", str(root))
+    monkeypatch.setenv("REGNET_CHECKPOINTS_ROOT", str(tmp_path / "checkpoints"))
+    return root
+
+
+@pytest.fixture
+def fixture_root(runs_root, tmp_path):
+    process = fake_training_process()
+    fixture_runs_root(runs_root, live_pid=process.pid)
+    write_run(tmp_path / "checkpoints", "regnet20-shapes", epochs_done=3, epochs=3)
+    yield runs_root
+    process.kill()
+    process.wait()
+
+
+@pytest.mark.parametrize("page", PAGES_WITHOUT_DATA)
+def test_pages_render_on_a_missing_or_empty_runs_root(runs_root, page):
+    at = open_page(page)
+    if page == "pages/runs.py":
+        assert "does not exist yet" in texts(at.info) and "No runs yet" in texts(at.info)
+    runs_root.mkdir()
+    at.run()
+    assert not at.exception
+    if page in ("pages/runs.py", "pages/live.py", "pages/compare.py"):
+        assert "No runs yet" in texts(at.info)
+
+
+def test_runs_page_lists_runs_and_shipped_checkpoints(fixture_root):
+    at = open_page("pages/runs.py")
+    table = at.dataframe[0].value
+    assert list(table["run"]) == ["r3-regnet20-shapes-live", "r2-regnet20-shapes", "r1-resnet20-shapes",
+                                  "r4-regnet20-shapes-corrupt", "r0-broken", "shipped/regnet20-shapes"]
+    assert list(table["status"])[:3] == ["running", "failed", "finished"]
+    assert table.iloc[-1]["source"] == "shipped"
+    assert "status.json" in texts(at.caption)  # the broken folder is explained, not an exception
+    at.multiselect(key="_select_runs").select("r1-resnet20-shapes").run()
+    assert at.session_state["selected_runs"] == ["r1-resnet20-shapes"]
+
+
+def test_live_page_shows_curves_progress_and_a_failed_runs_error(fixture_root):
+    at = open_page("pages/live.py", selected=["r2-regnet20-shapes", "r3-regnet20-shapes-live",
+                                              "r4-regnet20-shapes-corrupt"])
+    assert len(at.get("plotly_chart")) == 6 and all(points > 0 for points in plotly_points(at))
+    errors = texts(at.error)
+    assert "r2-regnet20-shapes failed" in errors and "CUDA is not available" in errors
+    assert "RuntimeError: CUDA is not available" in errors  # the tail of train.log
+    assert "skipped 2 corrupt lines" in texts(at.warning)
+    bars = [bar.proto.text for bar in at.get("progress")]
+    assert any("running · epoch 1/5 · step 4/20" in text for text in bars), bars
+    assert at.button(key="live_stop_r3-regnet20-shapes-live")  # a running run can be stopped from here
+
+
+def test_live_page_follows_the_running_run_when_nothing_is_selected(fixture_root):
+    at = open_page("pages/live.py")
+    assert "r3-regnet20-shapes-live" in texts(at.caption)
+
+
+def test_selection_from_the_browser_never_names_a_path(fixture_root):
+    at = open_page("pages/live.py", selected=["../../etc", "r1-resnet20-shapes"])
+    assert at.multiselect(key="_select_live").value == ["r1-resnet20-shapes"]
+
+
+def test_compare_page_overlays_runs_and_offers_csv(fixture_root):
+    at = open_page("pages/compare.py", selected=["r1-resnet20-shapes", "shipped/regnet20-shapes"])
+    assert len(at.get("plotly_chart")) == 2
+    assert all(points > 0 for points in plotly_points(at))
+    table = at.dataframe[0].value
+    assert list(table["run"]) == ["r1-resnet20-shapes", "shipped/regnet20-shapes"]
+    assert list(table["best val top-1"]) == [0.75, 0.75]
+    assert len(at.get("download_button")) == 2
+
+
+def test_new_run_page_refuses_a_data_set_that_is_not_there(runs_root, tmp_path):
+    at = open_page("pages/new_run.py")
+    assert at.button(key="nr_start_button").disabled is False
+    at.selectbox(key="nr_dataset").select("cifar10")
+    at.text_input(key="nr_root").input(str(tmp_path / "no-data")).run()
+    assert not at.exception
+    assert texts(at.error) and at.button(key="nr_start_button").disabled
+    at.selectbox(key="nr_family").select("tiny_resnet").run()
+    assert not at.exception and at.text_input(key="nr_opt_blocks").value == "2, 2, 2"
+
+
+def test_data_page_shows_samples_and_class_counts(runs_root):
+    at = open_page("pages/data.py", timeout=180)
+    assert len(at.get("plotly_chart")) == 3
+    counts = json.loads(at.get("plotly_chart")[2].proto.spec)["data"]
+    assert [bar["name"] for bar in counts] == ["train", "val", "test"]
+    at.selectbox(key="data_name").select("cifar10")
+    at.text_input(key="data_root").input("/nonexistent/data").run()
+    assert not at.exception and "does not exist" in texts(at.error)
+
+
+def engine_has_train_command() -> bool:
+    from regnet.train.cli import build_parser
+
+    return "train" in build_parser()._subparsers._group_actions[0].choices
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not engine_has_train_command(), reason="the training engine (python -m regnet train) is not there yet")
+def test_new_run_form_launches_a_run_and_stop_stops_it(runs_root):
+    at = open_page("pages/new_run.py")
+    at.selectbox(key="nr_family").select("resnet")
+    at.selectbox(key="nr_dataset").select("shapes")
+    at.number_input(key="nr_size").set_value(600)
+    at.number_input(key="nr_epochs").set_value(50)
+    at.number_input(key="nr_batch").set_value(16)
+    at.number_input(key="nr_log_every").set_value(1)
+    at.selectbox(key="nr_device").select("cpu")
+    at.button(key="nr_start_button").click().run()
+    assert not at.exception and not at.error, texts(at.error)
+    [run_id] = at.session_state["selected_runs"]
+    record = json.loads((runs_root / ".launches" / f"{run_id}.json").read_text())
+    process = launcher._CHILDREN[record["pid"]]
+    try:
+        metrics = runs_root / run_id / "metrics.jsonl"
+        deadline = time.time() + 90
+        while time.time() < deadline and process.poll() is None and not metrics.exists():
+            time.sleep(0.5)
+        assert process.poll() is None, (runs_root / ".launches" / f"{run_id}.log").read_text()
+        at.run()
+        assert "1 run is running" in texts(at.info)
+        at.button(key=f"stop_{run_id}").click().run()
+        assert (runs_root / run_id / "STOP").exists()
+        assert process.wait(timeout=60) == 0  # a clean stop exits 0
+        status = json.loads((runs_root / run_id / "status.json").read_text())
+        assert status["state"] == "stopped" and status["epoch"] < 50
+        at.switch_page("pages/runs.py").run()
+        table = at.dataframe[0].value
+        assert table.loc[table["run"] == run_id, "status"].item() == "stopped"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
