@@ -64,11 +64,13 @@ def metric_figure(frames: Mapping[str, pd.DataFrame], metrics: Sequence[str], *,
             name = f"{label} · {name}" if several else name
             dash = _DASH.get(metric.split("_")[0], "solid")
             if dense and smoothing > 0:
-                figure.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=f"{name} (raw)", showlegend=False,
+                figure.add_trace(go.Scatter(x=xs.tolist(), y=ys.tolist(), mode="lines", name=f"{name} (raw)", showlegend=False,
                                             hoverinfo="skip", opacity=0.25, line=dict(color=color, dash=dash)))
                 ys = np.asarray(ema(ys.tolist(), smoothing))
+            # Plain lists, not numpy arrays: plotly would send those base64-encoded, which neither the
+            # browser tests nor a reader of the page's figure JSON can count.
             figure.add_trace(go.Scatter(
-                x=xs, y=ys, name=name, mode="lines" if dense else "lines+markers",
+                x=xs.tolist(), y=ys.tolist(), name=name, mode="lines" if dense else "lines+markers",
                 line=dict(color=color, dash=dash), legendgroup=label,
             ))
     figure.update_layout(

@@ -61,8 +61,14 @@ def sidebar() -> None:
 
 
 def selected_keys(runs: list[RunInfo]) -> list[str]:
-    """The selected run keys that still exist."""
+    """The selected run keys that still exist.
+
+    A fresh session (a new tab, a bookmark) starts from ``?run=<key>&run=<key>`` in the URL, if given.
+    Keys are only ever matched against the runs found on disk, never used as paths.
+    """
     known = {run.key for run in runs}
+    if SELECTED not in st.session_state and st.query_params.get_all("run"):
+        st.session_state[SELECTED] = st.query_params.get_all("run")
     return [key for key in st.session_state.get(SELECTED, []) if key in known]
 
 

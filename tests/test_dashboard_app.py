@@ -36,7 +36,9 @@ def plotly_points(at: AppTest) -> list[int]:
     counts = []
     for chart in at.get("plotly_chart"):
         figure = json.loads(chart.proto.spec)
-        counts.append(sum(len(trace.get("x") or []) for trace in figure.get("data", [])))
+        xs = [trace.get("x") or [] for trace in figure.get("data", [])]
+        assert all(isinstance(x, list) for x in xs), "curves must be sent as plain lists"
+        counts.append(sum(map(len, xs)))
     return counts
 
 
@@ -103,6 +105,11 @@ def test_live_page_follows_the_running_run_when_nothing_is_selected(fixture_root
 def test_selection_from_the_browser_never_names_a_path(fixture_root):
     at = open_page("pages/live.py", selected=["../../etc", "r1-resnet20-shapes"])
     assert at.multiselect(key="_select_live").value == ["r1-resnet20-shapes"]
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.query_params["run"] = ["/etc/passwd", "shipped/regnet20-shapes"]  # a bookmarked Compare link
+    at.run()
+    at.switch_page("pages/compare.py").run()
+    assert not at.exception and at.multiselect(key="_select_compare").value == ["shipped/regnet20-shapes"]
 
 
 def test_compare_page_overlays_runs_and_offers_csv(fixture_root):

@@ -1,0 +1,231 @@
+"""The dashboard in a real browser: `streamlit run`, Chromium driven by Playwright, a real training run.
+
+Prints (does not assert) two timings: from `streamlit run` to a rendered Runs page, and from a metric line
+appended to a run's metrics.jsonl to the point appearing in the browser. With REGNET_UPDATE_SCREENSHOTS=1
+the Live and Compare screenshots are copied to docs/ for the README.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from test_dashboard_fixtures import fake_training_process, write_run
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+UPDATE_SCREENSHOTS = os.environ.get("REGNET_UPDATE_SCREENSHOTS") == "1"
+
+pytestmark = [pytest.mark.browser, pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium")]
+
+# Total points of every plotly chart on the page, read from each chart div's figure data.
+POINTS_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).reduce(
+    (n, div) => n + (div.data || []).reduce((m, trace) => m + (trace.x ? trace.x.length : 0), 0), 0)"""
+CELLS_JS = """() => Array.from(document.querySelectorAll('[data-testid="stDataFrame"] [role="gridcell"]'))
+    .map(cell => cell.textContent)"""
+
+
+@dataclass
+class Server:
+    url: str
+    tmp: Path
+    runs: Path
+    started: float  # time.monotonic() when `streamlit run` was started
+    process: subprocess.Popen
+
+
+def wait_for(condition, timeout: float, what: str, interval: float = 0.1):
+    """Poll ``condition`` until it returns something truthy; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        return sock.getsockname()[1]
+
+
+def healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-background-networking", "--disable-gpu"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def probe():
+    """A stand-in live training process for the fixture run whose metrics the latency test appends to."""
+    process = fake_training_process()
+    yield process
+    process.kill()
+    process.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, browser, probe):
+    """`streamlit run dashboard/app.py` on a free port with a fixture runs root (the browser is already up)."""
+    tmp = tmp_path_factory.mktemp("browser")
+    runs = tmp / "runs"
+    write_run(runs, "r1-resnet20-shapes", model="resnet20", epochs_done=3, epochs=3)
+    write_run(runs, "latency-probe", state="running", epochs_done=1, epochs=5, pid=probe.pid, started_at=1.0)
+    checkpoints = REPO / "checkpoints" if UPDATE_SCREENSHOTS else tmp / "no-checkpoints"
+    env = dict(os.environ, REGNET_RUNS_ROOT=str(runs), REGNET_CHECKPOINTS_ROOT=str(checkpoints),
+               REGNET_LIVE_REFRESH_S="1")
+    port = free_port()
+    url = f"http://localhost:{port}"
+    started = time.monotonic()
+    with open(tmp / "streamlit.log", "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.port", str(port),
+             "--server.headless", "true"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+    try:
+        wait_for(lambda: healthy(url) or process.poll() is not None, 60, "the Streamlit server")
+        assert process.poll() is None, (tmp / "streamlit.log").read_text()
+        yield Server(url, tmp, runs, started, process)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=20)
+        for record in (runs / ".launches").glob("*.json"):  # never leave a training run behind
+            try:
+                os.killpg(json.loads(record.read_text())["pid"], signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    yield page
+    context.close()
+
+
+def points(page) -> int:
+    return page.evaluate(POINTS_JS)
+
+
+def cells(page) -> list[str]:
+    return page.evaluate(CELLS_JS)
+
+
+def nav(page, title: str) -> None:
+    """Click a page in the sidebar navigation (same browser session, so the selection is kept)."""
+    link = page.locator('[data-testid="stSidebarNav"] a').filter(has=page.get_by_text(title, exact=True))
+    link.click()
+    page.get_by_role("heading", name=title, exact=True).wait_for()
+
+
+def shot(page, server: Server, name: str) -> Path:
+    path = server.tmp / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    if UPDATE_SCREENSHOTS and name in ("live", "compare"):
+        (REPO / "docs").mkdir(exist_ok=True)
+        shutil.copy(path, REPO / "docs" / f"{name}.png")
+    return path
+
+
+def test_runs_page_and_metric_latency(page, server):
+    page.goto(server.url)
+    wait_for(lambda: "r1-resnet20-shapes" in cells(page), 60, "the Runs table")
+    print(f"\n[timing] streamlit run -> rendered Runs page: {time.monotonic() - server.started:.2f} s")
+    assert "latency-probe" in cells(page) and "running" in cells(page)
+    shot(page, server, "runs")
+
+    page.goto(f"{server.url}/live?run=latency-probe")
+    before = wait_for(lambda: points(page), 60, "the Live charts")
+    metrics = server.runs / "latency-probe" / "metrics.jsonl"
+    row = {"kind": "step", "epoch": 2, "step": 5, "time": time.time(), "train_loss": 0.5, "lr": 0.1,
+           "images_per_s": 99.0}
+    written = time.monotonic()
+    with open(metrics, "a") as handle:
+        handle.write(json.dumps(row) + "\n")
+    wait_for(lambda: points(page) > before, 30, "the new metric line in the browser", interval=0.02)
+    print(f"[timing] metric line written -> point in the browser: {time.monotonic() - written:.2f} s")
+
+
+def engine_has_train_command() -> bool:
+    from regnet.train.cli import build_parser
+
+    return "train" in build_parser()._subparsers._group_actions[0].choices
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not engine_has_train_command(), reason="the training engine (python -m regnet train) is not there yet")
+def test_launch_follow_and_stop_a_run_in_the_browser(page, server):
+    page.goto(f"{server.url}/new_run")
+    page.get_by_role("button", name="Start").wait_for()
+    for label, value in (("Images (shapes only, 0 = default)", "300"), ("Batch size", "32"),
+                         ("Log every N steps", "1"), ("Epochs", "30"), ("Seed", "1")):
+        field = page.get_by_label(label, exact=True)
+        field.fill(value)
+        field.press("Tab")
+        wait_for(lambda: field.input_value() == value, 10, f"{label} = {value}")
+    page.wait_for_timeout(500)  # let the last widget change reach the server before clicking Start
+    page.get_by_role("button", name="Start").click()
+    page.get_by_text("Started `", exact=False).wait_for()
+    shot(page, server, "new_run")
+    [record] = [json.loads(p.read_text()) for p in (server.runs / ".launches").glob("*.json")]
+    run_id, run_dir = record["run_id"], server.runs / record["run_id"]
+    config = yaml.safe_load(Path(record["config"]).read_text())
+    assert (config["data"]["size"], config["train"]["batch_size"], config["train"]["epochs"]) == (300, 32, 30)
+
+    nav(page, "Live")
+    first = wait_for(lambda: points(page), 120, "the first points of the launched run")
+    more = wait_for(lambda: points(page) > first and points(page), 90, "the live curve to gain points")
+    assert more > first
+    wait_for(lambda: (json.loads((run_dir / "status.json").read_text()).get("epoch") or 0) >= 1, 90,
+             "the first epoch (validation points for the screenshot)", interval=0.5)
+    wait_for(lambda: points(page) > more, 30, "the validation points")
+    shot(page, server, "live")
+
+    page.get_by_role("button", name="Stop").click()
+    wait_for(lambda: json.loads((run_dir / "status.json").read_text())["state"] == "stopped", 90,
+             "the run to stop cleanly", interval=0.5)
+    nav(page, "Runs")
+    wait_for(lambda: run_id in cells(page) and "stopped" in cells(page), 30, "the stopped run on the Runs page")
+    shot(page, server, "runs_after_stop")
+
+    # For the README, the launched run against the shipped runs; otherwise against a fixture run.
+    shipped = sorted(f"shipped/{p.parent.name}" for p in (REPO / "checkpoints").glob("*/status.json"))
+    compared = [run_id] + (shipped if UPDATE_SCREENSHOTS and shipped else ["r1-resnet20-shapes"])
+    page.goto(f"{server.url}/compare?" + "&".join(f"run={key}" for key in compared))
+    wait_for(lambda: points(page), 60, "the Compare charts")
+    page.get_by_text("Download table (CSV)").wait_for()
+    shot(page, server, "compare")
+
+    nav(page, "Data")
+    wait_for(lambda: page.locator(".js-plotly-plot").count() == 3, 120, "the Data page's three charts")
+    shot(page, server, "data")
+    nav(page, "Inspect")
+    shot(page, server, "inspect")
