@@ -1,0 +1,77 @@
+"""Seeded stratified splits, and the split views that give each split its own transform.
+
+Train and validation are carved from one base data set but need different transforms
+(augmentation on train only), so a split is a view: base + indices + transform.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from .errors import DataError
+
+
+def targets_of(dataset: Dataset) -> list[int]:
+    """The labels of a base data set as a plain list of ints (torchvision's MNIST keeps a tensor)."""
+    targets = dataset.targets
+    return targets.tolist() if isinstance(targets, torch.Tensor) else [int(t) for t in targets]
+
+
+def stratified_split(targets: Sequence[int], val_ratio: float, seed: int) -> tuple[list[int], list[int]]:
+    """Split indices into (train, val) so every class gives ``round(n_class * val_ratio)`` to val.
+
+    One ``torch.Generator`` seeded with ``seed`` permutes each class in turn (classes in sorted
+    order), so the same seed gives the same indices on every machine; indices come back sorted.
+    """
+    if not 0.0 < val_ratio < 1.0:
+        raise DataError(f"val_ratio must lie between 0 and 1 to carve a split, got {val_ratio}; use e.g. 0.1.")
+    labels = torch.as_tensor(list(targets), dtype=torch.long)
+    generator = torch.Generator().manual_seed(int(seed))
+    val_parts = []
+    for label in torch.unique(labels).tolist():
+        members = (labels == label).nonzero().flatten()
+        shuffled = members[torch.randperm(len(members), generator=generator)]
+        val_parts.append(shuffled[: int(len(members) * val_ratio + 0.5)])
+    val = torch.cat(val_parts) if val_parts else torch.empty(0, dtype=torch.long)
+    if len(val) == 0:
+        raise DataError(f"val_ratio {val_ratio} leaves the validation split empty for {len(labels)} images; "
+                        "raise val_ratio or add images.")
+    in_val = torch.zeros(len(labels), dtype=torch.bool)
+    in_val[val] = True
+    return (~in_val).nonzero().flatten().tolist(), in_val.nonzero().flatten().tolist()
+
+
+class DatasetSplit(Dataset):
+    """``base`` restricted to ``indices`` with its own ``transform``; yields (float CxHxW tensor, int label)."""
+
+    def __init__(self, base: Dataset, indices: Sequence[int], transform: Callable):
+        self.base = base
+        self.indices = list(indices)
+        self.transform = transform
+        base_targets = targets_of(base)
+        self.targets = [base_targets[i] for i in self.indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        image, label = self.base[self.indices[i]]
+        return self.transform(image), int(label)
+
+
+class MaskedDatasetSplit(DatasetSplit):
+    """A split of a data set with object masks (shapes): ``mask(i)`` is the i-th image's object.
+
+    The mask matches the image before augmentation, i.e. exactly what the evaluation splits yield.
+    """
+
+    def mask(self, i: int) -> torch.Tensor:
+        return self.base.mask(self.indices[i])
+
+
+def make_split(base: Dataset, indices: Sequence[int], transform: Callable) -> DatasetSplit:
+    """A split view; it has ``mask(i)`` exactly when the base data set has masks (test with ``hasattr``)."""
+    cls = MaskedDatasetSplit if hasattr(base, "mask") else DatasetSplit
+    return cls(base, indices, transform)
