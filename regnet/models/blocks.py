@@ -169,7 +169,7 @@ class RegulatedBasicBlock(_Regulated):
         x2 = self.relu(self.bn1(self.conv1(x)))
         x3, h, state, gates = self._regulate(x2, x2, cell, state)
         x4 = self.se(self.bn2(self.conv2(x3)))
-        out = self.relu(self.shortcut(x) + x4)
+        out = self.taps.output(self.relu(self.shortcut(x) + x4))
         self._record(x2, h, state, gates, out)
         return out, state
 
@@ -209,7 +209,7 @@ class RegulatedBottleneck(_Regulated):
         x3 = self.relu(self.bn2(self.conv2(x2)))
         x3, h, state, gates = self._regulate(x3, x2, cell, state)
         x4 = self.se(self.bn3(self.conv3(x3)))
-        out = self.relu(self.shortcut(x) + x4)
+        out = self.taps.output(self.relu(self.shortcut(x) + x4))
         self._record(x2, h, state, gates, out)
         return out, state
 

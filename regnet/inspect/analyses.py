@@ -1,0 +1,165 @@
+"""Split-level analyses of a trained model, computed in two passes over the data and cached.
+
+* predictions: confusion matrix, per-class precision/recall/F1/accuracy, a gallery's raw material;
+* per-block read-out (paper Fig. 1b): the final pool + FC applied to every block of the last stage;
+* redundancy: cosine similarity of consecutive block outputs (the shortcut makes neighbours alike;
+  the paper's claim is that the regulator adds new information);
+* regulator ablation: accuracy per class with the regulator's contribution zeroed at the fusion.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import torch
+from torch import nn
+from torchmetrics.functional.classification import multiclass_confusion_matrix
+
+from regnet.models import regulated_blocks
+
+
+def block_output_modules(model: nn.Module) -> list[tuple[int, int, nn.Module]]:
+    """(stage, step, module whose output is the block's output) for every block, in forward order."""
+    regulated = set(map(id, regulated_blocks(model)))
+    return [(s, t, block.taps.output if id(block) in regulated else block)
+            for s, stage in enumerate(model.stages) for t, block in enumerate(stage.blocks)]
+
+
+@contextmanager
+def capture_block_outputs(model: nn.Module) -> Iterator[dict[tuple[int, int], torch.Tensor]]:
+    """A dict filled, at each forward pass, with every block's output keyed by (stage, step)."""
+    outputs: dict[tuple[int, int], torch.Tensor] = {}
+    hooks = [module.register_forward_hook(lambda m, i, o, key=(s, t): outputs.__setitem__(key, o))
+             for s, t, module in block_output_modules(model)]
+    try:
+        yield outputs
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+@contextmanager
+def regulator_ablated(model: nn.Module) -> Iterator[None]:
+    """Replace the regulator's output H by zeros where it enters the fusion; the state still flows."""
+    hooks = [block.regulator_norm.register_forward_hook(lambda m, i, o: torch.zeros_like(o))
+             for block in regulated_blocks(model)]
+    try:
+        yield
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def per_class_table(confusion: torch.Tensor, class_names: list[str]) -> list[dict]:
+    """Precision, recall (= per-class accuracy), F1 and support from a confusion matrix (rows = truth)."""
+    confusion = confusion.double()
+    tp = confusion.diag()
+    support, predicted = confusion.sum(1), confusion.sum(0)
+    precision = torch.where(predicted > 0, tp / predicted.clamp(min=1), torch.zeros_like(tp))
+    recall = torch.where(support > 0, tp / support.clamp(min=1), torch.zeros_like(tp))
+    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp(min=1e-12),
+                     torch.zeros_like(tp))
+    return [{"class": name, "precision": p, "recall": r, "f1": f, "accuracy": r, "support": int(n)}
+            for name, p, r, f, n in zip(class_names, precision.tolist(), recall.tolist(), f1.tolist(),
+                                        support.tolist())]
+
+
+@torch.no_grad()
+def analyze_split(model: nn.Module, batches: Iterable, class_names: list[str], device: str = "cpu") -> dict:
+    """Every split-level analysis in one intact pass and (for a RegNet) one ablated pass."""
+    model.eval().to(device)
+    num_classes = len(class_names)
+    stages = len(model.stages)
+    last = stages - 1
+    regulated = bool(regulated_blocks(model))
+    targets, preds, confidence, ablated_preds = [], [], [], []
+    readout_hits: dict[int, int] = {}
+    cosine_sums: dict[tuple[int, int], float] = {}
+    logit_change = 0.0
+    seen = 0
+    for x, y in batches:
+        x, y = x.to(device), y.to(device)
+        with capture_block_outputs(model) as outputs:
+            logits = model(x)
+        probs = logits.softmax(1)
+        conf, pred = probs.max(1)
+        targets.append(y.cpu()), preds.append(pred.cpu()), confidence.append(conf.cpu())
+        for (s, t), out in outputs.items():
+            if s == last:
+                readout_hits[t] = readout_hits.get(t, 0) + int((model.head(out).argmax(1) == y).sum())
+            if (s, t + 1) in outputs:
+                nxt = outputs[(s, t + 1)]
+                cos = nn.functional.cosine_similarity(out.flatten(1), nxt.flatten(1), dim=1)
+                cosine_sums[(s, t)] = cosine_sums.get((s, t), 0.0) + float(cos.sum())
+        if regulated:
+            with regulator_ablated(model):
+                ablated = model(x)
+            ablated_preds.append(ablated.argmax(1).cpu())
+            logit_change += float((ablated - logits).abs().mean(1).sum())
+        seen += len(y)
+    if seen == 0:
+        raise ValueError("The split is empty; there is nothing to analyse.")
+    targets_t, preds_t = torch.cat(targets), torch.cat(preds)
+    confusion = multiclass_confusion_matrix(preds_t, targets_t, num_classes)
+    table = per_class_table(confusion, class_names)
+    result = {
+        "num_images": seen,
+        "class_names": list(class_names),
+        "targets": targets_t, "preds": preds_t, "confidence": torch.cat(confidence),
+        "accuracy": float((preds_t == targets_t).double().mean()),
+        "macro_f1": sum(r["f1"] for r in table) / num_classes,
+        "confusion_matrix": confusion,
+        "per_class": table,
+        "readout": [{"stage": last + 1, "block": t + 1, "accuracy": hits / seen}
+                    for t, hits in sorted(readout_hits.items())],
+        "redundancy": [{"stage": s + 1, "pair": f"{t + 1}->{t + 2}", "cosine": total / seen}
+                       for (s, t), total in sorted(cosine_sums.items())],
+        "regulated": regulated,
+    }
+    if regulated:
+        ablated_t = torch.cat(ablated_preds)
+        ablated_table = per_class_table(multiclass_confusion_matrix(ablated_t, targets_t, num_classes), class_names)
+        result["ablation"] = {
+            "accuracy": float((ablated_t == targets_t).double().mean()),
+            "per_class": [{"class": a["class"], "intact": a["accuracy"], "ablated": b["accuracy"],
+                           "drop": a["accuracy"] - b["accuracy"]} for a, b in zip(table, ablated_table)],
+            "mean_abs_logit_change": logit_change / seen,
+        }
+    return result
+
+
+def cache_key(*parts: object) -> str:
+    """A short stable key from what determines an analysis: checkpoint identity, split, options."""
+    return hashlib.sha1("|".join(map(str, parts)).encode()).hexdigest()[:16]
+
+
+def file_identity(path: str | Path) -> str:
+    """Size and modification time: a retrained checkpoint invalidates its cached analyses."""
+    stat = Path(path).stat()
+    return f"{Path(path).resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def cached(folder: str | Path, name: str, key: str, compute: Callable[[], dict]) -> dict:
+    """Load ``folder/name-key.pt`` if present (``weights_only``), else compute and write it atomically."""
+    folder = Path(folder)
+    path = folder / f"{name}-{key}.pt"
+    if path.exists():
+        try:
+            return torch.load(path, weights_only=True)
+        except Exception:  # a corrupt cache is recomputed, never trusted
+            path.unlink(missing_ok=True)
+    result = compute()
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(result, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return result
