@@ -1,8 +1,12 @@
 """RegNet Lab dashboard: ``streamlit run dashboard/app.py``.
 
 The entry point is the frame around every page (title, sidebar with the runs folder) and the router
-(``st.navigation``); each page is one file under dashboard/pages/ and stays thin, calling the plain modules
+(``st.navigation``); each page is one file under dashboard/views/ and stays thin, calling the plain modules
 dashboard/runs.py, charts.py and launcher.py.
+
+The page folder is deliberately not called ``pages/``: with a ``pages/`` folder next to the entry point,
+a freshly started server runs a page opened by URL (a bookmark, a refresh of /live) in Streamlit's legacy
+pages-directory mode, alone, without this file, until some session has called ``st.navigation``.
 """
 import sys
 from pathlib import Path
@@ -20,12 +24,12 @@ from dashboard import ui  # noqa: E402
 st.set_page_config(page_title="RegNet Lab", page_icon=":material/hub:", layout="wide")
 
 PAGES = [
-    st.Page("pages/runs.py", title="Runs", icon=":material/table_rows:", default=True),
-    st.Page("pages/new_run.py", title="New run", icon=":material/play_circle:", url_path="new_run"),
-    st.Page("pages/live.py", title="Live", icon=":material/monitoring:", url_path="live"),
-    st.Page("pages/compare.py", title="Compare", icon=":material/stacked_line_chart:", url_path="compare"),
-    st.Page("pages/data.py", title="Data", icon=":material/image:", url_path="data"),
-    st.Page("pages/inspect.py", title="Inspect", icon=":material/biotech:", url_path="inspect"),
+    st.Page("views/runs.py", title="Runs", icon=":material/table_rows:", default=True),
+    st.Page("views/new_run.py", title="New run", icon=":material/play_circle:", url_path="new_run"),
+    st.Page("views/live.py", title="Live", icon=":material/monitoring:", url_path="live"),
+    st.Page("views/compare.py", title="Compare", icon=":material/stacked_line_chart:", url_path="compare"),
+    st.Page("views/data.py", title="Data", icon=":material/image:", url_path="data"),
+    st.Page("views/inspect.py", title="Inspect", icon=":material/biotech:", url_path="inspect"),
 ]
 
 page = st.navigation(PAGES)

@@ -12,7 +12,7 @@ from dashboard import launcher
 from test_dashboard_fixtures import fake_training_process, fixture_runs_root, write_run
 
 APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
-PAGES_WITHOUT_DATA = ["pages/runs.py", "pages/new_run.py", "pages/live.py", "pages/compare.py", "pages/inspect.py"]
+PAGES_WITHOUT_DATA = ["views/runs.py", "views/new_run.py", "views/live.py", "views/compare.py", "views/inspect.py"]
 
 
 def open_page(page: str, selected: list[str] | None = None, timeout: float = 90) -> AppTest:
@@ -21,7 +21,7 @@ def open_page(page: str, selected: list[str] | None = None, timeout: float = 90)
     if selected is not None:
         at.session_state["selected_runs"] = selected
     at.run()
-    if page != "pages/runs.py":
+    if page != "views/runs.py":
         at.switch_page(page).run()
     assert not at.exception, [e.value for e in at.exception]
     return at
@@ -40,6 +40,11 @@ def plotly_points(at: AppTest) -> list[int]:
         assert all(isinstance(x, list) for x in xs), "curves must be sent as plain lists"
         counts.append(sum(map(len, xs)))
     return counts
+
+
+def test_no_legacy_pages_folder_next_to_the_entry_point():
+    # Streamlit would run a page opened by URL on a fresh server without app.py (no frame, no sys.path fix).
+    assert not (APP.parent / "pages").exists(), "keep the pages in dashboard/views/, see dashboard/app.py"
 
 
 @pytest.fixture
@@ -63,17 +68,17 @@ def fixture_root(runs_root, tmp_path):
 @pytest.mark.parametrize("page", PAGES_WITHOUT_DATA)
 def test_pages_render_on_a_missing_or_empty_runs_root(runs_root, page):
     at = open_page(page)
-    if page == "pages/runs.py":
+    if page == "views/runs.py":
         assert "does not exist yet" in texts(at.info) and "No runs yet" in texts(at.info)
     runs_root.mkdir()
     at.run()
     assert not at.exception
-    if page in ("pages/runs.py", "pages/live.py", "pages/compare.py"):
+    if page in ("views/runs.py", "views/live.py", "views/compare.py"):
         assert "No runs yet" in texts(at.info)
 
 
 def test_runs_page_lists_runs_and_shipped_checkpoints(fixture_root):
-    at = open_page("pages/runs.py")
+    at = open_page("views/runs.py")
     table = at.dataframe[0].value
     assert list(table["run"]) == ["r3-regnet20-shapes-live", "r2-regnet20-shapes", "r1-resnet20-shapes",
                                   "r4-regnet20-shapes-corrupt", "r0-broken", "shipped/regnet20-shapes"]
@@ -85,7 +90,7 @@ def test_runs_page_lists_runs_and_shipped_checkpoints(fixture_root):
 
 
 def test_live_page_shows_curves_progress_and_a_failed_runs_error(fixture_root):
-    at = open_page("pages/live.py", selected=["r2-regnet20-shapes", "r3-regnet20-shapes-live",
+    at = open_page("views/live.py", selected=["r2-regnet20-shapes", "r3-regnet20-shapes-live",
                                               "r4-regnet20-shapes-corrupt"])
     assert len(at.get("plotly_chart")) == 6 and all(points > 0 for points in plotly_points(at))
     errors = texts(at.error)
@@ -98,22 +103,22 @@ def test_live_page_shows_curves_progress_and_a_failed_runs_error(fixture_root):
 
 
 def test_live_page_follows_the_running_run_when_nothing_is_selected(fixture_root):
-    at = open_page("pages/live.py")
+    at = open_page("views/live.py")
     assert "r3-regnet20-shapes-live" in texts(at.caption)
 
 
 def test_selection_from_the_browser_never_names_a_path(fixture_root):
-    at = open_page("pages/live.py", selected=["../../etc", "r1-resnet20-shapes"])
+    at = open_page("views/live.py", selected=["../../etc", "r1-resnet20-shapes"])
     assert at.multiselect(key="_select_live").value == ["r1-resnet20-shapes"]
     at = AppTest.from_file(str(APP), default_timeout=60)
     at.query_params["run"] = ["/etc/passwd", "shipped/regnet20-shapes"]  # a bookmarked Compare link
     at.run()
-    at.switch_page("pages/compare.py").run()
+    at.switch_page("views/compare.py").run()
     assert not at.exception and at.multiselect(key="_select_compare").value == ["shipped/regnet20-shapes"]
 
 
 def test_compare_page_overlays_runs_and_offers_csv(fixture_root):
-    at = open_page("pages/compare.py", selected=["r1-resnet20-shapes", "shipped/regnet20-shapes"])
+    at = open_page("views/compare.py", selected=["r1-resnet20-shapes", "shipped/regnet20-shapes"])
     assert len(at.get("plotly_chart")) == 2
     assert all(points > 0 for points in plotly_points(at))
     table = at.dataframe[0].value
@@ -123,7 +128,7 @@ def test_compare_page_overlays_runs_and_offers_csv(fixture_root):
 
 
 def test_new_run_page_refuses_a_data_set_that_is_not_there(runs_root, tmp_path):
-    at = open_page("pages/new_run.py")
+    at = open_page("views/new_run.py")
     assert at.button(key="nr_start_button").disabled is False
     at.selectbox(key="nr_dataset").select("cifar10")
     at.text_input(key="nr_root").input(str(tmp_path / "no-data")).run()
@@ -134,7 +139,7 @@ def test_new_run_page_refuses_a_data_set_that_is_not_there(runs_root, tmp_path):
 
 
 def test_data_page_shows_samples_and_class_counts(runs_root):
-    at = open_page("pages/data.py", timeout=180)
+    at = open_page("views/data.py", timeout=180)
     assert len(at.get("plotly_chart")) == 3
     counts = json.loads(at.get("plotly_chart")[2].proto.spec)["data"]
     assert [bar["name"] for bar in counts] == ["train", "val", "test"]
@@ -152,7 +157,7 @@ def engine_has_train_command() -> bool:
 @pytest.mark.slow
 @pytest.mark.skipif(not engine_has_train_command(), reason="the training engine (python -m regnet train) is not there yet")
 def test_new_run_form_launches_a_run_and_stop_stops_it(runs_root):
-    at = open_page("pages/new_run.py")
+    at = open_page("views/new_run.py")
     at.selectbox(key="nr_family").select("resnet")
     at.selectbox(key="nr_dataset").select("shapes")
     at.number_input(key="nr_size").set_value(600)
@@ -178,7 +183,7 @@ def test_new_run_form_launches_a_run_and_stop_stops_it(runs_root):
         assert process.wait(timeout=60) == 0  # a clean stop exits 0
         status = json.loads((runs_root / run_id / "status.json").read_text())
         assert status["state"] == "stopped" and status["epoch"] < 50
-        at.switch_page("pages/runs.py").run()
+        at.switch_page("views/runs.py").run()
         table = at.dataframe[0].value
         assert table.loc[table["run"] == run_id, "status"].item() == "stopped"
     finally:

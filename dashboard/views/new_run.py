@@ -183,7 +183,7 @@ if st.button("Start", type="primary", disabled=bool(problems), key="nr_start_but
 
 if st.session_state.get("nr_last_launch"):
     st.success(f"Started `{st.session_state['nr_last_launch']}`; it is selected. Follow it on **Live**.")
-    st.page_link("pages/live.py", label="Open Live", icon=":material/monitoring:")
+    st.page_link("views/live.py", label="Open Live", icon=":material/monitoring:")
 
 # ---------------------------------------------------------------- running runs, with Stop
 runs = ui.all_runs()
