@@ -1,13 +1,182 @@
 """The command line: ``python -m regnet <command>``.
 
-Every command turns a bad input into one sentence on stderr and exit code 2,
-never a traceback.
+    train     train a model (a new run folder, or --resume one); prints the run folder last
+    eval      evaluate a run's checkpoint on a split
+    sanity    initial loss, one-batch overfit, baselines
+    lr-find   the learning-rate range test
+    grid      a grid of overrides, one run each, ranked
+    compare   a table of runs
+    models    every registered model with parameters and MACs
+
+Every command turns a bad input into one sentence on stderr (``error: ...``)
+and exit code 2, never a traceback. A run that started and then failed exits
+with 1 and names its log; a run stopped cleanly (STOP file, SIGINT, SIGTERM)
+exits with 0.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
+from pathlib import Path
 
+from .config import Config, apply_override, load_config, validate
+
+CONFIG_FLAGS = {  # flag -> config key
+    "model": "model.name", "dataset": "data.name", "data_root": "data.root", "epochs": "train.epochs",
+    "batch_size": "train.batch_size", "lr": "optim.lr", "device": "train.device", "runs_root": "run.runs_root",
+    "run_id": "run.run_id",
+}
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, *, run_flags: bool = True) -> None:
+    group = parser.add_argument_group("config (a YAML file, then these flags, then --set, in that order)")
+    group.add_argument("--config", metavar="FILE", help="YAML config, e.g. configs/shapes_regnet20.yaml")
+    group.add_argument("--model", help="model name (python -m regnet models lists them)")
+    group.add_argument("--dataset", help="data set: shapes, cifar10, cifar100, mnist, fashion_mnist, "
+                                         "tiny_imagenet, imagefolder")
+    group.add_argument("--data-root", metavar="DIR", help="folder holding the data set (default data)")
+    group.add_argument("--epochs", type=int)
+    group.add_argument("--batch-size", type=int, help="global batch size")
+    group.add_argument("--lr", type=float, help="base learning rate")
+    group.add_argument("--device", help="auto (cuda if available), cpu, cuda, cuda:N")
+    if run_flags:
+        group.add_argument("--runs-root", metavar="DIR", help="where run folders go (default runs)")
+        group.add_argument("--run-id", help="run folder name (default <timestamp>-<model>-<dataset>)")
+    group.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="any config key, e.g. --set optim.momentum=0.9 --set model.options.cell=gru")
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """Defaults < --config file < the shortcut flags < --set, each value type-checked."""
+    config = load_config(args.config) if args.config else Config()
+    model = getattr(args, "model", None)
+    if model is not None and model != config.model.name:
+        from regnet.models import model_info
+
+        accepted = model_info(model).options  # another model keeps only the file's options it understands
+        config.model.options = {k: v for k, v in config.model.options.items() if k in accepted}
+    for flag, key in CONFIG_FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            apply_override(config, f"{key}={json.dumps(value)}")
+    for override in args.overrides:
+        apply_override(config, override)
+    validate(config)
+    return config
+
+
+def _progress() -> bool:
+    return sys.stderr.isatty()
+
+
+# ---- train ------------------------------------------------------------------------------------------------------
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .loop import RunFailed, train
+
+    try:
+        if args.resume:
+            given = [f"--{flag.replace('_', '-')}" for flag in (*CONFIG_FLAGS, "config")
+                     if flag != "device" and getattr(args, flag, None) is not None] + (["--set"] if args.overrides
+                                                                                        else [])
+            if given:
+                raise ValueError(f"--resume continues a run with its own config.yaml; drop {', '.join(given)} "
+                                 f"(only --device may change).")
+            path = train(resume=args.resume, device=args.device, progress=_progress())
+        else:
+            path = train(config_from_args(args), progress=_progress())
+    except RunFailed as failure:
+        print(f"error: {failure.message} (details in {failure.run_dir / 'train.log'})", file=sys.stderr)
+        print(failure.run_dir)
+        return 1
+    print(path)
+    return 0
+
+
+# ---- eval -------------------------------------------------------------------------------------------------------
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .metrics import format_confusion, format_per_class
+    from .runs import evaluate_run
+
+    result = evaluate_run(args.run_dir, args.split, args.which, data_root=args.data_root, device=args.device)
+    print(f"{args.run_dir}: {args.which}.pt (epoch {result['epoch']}) on {args.split}, {result['count']} images")
+    print(f"loss {result['loss']:.4f}  top-1 {result['top1']:.4f}  top-5 {result['top5']:.4f}  "
+          f"macro-F1 {result['macro_f1']:.4f}")
+    print()
+    print(format_per_class(result["per_class"]))
+    print()
+    print(format_confusion(result["confusion_matrix"], result["class_names"]))
+    if args.json:
+        from .runfolder import atomic_write_json
+
+        atomic_write_json(args.json, result)
+        print(f"written to {args.json}")
+    return 0
+
+
+# ---- sanity -----------------------------------------------------------------------------------------------------
+
+def cmd_sanity(args: argparse.Namespace) -> int:
+    from regnet.data import DataError
+
+    from .sanity import run_sanity
+
+    config = config_from_args(args)
+    try:
+        report = run_sanity(config, synthetic=args.synthetic, overfit_steps=args.steps)
+    except DataError as error:
+        raise DataError(f"{error} (or pass --synthetic to check the model on random data of its input shape)"
+                        ) from None
+    print(report.format())
+    return 0 if report.passed else 1
+
+
+# ---- lr-find ----------------------------------------------------------------------------------------------------
+
+def cmd_lr_find(args: argparse.Namespace) -> int:
+    from .lr_finder import find_lr
+
+    config = config_from_args(args)
+    out = Path(args.out) if args.out else (Path(config.run.runs_root) / "lr-find" /
+                                           f"{time.strftime('%Y%m%d-%H%M%S')}-{config.model.name}-{config.data.name}")
+    result = find_lr(config, out, min_lr=args.min_lr, max_lr=args.max_lr, steps=args.steps)
+    print(f"{result['steps']} steps from {args.min_lr:g} to {result['lrs'][-1]:.3g} in {result['seconds']:.0f}s; "
+          f"lowest smoothed loss at LR {result['lowest_loss_lr']:.3g}")
+    print(f"suggested LR: {result['suggested_lr']:.3g} (steepest descent of the loss)")
+    print(out)
+    return 0
+
+
+# ---- grid -------------------------------------------------------------------------------------------------------
+
+def cmd_grid(args: argparse.Namespace) -> int:
+    from .grid import format_grid, run_grid
+
+    if args.run_id is not None:
+        raise ValueError("A grid names its runs <grid-id>-NN-<values>; pass --grid-id instead of --run-id.")
+    rows, summary = run_grid(config_from_args(args), args.grid, grid_id=args.grid_id, progress=_progress())
+    print(format_grid(rows))
+    print(summary)
+    return 0 if all(r["state"] == "finished" for r in rows) else 1
+
+
+# ---- compare ----------------------------------------------------------------------------------------------------
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .runs import compare_runs, format_compare, list_runs, rank_rows
+
+    run_dirs = args.runs or list_runs(args.runs_root)
+    if not run_dirs:
+        raise ValueError(f"No runs in {args.runs_root}; train one with python -m regnet train.")
+    rows = compare_runs(run_dirs)
+    print(format_compare(rank_rows(rows) if args.rank else rows))
+    return 0
+
+
+# ---- models -----------------------------------------------------------------------------------------------------
 
 def cmd_models(args: argparse.Namespace) -> int:
     from regnet.models import format_table, summarize_registry
@@ -19,6 +188,53 @@ def cmd_models(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="regnet", description="Train and inspect RegNet and ResNet models.")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a model; prints the run folder as the last line",
+                           description="Train a model into a new run folder, or continue one with --resume. "
+                                       "Stop cleanly with Ctrl-C, SIGTERM or a file named STOP in the run folder.")
+    add_config_arguments(train)
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its checkpoints/last.pt")
+    train.set_defaults(func=cmd_train)
+
+    evaluate = sub.add_parser("eval", help="evaluate a run's checkpoint on a split")
+    evaluate.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    evaluate.add_argument("--split", choices=["val", "test", "train"], default="val")
+    evaluate.add_argument("--which", choices=["best", "last"], default="best")
+    evaluate.add_argument("--data-root", metavar="DIR", help="where the data is, if not where the run found it")
+    evaluate.add_argument("--device", help="default: the run's device setting")
+    evaluate.add_argument("--json", metavar="FILE", help="also write the full result as JSON")
+    evaluate.set_defaults(func=cmd_eval)
+
+    sanity = sub.add_parser("sanity", help="initial loss vs ln(classes), one-batch overfit, baselines")
+    add_config_arguments(sanity, run_flags=False)
+    sanity.add_argument("--synthetic", action="store_true",
+                        help="random images and labels of the model's natural input shape (regnet20: 3x32x32, "
+                             "10 classes, CIFAR-10's shape) instead of the data set; reads no data")
+    sanity.add_argument("--steps", type=int, default=300, help="most steps for the one-batch overfit (default 300)")
+    sanity.set_defaults(func=cmd_sanity)
+
+    lr_find = sub.add_parser("lr-find", help="learning-rate range test; writes the curve and a suggested LR")
+    add_config_arguments(lr_find, run_flags=False)
+    lr_find.add_argument("--runs-root", metavar="DIR", help="the curve goes to <runs-root>/lr-find/<id>/")
+    lr_find.add_argument("--min-lr", type=float, default=1e-6)
+    lr_find.add_argument("--max-lr", type=float, default=10.0)
+    lr_find.add_argument("--steps", type=int, default=100)
+    lr_find.add_argument("--out", metavar="DIR", help="folder for lr_find.csv and lr_find.json")
+    lr_find.set_defaults(func=cmd_lr_find)
+
+    grid = sub.add_parser("grid", help="one run per combination of overrides, then a ranked table")
+    add_config_arguments(grid)
+    grid.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2",
+                      help="an axis of the grid, e.g. --grid optim.lr=0.1,0.05 --grid model.options.cell=lstm,gru")
+    grid.add_argument("--grid-id", help="prefix of the grid's run folders (default grid-<timestamp>)")
+    grid.set_defaults(func=cmd_grid)
+
+    compare = sub.add_parser("compare", help="a table of runs: params, MACs, best and final metrics, time")
+    compare.add_argument("runs", nargs="*", type=Path, metavar="RUN_DIR", help="default: every run in --runs-root")
+    compare.add_argument("--runs-root", default="runs", metavar="DIR")
+    compare.add_argument("--rank", action="store_true", help="best first (by each run's best metric)")
+    compare.set_defaults(func=cmd_compare)
+
     models = sub.add_parser("models", help="table of every registered model with parameters and MACs")
     models.set_defaults(func=cmd_models)
     return parser
@@ -28,7 +244,14 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         code = args.func(args)
-    except (ValueError, FileNotFoundError, OSError) as error:
+    except (ValueError, OSError) as error:  # DataError is a ValueError; our messages are one sentence
         print(f"error: {error}", file=sys.stderr)
         code = 2
+    except KeyboardInterrupt:
+        print("error: interrupted.", file=sys.stderr)
+        code = 130
+    except Exception as error:  # a bug, not bad input: still one line, naming the exception
+        text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        print(f"error: unexpected {type(error).__name__}: {text}", file=sys.stderr)
+        code = 1
     sys.exit(code)
