@@ -19,21 +19,22 @@ from torch.utils.data import Dataset
 SHAPE_NAMES = ["circle", "square", "triangle", "cross", "ring", "star", "crescent", "bars", "ellipse", "hexagon"]
 # Channel statistics of ShapesDataset(6000, seed=0) at 32 px, fixed so a trained model's
 # normalisation does not drift with the data-set size (a test checks they still hold).
-SHAPES_STATS = ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+SHAPES_STATS = ((0.396, 0.395, 0.396), (0.195, 0.195, 0.194))
 
-# Difficulty knobs, tuned so a ResNet-20 gets well above chance in a few epochs without reaching 100 %.
+# Difficulty knobs, tuned on 4000 images (SGD 0.1, batch 128): a ResNet-20 reaches about 60 % validation
+# accuracy after 3 epochs and about 95 % after 10, so it learns quickly without being trivial.
 _N_LINES = 3  # distractor slots per image; each slot is used with probability _DISTRACTOR_P
 _N_BLOBS = 3
-_DISTRACTOR_P = 0.7
-_RADIUS = (0.2, 0.36)  # object radius as a fraction of the image side
-_BLOTCHES = 0.12  # amplitude of the background's smooth colour blotches
-_NOISE = 0.05  # pixel noise over everything
-_BACKGROUND_SV = ((0.0, 0.5), (0.3, 0.8))  # saturation and value ranges of the background colour
-_OBJECT_SV = ((0.4, 1.0), (0.45, 1.0))
+_DISTRACTOR_P = 0.4
+_RADIUS = (0.3, 0.45)  # object radius as a fraction of the image side
+_BLOTCHES = 0.06  # amplitude of the background's smooth colour blotches
+_NOISE = 0.03  # pixel noise over everything
+_BACKGROUND_SV = ((0.0, 0.4), (0.2, 0.6))  # saturation and value ranges of the background colour
+_OBJECT_SV = ((0.5, 1.0), (0.6, 1.0))
 
 
 def _regular_polygon(rho, phi, sides: int, radius: float):
-    """Inside a regular polygon with circumradius ``radius``: the distance to the nearest edge's line."""
+    """Inside a regular polygon of circumradius ``radius``: within the apothem along the nearest edge's normal."""
     sector = 2 * math.pi / sides
     return rho * torch.cos(torch.remainder(phi, sector) - sector / 2) < radius * math.cos(math.pi / sides)
 
@@ -164,7 +165,7 @@ def _generate(size: int, seed: int, image_size: int):
     palette = torch.stack([torch.zeros(n, 3)] + colours, dim=2)  # (n, 3, layers)
     painted = palette.gather(2, layers.view(n, 1, s * s).long().expand(n, 3, s * s)).view(n, 3, s, s)
     # The object gets mild shading across it; everything gets pixel noise.
-    shading = 1 + 0.15 * (xs - 0.5) * torch.randn(n, 1, 1, 1, generator=g) * masks[:, None]
+    shading = 1 + (xs - 0.5) * _uniform(n, -0.3, 0.3, g, 1, 1, 1) * masks[:, None]
     images = torch.where(layers[:, None] > 0, painted * shading, background)
     images += _NOISE * torch.randn(n, 3, s, s, generator=g)
     return (images.clamp_(0, 1) * 255).round_().to(torch.uint8), masks, labels

@@ -35,9 +35,10 @@ def stratified_split(targets: Sequence[int], val_ratio: float, seed: int) -> tup
         shuffled = members[torch.randperm(len(members), generator=generator)]
         val_parts.append(shuffled[: int(len(members) * val_ratio + 0.5)])
     val = torch.cat(val_parts) if val_parts else torch.empty(0, dtype=torch.long)
-    if len(val) == 0:
-        raise DataError(f"val_ratio {val_ratio} leaves the validation split empty for {len(labels)} images; "
-                        "raise val_ratio or add images.")
+    for side, count, fix in (("validation", len(val), "raise"), ("training", len(labels) - len(val), "lower")):
+        if count == 0:
+            raise DataError(f"val_ratio {val_ratio} leaves the {side} split empty for {len(labels)} images; "
+                            f"{fix} val_ratio or add images.")
     in_val = torch.zeros(len(labels), dtype=torch.bool)
     in_val[val] = True
     return (~in_val).nonzero().flatten().tolist(), in_val.nonzero().flatten().tolist()

@@ -17,6 +17,7 @@ _TITLES = {datasets.CIFAR10: "CIFAR-10", datasets.CIFAR100: "CIFAR-100", dataset
            datasets.FashionMNIST: "Fashion-MNIST"}
 _ARCHIVES = {datasets.CIFAR10: "cifar-10-python.tar.gz", datasets.CIFAR100: "cifar-100-python.tar.gz"}
 # What torchvision can fail with on a missing, partial or corrupt copy (and offline downloads: URLError is an OSError).
+_OR_DOWNLOAD = "or load it with download=True on a machine with network access"
 _READ_ERRORS = (RuntimeError, OSError, ValueError, EOFError, KeyError, AssertionError)
 
 
@@ -43,10 +44,9 @@ def _cifar_base(root: Path, cls) -> Path:
     return root.parent if root.name == cls.base_folder else root
 
 
-def _cifar_missing(root: Path, cls) -> str:
-    folder = root / cls.base_folder
-    return (f"put {', '.join(_cifar_files(cls))} (the python version, {_ARCHIVES[cls]} unpacked) in {folder}, "
-            "or allow the download with network access")
+def _cifar_files_go(root: Path, cls) -> str:
+    return (f"put {', '.join(_cifar_files(cls))} (the python version, {_ARCHIVES[cls]} unpacked) "
+            f"in {root / cls.base_folder}")
 
 
 def check_cifar(root: Path, cls) -> None:
@@ -54,7 +54,7 @@ def check_cifar(root: Path, cls) -> None:
     _require_root(root, _TITLES[cls])
     missing = [name for name in _cifar_files(cls) if not (root / cls.base_folder / name).is_file()]
     if missing:
-        raise DataError(f"{_TITLES[cls]} is not in {root}; {_cifar_missing(root, cls)}.")
+        raise DataError(f"{_TITLES[cls]} is not in {root}; {_cifar_files_go(root, cls)}, {_OR_DOWNLOAD}.")
 
 
 def load_cifar(root: Path, cls, *, download: bool = True, **_) -> RawData:
@@ -70,7 +70,7 @@ def load_cifar(root: Path, cls, *, download: bool = True, **_) -> RawData:
         test = cls(str(root), train=False, download=download)
     except _READ_ERRORS as error:
         raise DataError(f"Could not read or download {_TITLES[cls]} in {root} ({_brief(error)}); "
-                        f"{_cifar_missing(root, cls)}.") from error
+                        f"{_cifar_files_go(root, cls)} (official, unmodified files).") from error
     stats = CIFAR10_STATS if cls is datasets.CIFAR10 else CIFAR100_STATS
     return RawData(train, test, list(train.classes), 3, 32, "cifar", stats)
 
@@ -92,9 +92,9 @@ def _mnist_base(root: Path, cls) -> Path:
     return root.parent if root.name == cls.__name__ else root
 
 
-def _mnist_missing(root: Path, cls) -> str:
-    return (f"put {', '.join(f + '.gz' for f in _idx_files(cls))} (or the same files unpacked) in "
-            f"{_raw_folder(root, cls)}, or allow the download with network access")
+def _mnist_files_go(root: Path, cls) -> str:
+    return (f"put {', '.join(f + '.gz' for f in _idx_files(cls))} (or the same files unpacked) "
+            f"in {_raw_folder(root, cls)}")
 
 
 def _has_idx(root: Path, cls, suffix: str) -> bool:
@@ -105,7 +105,7 @@ def check_mnist(root: Path, cls) -> None:
     root = _mnist_base(root, cls)
     _require_root(root, _TITLES[cls])
     if not (_has_idx(root, cls, "") or _has_idx(root, cls, ".gz")):
-        raise DataError(f"{_TITLES[cls]} is not in {root}; {_mnist_missing(root, cls)}.")
+        raise DataError(f"{_TITLES[cls]} is not in {root}; {_mnist_files_go(root, cls)}, {_OR_DOWNLOAD}.")
 
 
 def _mnist_classes(cls, dataset) -> list[str]:
@@ -123,12 +123,12 @@ def load_mnist(root: Path, cls, *, download: bool = True, **_) -> RawData:
     _require_root(root, _TITLES[cls])
     unpacked = _has_idx(root, cls, "")
     if not unpacked and not download and not _has_idx(root, cls, ".gz"):
-        raise DataError(f"{_TITLES[cls]} is not in {root}; {_mnist_missing(root, cls)}.")
+        raise DataError(f"{_TITLES[cls]} is not in {root}; {_mnist_files_go(root, cls)}, {_OR_DOWNLOAD}.")
     try:
         train = cls(str(root), train=True, download=not unpacked)
         test = cls(str(root), train=False, download=not unpacked)
     except _READ_ERRORS as error:
         raise DataError(f"Could not read, unpack or download {_TITLES[cls]} in {root} ({_brief(error)}); "
-                        f"{_mnist_missing(root, cls)}.") from error
+                        f"{_mnist_files_go(root, cls)} (official, unmodified files).") from error
     stats = MNIST_STATS if cls is datasets.MNIST else FASHION_MNIST_STATS
     return RawData(train, test, _mnist_classes(cls, train), 1, 28, "mnist", stats)
