@@ -75,13 +75,15 @@ def metric_figure(frames: Mapping[str, pd.DataFrame], metrics: Sequence[str], *,
             ))
     figure.update_layout(
         title=dict(text=title, x=0, xanchor="left"), height=height, margin=dict(l=10, r=10, t=40, b=10),
-        legend=dict(orientation="h", yanchor="bottom", y=-0.35, x=0), hovermode="x unified",
+        legend=dict(orientation="h", yanchor="top", y=-0.28, x=0), hovermode="x unified",
         template="plotly_white",
     )
     figure.update_xaxes(title_text="step" if x == "step" else "epoch")
     if tickformat:
         figure.update_yaxes(tickformat=tickformat)
     if not figure.data:
+        figure.update_xaxes(visible=False)
+        figure.update_yaxes(visible=False)
         figure.add_annotation(text="no points yet", showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5,
                               font=dict(color="gray"))
     return figure

@@ -26,12 +26,17 @@ from test_dashboard_fixtures import fake_training_process, write_run
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
 UPDATE_SCREENSHOTS = os.environ.get("REGNET_UPDATE_SCREENSHOTS") == "1"
+# The launched run: tiny for the test; for the README screenshots, big enough for a few meaningful epochs.
+RUN_SIZE, RUN_BATCH, RUN_EPOCHS_SHOWN = (1000, 32, 3) if UPDATE_SCREENSHOTS else (100, 16, 1)
 
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium")]
 
 # Total points of every plotly chart on the page, read from each chart div's figure data.
 POINTS_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).reduce(
     (n, div) => n + (div.data || []).reduce((m, trace) => m + (trace.x ? trace.x.length : 0), 0), 0)"""
+# Validation points (one per completed epoch) in the first chart that has any.
+VALIDATION_JS = """() => Math.max(0, ...Array.from(document.querySelectorAll('.js-plotly-plot')).flatMap(
+    div => (div.data || []).filter(trace => (trace.name || '').startsWith('val')).map(trace => trace.x.length)))"""
 CELLS_JS = """() => Array.from(document.querySelectorAll('[data-testid="stDataFrame"] [role="gridcell"]'))
     .map(cell => cell.textContent)"""
 
@@ -184,32 +189,35 @@ def engine_has_train_command() -> bool:
 @pytest.mark.skipif(not engine_has_train_command(), reason="the training engine (python -m regnet train) is not there yet")
 def test_launch_follow_and_stop_a_run_in_the_browser(page, server):
     page.goto(f"{server.url}/new_run")
-    page.get_by_role("button", name="Start").wait_for()
-    for label, value in (("Images (shapes only, 0 = default)", "300"), ("Batch size", "32"),
+    page.get_by_role("button", name="Start", exact=True).wait_for()
+    page.locator('[data-testid="stSelectbox"]').filter(has_text="Architecture").click()
+    page.get_by_role("option", name="resnet", exact=True).click()
+    page.locator('[data-testid="stCaptionContainer"]', has_text="resnet20").wait_for()
+    for label, value in (("Images (shapes only, 0 = default)", str(RUN_SIZE)), ("Batch size", str(RUN_BATCH)),
                          ("Log every N steps", "1"), ("Epochs", "30"), ("Seed", "1")):
         field = page.get_by_label(label, exact=True)
         field.fill(value)
         field.press("Tab")
         wait_for(lambda: field.input_value() == value, 10, f"{label} = {value}")
     page.wait_for_timeout(500)  # let the last widget change reach the server before clicking Start
-    page.get_by_role("button", name="Start").click()
-    page.get_by_text("Started `", exact=False).wait_for()
+    page.get_by_role("button", name="Start", exact=True).click()
+    page.get_by_text("it is selected. Follow it on").wait_for()
     shot(page, server, "new_run")
     [record] = [json.loads(p.read_text()) for p in (server.runs / ".launches").glob("*.json")]
     run_id, run_dir = record["run_id"], server.runs / record["run_id"]
     config = yaml.safe_load(Path(record["config"]).read_text())
-    assert (config["data"]["size"], config["train"]["batch_size"], config["train"]["epochs"]) == (300, 32, 30)
+    assert config["model"]["name"] == "resnet20"
+    assert (config["data"]["size"], config["train"]["batch_size"], config["train"]["epochs"]) == (RUN_SIZE, RUN_BATCH, 30)
 
     nav(page, "Live")
     first = wait_for(lambda: points(page), 120, "the first points of the launched run")
     more = wait_for(lambda: points(page) > first and points(page), 90, "the live curve to gain points")
     assert more > first
-    wait_for(lambda: (json.loads((run_dir / "status.json").read_text()).get("epoch") or 0) >= 1, 90,
-             "the first epoch (validation points for the screenshot)", interval=0.5)
-    wait_for(lambda: points(page) > more, 30, "the validation points")
+    wait_for(lambda: page.evaluate(VALIDATION_JS) >= RUN_EPOCHS_SHOWN, 600,
+             f"validation points of {RUN_EPOCHS_SHOWN} epoch(s) on the Live page", interval=0.5)
     shot(page, server, "live")
 
-    page.get_by_role("button", name="Stop").click()
+    page.get_by_role("button", name="Stop", exact=True).click()
     wait_for(lambda: json.loads((run_dir / "status.json").read_text())["state"] == "stopped", 90,
              "the run to stop cleanly", interval=0.5)
     nav(page, "Runs")

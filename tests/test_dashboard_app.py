@@ -160,7 +160,7 @@ def test_new_run_form_launches_a_run_and_stop_stops_it(runs_root):
     at = open_page("views/new_run.py")
     at.selectbox(key="nr_family").select("resnet")
     at.selectbox(key="nr_dataset").select("shapes")
-    at.number_input(key="nr_size").set_value(600)
+    at.number_input(key="nr_size").set_value(100)
     at.number_input(key="nr_epochs").set_value(50)
     at.number_input(key="nr_batch").set_value(16)
     at.number_input(key="nr_log_every").set_value(1)
