@@ -82,7 +82,10 @@ def load_ready_config(path: Path) -> dict:
         raise ValueError(f"Config {Path(path).name} could not be read ({type(error).__name__}); fix or remove it.")
     if not isinstance(data, dict):
         raise ValueError(f"Config {Path(path).name} is not a YAML mapping; fix or remove it.")
-    return merge_config(DEFAULT_CONFIG, data)
+    config = merge_config(DEFAULT_CONFIG, data)
+    # Options belong to a model: the default model's (cell, gates) must not leak into, say, resnet20.
+    config["model"]["options"] = dict((data.get("model") or {}).get("options") or {})
+    return config
 
 
 def new_run_id(model: str, dataset: str) -> str:

@@ -138,6 +138,22 @@ def test_new_run_page_refuses_a_data_set_that_is_not_there(runs_root, tmp_path):
     assert not at.exception and at.text_input(key="nr_opt_blocks").value == "2, 2, 2"
 
 
+def test_a_ready_config_fills_the_new_run_form(runs_root):
+    ready = launcher.ready_configs()
+    if not ready:
+        pytest.skip("no ready configs in configs/")
+    name, path = next(iter(ready.items()))
+    config = launcher.load_ready_config(path)
+    at = open_page("views/new_run.py")
+    at.selectbox(key="nr_start").select(name).run()
+    assert not at.exception
+    model = at.selectbox(key="nr_family").value + (at.selectbox(key="nr_depth").value or "")
+    assert model == config["model"]["name"]
+    assert at.number_input(key="nr_epochs").value == config["train"]["epochs"]
+    assert at.number_input(key="nr_lr").value == pytest.approx(config["optim"]["lr"])
+    assert at.selectbox(key="nr_dataset").value == config["data"]["name"]
+
+
 def test_data_page_shows_samples_and_class_counts(runs_root):
     at = open_page("views/data.py", timeout=180)
     assert len(at.get("plotly_chart")) == 3

@@ -20,13 +20,14 @@ def test_merge_config_overrides_recursively_without_touching_the_defaults():
 
 
 def test_ready_configs_are_read_and_bad_ones_explained(tmp_path):
-    (tmp_path / "c10_regnet20.yaml").write_text(yaml.safe_dump({"model": {"name": "regnet20"},
+    (tmp_path / "c10_regnet20.yaml").write_text(yaml.safe_dump({"model": {"name": "resnet20"},
                                                                 "train": {"epochs": 164}}))
     (tmp_path / "broken.yaml").write_text("model: [unclosed\n")
     found = launcher.ready_configs(tmp_path)
     assert list(found) == ["broken", "c10_regnet20"]
     config = launcher.load_ready_config(found["c10_regnet20"])
     assert config["train"]["epochs"] == 164 and config["optim"]["name"] == "sgd"
+    assert config["model"] == {"name": "resnet20", "options": {}}  # no regulator options on a plain ResNet
     with pytest.raises(ValueError, match="broken.yaml could not be read"):
         launcher.load_ready_config(found["broken"])
     assert launcher.ready_configs(tmp_path / "none") == {}
