@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -89,10 +90,16 @@ def cmd_train(args: argparse.Namespace) -> int:
             path = train(config_from_args(args), progress=_progress())
     except RunFailed as failure:
         print(f"error: {failure.message} (details in {failure.run_dir / 'train.log'})", file=sys.stderr)
-        print(failure.run_dir)
+        _print_on_rank_0(failure.run_dir)
         return 1
-    print(path)
+    _print_on_rank_0(path)
     return 0
+
+
+def _print_on_rank_0(path: Path) -> None:
+    """Under torchrun every process runs this command; one printed path is the contract."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(path)
 
 
 # ---- eval -------------------------------------------------------------------------------------------------------
