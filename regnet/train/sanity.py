@@ -29,6 +29,7 @@ from .loop import seed_everything
 
 INITIAL_LOSS_TOLERANCE = 0.25  # |initial loss - ln C| / ln C
 OVERFIT_TARGET = 0.01
+OVERFIT_LR = 3e-3
 
 
 @dataclass
@@ -117,7 +118,7 @@ def run_sanity(config: Config, *, synthetic: bool = False, batch_size: int = 64,
 
     # 2. overfit one batch with Adam (robust to the config's LR, which is tuned for full training)
     images, labels = data.images[:overfit_batch].to(target), data.labels[:overfit_batch].to(target)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=OVERFIT_LR)
     loss = math.inf
     steps = 0
     for steps in range(1, overfit_steps + 1):
