@@ -19,13 +19,20 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".t
 TINY_FOLDER = "tiny-imagenet-200"
 
 
+_DECODE_ERRORS = (OSError, ValueError, Image.DecompressionBombError)  # PIL's UnidentifiedImageError is an OSError
+
+
+def _undecodable(path, error: Exception) -> DataError:
+    return DataError(f"Cannot decode image {path} ({error}); delete or replace that file.")
+
+
 def load_rgb(path: str | Path) -> Image.Image:
     """Decode one image as RGB; a file PIL cannot read raises DataError naming it."""
     try:
         with Image.open(path) as image:
             return image.convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
-        raise DataError(f"Cannot decode image {path} ({error}); delete or replace that file.") from None
+    except _DECODE_ERRORS as error:
+        raise _undecodable(path, error) from None
 
 
 class ImageFiles(Dataset):
@@ -112,8 +119,8 @@ def _probe_size(path: str) -> int:
     try:
         with Image.open(path) as image:
             return max(image.size)
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
-        raise DataError(f"Cannot decode image {path} ({error}); delete or replace that file.") from None
+    except _DECODE_ERRORS as error:
+        raise _undecodable(path, error) from None
 
 
 def load_imagefolder(root: Path, **_) -> RawData:
