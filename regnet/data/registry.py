@@ -12,7 +12,6 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
-from torch.utils.data import Dataset
 from torchvision import datasets
 
 from .errors import DataError

@@ -1,10 +1,11 @@
 """``shapes``: a synthetic 10-class data set of coloured shapes on cluttered, textured backgrounds.
 
 Why it exists: it needs no download, a ResNet-20 learns it well above chance in a few CPU minutes
-(about 60 % validation accuracy after 3 epochs on 4000 images), and every image comes with its object mask, the ground truth that attribution maps are scored
-against. The class is the shape, never the colour; position, scale, rotation and colour are random
-and the background carries noise, lines and blobs as distractors. Generation is vectorised over
-the whole data set with one seeded ``torch.Generator``, so a seed always gives the same images.
+(about 60 % validation accuracy after 3 epochs on 4000 images), and every image comes with its
+object mask, the ground truth that attribution maps are scored against. The class is the shape,
+never the colour; position, scale, rotation and colour are random and the background carries
+noise, lines and blobs as distractors. Generation is vectorised over the whole data set with one
+seeded ``torch.Generator``, so a seed always gives the same images.
 """
 from __future__ import annotations
 
