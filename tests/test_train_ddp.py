@@ -20,7 +20,7 @@ from regnet.train.loop import train
 from regnet.train.runfolder import read_metrics, read_status
 
 REPO = Path(__file__).resolve().parent.parent
-SETTINGS = ["model.name=mnist_cnn", "data.size=400", "data.workers=0", "data.augment=false", "train.batch_size=40",
+SETTINGS = ["train.device=cpu", "model.name=mnist_cnn", "data.size=400", "data.workers=0", "data.augment=false", "train.batch_size=40",
             "train.epochs=2", "optim.lr=0.05", "train.log_every=3"]  # 360 train images: 9 steps of 2 x 20
 
 

@@ -42,7 +42,7 @@ TIMING_KEYS = {"time", "epoch_time_s", "images_per_s"}
 def tiny_config(runs_root: Path, run_id: str | None = None, *overrides: str) -> Config:
     """resnet20 on 600 shapes images (540 train, 60 val), batch 32: 17 steps an epoch."""
     config = Config()
-    for override in (f"run.runs_root={runs_root}", "model.name=resnet20", "data.size=600", "data.workers=0",
+    for override in (f"run.runs_root={runs_root}", "train.device=cpu", "model.name=resnet20", "data.size=600", "data.workers=0",
                      "train.batch_size=32", "train.epochs=2", "optim.name=adam", "optim.lr=0.002",
                      "optim.weight_decay=0", "schedule.name=constant", "train.log_every=5", *overrides):
         apply_override(config, override)
@@ -324,3 +324,16 @@ def test_compare_lists_runs_with_params_and_metrics(trained_run, capsys):
     assert rows[0]["params"] == 269_722 and rows[0]["final_val_top1"] == epoch_lines(trained_run)[-1]["val_top1"]
     code, out, _ = run_cli(["compare", "--runs-root", str(trained_run.parent)], capsys)
     assert code == 0 and "base" in out and "269,722" in out
+
+
+def test_early_stopping_with_amp_channels_last_clipping_and_smoothing(tmp_path):
+    """An LR too small to change anything: val_top1 never improves, so patience 1 stops after epoch 2 of 4."""
+    config = fast_config(tmp_path, "early", "train.epochs=4", "train.early_stop_patience=1", "optim.name=sgd",
+                         "optim.lr=1e-12", "train.amp=true", "train.channels_last=true", "train.grad_clip=1.0",
+                         "train.label_smoothing=0.1")
+    path = train(config, progress=False)
+    status = read_status(path)
+    assert (status["state"], status["epoch"], status["best_epoch"]) == ("finished", 2, 1)
+    assert [r["epoch"] for r in epoch_lines(path)] == [1, 2]
+    assert "early stop" in (path / "train.log").read_text()
+    assert (path / "artifacts" / "final_eval.json").exists()

@@ -247,6 +247,7 @@ def _train(config: Config, ctx: DistContext, resume: Path | None, progress: bool
                 bar = tqdm(total=steps_per_epoch, initial=epoch_step, desc=f"epoch {epoch + 1}/{t.epochs}",
                            disable=not (progress and ctx.is_main), leave=False, dynamic_ncols=True)
                 window = [0.0, 0, 0, time.time()]  # since the last step line: loss sum, images, steps, start
+                lr = optimizer.param_groups[0]["lr"]
                 stop = False
                 for images, targets in train_loader:
                     images = images.to(device, non_blocking=True)
@@ -322,7 +323,7 @@ def _train(config: Config, ctx: DistContext, resume: Path | None, progress: bool
                     "kind": "epoch", "epoch": epoch, "step": step, "time": now,
                     "train_loss": loss_sum / count, "train_top1": correct / count,
                     "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"],
-                    "val_macro_f1": val["macro_f1"], "lr": optimizer.param_groups[0]["lr"],
+                    "val_macro_f1": val["macro_f1"], "lr": lr,  # the LR of the epoch's last step
                     "epoch_time_s": train_seconds + (now - train_end),
                     "images_per_s": count / max(train_seconds, 1e-9),
                 }
