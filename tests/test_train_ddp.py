@@ -20,8 +20,9 @@ from regnet.train.loop import train
 from regnet.train.runfolder import read_metrics, read_status
 
 REPO = Path(__file__).resolve().parent.parent
-SETTINGS = ["train.device=cpu", "model.name=mnist_cnn", "data.size=400", "data.workers=0", "data.augment=false", "train.batch_size=40",
-            "train.epochs=2", "optim.lr=0.05", "train.log_every=3"]  # 360 train images: 9 steps of 2 x 20
+# 360 train images: 9 steps of 2 processes x 20 images
+SETTINGS = ["train.device=cpu", "model.name=mnist_cnn", "data.size=400", "data.workers=0", "data.augment=false",
+            "train.batch_size=40", "train.epochs=2", "optim.lr=0.05", "train.log_every=3"]
 
 
 def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):

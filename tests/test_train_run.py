@@ -42,8 +42,8 @@ TIMING_KEYS = {"time", "epoch_time_s", "images_per_s"}
 def tiny_config(runs_root: Path, run_id: str | None = None, *overrides: str) -> Config:
     """resnet20 on 600 shapes images (540 train, 60 val), batch 32: 17 steps an epoch."""
     config = Config()
-    for override in (f"run.runs_root={runs_root}", "train.device=cpu", "model.name=resnet20", "data.size=600", "data.workers=0",
-                     "train.batch_size=32", "train.epochs=2", "optim.name=adam", "optim.lr=0.002",
+    for override in (f"run.runs_root={runs_root}", "train.device=cpu", "model.name=resnet20", "data.size=600",
+                     "data.workers=0", "train.batch_size=32", "train.epochs=2", "optim.name=adam", "optim.lr=0.002",
                      "optim.weight_decay=0", "schedule.name=constant", "train.log_every=5", *overrides):
         apply_override(config, override)
     config.run.run_id = run_id
@@ -208,10 +208,9 @@ def test_stop_file_ends_the_run_cleanly(tmp_path):
     watcher.join()
     status = read_status(path)
     assert status["state"] == "stopped" and 5 <= status["step"] < 100 * 6 and status["error"] is None
+    assert status["finished_at"] is not None
     checkpoint = load_checkpoint(path / "checkpoints" / "last.pt")
     assert checkpoint["step"] == status["step"]
-    resumed_status = read_status(path)
-    assert resumed_status["finished_at"] is not None
 
 
 def test_sigterm_stops_a_subprocess_with_exit_code_0(tmp_path):

@@ -103,7 +103,8 @@ def config_from_dict(data: dict, base: Config | None = None) -> Config:
     """Overlay ``data`` (nested sections, e.g. from YAML) on ``base`` (default: all defaults), checking every value."""
     config = base if base is not None else Config()
     if not isinstance(data, dict):
-        raise ValueError(f"A config must be a mapping of sections (model, data, optim, ...), not {type(data).__name__}.")
+        raise ValueError(f"A config must be a mapping of sections (model, data, optim, ...), "
+                         f"not {type(data).__name__}.")
     for section, values in data.items():
         if values is None:
             continue
@@ -240,7 +241,8 @@ def validate(config: Config) -> None:
         (len(o.betas) == 2, f"optim.betas must be two numbers, got {o.betas}."),
         (s.name in SCHEDULES, f"schedule.name must be one of {', '.join(SCHEDULES)}, got {s.name!r}."),
         (all(0 < m <= 1 for m in s.milestones) and s.milestones == sorted(s.milestones),
-         f"schedule.milestones are increasing fractions of the epochs in (0, 1], e.g. [0.5, 0.75]; got {s.milestones}."),
+         f"schedule.milestones are increasing fractions of the epochs in (0, 1], e.g. [0.5, 0.75]; "
+         f"got {s.milestones}."),
         (s.warmup_epochs >= 0, f"schedule.warmup_epochs must be >= 0, got {s.warmup_epochs}."),
         (t.epochs >= 1, f"train.epochs must be at least 1, got {t.epochs}."),
         (t.batch_size >= 1, f"train.batch_size must be at least 1, got {t.batch_size}."),

@@ -52,7 +52,8 @@ from .config import Config, config_to_dict, dump_config, load_config, lower_is_b
 from .distributed import (DistContext, SeededShardSampler, all_reduce_sum, autocast, broadcast_object,
                           cleanup_distributed, init_distributed)
 from .metrics import evaluate, per_class_table
-from .runfolder import CONFIG, FINAL_EVAL, RunFolder, atomic_write_json, atomic_write_text, create_run_folder, read_status
+from .runfolder import (CONFIG, FINAL_EVAL, RunFolder, atomic_write_json, atomic_write_text, create_run_folder,
+                        read_status)
 from .schedules import build_optimizer, build_scheduler
 
 
@@ -246,7 +247,7 @@ def _train(config: Config, ctx: DistContext, resume: Path | None, progress: bool
                 model.train()
                 bar = tqdm(total=steps_per_epoch, initial=epoch_step, desc=f"epoch {epoch + 1}/{t.epochs}",
                            disable=not (progress and ctx.is_main), leave=False, dynamic_ncols=True)
-                window = [0.0, 0, 0, time.time()]  # since the last step line: loss sum, images, steps, start
+                window = [0.0, 0, time.time()]  # since the last step line: loss sum, images, start
                 lr = optimizer.param_groups[0]["lr"]
                 stop = False
                 for images, targets in train_loader:
@@ -269,7 +270,8 @@ def _train(config: Config, ctx: DistContext, resume: Path | None, progress: bool
                     loss_sum, correct, count, nonfinite, stop = all_reduce_sum(stats).tolist()
                     if nonfinite:
                         raise NonFiniteLoss(
-                            f"The training loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
+                            f"The training loss became non-finite (inf or nan) at epoch {epoch + 1}, "
+                            f"step {step + 1}; "
                             f"lower the learning rate or set train.grad_clip (e.g. --set train.grad_clip=1.0).")
                     optimizer.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
@@ -282,13 +284,13 @@ def _train(config: Config, ctx: DistContext, resume: Path | None, progress: bool
                     step += 1
                     epoch_step += 1
                     epoch_sums[:3] = [epoch_sums[0] + loss_sum, epoch_sums[1] + correct, epoch_sums[2] + count]
-                    window[:3] = [window[0] + loss_sum, window[1] + count, window[2] + 1]
+                    window[:2] = [window[0] + loss_sum, window[1] + count]
                     bar.update(1)
                     if step % t.log_every == 0 or epoch_step == steps_per_epoch:
                         now = time.time()
                         record = {"kind": "step", "epoch": epoch + 1, "step": step, "time": now,
                                   "train_loss": window[0] / window[1], "lr": lr,
-                                  "images_per_s": window[1] / max(now - window[3], 1e-9)}
+                                  "images_per_s": window[1] / max(now - window[2], 1e-9)}
                         bar.set_postfix(loss=f"{record['train_loss']:.3f}", img_s=f"{record['images_per_s']:.0f}")
                         if ctx.is_main:
                             folder.append_metrics(record)
@@ -296,7 +298,7 @@ def _train(config: Config, ctx: DistContext, resume: Path | None, progress: bool
                                 writer.add_scalar(f"step/{key}", record[key], step)
                             folder.write_status(step=step, images_per_s=record["images_per_s"],
                                                 elapsed_s=elapsed_s + epoch_sums[3] + now - started)
-                        window = [0.0, 0, 0, now]
+                        window = [0.0, 0, now]
                     if stop:
                         break
                 bar.close()

@@ -31,8 +31,8 @@ class ClassificationMeter:
         logits = logits.float()
         for metric in (self.top1, self.top5, self.macro_f1, self.confusion):
             metric.update(logits, targets)
-        self.loss_and_count += torch.stack([loss_sum.detach().double(), torch.tensor(len(targets), device=loss_sum.device,
-                                                                                     dtype=torch.float64)])
+        count = torch.tensor(len(targets), device=loss_sum.device, dtype=torch.float64)
+        self.loss_and_count += torch.stack([loss_sum.detach().double(), count])
 
     def compute(self) -> dict:
         """Metrics over everything seen (on every process), as Python numbers and a confusion-matrix list."""

@@ -66,7 +66,8 @@ def create_run_folder(runs_root: str | Path, run_id: str | None, model: str, dat
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise OSError(f"Cannot create the runs folder {root} ({error.strerror}); pass a writable --runs-root.") from None
+        raise OSError(f"Cannot create the runs folder {root} ({error.strerror}); "
+                      f"pass a writable --runs-root.") from None
     if run_id is not None:
         path = root / run_id
         try:

@@ -58,7 +58,8 @@ def lr_multiplier(config: ScheduleConfig, step: int, epochs: int, steps_per_epoc
             return start + (1 - start) * 0.5 * (1 - math.cos(math.pi * step / rise))
         progress = min((step - rise) / max(total - rise, 1), 1.0)
         return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * progress))
-    raise ValueError(f"Unknown schedule {config.name!r}; choose multistep, cosine, warmup_cosine, onecycle or constant.")
+    raise ValueError(f"Unknown schedule {config.name!r}; "
+                     f"choose multistep, cosine, warmup_cosine, onecycle or constant.")
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: ScheduleConfig, epochs: int,
