@@ -158,3 +158,15 @@ def test_epoch_orders_differ_and_repeat():
     sampler.set_epoch(0)
     assert list(sampler) == first
     assert math.isclose(len(set(first)), 50)
+
+
+def test_cli_flags_overlay_the_file_and_another_model_keeps_only_its_options():
+    from regnet.train.cli import build_parser, config_from_args
+
+    args = build_parser().parse_args(["train", "--config", "configs/cifar10_regnet20.yaml", "--model", "resnet20",
+                                      "--lr", "0.05", "--epochs", "3", "--run-id", "007",
+                                      "--set", "optimizer.nesterov=true", "--set", "optim.lr=0.02"])
+    config = config_from_args(args)
+    assert (config.model.name, config.model.options) == ("resnet20", {"se": False})
+    assert (config.optim.lr, config.optim.nesterov, config.train.epochs) == (0.02, True, 3)  # --set comes last
+    assert config.run.run_id == "007" and config.data.name == "cifar10"

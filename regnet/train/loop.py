@@ -71,7 +71,11 @@ class NonFiniteLoss(ValueError):
 
 
 class StopSignals:
-    """SIGINT and SIGTERM set a flag read after each step, so the process never dies halfway through a write."""
+    """SIGINT and SIGTERM set a flag read after each step, so the process never dies halfway through a write.
+
+    A second signal (Ctrl-C pressed twice) interrupts at once; the run is then
+    marked failed and resumes from its last epoch-end checkpoint.
+    """
 
     def __init__(self):
         self.received: str | None = None
@@ -84,6 +88,8 @@ class StopSignals:
         return self
 
     def _handle(self, signum, frame) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt
         self.received = signal.Signals(signum).name
 
     def __exit__(self, *exc) -> None:
@@ -438,7 +444,7 @@ class _MessageOnly(logging.Formatter):
 def _one_sentence(error: BaseException) -> str:
     """Our own errors already are one sentence; anything else is named by its type and first line."""
     if isinstance(error, KeyboardInterrupt):
-        return "Interrupted before the run could stop cleanly; resume it with --resume."
+        return "Interrupted before the run could stop cleanly; resume it with --resume from its last checkpoint."
     text = str(error).strip().splitlines()[0] if str(error).strip() else ""
     if isinstance(error, (ValueError, OSError)) and text:
         return text

@@ -5,7 +5,9 @@ Each schedule is a multiplier of the base LR as a function of the global step
 plain numbers (so checkpoints load with ``weights_only=True``), and a curve
 that a test can check point by point. Multistep milestones are fractions of
 all epochs and fall on epoch boundaries, as in the paper's recipes (LR / 10
-at 50% and 75% of training).
+at 50% and 75% of training). One-cycle follows torch's ``OneCycleLR`` for the
+LR (cosine up from lr/25 over ``warmup_epochs``, or 30% of the steps, then
+cosine down to lr/25/1e4) but leaves momentum fixed.
 """
 from __future__ import annotations
 
