@@ -58,13 +58,6 @@ def resolve_under(root: Path, name: str) -> Path:
     return path
 
 
-def resolve_run_key(key: str, runs_root: Path, checkpoints_root: Path) -> Path:
-    """The folder of a run key as listed on the Runs page (``<run_id>`` or ``shipped/<name>``)."""
-    if key.startswith(SHIPPED_PREFIX):
-        return resolve_under(checkpoints_root, key[len(SHIPPED_PREFIX):])
-    return resolve_under(runs_root, key)
-
-
 # --------------------------------------------------------------------------------------------- processes
 
 def process_alive(pid: int | None) -> bool:

@@ -12,8 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import launcher
-from dashboard.runs import (LIVE_METRICS, RunInfo, discover_runs, metrics_frame, read_new_metrics,
-                            resolve_run_key, tail_text)
+from dashboard.runs import LIVE_METRICS, RunInfo, discover_runs, metrics_frame, read_new_metrics, tail_text
 
 RUNS_ROOT_ENV = "REGNET_RUNS_ROOT"
 CHECKPOINTS_ROOT_ENV = "REGNET_CHECKPOINTS_ROOT"
@@ -127,8 +126,3 @@ def show_run_problems(run: RunInfo, corrupt: int = 0) -> None:
         st.warning(f"{run.key}: {run.problem}")
     if corrupt:
         st.warning(f"{run.key}: skipped {corrupt} corrupt line{'s' if corrupt != 1 else ''} in metrics.jsonl.")
-
-
-def resolve_key(key: str) -> Path:
-    """The folder of a selected run key, never outside the runs or checkpoints folder."""
-    return resolve_run_key(key, runs_root(), checkpoints_root())

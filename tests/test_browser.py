@@ -151,7 +151,13 @@ def nav(page, title: str) -> None:
     page.get_by_role("heading", name=title, exact=True).wait_for()
 
 
+def settle(page) -> None:
+    """Wait until the script run has finished: no element is still marked stale from the run before."""
+    wait_for(lambda: page.locator('[data-stale="true"]').count() == 0, 30, "the page to finish rendering")
+
+
 def shot(page, server: Server, name: str) -> Path:
+    settle(page)
     path = server.tmp / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     if UPDATE_SCREENSHOTS and name in ("live", "compare"):
@@ -188,6 +194,22 @@ def engine_has_train_command() -> bool:
 @pytest.mark.slow
 @pytest.mark.skipif(not engine_has_train_command(), reason="the training engine (python -m regnet train) is not there yet")
 def test_launch_follow_and_stop_a_run_in_the_browser(page, server):
+    # A RegNet-20 run started from the terminal at the same time: it must show up like the browser's run,
+    # and the Compare page then overlays ResNet-20 (browser) and RegNet-20 (CLI).
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "regnet", "train", "--model", "regnet20", "--dataset", "shapes", "--device", "cpu",
+         "--epochs", str(RUN_EPOCHS_SHOWN), "--batch-size", str(RUN_BATCH), "--set", f"data.size={RUN_SIZE}",
+         "--set", "train.log_every=1", "--runs-root", str(server.runs), "--run-id", "cli-regnet20-shapes"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        follow_and_stop(page, server, cli)
+    finally:
+        if cli.poll() is None:
+            os.killpg(cli.pid, signal.SIGKILL)
+            cli.wait()
+
+
+def follow_and_stop(page, server: Server, cli: subprocess.Popen) -> None:
     page.goto(f"{server.url}/new_run")
     page.get_by_role("button", name="Start", exact=True).wait_for()
     page.locator('[data-testid="stSelectbox"]').filter(has_text="Architecture").click()
@@ -203,7 +225,7 @@ def test_launch_follow_and_stop_a_run_in_the_browser(page, server):
     page.get_by_role("button", name="Start", exact=True).click()
     page.get_by_text("it is selected. Follow it on").wait_for()
     shot(page, server, "new_run")
-    [record] = [json.loads(p.read_text()) for p in (server.runs / ".launches").glob("*.json")]
+    [record] = [json.loads(p.read_text()) for p in (server.runs / ".launches").glob("*.json")]  # not the CLI's
     run_id, run_dir = record["run_id"], server.runs / record["run_id"]
     config = yaml.safe_load(Path(record["config"]).read_text())
     assert config["model"]["name"] == "resnet20"
@@ -222,11 +244,14 @@ def test_launch_follow_and_stop_a_run_in_the_browser(page, server):
              "the run to stop cleanly", interval=0.5)
     nav(page, "Runs")
     wait_for(lambda: run_id in cells(page) and "stopped" in cells(page), 30, "the stopped run on the Runs page")
+    assert cli.wait(timeout=600) == 0
+    wait_for(lambda: "cli-regnet20-shapes" in cells(page) and "finished" in cells(page), 30,
+             "the CLI run, finished, on the Runs page")
     shot(page, server, "runs_after_stop")
 
-    # For the README, the launched run against the shipped runs; otherwise against a fixture run.
+    # The browser's ResNet-20 against the CLI's RegNet-20 (and the shipped runs, for the README).
     shipped = sorted(f"shipped/{p.parent.name}" for p in (REPO / "checkpoints").glob("*/status.json"))
-    compared = [run_id] + (shipped if UPDATE_SCREENSHOTS and shipped else ["r1-resnet20-shapes"])
+    compared = [run_id, "cli-regnet20-shapes"] + (shipped if UPDATE_SCREENSHOTS else [])
     page.goto(f"{server.url}/compare?" + "&".join(f"run={key}" for key in compared))
     wait_for(lambda: points(page), 60, "the Compare charts")
     page.get_by_text("Download table (CSV)").wait_for()

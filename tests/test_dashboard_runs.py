@@ -8,7 +8,7 @@ import os
 import pytest
 
 from dashboard.runs import (MetricsTail, compare_table, curves_long, discover_runs, ema, metrics_frame, progress,
-                            read_new_metrics, read_run, resolve_run_key, resolve_under, runs_table, validate_run_id)
+                            read_new_metrics, read_run, resolve_under, runs_table, validate_run_id)
 from test_dashboard_fixtures import fake_training_process, fixture_runs_root, write_run
 
 
@@ -100,9 +100,7 @@ def test_run_ids_never_leave_the_root(tmp_path):
     os.symlink(tmp_path / "outside", tmp_path / "runs" / "sneaky")
     with pytest.raises(ValueError, match="outside"):
         resolve_under(tmp_path / "runs", "sneaky")
-    assert resolve_run_key("shipped/c10", tmp_path / "runs", tmp_path / "ck") == (tmp_path / "ck" / "c10").resolve()
-    with pytest.raises(ValueError):
-        resolve_run_key("shipped/../x", tmp_path / "runs", tmp_path / "ck")
+    assert resolve_under(tmp_path / "runs", "ok") == (tmp_path / "runs" / "ok").resolve()
 
 
 def test_discovery_lists_runs_newest_first_with_shipped_runs_last(tmp_path):
