@@ -24,6 +24,7 @@ class DistContext:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    owns_group: bool = False  # we joined the process group, so we leave it
 
     @property
     def is_main(self) -> bool:
@@ -55,15 +56,16 @@ def init_distributed(device_name: str) -> DistContext:
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(device_name, local_rank)
-    if world_size > 1 and not dist.is_initialized():
+    joins = world_size > 1 and not dist.is_initialized()
+    if joins:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world_size)
-    return DistContext(rank, world_size, local_rank, device)
+    return DistContext(rank, world_size, local_rank, device, owns_group=joins)
 
 
-def cleanup_distributed() -> None:
-    if dist.is_initialized():
+def cleanup_distributed(ctx: DistContext) -> None:
+    if ctx.owns_group and dist.is_initialized():
         dist.destroy_process_group()
 
 

@@ -130,7 +130,7 @@ def train(config: Config | None = None, *, resume: str | Path | None = None, dev
     try:
         return _train(config, ctx, resume, sys.stderr.isatty() if progress is None else progress)
     finally:
-        cleanup_distributed()
+        cleanup_distributed(ctx)
 
 
 def _train(config: Config, ctx: DistContext, resume: Path | None, progress: bool) -> Path:
