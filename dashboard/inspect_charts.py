@@ -1,0 +1,135 @@
+"""Chart builders of the regulator lab: plain functions, data in, plotly figure out (tested without a browser)."""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+GATE_COLOURS = {"i": "#2E6FDB", "f": "#D9480F", "o": "#2B8A3E", "g": "#862E9C",
+                "z": "#2E6FDB", "r": "#D9480F", "candidate": "#862E9C"}
+
+
+def _np(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+
+
+def state_grid_figure(rows: Sequence[dict], field: str, shared_scale: bool = True) -> go.Figure:
+    """One heat map per (stage, step, map): stages down, steps (and their maps) across.
+
+    ``rows`` come from ``regnet.inspect.state_grid``. A shared scale makes maps
+    comparable across depth; a per-map scale shows each map's own structure.
+    """
+    stages = sorted({r["stage"] for r in rows})
+    steps = max((r["step"] for r in rows), default=-1) + 1
+    per_step = max((len(r["maps"]) for r in rows), default=1)
+    cols = max(steps * per_step, 1)
+    titles = [""] * (len(stages) * cols)
+    for r in rows:
+        for k, (label, _) in enumerate(r["maps"]):
+            titles[stages.index(r["stage"]) * cols + r["step"] * per_step + k] = \
+                f"S{r['stage'] + 1} t={r['step'] + 1}" + (f" {label}" if per_step > 1 else "")
+    fig = make_subplots(rows=max(len(stages), 1), cols=cols, subplot_titles=titles,
+                        horizontal_spacing=0.01, vertical_spacing=0.08)
+    values = [_np(m) for r in rows for _, m in r["maps"]]
+    lo = min((v.min() for v in values), default=0.0)
+    hi = max((v.max() for v in values), default=1.0)
+    for r in rows:
+        for k, (label, m) in enumerate(r["maps"]):
+            z = _np(m)
+            fig.add_trace(go.Heatmap(
+                z=z[::-1], colorscale="RdBu_r" if field != "output" else "Viridis",
+                zmin=lo if shared_scale else None, zmax=hi if shared_scale else None,
+                showscale=shared_scale and r is rows[0] and k == 0,
+                hovertemplate=f"stage {r['stage'] + 1} step {r['step'] + 1} {label}<br>x=%{{x}} y=%{{y}}<br>%{{z:.3f}}<extra></extra>",
+            ), row=stages.index(r["stage"]) + 1, col=r["step"] * per_step + k + 1)
+    fig.update_xaxes(showticklabels=False).update_yaxes(showticklabels=False, scaleanchor=None)
+    fig.update_layout(height=170 * max(len(stages), 1) + 60, margin=dict(l=10, r=10, t=40, b=10),
+                      title=f"{field} per stage (rows) and step (columns)")
+    return fig
+
+
+def gate_depth_figure(profile: Sequence[dict]) -> go.Figure:
+    """Each gate's mean (line) and 10-90% spread (band) per step, one panel per stage: gates along depth."""
+    stages = sorted({r["stage"] for r in profile})
+    fig = make_subplots(rows=1, cols=max(len(stages), 1), subplot_titles=[f"stage {s + 1}" for s in stages],
+                        shared_yaxes=True)
+    gates = list(dict.fromkeys(r["gate"] for r in profile))
+    for col, stage in enumerate(stages, start=1):
+        for gate in gates:
+            rows = sorted((r for r in profile if r["stage"] == stage and r["gate"] == gate), key=lambda r: r["step"])
+            x = [r["step"] + 1 for r in rows]
+            colour = GATE_COLOURS.get(gate, "#495057")
+            fig.add_trace(go.Scatter(x=x + x[::-1], y=[r["q90"] for r in rows] + [r["q10"] for r in rows][::-1],
+                                     fill="toself", fillcolor=colour, opacity=0.15, line=dict(width=0),
+                                     hoverinfo="skip", showlegend=False, legendgroup=gate), row=1, col=col)
+            fig.add_trace(go.Scatter(x=x, y=[r["mean"] for r in rows], mode="lines+markers", name=gate,
+                                     line=dict(color=colour), legendgroup=gate, showlegend=col == 1,
+                                     customdata=[[r["std"]] for r in rows],
+                                     hovertemplate=f"{gate} step %{{x}}: mean %{{y:.3f}}, std %{{customdata[0]:.3f}}<extra></extra>"),
+                          row=1, col=col)
+        fig.update_xaxes(title_text="step (block)", dtick=1, row=1, col=col)
+    fig.update_yaxes(title_text="gate value", row=1, col=1)
+    fig.update_layout(height=320, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def attribution_figure(image: np.ndarray, maps: Mapping[str, np.ndarray], shared_scale: bool = False,
+                       opacity: float = 0.55) -> go.Figure:
+    """The image, then each method's importance map overlaid on it (HxWx3 image in [0, 1])."""
+    labels = list(maps)
+    fig = make_subplots(rows=1, cols=len(labels) + 1, subplot_titles=["image"] + labels, horizontal_spacing=0.02)
+    rgb = (np.clip(image, 0, 1) * 255).astype(np.uint8)
+    top = max((float(np.max(m)) for m in maps.values()), default=1.0) or 1.0
+    fig.add_trace(go.Image(z=rgb), row=1, col=1)
+    for col, label in enumerate(labels, start=2):
+        m = np.asarray(maps[label], dtype=float)
+        scale = top if shared_scale else (float(m.max()) or 1.0)
+        fig.add_trace(go.Image(z=rgb, opacity=1.0), row=1, col=col)
+        fig.add_trace(go.Heatmap(z=m / scale, zmin=0, zmax=1, colorscale="Inferno", opacity=opacity,
+                                 showscale=col == 2, hovertemplate="%{z:.2f}<extra>" + label + "</extra>"),
+                      row=1, col=col)
+    fig.update_xaxes(showticklabels=False).update_yaxes(showticklabels=False, autorange="reversed")
+    fig.update_layout(height=300, margin=dict(l=10, r=10, t=40, b=10))
+    return fig
+
+
+def confusion_figure(confusion, class_names: Sequence[str]) -> go.Figure:
+    z = _np(confusion)
+    fig = go.Figure(go.Heatmap(z=z, x=list(class_names), y=list(class_names), colorscale="Blues",
+                               hovertemplate="true %{y}, predicted %{x}: %{z}<extra></extra>"))
+    fig.update_xaxes(title_text="predicted").update_yaxes(title_text="true", autorange="reversed")
+    fig.update_layout(height=420, margin=dict(l=10, r=10, t=30, b=10), title="Confusion matrix")
+    return fig
+
+
+def runs_bar_figure(per_run: Mapping[str, Sequence[dict]], x: str, y: str, title: str, y_title: str) -> go.Figure:
+    """Grouped bars, one group per ``x`` value and one bar per run: read-out, redundancy, ablation side by side."""
+    fig = go.Figure()
+    for run, rows in per_run.items():
+        fig.add_trace(go.Bar(name=run, x=[str(r[x]) for r in rows], y=[r[y] for r in rows]))
+    fig.update_layout(barmode="group", title=title, height=340, yaxis_title=y_title,
+                      margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def gallery_figure(images: Sequence[np.ndarray], titles: Sequence[str], correct: Sequence[bool],
+                   columns: int = 8) -> go.Figure:
+    """A grid of images with green titles for right predictions and red for wrong ones."""
+    n = len(images)
+    rows = max((n + columns - 1) // columns, 1)
+    fig = make_subplots(rows=rows, cols=columns, horizontal_spacing=0.01, vertical_spacing=0.06)
+    for k, (img, title, ok) in enumerate(zip(images, titles, correct)):
+        r, c = k // columns + 1, k % columns + 1
+        arr = np.asarray(img)
+        if arr.ndim == 2:
+            arr = np.stack([arr] * 3, -1)
+        fig.add_trace(go.Image(z=(np.clip(arr, 0, 1) * 255).astype(np.uint8), hovertemplate=title + "<extra></extra>"),
+                      row=r, col=c)
+        fig.add_annotation(text=title, showarrow=False, font=dict(color="#2B8A3E" if ok else "#C92A2A", size=11),
+                           xref=f"x{k + 1 if k else ''} domain", yref=f"y{k + 1 if k else ''} domain",
+                           x=0.5, y=1.18)
+    fig.update_xaxes(showticklabels=False).update_yaxes(showticklabels=False)
+    fig.update_layout(height=150 * rows + 20, margin=dict(l=5, r=5, t=30, b=5))
+    return fig
