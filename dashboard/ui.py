@@ -41,7 +41,12 @@ def live_refresh_s() -> float:
 def all_runs() -> list[RunInfo]:
     """Every run and shipped run, read from disk now, with overdue stop requests enforced."""
     launcher.reap()
-    runs = discover_runs(runs_root(), checkpoints_root())
+    try:
+        runs = discover_runs(runs_root(), checkpoints_root())
+    except OSError as error:  # e.g. a runs folder we may not read
+        st.error(f"Could not read the runs folder {runs_root()} ({error.strerror or error}); "
+                 "choose another folder in the sidebar.")
+        return []
     launcher.enforce_stops(runs)
     return runs
 
@@ -53,9 +58,12 @@ def sidebar() -> None:
                       help="Folder holding one sub-folder per run (the CLI's --runs-root).")
         root = runs_root()
         if not root.is_dir():
-            st.caption(f"`{root}` does not exist yet; it is created by the first run.")
+            st.caption(f"`{root}` is not a folder yet; the first run creates it.")
             return
-        running = launcher.count_running(discover_runs(root))
+        try:
+            running = launcher.count_running(discover_runs(root))
+        except OSError:
+            return  # the page says what is wrong with the folder
         st.caption(f"{running} run{'s' if running != 1 else ''} running" if running else "No run is running.")
 
 

@@ -77,6 +77,17 @@ def test_pages_render_on_a_missing_or_empty_runs_root(runs_root, page):
         assert "No runs yet" in texts(at.info)
 
 
+def test_an_unreadable_runs_folder_is_a_message(runs_root, monkeypatch):
+    runs_root.mkdir()
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("dashboard.runs.Path.iterdir", refuse)
+    at = open_page("views/runs.py")
+    assert "Could not read the runs folder" in texts(at.error) and "Permission denied" in texts(at.error)
+
+
 def test_runs_page_lists_runs_and_shipped_checkpoints(fixture_root):
     at = open_page("views/runs.py")
     table = at.dataframe[0].value
@@ -176,7 +187,8 @@ def test_new_run_form_launches_a_run_and_stop_stops_it(runs_root):
     at = open_page("views/new_run.py")
     at.selectbox(key="nr_family").select("resnet")
     at.selectbox(key="nr_dataset").select("shapes")
-    at.number_input(key="nr_size").set_value(100)
+    at.number_input(key="nr_size").set_value(60)
+    at.number_input(key="nr_workers").set_value(0)
     at.number_input(key="nr_epochs").set_value(50)
     at.number_input(key="nr_batch").set_value(16)
     at.number_input(key="nr_log_every").set_value(1)

@@ -37,7 +37,7 @@ FIELDS = {
     "nr_augment": ("data", "augment"), "nr_jitter": ("data", "color_jitter"), "nr_epochs": ("train", "epochs"),
     "nr_batch": ("train", "batch_size"), "nr_optim": ("optim", "name"), "nr_lr": ("optim", "lr"),
     "nr_schedule": ("schedule", "name"), "nr_wd": ("optim", "weight_decay"), "nr_seed": ("train", "seed"),
-    "nr_device": ("train", "device"), "nr_log_every": ("train", "log_every"),
+    "nr_device": ("train", "device"), "nr_log_every": ("train", "log_every"), "nr_workers": ("data", "workers"),
 }
 
 
@@ -51,7 +51,7 @@ def apply_config() -> None:
         value = config[section].get(field)
         if key in ("nr_lr", "nr_wd"):
             value = float(value)
-        elif key == "nr_size":
+        elif key in ("nr_size", "nr_workers"):
             value = int(value or 0)
         st.session_state[key] = value
 
@@ -129,6 +129,8 @@ with data_col:
                            disabled=dataset != "shapes")
     augment = st.checkbox("Augmentation (random crop + flip)", key="nr_augment")
     jitter = st.checkbox("Colour jitter", key="nr_jitter")
+    workers = st.number_input("Loader workers", min_value=0, max_value=64, step=1, key="nr_workers",
+                              help="Data-loading processes; 0 loads in the training process (best on 1-2 cores).")
 
 with train_col:
     st.subheader("Training")
@@ -165,7 +167,7 @@ if st.button("Start", type="primary", disabled=bool(problems), key="nr_start_but
     config = launcher.merge_config(base_config(), {
         "model": {"name": model_name, "options": options},
         "data": {"name": dataset, "root": data_root, "augment": augment, "color_jitter": jitter,
-                 "size": int(size) or None},
+                 "size": int(size) or None, "workers": int(workers)},
         "optim": {"name": optimiser, "lr": float(lr), "weight_decay": float(weight_decay)},
         "schedule": {"name": schedule},
         "train": {"epochs": int(epochs), "batch_size": int(batch_size), "seed": int(seed), "device": device,

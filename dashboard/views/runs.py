@@ -7,8 +7,8 @@ from dashboard.runs import runs_table
 st.title("Runs")
 root = ui.runs_root()
 if not root.is_dir():
-    st.info(f"The runs folder `{root}` does not exist yet. Start a run on **New run**, or point the sidebar "
-            "at another folder.")
+    st.info(f"The runs folder `{root}` does not exist yet (or is not a folder). Start a run on **New run**, or "
+            "point the sidebar at another folder.")
 runs = ui.all_runs()
 if not runs:
     st.info("No runs yet. Start one on **New run**, or from a terminal: `python -m regnet train --dataset shapes`.")
