@@ -9,6 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from dashboard import launcher
+from dashboard.runs import LIVE_METRICS
 from test_dashboard_fixtures import fake_training_process, fixture_runs_root, write_run
 
 APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
@@ -111,6 +112,8 @@ def test_live_page_shows_curves_progress_and_a_failed_runs_error(fixture_root):
     bars = [bar.proto.text for bar in at.get("progress")]
     assert any("running · epoch 1/5 · step 4/20" in text for text in bars), bars
     assert at.button(key="live_stop_r3-regnet20-shapes-live")  # a running run can be stopped from here
+    live_metrics = fixture_root / "r3-regnet20-shapes-live" / "metrics.jsonl"
+    assert LIVE_METRICS.offset(live_metrics) == live_metrics.stat().st_size  # read incrementally, all consumed
 
 
 def test_live_page_follows_the_running_run_when_nothing_is_selected(fixture_root):
