@@ -105,6 +105,13 @@ class Bottleneck(nn.Module):
         return self.relu(self.shortcut(x) + y)
 
 
+def _in_format_of(tensor: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``tensor`` in the memory format of ``like`` (NCHW or channels-last); a no-op when they already agree."""
+    if like.is_contiguous() or not like.is_contiguous(memory_format=torch.channels_last):
+        return tensor.contiguous()
+    return tensor.contiguous(memory_format=torch.channels_last)
+
+
 class _Regulated(nn.Module):
     """What both regulated blocks share: the regulator's norm, the fusion, taps and recording."""
 
@@ -120,7 +127,9 @@ class _Regulated(nn.Module):
 
     def _regulate(self, features: torch.Tensor, cell_input: torch.Tensor, cell: nn.Module, state):
         h, state, gates = cell(cell_input, state, self.taps)
-        fused = torch.cat((features, self.regulator_norm(h)), dim=1)
+        # The efficient cell computes channels-last; H joins the block's features in their memory format,
+        # since element-wise kernels (BN, ReLU and their backward) are slow on mixed formats.
+        fused = torch.cat((features, self.regulator_norm(_in_format_of(h, features))), dim=1)
         return self.relu(self.bn_fuse(self.fuse(fused))), h, state, gates
 
     def _record(self, cell_input, h, state, gates, out) -> None:

@@ -79,36 +79,48 @@ class GateConv(nn.Module):
         return pre.chunk(self.num_gates, dim=1)
 
     def _efficient(self, x: torch.Tensor, h: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
-        """The paper's grouped 1x1 then depthwise 3x3, computed channels-last and gate-major.
+        """The paper's grouped 1x1 then depthwise 3x3, computed gate by gate in channels-last memory.
 
-        The parameters keep the paper's interleaved layout (group c writes channels
-        ``G*c .. G*c+G-1``), so checkpoints are unchanged. What is computed
-        differs in layout only: a grouped 1x1 conv over pairs ``[x_c, h_c]`` is
-        ``w0*x_c + w1*h_c``, one broadcast multiply-add that writes the
-        depthwise conv's input directly channels-last with gate k of channel c at
-        ``k*C + c`` (no interleaving copy); oneDNN's depthwise conv is about ten
-        times faster channels-last than NCHW on a CPU; and gate-major channels
-        make each gate a slice whose channels are contiguous in memory.
+        The parameters keep the paper's interleaved layout (group c writes
+        channels ``G*c .. G*c+G-1``), so checkpoints are unchanged; only the
+        evaluation order differs, for speed on a CPU:
+
+        * group c of the grouped 1x1 conv computes gate k of channel c as
+          ``w0[k,c]*x_c + w1[k,c]*h_c``: that is two depthwise 1x1 convs, one on
+          X and one on H, with no interleaving copy of ``[X, H]`` (oneDNN has
+          fast depthwise kernels but takes a slow path for a grouped conv with
+          2 inputs per group);
+        * the depthwise 3x3 is per channel, so it splits by gate exactly;
+        * channels-last, because oneDNN's depthwise conv is several times
+          faster channels-last than NCHW;
+        * one dense tensor per gate, because the gates' sigmoid and tanh are
+          many times slower on a strided slice of a 4C-channel tensor.
+
+        The multiply-accumulates are the paper's (``summary`` counts the same).
         """
         c, g = self.hidden_channels, self.num_gates
-        pairs = self.pointwise.weight.view(c, g, 2)  # [channel, gate, (x, h)]
-        x_last = x.permute(0, 2, 3, 1).unsqueeze(3)  # (N, H, W, 1, C)
-        pre = x_last * pairs[:, :, 0].t()  # (N, H, W, G, C)
+        pointwise = self.pointwise.weight.view(c, g, 2).permute(1, 2, 0).contiguous()  # [gate, (x, h), channel]
+        depthwise = self.depthwise.weight.view(c, g, 9).transpose(0, 1).contiguous()  # [gate, channel, 3x3]
+        bias = self.depthwise.bias.view(c, g).t().contiguous()  # [gate, channel]
+        x = x.contiguous(memory_format=torch.channels_last)
         if h is not None:
-            pre = torch.addcmul(pre, h.permute(0, 2, 3, 1).unsqueeze(3), pairs[:, :, 1].t())
-        pre = pre.flatten(3).permute(0, 3, 1, 2)  # (N, G*C, H, W), channels-last memory
-        weight = self.depthwise.weight.view(c, g, 1, 3, 3).transpose(0, 1).reshape(g * c, 1, 3, 3)
-        bias = self.depthwise.bias.view(c, g).t().reshape(g * c)
-        out = F.conv2d(pre, weight, bias, padding=1, groups=g * c)
-        return tuple(gate.permute(0, 3, 1, 2) for gate in out.permute(0, 2, 3, 1).unflatten(3, (g, c)).unbind(3))
+            h = h.contiguous(memory_format=torch.channels_last)
+        gates = []
+        for k in range(g):
+            pre = F.conv2d(x, pointwise[k, 0].view(c, 1, 1, 1), groups=c)
+            if h is not None:
+                pre = pre + F.conv2d(h, pointwise[k, 1].view(c, 1, 1, 1), groups=c)
+            gates.append(F.conv2d(pre, depthwise[k].view(c, 1, 3, 3), bias[k], padding=1, groups=c))
+        return tuple(gates)
 
 
 class _ConvCell(nn.Module):
     """Shape checks and zero-state handling shared by the three cells.
 
-    A missing state (a stage's first step) is never materialised as zeros:
-    each cell drops the terms a zero state would multiply, which gives the same
-    numbers with less work.
+    A missing state (a stage's first step) is not materialised as zeros where
+    the state enters the gate convolution: its half of ``[X, H]`` is skipped,
+    which gives the same numbers with less work. Gate terms multiplying a zero
+    state are kept, so that every gate stays in the autograd graph.
     """
 
     gate_names: tuple[str, ...] = ()
@@ -189,7 +201,9 @@ class ConvGRUCell(_ConvCell):
         h_prev = None if state is None else state[0]
         z_pre, r_pre = self.gates(x, h_prev)
         g = self._tap(taps, {"z": torch.sigmoid(z_pre), "r": torch.sigmoid(r_pre)})
-        (cand_pre,) = self.candidate(x, None if h_prev is None else g["r"] * h_prev)
+        # r*H is computed even from a zero state so that r stays in the graph (attribution to r at step 1).
+        reset = g["r"] * (torch.zeros_like(g["r"]) if h_prev is None else h_prev)
+        (cand_pre,) = self.candidate(x, reset)
         g.update(self._tap(taps, {"candidate": torch.tanh(cand_pre)}))
         if h_prev is None:  # (1 - z) * 0 + z * candidate
             h = g["z"] * g["candidate"]
@@ -212,14 +226,13 @@ class ConvLSTMCell(_ConvCell):
 
     def forward(self, x, state=None, taps: StepTaps | None = None):
         state = self._check(x, state)
-        h_prev, c_prev = (None, None) if state is None else state
-        i, f, o, g = self.conv(x, h_prev)
+        i, f, o, g = self.conv(x, None if state is None else state[0])
         gates = self._tap(
             taps, {"i": torch.sigmoid(i), "f": torch.sigmoid(f), "o": torch.sigmoid(o), "g": torch.tanh(g)}
         )
-        c = gates["i"] * gates["g"]
-        if c_prev is not None:  # f * 0 adds nothing at a stage's first step
-            c = torch.addcmul(c, gates["f"], c_prev)
+        # f multiplies a zero cell state at a stage's first step, but stays in the graph (attribution to f).
+        c_prev = torch.zeros_like(gates["f"]) if state is None else state[1]
+        c = torch.addcmul(gates["i"] * gates["g"], gates["f"], c_prev)
         if taps is not None:
             c = taps.cell(c)
         h = gates["o"] * torch.tanh(c)
