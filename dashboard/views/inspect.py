@@ -225,7 +225,7 @@ with tab_split:
     if not hasattr(splits.val, "mask"):
         st.info("Attribution quality is scored against object masks, which only the `shapes` data set has.")
     elif st.toggle("Score the attribution methods (pointing game, mass on object)", key=f"inspect_quality_{key}"):
-        n = min(64, len(splits.val))
+        n = min(32, len(splits.val))
         xs = torch.stack([splits.val[i][0] for i in range(n)])
         ys = torch.tensor(splits.val.targets[:n])
         masks = torch.stack([splits.val.mask(i) for i in range(n)])
