@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
+from functools import lru_cache
 from typing import Callable
 
 import torch
@@ -142,8 +143,12 @@ def _one_thread():
         torch.set_num_threads(previous)
 
 
+@lru_cache(maxsize=4)
 def generate_shapes(size: int, seed: int, image_size: int = 32):
     """(images uint8 (n, 3, S, S), masks bool (n, S, S), labels long (n,)) with classes balanced.
+
+    Cached per process (the Data page, the Inspect page and evaluation ask for the same
+    set again and again); the returned tensors are shared, so nobody may modify them in place.
 
     Each pixel gets a layer number (0 background, then distractors, the object last and on top),
     and one gather paints all layers at once: far cheaper than painting the image layer by layer.
