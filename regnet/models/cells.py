@@ -79,7 +79,7 @@ class GateConv(nn.Module):
         return pre.chunk(self.num_gates, dim=1)
 
     def _efficient(self, x: torch.Tensor, h: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
-        """The paper's grouped 1x1 then depthwise 3x3, computed gate by gate in channels-last memory.
+        """On a CPU, the paper's grouped 1x1 then depthwise 3x3, computed gate by gate in channels-last memory.
 
         The parameters keep the paper's interleaved layout (group c writes
         channels ``G*c .. G*c+G-1``), so checkpoints are unchanged; only the
@@ -98,6 +98,8 @@ class GateConv(nn.Module):
 
         The multiply-accumulates are the paper's (``summary`` counts the same).
         """
+        if x.device.type != "cpu":
+            return self._interleaved(x, h)
         c, g = self.hidden_channels, self.num_gates
         pointwise = self.pointwise.weight.view(c, g, 2).permute(1, 2, 0).contiguous()  # [gate, (x, h), channel]
         depthwise = self.depthwise.weight.view(c, g, 9).transpose(0, 1).contiguous()  # [gate, channel, 3x3]
@@ -112,6 +114,20 @@ class GateConv(nn.Module):
                 pre = pre + F.conv2d(h, pointwise[k, 1].view(c, 1, 1, 1), groups=c)
             gates.append(F.conv2d(pre, depthwise[k].view(c, 1, 3, 3), bias[k], padding=1, groups=c))
         return tuple(gates)
+
+    def _interleaved(self, x: torch.Tensor, h: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        """The paper's form as written: ``[X, H]`` interleaved, grouped 1x1, depthwise 3x3, split by view.
+
+        Used off the CPU, where cuDNN's grouped and depthwise convolutions are
+        fast in either memory format and fewer, larger kernels are what counts.
+        """
+        c, g = self.hidden_channels, self.num_gates
+        if h is None:  # only the X half of each pair: one input per group
+            pre = F.conv2d(x, self.pointwise.weight[:, :1], groups=c)
+        else:
+            pre = self.pointwise(torch.stack((x, h), dim=2).flatten(1, 2))  # x0, h0, x1, h1, ...
+        # Group c produced channels [G*c, G*c+G): gate k of channel c sits at G*c+k.
+        return self.depthwise(pre).unflatten(1, (c, g)).unbind(2)
 
 
 class _ConvCell(nn.Module):
