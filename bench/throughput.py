@@ -1,0 +1,268 @@
+"""Training and evaluation images/s of resnet20 and every regnet20 variant, against this machine's ceiling.
+
+Synthetic 32x32 tensors (so data loading is excluded), batch 128, SGD with
+momentum. Every model runs in NCHW and in channels-last, and the timed
+repeats go round-robin over all of them (and over a 2048x2048 ``torch.mm``,
+the arithmetic ceiling), so that a neighbour's load on a shared machine
+slows every configuration alike and the ratios stay fair. Each figure is
+the median of the repeats.
+
+Achieved GFLOP/s counts the model's multiply-accumulates (``regnet.models.summary``):
+training does about 3 x 2 x MACs per image (forward, and a backward twice as
+large), evaluation 2 x MACs.
+
+    python bench/throughput.py                 # the full run (a few minutes)
+    python bench/throughput.py --quick         # a smoke run (seconds)
+    python bench/throughput.py --profile regnet20:lstm:efficient [--channels-last] [--threads 1]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+from torch import nn
+
+from bench._common import environment, format_goals, format_table, goal, load_average, result_path, write_json
+from regnet.models import build_model, summary
+
+NAME = "throughput"
+INPUT = (3, 32, 32)
+MM_SIZE = 2048
+VARIANTS: list[tuple[str, dict]] = [("resnet20", {})] + [
+    ("regnet20", {"cell": cell, "gates": gates}) for gates in ("efficient", "full") for cell in ("lstm", "gru", "rnn")
+]
+GOAL_MODEL = ("regnet20", {"cell": "lstm", "gates": "efficient"})
+REGNET_VS_RESNET = 0.8  # regnet20's training GFLOP/s as a share of resnet20's
+RESNET_VS_CEILING = 0.5  # resnet20's training GFLOP/s as a share of the matrix product's
+
+
+def label(model: str, options: dict) -> str:
+    return model + (f" {options['cell']}/{options['gates']}" if options else "")
+
+
+@dataclass
+class Candidate:
+    """One model in one memory format, with its optimiser and a fixed synthetic batch."""
+
+    model_name: str
+    options: dict
+    channels_last: bool
+    batch: int
+    macs: int = 0
+    params: int = 0
+    train_s: list[float] = field(default_factory=list)
+    eval_s: list[float] = field(default_factory=list)
+
+    def __post_init__(self):
+        torch.manual_seed(0)
+        self.model = build_model(self.model_name, **self.options)
+        s = summary(self.model, INPUT)
+        self.macs, self.params = s.macs, s.params
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.model = self.model.to(memory_format=fmt)
+        self.x = torch.randn(self.batch, *INPUT).contiguous(memory_format=fmt)
+        self.y = torch.randint(0, 10, (self.batch,))
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+
+    def train_step(self) -> None:
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(self.model(self.x), self.y).backward()
+        self.optimizer.step()
+
+    def eval_step(self) -> None:
+        self.model.eval()
+        with torch.inference_mode():
+            self.model(self.x)
+
+    def row(self) -> dict:
+        train_s, eval_s = statistics.median(self.train_s), statistics.median(self.eval_s)
+        train_ips, eval_ips = self.batch / train_s, self.batch / eval_s
+        return {
+            "label": label(self.model_name, self.options), "model": self.model_name, "options": self.options,
+            "channels_last": self.channels_last, "format": "channels_last" if self.channels_last else "nchw",
+            "params": self.params, "macs": self.macs,
+            "train_img_s": train_ips, "eval_img_s": eval_ips,
+            "train_gflops": 6 * self.macs * train_ips / 1e9, "eval_gflops": 2 * self.macs * eval_ips / 1e9,
+            "train_s_per_batch": train_s, "eval_s_per_batch": eval_s,
+        }
+
+
+def timed(fn, iters: int) -> float:
+    start = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    return (time.perf_counter() - start) / iters
+
+
+def measure(batch: int, warmup: int, repeats: int, iters: int, variants: list[tuple[str, dict]]) -> dict:
+    candidates = [Candidate(m, o, cl, batch) for cl in (False, True) for m, o in variants]
+    a, b = torch.randn(MM_SIZE, MM_SIZE), torch.randn(MM_SIZE, MM_SIZE)
+    mm = lambda: torch.mm(a, b)  # noqa: E731
+    for c in candidates:
+        for _ in range(warmup):
+            c.train_step()
+            c.eval_step()
+    for _ in range(warmup):
+        mm()
+    mm_s = []
+    for r in range(repeats):
+        mm_s.append(timed(mm, max(iters, 3)))
+        for c in candidates:
+            c.train_s.append(timed(c.train_step, iters))
+            c.eval_s.append(timed(c.eval_step, iters))
+        print(f"  repeat {r + 1}/{repeats} done (load {load_average()[0]})", flush=True)
+    rows = [c.row() for c in candidates]
+    for r in rows:
+        base = next(x for x in rows if x["model"] == "resnet20" and x["channels_last"] == r["channels_last"])
+        r["train_time_vs_resnet20"] = r["train_s_per_batch"] / base["train_s_per_batch"]
+        r["gflops_vs_resnet20"] = r["train_gflops"] / base["train_gflops"]
+    ceiling = 2 * MM_SIZE**3 / statistics.median(mm_s) / 1e9
+    return {"rows": rows, "matmul": {"size": MM_SIZE, "gflops": ceiling, "seconds": mm_s}}
+
+
+def goals(result: dict) -> list[dict]:
+    rows, ceiling = result["rows"], result["matmul"]["gflops"]
+    out = []
+    for cl in (False, True):
+        fmt = "channels-last" if cl else "NCHW"
+        resnet = next((r for r in rows if r["model"] == "resnet20" and r["channels_last"] == cl), None)
+        regnet = next((r for r in rows if (r["model"], r["options"]) == GOAL_MODEL and r["channels_last"] == cl), None)
+        if resnet and regnet:
+            out.append(goal(f"regnet20 lstm/efficient training GFLOP/s / resnet20's ({fmt})",
+                            regnet["train_gflops"] / resnet["train_gflops"], REGNET_VS_RESNET, "x",
+                            note=f"time per batch {regnet['train_time_vs_resnet20']:.2f}x resnet20's for "
+                                 f"{regnet['macs'] / resnet['macs']:.2f}x the MACs"))
+        if resnet:
+            out.append(goal(f"resnet20 training GFLOP/s / matmul ceiling ({fmt})", resnet["train_gflops"] / ceiling,
+                            RESNET_VS_CEILING, "x",
+                            note=f"{resnet['train_gflops']:.1f} of {ceiling:.1f} GFLOP/s"))
+    return out
+
+
+COLUMNS = [("label", "model", ""), ("format", "format", ""), ("macs_m", "MMACs", ".1f"),
+           ("train_img_s", "train img/s", ".0f"), ("train_gflops", "train GFLOP/s", ".1f"),
+           ("eval_img_s", "eval img/s", ".0f"), ("eval_gflops", "eval GFLOP/s", ".1f"),
+           ("train_time_vs_resnet20", "train time/resnet20", ".2f")]
+
+
+def print_result(result: dict, summary_rows: list[dict]) -> None:
+    rows = [dict(r, macs_m=r["macs"] / 1e6) for r in result["rows"]]
+    print(format_table(rows, COLUMNS))
+    print(f"matmul {MM_SIZE}x{MM_SIZE} float32 ceiling: {result['matmul']['gflops']:.1f} GFLOP/s")
+    print(format_goals(summary_rows))
+
+
+# --- profiling: where one configuration's training step spends its time ---------------------------------------
+
+CATEGORIES = (
+    ("conv", ("convolution",)),
+    ("batch norm", ("batch_norm",)),
+    ("copy/layout", ("copy_", "clone", "cat", "stack", "contiguous", "_to_copy")),
+    ("elementwise", ("add", "mul", "sigmoid", "tanh", "threshold", "relu", "addcmul", "sub", "rsub", "fill_",
+                     "zero_", "where", "div")),
+)
+
+
+def conv_kind(shapes: list) -> str:
+    """depthwise / 1x1 / kxk from the weight's shape (the 2nd input of a forward conv, the 3rd of its backward)."""
+    weights = [s for s in shapes if isinstance(s, list) and len(s) == 4]
+    if len(weights) < 2:
+        return "conv"
+    weight = weights[-1] if len(weights) >= 3 else weights[1]
+    out_c, in_per_group, kh, kw = weight
+    if in_per_group == 1:
+        return f"conv depthwise {kh}x{kw}"
+    return f"conv {kh}x{kw}"
+
+
+def category(op: str, shapes: list) -> str:
+    if "convolution" in op:
+        return conv_kind(shapes)
+    for name, keys in CATEGORIES:
+        if any(k in op for k in keys):
+            return name
+    return "other"
+
+
+def profile(spec: str, channels_last: bool, batch: int, iters: int, rows_shown: int) -> dict:
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    model_name, *rest = spec.split(":")
+    options = {"cell": rest[0], "gates": rest[1]} if len(rest) == 2 else {}
+    c = Candidate(model_name, options, channels_last, batch)
+    for _ in range(2):
+        c.train_step()
+    with torch_profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        for _ in range(iters):
+            c.train_step()
+    events = prof.key_averages(group_by_input_shape=True)
+    total = sum(e.self_cpu_time_total for e in events) / 1e3 / iters
+    by_category: dict[str, float] = {}
+    ops = []
+    for e in events:
+        ms = e.self_cpu_time_total / 1e3 / iters
+        cat = category(e.key, e.input_shapes)
+        by_category[cat] = by_category.get(cat, 0.0) + ms
+        ops.append({"op": e.key, "category": cat, "ms_per_step": ms, "calls_per_step": e.count / iters,
+                    "shapes": str(e.input_shapes)[:120]})
+    ops.sort(key=lambda o: -o["ms_per_step"])
+    cats = sorted(({"category": k, "ms_per_step": v, "share": v / total} for k, v in by_category.items()),
+                  key=lambda r: -r["ms_per_step"])
+    print(f"{label(model_name, options)} {'channels-last' if channels_last else 'NCHW'}, batch {batch}, "
+          f"{torch.get_num_threads()} thread(s): {total:.0f} ms per training step (profiler self time)")
+    print(format_table(cats, [("category", "category", ""), ("ms_per_step", "ms/step", ".1f"), ("share", "share", ".1%")]))
+    print(format_table(ops[:rows_shown], [("op", "op", ""), ("category", "category", ""),
+                                          ("ms_per_step", "ms/step", ".1f"), ("calls_per_step", "calls", ".0f"),
+                                          ("shapes", "input shapes", "")]))
+    return {"model": model_name, "options": options, "channels_last": channels_last, "batch": batch,
+            "ms_per_step": total, "categories": cats, "ops": ops[:60]}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="smoke mode: small batch, one short repeat")
+    p.add_argument("--batch", type=int, default=None, help="batch size (default 128, quick 32)")
+    p.add_argument("--repeats", type=int, default=None, help="timed round-robin repeats (default 5, quick 1)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: every core; quick: 1, which stays fast on a busy machine)")
+    p.add_argument("--profile", metavar="MODEL[:CELL:GATES]", help="profile one configuration's training step instead")
+    p.add_argument("--channels-last", action="store_true", help="with --profile: channels-last memory format")
+    p.add_argument("--out", type=Path, default=None, help="JSON path (default bench/results/[quick/]throughput.json)")
+    args = p.parse_args(argv)
+    args.threads = args.threads or (1 if args.quick else os.cpu_count())
+    torch.set_num_threads(args.threads)
+    batch = args.batch or (32 if args.quick else 128)
+    if args.profile:
+        result = profile(args.profile, args.channels_last, batch, iters=2 if args.quick else 5,
+                         rows_shown=15 if args.quick else 40)
+        payload = {"name": f"{NAME}_profile", "quick": args.quick, "environment": environment(args.threads),
+                   "summary": [], **result}
+        write_json(args.out or result_path(f"{NAME}_profile", args.quick), payload)
+        return payload
+    env = environment(args.threads)
+    print(f"{NAME}: batch {batch}, {args.threads} thread(s), {env['cpu']}, load average {env['load_average']}")
+    result = measure(batch, warmup=1 if args.quick else 2, repeats=args.repeats or (1 if args.quick else 5),
+                     iters=1 if args.quick else 2, variants=VARIANTS)
+    summary_rows = goals(result)
+    env["load_average_after"] = load_average()
+    payload = {"name": NAME, "quick": args.quick, "environment": env, "batch": batch, "summary": summary_rows,
+               **result}
+    print_result(result, summary_rows)
+    path = write_json(args.out or result_path(NAME, args.quick), payload)
+    print(f"wrote {path}")
+    return payload
+
+
+if __name__ == "__main__":
+    main()
