@@ -2,7 +2,8 @@
 
 Prints (does not assert) two timings: from `streamlit run` to a rendered Runs page, and from a metric line
 appended to a run's metrics.jsonl to the point appearing in the browser. With REGNET_UPDATE_SCREENSHOTS=1
-the Live and Compare screenshots are copied to docs/ for the README.
+the Live, Compare and Inspect screenshots are copied to docs/ for the README (run the whole file then: the
+Inspect screenshot shows the RegNet-20 that the launch test trains from the terminal).
 """
 from __future__ import annotations
 
@@ -10,21 +11,20 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
+from bench._browser import CHROMIUM, chromium, dashboard, points, wait_for
 from test_dashboard_fixtures import fake_training_process, write_run
+from test_dashboard_inspect import _shipped
 
 REPO = Path(__file__).resolve().parent.parent
-CHROMIUM = Path("/usr/bin/chromium")
 UPDATE_SCREENSHOTS = os.environ.get("REGNET_UPDATE_SCREENSHOTS") == "1"
 # The launched run: tiny for the test; for the README screenshots, big enough for a few meaningful epochs.
 RUN_SIZE, RUN_BATCH, RUN_EPOCHS_SHOWN = (1000, 32, 3) if UPDATE_SCREENSHOTS else (60, 16, 1)
@@ -32,17 +32,23 @@ RUN_SIZE, RUN_BATCH, RUN_EPOCHS_SHOWN = (1000, 32, 3) if UPDATE_SCREENSHOTS else
 # the cheaper ResNet-20 (another seed) for the test.
 CLI_MODEL = "regnet20" if UPDATE_SCREENSHOTS else "resnet20"
 CLI_RUN = f"cli-{CLI_MODEL}-shapes"
+# The RegNet checkpoint the Inspect page opens: an untrained regnet20 shipped-style fixture for the test,
+# the trained CLI run for the README.
+INSPECT_RUN = CLI_RUN if UPDATE_SCREENSHOTS else "shipped/regnet20-fixture"
 
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium")]
 
-# Total points of every plotly chart on the page, read from each chart div's figure data.
-POINTS_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).reduce(
-    (n, div) => n + (div.data || []).reduce((m, trace) => m + (trace.x ? trace.x.length : 0), 0), 0)"""
 # Validation points (one per completed epoch) in the first chart that has any.
 VALIDATION_JS = """() => Math.max(0, ...Array.from(document.querySelectorAll('.js-plotly-plot')).flatMap(
     div => (div.data || []).filter(trace => (trace.name || '').startsWith('val')).map(trace => trace.x.length)))"""
 CELLS_JS = """() => Array.from(document.querySelectorAll('[data-testid="stDataFrame"] [role="gridcell"]'))
     .map(cell => cell.textContent)"""
+# Heat-map traces in each keyed plotly chart: {element key: count}; Streamlit marks a keyed element's
+# container with the class st-key-<key>.
+HEATMAPS_JS = """() => Object.fromEntries(Array.from(document.querySelectorAll('[class*="st-key-"]'))
+    .filter(el => el.querySelector('.js-plotly-plot'))
+    .map(el => [Array.from(el.classList).find(c => c.startsWith('st-key-')).slice(7),
+                (el.querySelector('.js-plotly-plot').data || []).filter(t => t.type === 'heatmap').length]))"""
 
 
 @dataclass
@@ -54,40 +60,10 @@ class Server:
     process: subprocess.Popen
 
 
-def wait_for(condition, timeout: float, what: str, interval: float = 0.1):
-    """Poll ``condition`` until it returns something truthy; fail with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("localhost", 0))
-        return sock.getsockname()[1]
-
-
-def healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-background-networking", "--disable-gpu"])
-        yield chromium
-        chromium.close()
+    with chromium() as chromium_browser:
+        yield chromium_browser
 
 
 @pytest.fixture(scope="module")
@@ -106,24 +82,16 @@ def server(tmp_path_factory, browser, probe):
     runs = tmp / "runs"
     write_run(runs, "r1-resnet20-shapes", model="resnet20", epochs_done=3, epochs=3)
     write_run(runs, "latency-probe", state="running", epochs_done=1, epochs=5, pid=probe.pid, started_at=1.0)
-    checkpoints = REPO / "checkpoints" if UPDATE_SCREENSHOTS else tmp / "no-checkpoints"
-    env = dict(os.environ, REGNET_RUNS_ROOT=str(runs), REGNET_CHECKPOINTS_ROOT=str(checkpoints),
-               REGNET_LIVE_REFRESH_S="1")
-    port = free_port()
-    url = f"http://localhost:{port}"
-    started = time.monotonic()
-    with open(tmp / "streamlit.log", "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.port", str(port),
-             "--server.headless", "true"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True)
+    if UPDATE_SCREENSHOTS:
+        checkpoints = REPO / "checkpoints"
+    else:
+        checkpoints = tmp / "checkpoints"
+        _shipped(checkpoints, INSPECT_RUN.removeprefix("shipped/"), "regnet20")
+    env = dict(REGNET_RUNS_ROOT=str(runs), REGNET_CHECKPOINTS_ROOT=str(checkpoints), REGNET_LIVE_REFRESH_S="1")
     try:
-        wait_for(lambda: healthy(url) or process.poll() is not None, 60, "the Streamlit server")
-        assert process.poll() is None, (tmp / "streamlit.log").read_text()
-        yield Server(url, tmp, runs, started, process)
+        with dashboard(env, tmp / "streamlit.log") as app:
+            yield Server(app.url, tmp, runs, app.started, app.process)
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=20)
         for record in (runs / ".launches").glob("*.json"):  # never leave a training run behind
             try:
                 os.killpg(json.loads(record.read_text())["pid"], signal.SIGKILL)
@@ -138,10 +106,6 @@ def page(browser, server):
     page.set_default_timeout(60_000)
     yield page
     context.close()
-
-
-def points(page) -> int:
-    return page.evaluate(POINTS_JS)
 
 
 def cells(page) -> list[str]:
@@ -164,7 +128,7 @@ def shot(page, server: Server, name: str) -> Path:
     settle(page)
     path = server.tmp / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
-    if UPDATE_SCREENSHOTS and name in ("live", "compare"):
+    if UPDATE_SCREENSHOTS and name in ("live", "compare", "inspect"):
         (REPO / "docs").mkdir(exist_ok=True)
         shutil.copy(path, REPO / "docs" / f"{name}.png")
     return path
@@ -274,5 +238,26 @@ def follow_and_stop(page, server: Server, cli: subprocess.Popen) -> None:
     wait_for(lambda: page.locator(".js-plotly-plot").count() == 3, 120, "the Data page's three charts")
     shot(page, server, "data")
     phase("data")
-    nav(page, "Inspect")
-    shot(page, server, "inspect")
+
+
+def test_inspect_page_draws_the_regulator_heat_maps(page, server):
+    start = time.monotonic()
+    page.goto(f"{server.url}/inspect")
+    page.get_by_role("heading", name="Inspect", exact=True).wait_for()
+    page.locator('[data-testid="stSelectbox"]').filter(has_text="Run or shipped checkpoint").click()
+    page.get_by_role("option", name=INSPECT_RUN, exact=True).click()
+    page.locator('[data-testid="stCaptionContainer"]', has_text="regnet20").wait_for()
+    # The regulator's maps come first, the attribution chart last; nothing stale may be left of a
+    # previously selected (ResNet) checkpoint's page.
+    wait_for(lambda: {"inspect_states", "inspect_attr"} <= set(page.evaluate(HEATMAPS_JS)), 120,
+             "the Inspect page's regulator and attribution charts")
+    settle(page)
+    heatmaps = page.evaluate(HEATMAPS_JS)
+    print(f"\n[timing] Inspect page, {INSPECT_RUN} selected -> every chart drawn: {time.monotonic() - start:.1f} s")
+    assert page.locator('[data-testid="stException"]').count() == 0
+    # Channel mean of H and of a gate: one map per stage (3) and block of the stage (3).
+    assert heatmaps["inspect_states"] == 9 and heatmaps["inspect_gate_maps"] == 9, heatmaps
+    assert heatmaps["inspect_attr"] >= 2, heatmaps  # Integrated Gradients and Grad-CAM
+    # Streamlit scrolls its main section, not the document: a tall window puts the maps in the picture.
+    page.set_viewport_size({"width": 1400, "height": 3400})
+    assert shot(page, server, "inspect").stat().st_size > 0
