@@ -130,6 +130,17 @@ class GateConv(nn.Module):
         return self.depthwise(pre).unflatten(1, (c, g)).unbind(2)
 
 
+def tanh(x: torch.Tensor) -> torch.Tensor:
+    """tanh; on a CPU computed as ``2*sigmoid(2x) - 1``, the same function (values agree to about 2e-7).
+
+    PyTorch's vectorised CPU tanh is several times slower than its sigmoid, and
+    the cells' tanh maps are 4C-channel-sized: this halves their cost there.
+    """
+    if x.device.type != "cpu":
+        return torch.tanh(x)
+    return torch.sigmoid(2 * x).mul(2).sub_(1)  # mul by a number saves nothing for backward: sub_ in place is safe
+
+
 class _ConvCell(nn.Module):
     """Shape checks and zero-state handling shared by the three cells.
 
@@ -195,7 +206,7 @@ class ConvRNNCell(_ConvCell):
         """Return ``(h, (h,), gates)``: the output, the state for the next step, and the gates (none)."""
         state = self._check(x, state)
         (pre,) = self.conv(x, None if state is None else state[0])
-        h = torch.tanh(pre)
+        h = tanh(pre)
         if taps is not None:
             h = taps.hidden(h)
         return h, (h,), {}
@@ -220,7 +231,7 @@ class ConvGRUCell(_ConvCell):
         # r*H is computed even from a zero state so that r stays in the graph (attribution to r at step 1).
         reset = g["r"] * (torch.zeros_like(g["r"]) if h_prev is None else h_prev)
         (cand_pre,) = self.candidate(x, reset)
-        g.update(self._tap(taps, {"candidate": torch.tanh(cand_pre)}))
+        g.update(self._tap(taps, {"candidate": tanh(cand_pre)}))
         if h_prev is None:  # (1 - z) * 0 + z * candidate
             h = g["z"] * g["candidate"]
         else:
@@ -244,14 +255,14 @@ class ConvLSTMCell(_ConvCell):
         state = self._check(x, state)
         i, f, o, g = self.conv(x, None if state is None else state[0])
         gates = self._tap(
-            taps, {"i": torch.sigmoid(i), "f": torch.sigmoid(f), "o": torch.sigmoid(o), "g": torch.tanh(g)}
+            taps, {"i": torch.sigmoid(i), "f": torch.sigmoid(f), "o": torch.sigmoid(o), "g": tanh(g)}
         )
         # f multiplies a zero cell state at a stage's first step, but stays in the graph (attribution to f).
         c_prev = torch.zeros_like(gates["f"]) if state is None else state[1]
         c = torch.addcmul(gates["i"] * gates["g"], gates["f"], c_prev)
         if taps is not None:
             c = taps.cell(c)
-        h = gates["o"] * torch.tanh(c)
+        h = gates["o"] * tanh(c)
         if taps is not None:
             h = taps.hidden(h)
         return h, (h, c), gates
