@@ -1,0 +1,299 @@
+"""Does following a run in the dashboard slow its training, and how soon does a new metric show?
+
+* Throughput: the same short training run (``python -m regnet train --config configs/shapes_regnet20.yaml``,
+  one epoch of a smaller ``shapes`` set, CPU) alone, and while the dashboard's Live page follows it in
+  Chromium. Alone means no dashboard and no browser at all; watched means a fresh ``streamlit run`` server
+  (warmed up by one Runs page load, so its first imports do not land on the run) and Chromium, then the Live
+  page opened on the run as soon as its status says running, open until the run ends. Alone and watched
+  runs alternate (alone, watched, alone, watched, ...) so that the drift of the other processes' load on
+  this shared machine falls on both alike. The figure is each run's epoch line ``images_per_s`` (train
+  images / training seconds of the epoch); goal: watched / alone >= 0.97.
+* Latency: a step line appended to a second, fixture run's metrics.jsonl until its point is drawn on that
+  run's Live page (a stand-in process keeps the fixture run "running"). Each line is appended at a random
+  moment of the page's refresh timer, so the median is that of a user's wait; goal: at most the refresh
+  interval (``REGNET_LIVE_REFRESH_S``, default 2 s) plus 1 s.
+
+The load averages before and after every run go into the JSON: other people's processes share the cores.
+
+    python bench/dashboard_overhead.py [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+if __package__ in (None, ""):  # run as a file: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._browser import CHROMIUM, chromium, dashboard, points, wait_for
+from bench._common import REPO, environment, format_goals, format_table, goal, load_average, result_path, write_json
+from regnet.train.config import Config, save_config
+
+NAME = "dashboard_overhead"
+CONFIG = "configs/shapes_regnet20.yaml"
+RATIO_GOAL = 0.97
+PROBE_RUN = "latency-probe"
+# (images in the shapes set, 90% of them trained on; alone/watched pairs; step-line interval; latency samples)
+FULL = {"size": 600, "pairs": 3, "log_every": 2, "latency_samples": 9}
+QUICK = {"size": 200, "pairs": 1, "log_every": 1, "latency_samples": 3}
+
+
+def skip_reason(quick: bool) -> str | None:
+    """Why this machine cannot run the benchmark (for bench/run_all.py), or None."""
+    if not CHROMIUM.exists():
+        return f"needs Chromium at {CHROMIUM}"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "needs the playwright Python package"
+    return None
+
+
+@contextmanager
+def training(runs: Path, run_id: str, settings: dict, log: Path) -> Iterator[subprocess.Popen]:
+    """The measured run, in its own session so that a failed benchmark stops it and anything it started."""
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "regnet", "train", "--config", CONFIG, "--device", "cpu", "--epochs", "1",
+             "--set", f"data.size={settings['size']}", "--set", "data.workers=0",
+             "--set", f"train.log_every={settings['log_every']}", "--runs-root", str(runs), "--run-id", run_id],
+            cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield process
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait()
+
+
+def finish_training(process: subprocess.Popen, log: Path, timeout: float = 1800) -> None:
+    try:
+        code = process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"the training run took over {timeout:.0f} s; see {log}") from None
+    if code != 0:
+        raise RuntimeError(f"the training run failed (exit {code}):\n{log.read_text()[-2000:]}")
+
+
+def status_of(run_dir: Path) -> dict:
+    try:
+        return json.loads((run_dir / "status.json").read_text())
+    except (OSError, json.JSONDecodeError):  # not written yet
+        return {}
+
+
+def throughput(run_dir: Path) -> dict:
+    """The run's images/s: steady (the step lines' windows after the first, which holds the warm-up and the
+    Live page's first load) and over the whole epoch (the epoch line: train images / training seconds)."""
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    [epoch] = [line for line in lines if line["kind"] == "epoch"]
+    steps = [line for line in lines if line["kind"] == "step"]
+    if len(steps) < 3:
+        raise RuntimeError(f"{run_dir.name} logged {len(steps)} step lines; the benchmark needs at least 3.")
+    # Each step line covers the window since the line before; its images are its rate times its length.
+    windows = [(line["images_per_s"] * (line["time"] - previous["time"]), line["time"] - previous["time"])
+               for previous, line in zip(steps, steps[1:])]
+    return {"images_per_s": sum(n for n, _ in windows) / sum(t for _, t in windows),
+            "epoch_images_per_s": epoch["images_per_s"], "train_s": status_of(run_dir).get("elapsed_s")}
+
+
+def cpu_seconds(root: int, exclude: set[int]) -> dict[int, float]:
+    """CPU seconds (user + system) so far of each live process under ``root``, outside the ``exclude`` trees.
+
+    Linux /proc; a process that exits in between takes its seconds with it (the dashboard's do not exit).
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    parent, used = {}, {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # gone meanwhile
+            continue
+        fields = text[text.rindex(")") + 2:].split()  # from field 3 (state) on: ppid, ..., utime, stime
+        pid = int(stat.parent.name)
+        parent[pid], used[pid] = int(fields[1]), (int(fields[11]) + int(fields[12])) / tick
+
+    def under_root(pid: int) -> bool:
+        while pid > 1 and pid not in exclude:
+            pid = parent.get(pid, 0)
+            if pid == root:
+                return True
+        return False
+
+    return {pid: seconds for pid, seconds in used.items() if under_root(pid)}
+
+
+def warm_up(browser, url: str) -> None:
+    """One Runs page load: a fresh server's first script run imports pandas, plotly and torch."""
+    page = browser.new_page()
+    page.goto(url)
+    page.get_by_role("heading", name="Runs", exact=True).wait_for(timeout=120_000)
+    page.close()
+
+
+def run_once(kind: str, index: int, tmp: Path, settings: dict) -> dict:
+    """One training run, ``alone`` or ``watched`` by the Live page; returns its figures."""
+    runs = tmp / "runs"
+    run_id = f"{index:02d}-{kind}"
+    log = tmp / f"{run_id}.log"
+    load_before, started = load_average(), time.monotonic()
+    browser_points = dashboard_cores = None
+    if kind == "alone":
+        with training(runs, run_id, settings, log) as process:
+            finish_training(process, log)
+    else:
+        env = {"REGNET_RUNS_ROOT": str(runs), "REGNET_CHECKPOINTS_ROOT": str(tmp / "no-checkpoints")}
+        with chromium() as browser, dashboard(env, tmp / f"{run_id}-streamlit.log") as app:
+            warm_up(browser, app.url)
+            with training(runs, run_id, settings, log) as process:
+                # The dashboard's processes: the server, Playwright's driver and Chromium (not this one).
+                exclude = {os.getpid(), process.pid}
+                wait_for(lambda: status_of(runs / run_id).get("state") == "running" or process.poll() is not None,
+                         300, "the run to start")
+                cpu_before, watch_started = cpu_seconds(os.getpid(), exclude), time.monotonic()
+                page = browser.new_page(viewport={"width": 1400, "height": 900})
+                page.goto(f"{app.url}/live?run={run_id}")
+                first = wait_for(lambda: points(page), 120, "the Live page's first points")
+                finish_training(process, log)
+                cpu_after, watched_s = cpu_seconds(os.getpid(), exclude), time.monotonic() - watch_started
+            # The page must have followed the run, not just drawn it once.
+            last = wait_for(lambda: points(page) > first and points(page), 30, "the Live page to gain points")
+            browser_points = [first, last]
+            dashboard_cores = sum(t - cpu_before.get(pid, 0.0) for pid, t in cpu_after.items()) / watched_s
+    figures = throughput(runs / run_id)
+    print(f"  {run_id}: {figures['images_per_s']:.1f} img/s steady, {figures['epoch_images_per_s']:.1f} img/s "
+          f"over the epoch, {figures['train_s']:.1f} s training, {time.monotonic() - started:.0f} s in all, "
+          f"load {load_before[0]}", flush=True)
+    return {"run": run_id, "kind": kind, **figures, "seconds": time.monotonic() - started,
+            "dashboard_cores": dashboard_cores, "browser_points": browser_points,
+            "load_average_before": load_before, "load_average_after": load_average()}
+
+
+def write_probe_run(root: Path, pid: int) -> Path:
+    """A run folder that the dashboard sees as running (``pid`` is alive and mentions regnet)."""
+    folder = root / PROBE_RUN
+    folder.mkdir(parents=True)
+    save_config(Config(), folder / "config.yaml")
+    now = time.time()
+    (folder / "status.json").write_text(json.dumps({
+        "state": "running", "pid": pid, "run_id": PROBE_RUN, "model": "regnet20", "dataset": "shapes", "epoch": 0,
+        "epochs": 1, "step": 5, "steps_per_epoch": 1000, "started_at": now, "updated_at": now, "finished_at": None,
+        "elapsed_s": 5.0, "best_metric": "val_top1", "best_value": None, "best_epoch": None, "images_per_s": 100.0,
+        "params": 0, "macs": 0, "error": None}))
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(step_line(step)) + "\n" for step in range(1, 6)))
+    return folder
+
+
+def step_line(step: int) -> dict:
+    return {"kind": "step", "epoch": 1, "step": step, "time": time.time(), "train_loss": 2.3 / step, "lr": 0.1,
+            "images_per_s": 100.0}
+
+
+def metric_latency(tmp: Path, samples: int, refresh_s: float) -> list[float]:
+    """Seconds from a step line appended to the probe run's metrics.jsonl to its point in the browser."""
+    stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)", "regnet-latency-probe"],
+                                start_new_session=True)
+    try:
+        metrics = write_probe_run(tmp / "runs", stand_in.pid) / "metrics.jsonl"
+        env = {"REGNET_RUNS_ROOT": str(tmp / "runs"), "REGNET_CHECKPOINTS_ROOT": str(tmp / "no-checkpoints")}
+        with chromium() as browser, dashboard(env, tmp / "latency-streamlit.log") as app:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(f"{app.url}/live?run={PROBE_RUN}")
+            wait_for(lambda: points(page), 120, "the probe run's Live charts")
+            phase = random.Random(0)
+            latencies = []
+            for step in range(6, 6 + samples):
+                time.sleep(phase.uniform(0, refresh_s))  # a random moment of the page's refresh timer
+                before = points(page)
+                with open(metrics, "a") as handle:
+                    handle.write(json.dumps(step_line(step)) + "\n")
+                written = time.monotonic()
+                wait_for(lambda: points(page) > before, 30, "the new metric line in the browser", interval=0.02)
+                latencies.append(time.monotonic() - written)
+            return latencies
+    finally:
+        stand_in.kill()
+        stand_in.wait()
+
+
+def live_refresh_s() -> float:
+    """The Live page's refresh interval, read as the dashboard reads it.
+
+    Imported quietly: outside `streamlit run`, importing the dashboard warns that there is no Streamlit runtime.
+    """
+    import streamlit.logger
+
+    streamlit.logger.set_log_level("error")
+    from dashboard import ui
+
+    return ui.live_refresh_s()
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="smoke mode: a tiny run, one alone/watched pair")
+    args = p.parse_args(argv)
+    reason = skip_reason(args.quick)
+    if reason:
+        p.error(f"this benchmark {reason}; install it or skip the benchmark.")
+    settings = QUICK if args.quick else FULL
+    refresh_s = live_refresh_s()
+    env = environment()
+    started = time.perf_counter()
+    print(f"{NAME}: regnet20 on shapes ({settings['size']} images, 1 epoch), {settings['pairs']} alone/watched "
+          f"pair(s); load average {env['load_average']}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="regnet-overhead-") as tmp_name:
+        tmp = Path(tmp_name)
+        runs = [run_once(kind, 2 * pair + offset, tmp, settings)
+                for pair in range(settings["pairs"]) for offset, kind in enumerate(("alone", "watched"))]
+        latencies = metric_latency(tmp, settings["latency_samples"], refresh_s)
+
+    def ratio(key: str) -> tuple[float, list[float]]:
+        """Mean watched over mean alone, and each pair's (watched over the alone run just before it)."""
+        alone = [r[key] for r in runs if r["kind"] == "alone"]
+        watched = [r[key] for r in runs if r["kind"] == "watched"]
+        return statistics.mean(watched) / statistics.mean(alone), [w / a for a, w in zip(alone, watched)]
+
+    steady, pair_ratios = ratio("images_per_s")
+    whole_epoch, _ = ratio("epoch_images_per_s")
+    cores = statistics.mean(r["dashboard_cores"] for r in runs if r["kind"] == "watched")
+    latency = statistics.median(latencies)
+    summary = [
+        goal("training images/s watched by the Live page / alone", steady, RATIO_GOAL, "x",
+             note=f"pairs {', '.join(f'{r:.3f}' for r in pair_ratios)}; over whole epochs {whole_epoch:.3f}; "
+                  f"the dashboard used {cores:.2f} of {os.cpu_count()} cores while watching"),
+        goal("metric line written -> shown in the browser (median)", latency, refresh_s + 1.0, "s",
+             higher_is_better=False, note=f"Live page refresh every {refresh_s:g} s"),
+    ]
+    print(format_table(runs, [("run", "run", ""), ("images_per_s", "img/s steady", ".1f"),
+                              ("epoch_images_per_s", "img/s epoch", ".1f"), ("train_s", "train s", ".1f"),
+                              ("dashboard_cores", "dashboard cores", ".2f"), ("seconds", "wall s", ".0f")]))
+    print(f"latency samples (s): {', '.join(f'{x:.2f}' for x in latencies)}")
+    print(format_goals(summary))
+    env["load_average_after"] = load_average()
+    payload = {"name": NAME, "quick": args.quick, "environment": env, "settings": {**settings, "config": CONFIG,
+               "refresh_s": refresh_s}, "runs": runs, "ratio": steady, "pair_ratios": pair_ratios,
+               "ratio_whole_epoch": whole_epoch, "dashboard_cores": cores,
+               "latency_s": latencies, "latency_median_s": latency, "seconds": time.perf_counter() - started,
+               "summary": summary}
+    path = write_json(result_path(NAME, args.quick), payload)
+    print(f"wrote {path.relative_to(REPO)} in {payload['seconds']:.0f} s; load average {env['load_average']} -> "
+          f"{env['load_average_after']}")
+    return payload
+
+
+if __name__ == "__main__":
+    main()
