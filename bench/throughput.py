@@ -13,11 +13,12 @@ large), evaluation 2 x MACs.
 
     python bench/throughput.py                 # the full run (a few minutes)
     python bench/throughput.py --quick         # a smoke run (seconds)
-    python bench/throughput.py --profile regnet20:lstm:efficient [--channels-last] [--threads 1]
+    python bench/throughput.py --profile regnet20:lstm:efficient [--channels-last] [--threads 1 --clock cpu]
 """
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import statistics
 import sys
@@ -30,6 +31,9 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
 
 import torch
 from torch import nn
+from torch.profiler import ProfilerActivity
+from torch.profiler import profile as torch_profile
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from bench._common import environment, format_goals, format_table, goal, load_average, result_path, write_json
 from regnet.models import build_model, summary
@@ -194,38 +198,71 @@ def category(op: str, shapes: list) -> str:
     return "other"
 
 
-def profile(spec: str, channels_last: bool, batch: int, iters: int, rows_shown: int) -> dict:
-    from torch.profiler import ProfilerActivity
-    from torch.profiler import profile as torch_profile
+class CpuClock(TorchDispatchMode):
+    """Process CPU seconds per (aten op, input shapes), every op of forward and backward.
 
+    Unlike a profiler's wall-clock, CPU time does not count the moments another
+    process holds the core, so on a busy shared machine it still ranks the ops
+    right. Meaningful with one torch thread only (it adds up every thread).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.seconds: dict[tuple[str, str], float] = {}
+        self.calls: dict[tuple[str, str], int] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        start = time.process_time()
+        out = func(*args, **(kwargs or {}))
+        key = (f"aten::{func.overloadpacket.__name__}",
+               str([list(a.shape) if isinstance(a, torch.Tensor) else [] for a in args]))
+        self.seconds[key] = self.seconds.get(key, 0.0) + time.process_time() - start
+        self.calls[key] = self.calls.get(key, 0) + 1
+        return out
+
+
+def op_times(step, iters: int, clock: str) -> list[tuple[str, list, float, int]]:
+    """(op, input shapes, seconds, calls) over ``iters`` training steps, by the profiler or by CPU time."""
+    if clock == "cpu":
+        timer = CpuClock()
+        with timer:
+            for _ in range(iters):
+                step()
+        return [(op, ast.literal_eval(shapes), s, timer.calls[(op, shapes)])
+                for (op, shapes), s in timer.seconds.items()]
+    with torch_profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        for _ in range(iters):
+            step()
+    return [(e.key, e.input_shapes, e.self_cpu_time_total / 1e6, e.count)
+            for e in prof.key_averages(group_by_input_shape=True)]
+
+
+def profile(spec: str, channels_last: bool, batch: int, iters: int, rows_shown: int, clock: str) -> dict:
     model_name, *rest = spec.split(":")
     options = {"cell": rest[0], "gates": rest[1]} if len(rest) == 2 else {}
     c = Candidate(model_name, options, channels_last, batch)
     for _ in range(2):
         c.train_step()
-    with torch_profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
-        for _ in range(iters):
-            c.train_step()
-    events = prof.key_averages(group_by_input_shape=True)
-    total = sum(e.self_cpu_time_total for e in events) / 1e3 / iters
     by_category: dict[str, float] = {}
     ops = []
-    for e in events:
-        ms = e.self_cpu_time_total / 1e3 / iters
-        cat = category(e.key, e.input_shapes)
+    for op, shapes, seconds, calls in op_times(c.train_step, iters, clock):
+        ms = seconds * 1e3 / iters
+        cat = category(op, shapes)
         by_category[cat] = by_category.get(cat, 0.0) + ms
-        ops.append({"op": e.key, "category": cat, "ms_per_step": ms, "calls_per_step": e.count / iters,
-                    "shapes": str(e.input_shapes)[:120]})
+        ops.append({"op": op, "category": cat, "ms_per_step": ms, "calls_per_step": calls / iters,
+                    "shapes": str(shapes)[:120]})
+    total = sum(by_category.values())
     ops.sort(key=lambda o: -o["ms_per_step"])
     cats = sorted(({"category": k, "ms_per_step": v, "share": v / total} for k, v in by_category.items()),
                   key=lambda r: -r["ms_per_step"])
+    what = "CPU time" if clock == "cpu" else "profiler self time"
     print(f"{label(model_name, options)} {'channels-last' if channels_last else 'NCHW'}, batch {batch}, "
-          f"{torch.get_num_threads()} thread(s): {total:.0f} ms per training step (profiler self time)")
+          f"{torch.get_num_threads()} thread(s): {total:.0f} ms per training step ({what})")
     print(format_table(cats, [("category", "category", ""), ("ms_per_step", "ms/step", ".1f"), ("share", "share", ".1%")]))
     print(format_table(ops[:rows_shown], [("op", "op", ""), ("category", "category", ""),
                                           ("ms_per_step", "ms/step", ".1f"), ("calls_per_step", "calls", ".0f"),
                                           ("shapes", "input shapes", "")]))
-    return {"model": model_name, "options": options, "channels_last": channels_last, "batch": batch,
+    return {"model": model_name, "options": options, "channels_last": channels_last, "batch": batch, "clock": clock,
             "ms_per_step": total, "categories": cats, "ops": ops[:60]}
 
 
@@ -238,17 +275,25 @@ def main(argv: list[str] | None = None) -> dict:
                    help="torch threads (default: every core; quick: 1, which stays fast on a busy machine)")
     p.add_argument("--profile", metavar="MODEL[:CELL:GATES]", help="profile one configuration's training step instead")
     p.add_argument("--channels-last", action="store_true", help="with --profile: channels-last memory format")
+    p.add_argument("--clock", choices=("profiler", "cpu"), default="profiler",
+                   help="with --profile: torch.profiler's wall-clock, or CPU time per op (needs --threads 1; "
+                        "robust on a busy machine)")
     p.add_argument("--out", type=Path, default=None, help="JSON path (default bench/results/[quick/]throughput.json)")
+    p.add_argument("--label", default="", help="a note stored in the JSON, e.g. which code version was measured")
     args = p.parse_args(argv)
     args.threads = args.threads or (1 if args.quick else os.cpu_count())
     torch.set_num_threads(args.threads)
     batch = args.batch or (32 if args.quick else 128)
     if args.profile:
+        if args.clock == "cpu" and args.threads != 1:
+            p.error("--clock cpu adds up every thread's time; use it with --threads 1.")
         result = profile(args.profile, args.channels_last, batch, iters=2 if args.quick else 5,
-                         rows_shown=15 if args.quick else 40)
-        payload = {"name": f"{NAME}_profile", "quick": args.quick, "environment": environment(args.threads),
+                         rows_shown=15 if args.quick else 40, clock=args.clock)
+        payload = {"name": f"{NAME}_profile", "quick": args.quick, "label": args.label,
+                   "environment": environment(args.threads),
                    "summary": [], **result}
-        write_json(args.out or result_path(f"{NAME}_profile", args.quick), payload)
+        tag = "_".join([args.profile.replace(":", "_"), "cl" if args.channels_last else "nchw", args.clock])
+        write_json(args.out or result_path(f"{NAME}_profile_{tag}", args.quick), payload)
         return payload
     env = environment(args.threads)
     print(f"{NAME}: batch {batch}, {args.threads} thread(s), {env['cpu']}, load average {env['load_average']}")
@@ -256,7 +301,8 @@ def main(argv: list[str] | None = None) -> dict:
                      iters=1 if args.quick else 2, variants=VARIANTS)
     summary_rows = goals(result)
     env["load_average_after"] = load_average()
-    payload = {"name": NAME, "quick": args.quick, "environment": env, "batch": batch, "summary": summary_rows,
+    payload = {"name": NAME, "quick": args.quick, "label": args.label, "environment": env, "batch": batch,
+               "summary": summary_rows,
                **result}
     print_result(result, summary_rows)
     path = write_json(args.out or result_path(NAME, args.quick), payload)
