@@ -15,7 +15,9 @@ consumes (train images/s from ``bench/results/throughput.json``).
 
 Caveat of a small machine: the workers and the training step compete for the
 same cores, so a standalone loader rate is an upper bound on what it delivers
-during training.
+during training. What bounds the loader is printed too: the CPU time per image
+to read (JPEG decode, or drawing a shape) and to augment it, and the rate that
+gives with one core per worker.
 
     python bench/data_pipeline.py [--quick] [--workers N]
 """
@@ -99,6 +101,24 @@ def loader_rate(dataset, workers: int, warmup: int, batches: int) -> dict:
             "img_s": images / seconds, "first_batch_s": first}
 
 
+def per_image_cpu(split, count: int) -> dict:
+    """CPU microseconds per image to read it (decode a JPEG, or draw a shape) and to augment it.
+
+    Process CPU time, not wall-clock, so a busy machine does not inflate it: with W workers
+    each on a core of its own, ``W * 1e6 / total_us`` images/s is the most the loader can give.
+    """
+    read = augment = 0.0
+    for i in range(count):
+        start = time.process_time()
+        image, _ = split.base[split.indices[i]]
+        middle = time.process_time()
+        split.transform(image)
+        read += middle - start
+        augment += time.process_time() - middle
+    return {"read_us": 1e6 * read / count, "augment_us": 1e6 * augment / count,
+            "total_us": 1e6 * (read + augment) / count}
+
+
 def consumption() -> tuple[dict[str, float], str | None]:
     """Training images/s of the consumers (NCHW, the engine's default format) from throughput's JSON."""
     for quick in (False, True):
@@ -138,11 +158,13 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"  skipping cifar10-jpeg: {skipped['cifar10-jpeg']}")
     sets["shapes"] = load_splits("shapes", val_ratio=0.1, split_seed=0).train
     worker_counts = [args.workers] if args.quick else sorted({args.workers, 0})
-    rows = []
+    rows, costs = [], {}
     for name, dataset in sets.items():
+        costs[name] = per_image_cpu(dataset, 50 if args.quick else 500)
         for workers in worker_counts:
             r = loader_rate(dataset, workers, warmup, batches)
-            rows.append({"dataset": name, "train_images": len(dataset), **r})
+            ceiling = max(workers, 1) * 1e6 / costs[name]["total_us"]
+            rows.append({"dataset": name, "train_images": len(dataset), **r, "cpu_ceiling_img_s": ceiling})
             print(f"  {name}, {workers} worker(s): {r['img_s']:.0f} img/s", flush=True)
     rates, source = consumption()
     summary = []
@@ -158,9 +180,14 @@ def main(argv: list[str] | None = None) -> dict:
                                 LOADER_VS_TRAINING, "x", note="no throughput results yet: run bench/throughput.py"))
     env["load_average_after"] = load_average()
     payload = {"name": NAME, "quick": args.quick, "environment": env, "batch": BATCH, "summary": summary,
-               "rows": rows, "training_img_s": rates, "training_source": source, "skipped": skipped}
+               "rows": rows, "per_image_cpu": costs, "training_img_s": rates, "training_source": source,
+               "skipped": skipped}
     print(format_table(rows, [("dataset", "data set", ""), ("workers", "workers", "d"), ("img_s", "img/s", ".0f"),
+                              ("cpu_ceiling_img_s", "CPU-bound ceiling img/s", ".0f"),
                               ("first_batch_s", "first batch s", ".2f"), ("images", "images timed", "d")]))
+    print(format_table([{"dataset": k, **v} for k, v in costs.items()],
+                       [("dataset", "data set", ""), ("read_us", "read us/img", ".0f"),
+                        ("augment_us", "augment us/img", ".0f"), ("total_us", "total us/img", ".0f")]))
     print(format_goals(summary))
     path = write_json(args.out or result_path(NAME, args.quick), payload)
     print(f"wrote {path}")
