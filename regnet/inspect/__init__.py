@@ -1,7 +1,7 @@
 """Looking inside a trained model: the regulator's states and gates, attributions, split-level analyses."""
 from .analyses import (
     analyze_split, block_output_modules, cache_key, cached, capture_block_outputs, file_identity,
-    per_class_table, regulator_ablated,
+    regulator_ablated,
 )
 from .attribution import METHOD_LABELS, METHODS, Attribution, attribute, attribution_layers
 from .images import ImageInputError, prepare_image
@@ -11,7 +11,7 @@ from .states import channel_maps, gate_profile, has_regulator, record_states, st
 
 __all__ = [
     "analyze_split", "block_output_modules", "cache_key", "cached", "capture_block_outputs", "file_identity",
-    "per_class_table", "regulator_ablated", "METHOD_LABELS", "METHODS", "Attribution", "attribute",
+    "regulator_ablated", "METHOD_LABELS", "METHODS", "Attribution", "attribute",
     "attribution_layers", "ImageInputError", "prepare_image", "attribution_quality", "mass_on_object",
     "pointing_hit", "randomization_check", "spearman", "channel_maps", "gate_profile", "has_regulator",
     "record_states", "state_grid", "top_k",

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
+from regnet.metrics import per_class_table
 from regnet.models import regulated_blocks
 
 
@@ -52,20 +53,6 @@ def regulator_ablated(model: nn.Module) -> Iterator[None]:
     finally:
         for h in hooks:
             h.remove()
-
-
-def per_class_table(confusion: torch.Tensor, class_names: list[str]) -> list[dict]:
-    """Precision, recall (= per-class accuracy), F1 and support from a confusion matrix (rows = truth)."""
-    confusion = confusion.double()
-    tp = confusion.diag()
-    support, predicted = confusion.sum(1), confusion.sum(0)
-    precision = torch.where(predicted > 0, tp / predicted.clamp(min=1), torch.zeros_like(tp))
-    recall = torch.where(support > 0, tp / support.clamp(min=1), torch.zeros_like(tp))
-    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp(min=1e-12),
-                     torch.zeros_like(tp))
-    return [{"class": name, "precision": p, "recall": r, "f1": f, "accuracy": r, "support": int(n)}
-            for name, p, r, f, n in zip(class_names, precision.tolist(), recall.tolist(), f1.tolist(),
-                                        support.tolist())]
 
 
 @torch.no_grad()

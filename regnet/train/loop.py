@@ -44,6 +44,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from regnet.metrics import per_class_table
 from regnet.models import summary
 
 from .build import build_model_from_config, check_names, load_data, make_loader, resolve_model
@@ -51,7 +52,7 @@ from .checkpoint import capture_rng, load_checkpoint, load_model_weights, restor
 from .config import Config, config_to_dict, dump_config, load_config, lower_is_better
 from .distributed import (DistContext, SeededShardSampler, all_reduce_sum, autocast, broadcast_object,
                           cleanup_distributed, init_distributed)
-from .metrics import evaluate, per_class_table
+from .metrics import evaluate
 from .runfolder import (CONFIG, FINAL_EVAL, RunFolder, atomic_write_json, atomic_write_text, create_run_folder,
                         read_status)
 from .schedules import build_optimizer, build_scheduler

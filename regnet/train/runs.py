@@ -13,13 +13,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from regnet.metrics import per_class_table
 from regnet.models import build_model, model_info
 
 from .build import load_data
 from .checkpoint import load_checkpoint, load_model_weights
 from .config import Config, config_to_dict, load_config, lower_is_better
 from .distributed import resolve_device
-from .metrics import evaluate, per_class_table
+from .metrics import evaluate
 from .runfolder import CONFIG, RunFolder, read_metrics, read_status
 
 SPLITS = ("val", "test", "train")
