@@ -6,14 +6,19 @@
   (warmed up by one Runs page load, so its first imports do not land on the run) and Chromium, then the Live
   page opened on the run as soon as its status says running, open until the run ends. Alone and watched
   runs alternate (alone, watched, alone, watched, ...) so that the drift of the other processes' load on
-  this shared machine falls on both alike. The figure is each run's epoch line ``images_per_s`` (train
-  images / training seconds of the epoch); goal: watched / alone >= 0.97.
+  this shared machine falls on both alike. The figure is each run's steady images/s (its step lines after
+  the first window, which holds the warm-up and the page's first load); goal: watched / alone >= 0.97. The
+  whole-epoch figure (the epoch line) is reported beside it.
+* What watching costs, whatever the background load: the CPU time of the dashboard's processes (the
+  Streamlit server; Playwright's driver and Chromium) during each watched run, in cores kept busy, over the
+  whole watch and once the page was following.
 * Latency: a step line appended to a second, fixture run's metrics.jsonl until its point is drawn on that
   run's Live page (a stand-in process keeps the fixture run "running"). Each line is appended at a random
   moment of the page's refresh timer, so the median is that of a user's wait; goal: at most the refresh
   interval (``REGNET_LIVE_REFRESH_S``, default 2 s) plus 1 s.
 
-The load averages before and after every run go into the JSON: other people's processes share the cores.
+The load averages before and after every run go into the JSON: other people's processes share the cores,
+and on a busy machine the run-to-run spread of images/s can dwarf the dashboard's share.
 
     python bench/dashboard_overhead.py [--quick]
 """
@@ -110,10 +115,12 @@ def throughput(run_dir: Path) -> dict:
             "epoch_images_per_s": epoch["images_per_s"], "train_s": status_of(run_dir).get("elapsed_s")}
 
 
-def cpu_seconds(root: int, exclude: set[int]) -> dict[int, float]:
-    """CPU seconds (user + system) so far of each live process under ``root``, outside the ``exclude`` trees.
+def dashboard_cpu(bench: int, server: int, training: int) -> dict[str, dict[int, float]]:
+    """CPU seconds (user + system) so far of the dashboard's live processes, {"server"|"browser": {pid: s}}.
 
-    Linux /proc; a process that exits in between takes its seconds with it (the dashboard's do not exit).
+    The server is `streamlit run` and what it starts; the browser is everything else this script started
+    (Playwright's driver, Chromium's processes) but the training run. Linux /proc; a process that exits in
+    between takes its seconds with it (the dashboard's processes live through a watched run).
     """
     tick = os.sysconf("SC_CLK_TCK")
     parent, used = {}, {}
@@ -125,15 +132,22 @@ def cpu_seconds(root: int, exclude: set[int]) -> dict[int, float]:
         fields = text[text.rindex(")") + 2:].split()  # from field 3 (state) on: ppid, ..., utime, stime
         pid = int(stat.parent.name)
         parent[pid], used[pid] = int(fields[1]), (int(fields[11]) + int(fields[12])) / tick
+    groups: dict[str, dict[int, float]] = {"server": {}, "browser": {}}
+    for pid, seconds in used.items():
+        ancestor = pid
+        while ancestor > 1 and ancestor not in (bench, server, training):
+            ancestor = parent.get(ancestor, 0)
+        if ancestor == server:
+            groups["server"][pid] = seconds
+        elif ancestor == bench and pid != bench:
+            groups["browser"][pid] = seconds
+    return groups
 
-    def under_root(pid: int) -> bool:
-        while pid > 1 and pid not in exclude:
-            pid = parent.get(pid, 0)
-            if pid == root:
-                return True
-        return False
 
-    return {pid: seconds for pid, seconds in used.items() if under_root(pid)}
+def cores_used(before: dict, after: dict, seconds: float) -> dict[str, float]:
+    """Mean cores each group of processes kept busy between two ``dashboard_cpu`` snapshots."""
+    return {group: sum(t - before[group].get(pid, 0.0) for pid, t in after[group].items()) / seconds
+            for group in after}
 
 
 def warm_up(browser, url: str) -> None:
@@ -159,20 +173,24 @@ def run_once(kind: str, index: int, tmp: Path, settings: dict) -> dict:
         with chromium() as browser, dashboard(env, tmp / f"{run_id}-streamlit.log") as app:
             warm_up(browser, app.url)
             with training(runs, run_id, settings, log) as process:
-                # The dashboard's processes: the server, Playwright's driver and Chromium (not this one).
-                exclude = {os.getpid(), process.pid}
+                def snapshot() -> tuple[float, dict]:
+                    return time.monotonic(), dashboard_cpu(os.getpid(), app.process.pid, process.pid)
+
                 wait_for(lambda: status_of(runs / run_id).get("state") == "running" or process.poll() is not None,
                          300, "the run to start")
-                cpu_before, watch_started = cpu_seconds(os.getpid(), exclude), time.monotonic()
+                opened = snapshot()
                 page = browser.new_page(viewport={"width": 1400, "height": 900})
                 page.goto(f"{app.url}/live?run={run_id}")
                 first = wait_for(lambda: points(page), 120, "the Live page's first points")
+                following = snapshot()
                 finish_training(process, log)
-                cpu_after, watched_s = cpu_seconds(os.getpid(), exclude), time.monotonic() - watch_started
+                ended = snapshot()
             # The page must have followed the run, not just drawn it once.
             last = wait_for(lambda: points(page) > first and points(page), 30, "the Live page to gain points")
             browser_points = [first, last]
-            dashboard_cores = sum(t - cpu_before.get(pid, 0.0) for pid, t in cpu_after.items()) / watched_s
+            # Over the whole watch (the page's first load included), and once the page was following.
+            dashboard_cores = {"watch": cores_used(opened[1], ended[1], ended[0] - opened[0]),
+                               "following": cores_used(following[1], ended[1], ended[0] - following[0])}
     figures = throughput(runs / run_id)
     print(f"  {run_id}: {figures['images_per_s']:.1f} img/s steady, {figures['epoch_images_per_s']:.1f} img/s "
           f"over the epoch, {figures['train_s']:.1f} s training, {time.monotonic() - started:.0f} s in all, "
@@ -269,18 +287,26 @@ def main(argv: list[str] | None = None) -> dict:
 
     steady, pair_ratios = ratio("images_per_s")
     whole_epoch, _ = ratio("epoch_images_per_s")
-    cores = statistics.mean(r["dashboard_cores"] for r in runs if r["kind"] == "watched")
+    watched = [r["dashboard_cores"] for r in runs if r["kind"] == "watched"]
+    cores = {span: {group: statistics.mean(w[span][group] for w in watched) for group in ("server", "browser")}
+             for span in ("watch", "following")}
+    busy = sum(cores["watch"].values())
     latency = statistics.median(latencies)
     summary = [
         goal("training images/s watched by the Live page / alone", steady, RATIO_GOAL, "x",
              note=f"pairs {', '.join(f'{r:.3f}' for r in pair_ratios)}; over whole epochs {whole_epoch:.3f}; "
-                  f"the dashboard used {cores:.2f} of {os.cpu_count()} cores while watching"),
+                  f"the dashboard kept {busy:.2f} of {os.cpu_count()} cores busy while watching"),
         goal("metric line written -> shown in the browser (median)", latency, refresh_s + 1.0, "s",
              higher_is_better=False, note=f"Live page refresh every {refresh_s:g} s"),
     ]
-    print(format_table(runs, [("run", "run", ""), ("images_per_s", "img/s steady", ".1f"),
+    rows = [{**r, "load": r["load_average_before"][0], **{f"{group}_{span}": (r["dashboard_cores"] or {}).get(span, {}).get(group)
+                     for group in ("server", "browser") for span in ("watch", "following")}} for r in runs]
+    print(format_table(rows, [("run", "run", ""), ("images_per_s", "img/s steady", ".1f"),
                               ("epoch_images_per_s", "img/s epoch", ".1f"), ("train_s", "train s", ".1f"),
-                              ("dashboard_cores", "dashboard cores", ".2f"), ("seconds", "wall s", ".0f")]))
+                              ("server_watch", "server cores", ".2f"), ("browser_watch", "browser cores", ".2f"),
+                              ("server_following", "server (following)", ".2f"),
+                              ("browser_following", "browser (following)", ".2f"), ("seconds", "wall s", ".0f"),
+                              ("load", "load 1 min", ".2f")]))
     print(f"latency samples (s): {', '.join(f'{x:.2f}' for x in latencies)}")
     print(format_goals(summary))
     env["load_average_after"] = load_average()

@@ -1,7 +1,8 @@
 """The dashboard in a real browser: `streamlit run`, Chromium driven by Playwright, a real training run.
 
-Prints (does not assert) two timings: from `streamlit run` to a rendered Runs page, and from a metric line
-appended to a run's metrics.jsonl to the point appearing in the browser. With REGNET_UPDATE_SCREENSHOTS=1
+Prints (does not assert) three timings: from `streamlit run` to a rendered Runs page, from a metric line
+appended to a run's metrics.jsonl to the point appearing in the browser, and from opening the Inspect page
+on a RegNet checkpoint to its last chart. With REGNET_UPDATE_SCREENSHOTS=1
 the Live, Compare and Inspect screenshots are copied to docs/ for the README (run the whole file then: the
 Inspect screenshot shows the RegNet-20 that the launch test trains from the terminal).
 """
@@ -57,7 +58,6 @@ class Server:
     tmp: Path
     runs: Path
     started: float  # time.monotonic() when `streamlit run` was started
-    process: subprocess.Popen
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def server(tmp_path_factory, browser, probe):
     env = dict(REGNET_RUNS_ROOT=str(runs), REGNET_CHECKPOINTS_ROOT=str(checkpoints), REGNET_LIVE_REFRESH_S="1")
     try:
         with dashboard(env, tmp / "streamlit.log") as app:
-            yield Server(app.url, tmp, runs, app.started, app.process)
+            yield Server(app.url, tmp, runs, app.started)
     finally:
         for record in (runs / ".launches").glob("*.json"):  # never leave a training run behind
             try:
