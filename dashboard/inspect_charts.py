@@ -35,18 +35,23 @@ def state_grid_figure(rows: Sequence[dict], field: str, shared_scale: bool = Tru
     values = [_np(m) for r in rows for _, m in r["maps"]]
     lo = min((v.min() for v in values), default=0.0)
     hi = max((v.max() for v in values), default=1.0)
+    diverging = field != "output" and lo < 0 < hi
+    if diverging:  # white at zero: the sign of a state or a tanh-gate matters
+        lo, hi = -max(-lo, hi), max(-lo, hi)
     for r in rows:
         for k, (label, m) in enumerate(r["maps"]):
             z = _np(m)
             fig.add_trace(go.Heatmap(
-                z=z[::-1], colorscale="RdBu_r" if field != "output" else "Viridis",
+                z=z[::-1], colorscale="RdBu_r" if diverging else "Viridis",
                 zmin=lo if shared_scale else None, zmax=hi if shared_scale else None,
                 showscale=shared_scale and r is rows[0] and k == 0,
                 hovertemplate=f"stage {r['stage'] + 1} step {r['step'] + 1} {label}<br>x=%{{x}} y=%{{y}}<br>%{{z:.3f}}<extra></extra>",
             ), row=stages.index(r["stage"]) + 1, col=r["step"] * per_step + k + 1)
-    fig.update_xaxes(showticklabels=False).update_yaxes(showticklabels=False, scaleanchor=None)
-    fig.update_layout(height=170 * max(len(stages), 1) + 60, margin=dict(l=10, r=10, t=40, b=10),
-                      title=f"{field} per stage (rows) and step (columns)")
+    fig.update_xaxes(showticklabels=False, constrain="domain").update_yaxes(showticklabels=False, constrain="domain")
+    for i in range(1, max(len(stages), 1) * cols + 1):  # square pixels: a 32x32 map is drawn square
+        fig.layout[f"yaxis{i if i > 1 else ''}"].scaleanchor = f"x{i if i > 1 else ''}"
+    fig.update_layout(height=170 * max(len(stages), 1) + 80, margin=dict(l=10, r=10, t=80, b=10),
+                      title=dict(text=f"{field} per stage (rows) and step (columns)", y=0.99, yanchor="top"))
     return fig
 
 

@@ -26,8 +26,9 @@ def test_state_grid_figure_has_one_heatmap_per_map_on_a_shared_scale():
     heatmaps = [t for t in fig.data if t.type == "heatmap"]
     assert len(heatmaps) == 9 * 2
     assert len({(t.zmin, t.zmax) for t in heatmaps}) == 1
-    lo = min(float(m.min()) for r in rows for _, m in r["maps"])
-    assert heatmaps[0].zmin == pytest.approx(lo)
+    # H is signed: the scale is symmetric so that white means zero.
+    extent = max(float(m.abs().max()) for r in rows for _, m in r["maps"])
+    assert heatmaps[0].zmax == pytest.approx(extent) and heatmaps[0].zmin == pytest.approx(-extent)
     own = charts.state_grid_figure(rows, "hidden", shared_scale=False)
     assert all(t.zmin is None for t in own.data)
 
@@ -126,6 +127,7 @@ def test_inspect_page_on_a_resnet_checkpoint_says_there_is_no_regulator(inspect_
 def test_inspect_page_upload_mode_waits_for_a_file(inspect_root):
     # AppTest cannot attach a file; decoding and refusing uploads is tested on prepare_image (test_inspect.py).
     at = _open_inspect("shipped/regnet")
-    at.radio(key="inspect_source").set_value("Upload").run()
+    at.radio(key="inspect_source_shipped/regnet").set_value("Upload").run()
     assert not at.exception and not at.error
+    assert any("Upload a PNG or JPEG" in i.value for i in at.info)
     assert "Inside the regulator, step by step" not in [s.value for s in at.subheader]

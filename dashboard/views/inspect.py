@@ -25,8 +25,10 @@ if not runs:
 by_key = {run.key: run for run in runs}
 selected = [k for k in ui.selected_keys(every_run) if k in by_key]
 keys = list(by_key)
-key = st.selectbox("Run or shipped checkpoint", keys, index=keys.index(selected[0]) if selected else 0,
-                   key="inspect_run")
+# Without a selection, open a model of the embedded data set: its images are there on every machine.
+embedded = [run.key for run in runs if run.dataset == "shapes"]
+default = selected[0] if selected else (embedded[0] if embedded else keys[0])
+key = st.selectbox("Run or shipped checkpoint", keys, index=keys.index(default), key="inspect_run")
 run = by_key[key]
 ckpt = lab.checkpoint_path(run.path)
 try:
@@ -57,7 +59,8 @@ with tab_image:
     sources = (["Validation image"] if splits else []) + ["Upload"]
     if data_problem:
         st.warning(f"{data_problem} You can still upload an image.")
-    source = st.radio("Image", sources, horizontal=True, key="inspect_source")
+    # Keyed per run: a run without its data offers only uploads, and that choice must not stick to the next run.
+    source = st.radio("Image", sources, horizontal=True, key=f"inspect_source_{key}")
     x, shown, true_label = None, None, None
     if source == "Validation image":
         targets = splits.val.targets
@@ -82,6 +85,7 @@ with tab_image:
             except ri.ImageInputError as error:
                 st.error(str(error))
     if x is None:
+        st.info("Upload a PNG or JPEG to see the model's prediction, its regulator and attributions for it.")
         st.stop()
 
     col_image, col_pred = st.columns([1, 2])
