@@ -22,8 +22,7 @@ import pytest
 import yaml
 
 from bench._browser import CHROMIUM, chromium, dashboard, points, wait_for
-from test_dashboard_fixtures import fake_training_process, write_run
-from test_dashboard_inspect import _shipped
+from test_dashboard_fixtures import fake_training_process, write_run, write_shipped_run
 
 REPO = Path(__file__).resolve().parent.parent
 UPDATE_SCREENSHOTS = os.environ.get("REGNET_UPDATE_SCREENSHOTS") == "1"
@@ -86,7 +85,7 @@ def server(tmp_path_factory, browser, probe):
         checkpoints = REPO / "checkpoints"
     else:
         checkpoints = tmp / "checkpoints"
-        _shipped(checkpoints, INSPECT_RUN.removeprefix("shipped/"), "regnet20")
+        write_shipped_run(checkpoints, INSPECT_RUN.removeprefix("shipped/"), "regnet20")
     env = dict(REGNET_RUNS_ROOT=str(runs), REGNET_CHECKPOINTS_ROOT=str(checkpoints), REGNET_LIVE_REFRESH_S="1")
     try:
         with dashboard(env, tmp / "streamlit.log") as app:

@@ -11,9 +11,31 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
 import yaml
 
+from regnet.models import build_model
+from regnet.train.checkpoint import save_checkpoint
+from regnet.train.config import Config, config_to_dict, save_config
+
 T0 = 1_700_000_000.0  # a fixed start time, so "newest first" is decided by the fixtures, not the clock
+
+
+def write_shipped_run(root: Path, name: str, model_name: str) -> None:
+    """A shipped-style run folder with an untrained model: enough for the page's wiring."""
+    torch.manual_seed(0)
+    model = build_model(model_name, num_classes=10)
+    config = Config()
+    config.model.name, config.model.num_classes, config.model.in_channels = model_name, 10, 3
+    config.data.size, config.data.val_ratio = 200, 0.2
+    folder = root / name
+    (folder / "checkpoints").mkdir(parents=True)
+    save_config(config, folder / "config.yaml")
+    (folder / "status.json").write_text(json.dumps({"state": "finished", "model": model_name, "dataset": "shapes",
+                                                     "epoch": 1, "epochs": 1}))
+    (folder / "metrics.jsonl").write_text("")
+    save_checkpoint({"model": model.state_dict(), "config": config_to_dict(config), "metrics": {}},
+                    folder / "checkpoints" / "best.pt")
 
 
 def config(model: str = "regnet20", dataset: str = "shapes", epochs: int = 3) -> dict:

@@ -12,8 +12,7 @@ from streamlit.testing.v1 import AppTest
 from dashboard import inspect_charts as charts
 from regnet import inspect as ri
 from regnet.models import build_model
-from regnet.train.checkpoint import save_checkpoint
-from regnet.train.config import Config, config_to_dict, save_config
+from test_dashboard_fixtures import write_shipped_run
 
 APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
 
@@ -65,27 +64,10 @@ def test_runs_bar_figure_puts_runs_side_by_side():
     assert [t.name for t in fig.data] == ["resnet", "regnet"] and fig.data[1].y == (0.6,)
 
 
-def _shipped(root: Path, name: str, model_name: str) -> None:
-    """A shipped-style run folder with an untrained model: enough for the page's wiring."""
-    torch.manual_seed(0)
-    model = build_model(model_name, num_classes=10)
-    config = Config()
-    config.model.name, config.model.num_classes, config.model.in_channels = model_name, 10, 3
-    config.data.size, config.data.val_ratio = 200, 0.2
-    folder = root / name
-    (folder / "checkpoints").mkdir(parents=True)
-    save_config(config, folder / "config.yaml")
-    (folder / "status.json").write_text(json.dumps({"state": "finished", "model": model_name, "dataset": "shapes",
-                                                     "epoch": 1, "epochs": 1}))
-    (folder / "metrics.jsonl").write_text("")
-    save_checkpoint({"model": model.state_dict(), "config": config_to_dict(config), "metrics": {}},
-                    folder / "checkpoints" / "best.pt")
-
-
 @pytest.fixture
 def inspect_root(tmp_path, monkeypatch):
-    _shipped(tmp_path / "checkpoints", "regnet", "regnet20")
-    _shipped(tmp_path / "checkpoints", "resnet", "resnet20")
+    write_shipped_run(tmp_path / "checkpoints", "regnet", "regnet20")
+    write_shipped_run(tmp_path / "checkpoints", "resnet", "resnet20")
     monkeypatch.setenv("REGNET_RUNS_ROOT", str(tmp_path / "runs"))
     monkeypatch.setenv("REGNET_CHECKPOINTS_ROOT", str(tmp_path / "checkpoints"))
     return tmp_path
