@@ -29,6 +29,11 @@ SHARED_MNIST = REPO.parent / "shared" / "data" / "MNIST"
 CONFIGS = ("mnist_cnn.yaml", "mnist_regnet20.yaml")
 
 
+def skip_reason(quick: bool) -> str | None:
+    """For bench/run_all.py: the study needs the MNIST files beside the project."""
+    return None if SHARED_MNIST.is_dir() else f"{SHARED_MNIST} is missing"
+
+
 def train_both(workdir: Path) -> list[Path]:
     if not SHARED_MNIST.is_dir():
         raise SystemExit(f"{SHARED_MNIST} is missing; this study needs the MNIST files there.")
