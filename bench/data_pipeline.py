@@ -82,8 +82,7 @@ def loader_rate(dataset, workers: int, warmup: int, batches: int) -> dict:
     """Images/s over ``batches`` batches after ``warmup`` batches (the first includes starting the workers)."""
     loader = DataLoader(dataset, batch_size=BATCH, shuffle=True, num_workers=workers, drop_last=True,
                         generator=torch.Generator().manual_seed(0))
-    if warmup + batches > len(loader):
-        raise ValueError(f"The split has only {len(loader)} batches of {BATCH}; ask for fewer.")
+    batches = min(batches, len(loader) - warmup)  # a small split (shapes: 42 batches) gives what it has
     it = iter(loader)
     start = time.perf_counter()
     next(it)

@@ -49,6 +49,11 @@ REGNET_VS_RESNET = 0.8  # regnet20's training GFLOP/s as a share of resnet20's
 RESNET_VS_CEILING = 0.5  # resnet20's training GFLOP/s as a share of the matrix product's
 
 
+def spec(model: str, options: dict) -> str:
+    """``model[:cell:gates]``, as ``--models`` and ``--profile`` take it."""
+    return ":".join([model, *([options["cell"], options["gates"]] if options else [])])
+
+
 def label(model: str, options: dict) -> str:
     return model + (f" {options['cell']}/{options['gates']}" if options else "")
 
@@ -98,6 +103,7 @@ class Candidate:
             "train_img_s": train_ips, "eval_img_s": eval_ips,
             "train_gflops": 6 * self.macs * train_ips / 1e9, "eval_gflops": 2 * self.macs * eval_ips / 1e9,
             "train_s_per_batch": train_s, "eval_s_per_batch": eval_s,
+            "train_s_repeats": self.train_s, "eval_s_repeats": self.eval_s,
         }
 
 
@@ -273,6 +279,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--repeats", type=int, default=None, help="timed round-robin repeats (default 5, quick 1)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads (default: every core; quick: 1, which stays fast on a busy machine)")
+    p.add_argument("--models", default="", metavar="MODEL[:CELL:GATES],...",
+                   help="measure only these (resnet20 is always measured: the goals compare against it)")
     p.add_argument("--profile", metavar="MODEL[:CELL:GATES]", help="profile one configuration's training step instead")
     p.add_argument("--channels-last", action="store_true", help="with --profile: channels-last memory format")
     p.add_argument("--clock", choices=("profiler", "cpu"), default="profiler",
@@ -297,8 +305,10 @@ def main(argv: list[str] | None = None) -> dict:
         return payload
     env = environment(args.threads)
     print(f"{NAME}: batch {batch}, {args.threads} thread(s), {env['cpu']}, load average {env['load_average']}")
+    variants = [v for v in VARIANTS if v[0] == "resnet20" or not args.models
+                or spec(*v) in args.models.split(",")]
     result = measure(batch, warmup=1 if args.quick else 2, repeats=args.repeats or (1 if args.quick else 5),
-                     iters=1 if args.quick else 2, variants=VARIANTS)
+                     iters=1 if args.quick else 2, variants=variants)
     summary_rows = goals(result)
     env["load_average_after"] = load_average()
     payload = {"name": NAME, "quick": args.quick, "label": args.label, "environment": env, "batch": batch,
