@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import statistics
 import subprocess
 import tempfile
 import time
@@ -63,18 +62,6 @@ def environment(threads: int | None = None) -> dict:
         "threads": threads if threads is not None else torch.get_num_threads(),
         "load_average": load_average(),
     }
-
-
-def median_time(fn: Callable[[], object], warmup: int, repeats: int) -> float:
-    """Median wall-clock seconds of ``fn`` after ``warmup`` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def goal(name: str, value: float | None, target: float, unit: str = "", higher_is_better: bool = True,
