@@ -28,7 +28,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIGS_DIR = REPO_ROOT / "configs"
 STOP_GRACE_S = 30.0
 
-# The contract's config (CONTRACT.md, "Config"); the New-run form starts from it or from a ready config.
+# The contract's config (docs/run-folder.md, "Config"); the New-run form starts from it or from a ready config.
 DEFAULT_CONFIG = {
     "model": {"name": "regnet20", "options": {"cell": "lstm", "gates": "efficient", "se": False}},
     "data": {"name": "shapes", "root": "data", "val_ratio": 0.1, "split_seed": 0, "augment": True,

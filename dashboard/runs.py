@@ -1,6 +1,6 @@
 """Finding and reading run folders: the only way the dashboard learns about training.
 
-A run folder (see CONTRACT.md) is written by ``python -m regnet train`` whoever started it, so everything
+A run folder (see docs/run-folder.md) is written by ``python -m regnet train`` whoever started it, so everything
 here reads from disk and keeps nothing that a browser refresh or a server restart could lose. Reading
 is forgiving on purpose: a half-written last line, a corrupt line, a missing status.json or a dead
 process become facts on the page, never exceptions.

@@ -1,4 +1,4 @@
-"""Fixture run folders for the dashboard tests, written by hand in the contract's layout (CONTRACT.md).
+"""Fixture run folders for the dashboard tests, written by hand in the contract's layout (docs/run-folder.md).
 
 They do not need the training engine: each test writes exactly the files it reads. Imported by the other
 test_dashboard_* modules; it holds the fixture-writing helpers and a check that they stay in the contract's shape.

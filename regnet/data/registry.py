@@ -99,8 +99,10 @@ def _check_image_size(image_size) -> None:
 def load_splits(name: str, root="data", *, val_ratio: float = 0.1, split_seed: int = 0, augment: bool = True,
                 color_jitter: bool = False, download: bool = True, image_size: int | None = None,
                 size: int | None = None) -> Splits:
-    """Load a data set by name and split it; see CONTRACT.md (Data API) for every argument.
+    """Load a data set by name and split it into train / val / test with their own transforms.
 
+    ``root`` holds the files (torchvision sets are downloaded there when absent and ``download`` is
+    true); ``image_size`` overrides the natural side; ``size`` is the number of ``shapes`` images.
     ``val`` is carved from the training data (seeded, stratified) when ``val_ratio > 0``, else it is
     the official held-out split. Only ``train`` is augmented, and only when ``augment`` is true.
     """
