@@ -116,6 +116,20 @@ def test_live_page_shows_curves_progress_and_a_failed_runs_error(fixture_root):
     assert LIVE_METRICS.offset(live_metrics) == live_metrics.stat().st_size  # read incrementally, all consumed
 
 
+def test_live_page_reuses_its_figures_until_new_metric_lines_arrive(fixture_root):
+    at = open_page("views/live.py", selected=["r3-regnet20-shapes-live"])
+    first = dict(at.session_state["live_figures"])
+    at.run()
+    assert at.session_state["live_figures"] == first  # nothing new: the same figure objects
+    assert all(a is b for a, b in zip(first.values(), at.session_state["live_figures"].values()))
+    with open(fixture_root / "r3-regnet20-shapes-live" / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"kind": "step", "epoch": 1, "step": 5, "time": time.time(), "train_loss": 1.0,
+                            "lr": 0.1, "images_per_s": 50.0}) + "\n")
+    at.run()
+    assert set(at.session_state["live_figures"]).isdisjoint(first)  # a new line: rebuilt
+    assert max(plotly_points(at)) > 0
+
+
 def test_live_page_follows_the_running_run_when_nothing_is_selected(fixture_root):
     at = open_page("views/live.py")
     assert "r3-regnet20-shapes-live" in texts(at.caption)
