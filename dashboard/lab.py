@@ -6,13 +6,13 @@ mtime); split analyses are cached on disk under the run's ``artifacts/`` by
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import streamlit as st
 from torch.utils.data import DataLoader, Subset
 
 from regnet import inspect as ri
+from regnet.data import check_data_available
 from regnet.train.build import load_data
 from regnet.train.runs import load_run_config, load_run_model
 
@@ -35,11 +35,11 @@ def model_of(run_dir: str, which: str, identity: str):
 
 
 @st.cache_resource(show_spinner="Loading the validation split...", max_entries=4)
-def splits_of(data_json: str, run_dir: str):
-    """The run's splits without augmentation; never downloads from the dashboard."""
+def splits_of(run_dir: str, data_root: str):
+    """The run's splits without augmentation, from ``data_root``; never downloads from the dashboard."""
     config = load_run_config(run_dir)
-    for key, value in json.loads(data_json).items():
-        setattr(config.data, key, value)
+    config.data.root = data_root
+    check_data_available(config.data.name, data_root)  # a DataError naming the files, instead of a download
     return load_data(config, augment=False)
 
 

@@ -113,3 +113,17 @@ def test_inspect_page_upload_mode_waits_for_a_file(inspect_root):
     assert not at.exception and not at.error
     assert any("Upload a PNG or JPEG" in i.value for i in at.info)
     assert "Inside the regulator, step by step" not in [s.value for s in at.subheader]
+
+
+def test_the_inspect_page_never_downloads_a_missing_data_set(tmp_path):
+    from dashboard import lab
+    from regnet.data import DataError
+
+    write_shipped_run(tmp_path, "cifar", "resnet20")
+    config_path = tmp_path / "cifar" / "config.yaml"
+    config_path.write_text(config_path.read_text().replace("name: shapes", "name: cifar10"))
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    with pytest.raises(DataError):
+        lab.splits_of(str(tmp_path / "cifar"), str(empty))
+    assert list(empty.iterdir()) == []  # nothing was fetched or unpacked there

@@ -1,5 +1,4 @@
 """Inspect: the regulator lab. One image inside the regulator, attributions, and whole-split analyses."""
-import json
 import warnings
 
 import numpy as np
@@ -46,7 +45,7 @@ data_root = st.text_input("Data root", config["data"].get("root") or "data", key
                           help="Where this run's data set lives on this machine.")
 splits, data_problem = None, None
 try:
-    splits = lab.splits_of(json.dumps({"root": data_root}), str(run.path))
+    splits = lab.splits_of(str(run.path), data_root)
 except (ValueError, OSError) as error:  # DataError is a ValueError
     data_problem = str(error)
 info = splits.info if splits else None
@@ -198,7 +197,7 @@ with tab_split:
         other_ckpt = lab.checkpoint_path(other.path)
         try:
             other_model, other_config = lab.model_of(str(other.path), other_ckpt.stem, ri.file_identity(other_ckpt))
-            other_splits = lab.splits_of(json.dumps({"root": data_root}), str(other.path))
+            other_splits = lab.splits_of(str(other.path), data_root)
             if other_splits.info.name != splits.info.name:
                 st.warning(f"{other_key} was trained on {other_splits.info.name}, not {splits.info.name}; "
                            "its figures are on its own data.")
