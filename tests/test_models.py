@@ -177,6 +177,25 @@ def test_efficient_gates_pair_each_input_channel_with_its_hidden_channel():
         GateConv(4, 8, 4, "efficient")
 
 
+@pytest.mark.parametrize("with_state", [True, False])
+def test_cpu_folded_gates_equal_the_papers_interleaved_order_in_values_and_gradients(with_state):
+    torch.manual_seed(0)
+    conv = GateConv(6, 6, num_gates=4, form="efficient")
+    x = torch.randn(2, 6, 7, 7, requires_grad=True)
+    h = torch.randn(2, 6, 7, 7, requires_grad=True) if with_state else None
+    inputs = [x, *([h] if with_state else []), *conv.parameters()]
+    results = []
+    for path in (conv._efficient, conv._interleaved):  # the CPU fold, then the paper's literal order
+        gates = path(x, h)
+        loss = sum((g * torch.linspace(-1, 1, g.numel()).view_as(g)).sum() for g in gates)
+        results.append((torch.stack([g.contiguous() for g in gates]), torch.autograd.grad(loss, inputs)))
+    (folded, folded_grads), (paper, paper_grads) = results
+    assert folded.shape == (4, 2, 6, 7, 7)
+    torch.testing.assert_close(folded, paper, atol=1e-5, rtol=1e-5)
+    for a, b in zip(folded_grads, paper_grads):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
 def test_per_step_taps_let_captum_target_one_step():
     from captum.attr import LayerGradCam
 

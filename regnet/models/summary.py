@@ -1,6 +1,7 @@
 """Parameter and multiply-accumulate counts, measured by torch's own FLOP counter."""
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -26,15 +27,15 @@ def summary(model: nn.Module, input_size: tuple[int, int, int]) -> ModelSummary:
 
     ``FlopCounterMode`` counts convolutions and matrix products (2 FLOPs per
     MAC); element-wise work (BN, activations, gates' products) is not counted,
-    as in the papers' MAC figures.
+    as in the papers' MAC figures. The pass runs on a copy of the model on the
+    ``meta`` device: it computes nothing, and it takes the architecture's
+    literal path, not a device's fast path that reorders the same arithmetic
+    (the efficient gates' CPU fold, see ``GateConv._efficient``).
     """
-    was_training = model.training
-    model.eval()
+    probe = copy.deepcopy(model).to("meta").eval()
     counter = FlopCounterMode(display=False)
-    device = next(model.parameters()).device
     with torch.no_grad(), counter:
-        model(torch.zeros(1, *input_size, device=device))
-    model.train(was_training)
+        probe(torch.zeros(1, *input_size, device="meta"))
     return ModelSummary(count_params(model), counter.get_total_flops() // 2, tuple(input_size))
 
 
