@@ -43,6 +43,15 @@ def series(frame: pd.DataFrame, metric: str, x: str = "step") -> tuple[np.ndarra
     return rows[x_column].to_numpy(dtype=float), rows[metric].to_numpy(dtype=float), dense
 
 
+def panel_version(frames: Mapping[str, pd.DataFrame], metrics: Sequence[str]) -> tuple:
+    """What a panel of ``metrics`` shows, in short: each run's count of values per metric.
+
+    Metric files only grow, so an unchanged version means an unchanged figure.
+    """
+    return tuple((label, tuple(int(frame[m].notna().sum()) if m in frame else 0 for m in metrics))
+                 for label, frame in frames.items())
+
+
 def metric_figure(frames: Mapping[str, pd.DataFrame], metrics: Sequence[str], *, x: str = "step",
                   smoothing: float = 0.0, title: str = "", tickformat: str | None = None,
                   height: int = 320) -> go.Figure:

@@ -9,6 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from dashboard import launcher
+from dashboard.charts import PANELS
 from dashboard.runs import LIVE_METRICS
 from test_dashboard_fixtures import fake_training_process, fixture_runs_root, write_run
 
@@ -126,7 +127,11 @@ def test_live_page_reuses_its_figures_until_new_metric_lines_arrive(fixture_root
         f.write(json.dumps({"kind": "step", "epoch": 1, "step": 5, "time": time.time(), "train_loss": 1.0,
                             "lr": 0.1, "images_per_s": 50.0}) + "\n")
     at.run()
-    assert set(at.session_state["live_figures"]).isdisjoint(first)  # a new line: rebuilt
+    after = at.session_state["live_figures"]
+    rebuilt = sorted(key[-1] for key in set(after) - set(first))  # panel indices whose figure was rebuilt
+    titles = [title for title, _, _ in PANELS]
+    # A step line moves train loss, LR and images/s; the epoch-only panels keep their figures.
+    assert [titles[i] for i in rebuilt] == ["Loss", "Learning rate", "Images per second"]
     assert max(plotly_points(at)) > 0
 
 

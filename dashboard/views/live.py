@@ -43,13 +43,13 @@ def live_panel(keys: list[str], x_axis: str, smoothing: float) -> None:
                 st.rerun(scope="fragment")
         ui.show_run_problems(run, corrupt)
     columns = st.columns(2)
-    # A refresh with no new metric lines reuses the figures: building them is most of the page's CPU
-    # cost while it watches a run, and that CPU is taken from the training on a small machine.
-    data_version = tuple((key, len(frame)) for key, frame in frames.items())
+    # A panel whose metrics got no new values keeps its figure: building figures is most of the page's
+    # CPU while it watches a run, and that CPU is taken from the training on a small machine. Step lines
+    # only move the loss, LR and images/s panels; the epoch panels change once an epoch.
     built = st.session_state.get("live_figures", {})
     figures = {}
     for index, (title, metrics, tickformat) in enumerate(charts.PANELS):
-        cache_key = (data_version, x_axis, smoothing, index)
+        cache_key = (charts.panel_version(frames, metrics), x_axis, smoothing, index)
         figures[cache_key] = built.get(cache_key) or charts.metric_figure(
             frames, metrics, x=x_axis, smoothing=smoothing, title=title, tickformat=tickformat)
         columns[index % 2].plotly_chart(figures[cache_key], key=f"live_chart_{index}",
