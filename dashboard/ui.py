@@ -12,7 +12,10 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import launcher
-from dashboard.runs import LIVE_METRICS, RunInfo, discover_runs, metrics_frame, read_new_metrics, tail_text
+from dashboard.runs import (
+    LIVE_METRICS, STATUS_FILE, STOP_FILE, RunInfo, discover_runs, metrics_frame, process_alive, read_new_metrics,
+    tail_text,
+)
 
 RUNS_ROOT_ENV = "REGNET_RUNS_ROOT"
 CHECKPOINTS_ROOT_ENV = "REGNET_CHECKPOINTS_ROOT"
@@ -31,11 +34,15 @@ def checkpoints_root() -> Path:
 
 
 def live_refresh_s() -> float:
-    """Seconds between refreshes of live parts (env override for tests and slow machines)."""
+    """Seconds between checks for new run output (env override for tests and slow machines).
+
+    5 s by default: each check that finds new lines redraws charts, and on a 2-core machine the browser's
+    and the server's share of that work is taken from the training being watched.
+    """
     try:
-        return max(0.5, float(os.environ.get(LIVE_REFRESH_ENV, "2")))
+        return max(0.5, float(os.environ.get(LIVE_REFRESH_ENV, "5")))
     except ValueError:
-        return 2.0
+        return 5.0
 
 
 def all_runs() -> list[RunInfo]:
@@ -98,6 +105,23 @@ def find_runs(keys: list[str]) -> list[RunInfo]:
     """Fresh RunInfo for each key (read from disk again, e.g. on a live refresh); unknown keys dropped."""
     by_key = {run.key: run for run in all_runs()}
     return [by_key[key] for key in keys if key in by_key]
+
+
+def change_signature(runs: list[RunInfo]) -> tuple:
+    """What a live view of ``runs`` shows, in a few ``stat`` calls: its files' sizes and times, and its process.
+
+    Cheap on purpose: a page polls it every refresh, on the machine that trains.
+    """
+
+    def stamp(path: Path) -> tuple[int, int] | None:
+        try:
+            stat = path.stat()
+        except OSError:
+            return None
+        return stat.st_size, stat.st_mtime_ns
+
+    return tuple((run.key, stamp(run.path / STATUS_FILE), stamp(run.metrics_path), stamp(run.path / STOP_FILE),
+                  process_alive(run.pid)) for run in runs)
 
 
 @st.cache_data(show_spinner=False, max_entries=512)

@@ -140,6 +140,24 @@ def test_live_page_follows_the_running_run_when_nothing_is_selected(fixture_root
     assert "r3-regnet20-shapes-live" in texts(at.caption)
 
 
+def test_live_polls_a_cheap_signature_that_changes_only_when_a_run_writes_or_stops(fixture_root, monkeypatch):
+    from dashboard import ui
+
+    at = open_page("views/live.py", selected=["r3-regnet20-shapes-live"])
+    assert at.selectbox(key="live_refresh").value == 5.0  # the default check interval
+    runs = ui.find_runs(["r3-regnet20-shapes-live", "r1-resnet20-shapes"])
+    seen = ui.change_signature(runs)
+    assert ui.change_signature(runs) == seen  # nothing written: the poll does not rerun the page
+    with open(fixture_root / "r3-regnet20-shapes-live" / "metrics.jsonl", "a") as f:
+        f.write("{}\n")
+    moved = ui.change_signature(runs)
+    assert moved != seen and moved[1] == seen[1]  # the live run changed, the finished one did not
+    launcher.request_stop(fixture_root / "r3-regnet20-shapes-live")
+    assert ui.change_signature(runs) != moved  # a stop request shows at the next poll
+    monkeypatch.setenv(ui.LIVE_REFRESH_ENV, "3")
+    assert ui.live_refresh_s() == 3.0
+
+
 def test_selection_from_the_browser_never_names_a_path(fixture_root):
     at = open_page("views/live.py", selected=["../../etc", "r1-resnet20-shapes"])
     assert at.multiselect(key="_select_live").value == ["r1-resnet20-shapes"]
