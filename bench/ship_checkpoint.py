@@ -6,6 +6,7 @@ final metrics) so the dashboard lists it beside the runs and ``load_run_model``
 reads it like any run. Two sources:
 
     python bench/ship_checkpoint.py --run runs/<id> --name shapes-regnet20
+    python bench/ship_checkpoint.py --run runs/<id> --name cifar10-regnet20 --data-root data/CIFAR-10-images
     python bench/ship_checkpoint.py --cifar-result bench/results/cifar_paper_regnet20.json \
         --weights regnet20.pt --name cifar10-regnet20
 """
@@ -39,11 +40,15 @@ def write_shipped(out: Path, config: dict, state_dict: dict, metrics: dict, hist
     save_checkpoint({"model": weights, "config": config, "metrics": metrics}, out / "checkpoints" / "best.pt")
 
 
-def from_run(run_dir: Path, out: Path) -> None:
-    model, config = load_run_model(run_dir, which="best")
+def from_run(run_dir: Path, out: Path, data_root: str | None = None) -> None:
+    """The weights a run's final evaluation scored, with those scores; ``data_root`` replaces a
+    machine-specific data path in its config."""
+    final = json.loads((run_dir / "artifacts" / "final_eval.json").read_text())
+    model, config = load_run_model(run_dir, which=final.get("checkpoint", "best"))
+    if data_root:
+        config["data"]["root"] = data_root
     status = read_status(run_dir)
     history = read_metrics(run_dir)
-    final = json.loads((run_dir / "artifacts" / "final_eval.json").read_text())
     metrics = {k: final[k] for k in ("loss", "top1", "top5", "macro_f1")}
     status = {**status, "state": "finished", "pid": None, "run_id": out.name}
     write_shipped(out, config, model.state_dict(), metrics, history, status)
@@ -81,10 +86,11 @@ def main() -> None:
     p.add_argument("--run", type=Path)
     p.add_argument("--cifar-result", type=Path)
     p.add_argument("--weights", type=Path)
+    p.add_argument("--data-root", help="with --run: the data path to record in the shipped config")
     args = p.parse_args()
     out = REPO / "checkpoints" / args.name
     if args.run:
-        from_run(args.run, out)
+        from_run(args.run, out, args.data_root)
     else:
         from_cifar_result(args.cifar_result, args.weights, out)
     model, _ = load_run_model(out)  # the folder must load like any run
