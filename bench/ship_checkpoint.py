@@ -47,6 +47,7 @@ def from_run(run_dir: Path, out: Path, data_root: str | None = None) -> None:
     model, config = load_run_model(run_dir, which=final.get("checkpoint", "best"))
     if data_root:
         config["data"]["root"] = data_root
+    config["run"].update(runs_root="runs", run_id=None)  # where it ran is of no use to whoever loads it
     status = read_status(run_dir)
     history = read_metrics(run_dir)
     metrics = {k: final[k] for k in ("loss", "top1", "top5", "macro_f1")}
