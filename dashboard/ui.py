@@ -101,12 +101,6 @@ def run_picker(runs: list[RunInfo], label: str = "Runs", key: str = "picker") ->
     return [by_key[k] for k in chosen]
 
 
-def find_runs(keys: list[str]) -> list[RunInfo]:
-    """Fresh RunInfo for each key (read from disk again, e.g. on a live refresh); unknown keys dropped."""
-    by_key = {run.key: run for run in all_runs()}
-    return [by_key[key] for key in keys if key in by_key]
-
-
 def change_signature(runs: list[RunInfo]) -> tuple:
     """What a live view of ``runs`` shows, in a few ``stat`` calls: its files' sizes and times, and its process.
 

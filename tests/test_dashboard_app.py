@@ -145,7 +145,8 @@ def test_live_polls_a_cheap_signature_that_changes_only_when_a_run_writes_or_sto
 
     at = open_page("views/live.py", selected=["r3-regnet20-shapes-live"])
     assert at.selectbox(key="live_refresh").value == 5.0  # the default check interval
-    runs = ui.find_runs(["r3-regnet20-shapes-live", "r1-resnet20-shapes"])
+    by_key = {run.key: run for run in ui.all_runs()}
+    runs = [by_key["r3-regnet20-shapes-live"], by_key["r1-resnet20-shapes"]]
     seen = ui.change_signature(runs)
     assert ui.change_signature(runs) == seen  # nothing written: the poll does not rerun the page
     with open(fixture_root / "r3-regnet20-shapes-live" / "metrics.jsonl", "a") as f:

@@ -66,6 +66,14 @@ def test_parameter_counts_match_the_paper_and_the_summary():
     assert summary(efficient, (3, 32, 32)).macs > s.macs
 
 
+def test_summary_counts_the_papers_gate_arithmetic_not_the_cpu_fold_and_leaves_the_model_alone():
+    model = build_model("regnet20", cell="lstm", gates="efficient").train()
+    # The paper's order: a grouped 1x1 (2 MACs per gate value) then a depthwise 3x3 (9). The CPU path's
+    # fold does 9 + 9, which would count 50.4 M here.
+    assert summary(model, (3, 32, 32)).macs == 48_939_648
+    assert model.training and next(model.parameters()).device.type == "cpu"
+
+
 def test_cifar_stem_has_no_pooling():
     model = build_model("resnet20").eval()
     sizes = []

@@ -153,6 +153,28 @@ def test_load_run_model_reads_runs_and_shipped_checkpoints(trained_run, tmp_path
         assert torch.equal(value, again.state_dict()[key])
 
 
+def test_a_shipped_run_carries_the_weights_and_scores_of_its_final_evaluation(trained_run, tmp_path):
+    from bench.ship_checkpoint import from_run
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    final = json.loads((run / "artifacts" / "final_eval.json").read_text())
+    assert final["checkpoint"] == "last"
+    best = torch.load(run / "checkpoints" / "best.pt", weights_only=True)  # make best differ from last
+    best["model"] = {k: v + 1 if v.is_floating_point() else v for k, v in best["model"].items()}
+    torch.save(best, run / "checkpoints" / "best.pt")
+    from_run(run, tmp_path / "shipped", data_root="data/portable")
+    shipped = torch.load(tmp_path / "shipped" / "checkpoints" / "best.pt", weights_only=True)
+    scored = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert all(torch.equal(shipped["model"][k], v.float()) for k, v in scored["model"].items())
+    assert shipped["metrics"]["top1"] == final["top1"] and shipped["metrics"]["loss"] == final["loss"]
+    config = yaml.safe_load((tmp_path / "shipped" / "config.yaml").read_text())
+    assert config["data"]["root"] == "data/portable" and config["run"]["runs_root"] == "runs"
+    assert json.loads((tmp_path / "shipped" / "status.json").read_text())["state"] == "finished"
+    model, _ = load_run_model(tmp_path / "shipped")
+    assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+
+
 def _stop_after(monkeypatch, calls_until_stop: int) -> None:
     """The STOP file "appears" at the n-th check (one check per step, one after each epoch's validation)."""
     calls = {"n": 0}

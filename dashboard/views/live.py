@@ -19,9 +19,10 @@ if not chosen:
 x_col, smooth_col, refresh_col = st.columns([1, 2, 1])
 x_axis = x_col.radio("x axis", ["step", "epoch"], horizontal=True, key="live_x")
 smoothing = smooth_col.slider("Smoothing (EMA weight of per-step curves)", 0.0, 0.99, 0.6, 0.01, key="live_smooth")
-refresh_choices = sorted({2.0, 5.0, 10.0, 30.0, ui.live_refresh_s()})
+default_refresh_s = ui.live_refresh_s()
+refresh_choices = sorted({2.0, 5.0, 10.0, 30.0, default_refresh_s})
 refresh_s = refresh_col.selectbox("Check for new lines every", refresh_choices, format_func=lambda s: f"{s:g} s",
-                                  index=refresh_choices.index(ui.live_refresh_s()), key="live_refresh")
+                                  index=refresh_choices.index(default_refresh_s), key="live_refresh")
 active = any(run.active for run in chosen)
 
 frames = {}
