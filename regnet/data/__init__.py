@@ -1,12 +1,14 @@
 """Data sets by name, their standard transforms, and seeded stratified splits.
 
 ``load_splits(name, root)`` is the entry point: it returns train/val/test views with their own
-transforms and a ``DatasetInfo``; ``check_data_available`` answers "is it there?" without loading.
-Depends on torch and torchvision only.
+transforms and a ``DatasetInfo``; ``check_data_available`` answers "is it there?" without loading;
+``load_sample_split`` reads the few validation images a shipped checkpoint carries in ``samples/``.
+Depends on torch, torchvision and PIL only.
 """
 from .errors import DataError
 from .info import DatasetInfo
 from .registry import Splits, check_data_available, list_datasets, load_splits, resolve_name
+from .samples import SAMPLES_DIR, has_samples, load_sample_split, read_manifest
 from .shapes import SHAPE_NAMES, ShapesDataset, generate_shapes
 from .splits import DatasetSplit, MaskedDatasetSplit, stratified_split
 from .transforms import build_transform, denormalize
@@ -14,5 +16,5 @@ from .transforms import build_transform, denormalize
 __all__ = [
     "DataError", "DatasetInfo", "Splits", "check_data_available", "list_datasets", "load_splits", "resolve_name",
     "SHAPE_NAMES", "ShapesDataset", "generate_shapes", "DatasetSplit", "MaskedDatasetSplit", "stratified_split",
-    "build_transform", "denormalize",
+    "build_transform", "denormalize", "SAMPLES_DIR", "has_samples", "load_sample_split", "read_manifest",
 ]
