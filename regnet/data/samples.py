@@ -117,6 +117,6 @@ def load_sample_split(folder: str | Path) -> tuple[DatasetSplit, DatasetInfo]:
     try:
         transform = build_transform(info.family, info.image_size, info.mean, info.std, train=False, resize=True)
     except ValueError as error:
-        raise _damaged(folder / MANIFEST, str(error)) from None
+        raise _damaged(folder / MANIFEST, str(error).rstrip(".")) from None
     base = ImageFiles([(str(folder / file), label) for file, label in entries], info.class_names)
     return DatasetSplit(base, range(len(entries)), transform), info
