@@ -36,7 +36,7 @@ BENCH = REPO / "bench"
 # Order: scripts that others read come first (data_pipeline compares against throughput's figures).
 ORDER = ("throughput", "data_pipeline", "inspection")
 # Requirements of scripts that cannot say so themselves (they have no skip_reason()); "tool": not a benchmark.
-NEEDS = {"cifar_paper": "cuda", "ship_checkpoint": "tool"}
+NEEDS = {"cifar_paper": "cuda", "ship_checkpoint": "tool", "ship_samples": "tool"}
 
 
 def discover() -> list[Path]:

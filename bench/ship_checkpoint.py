@@ -9,6 +9,9 @@ reads it like any run. Two sources:
     python bench/ship_checkpoint.py --run runs/<id> --name cifar10-regnet20 --data-root data/CIFAR-10-images
     python bench/ship_checkpoint.py --cifar-result bench/results/cifar_paper_regnet20.json \
         --weights regnet20.pt --name cifar10-regnet20
+
+Shipping replaces the whole folder, ``samples/`` included: give a CIFAR-10 checkpoint its
+validation images back with bench/ship_samples.py (see checkpoints/README.md).
 """
 from __future__ import annotations
 
