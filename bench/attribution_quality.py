@@ -51,13 +51,13 @@ def main() -> None:
     quality = []
     for label, layer in (("block output", BLOCK_LAYER), ("regulator H", REGULATOR_LAYER)):
         methods = [m for m in ri.METHODS if m != "gradcam"] if label == "block output" else []
-        rows = ri.attribution_quality(model, xs, masks, ys, methods + ["gradcam"], layer=layer)
+        rows = ri.attribution_quality(model, xs, masks, ys, methods + ["gradcam"], ri.MethodSettings(layer=layer))
         for row in rows:
             if row["method"] == "gradcam":
                 row["method"] = f"gradcam ({label}: {layer})"
             if row["method"] != "random map" or label == "block output":
                 quality.append(row)
-    sanity = [ri.randomization_check(model, xs[:16], ys[:16], method, layer=BLOCK_LAYER)
+    sanity = [ri.randomization_check(model, xs[:16], ys[:16], method, ri.MethodSettings(layer=BLOCK_LAYER))
               for method in ("saliency", "integrated_gradients", "gradcam")]
     analysis = ri.analyze_split(model, DataLoader(val, batch_size=250), splits.info.class_names)
 

@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
     repeats = 3 if args.quick else 7
     maps_first, parts = timed_parts(lambda: states_and_maps(model, x, builders), repeats)
     maps_s = parts["total"]
-    ig_first, ig_s = timed(lambda: ri.attribute(model, x, "integrated_gradients", steps=32), 1 if args.quick else 3)
+    ig_first, ig_s = timed(lambda: ri.attribute(model, x, "integrated_gradients", settings=ri.MethodSettings(steps=32)), 1 if args.quick else 3)
     loader = DataLoader(splits.val, batch_size=SPLIT_BATCH)
     with tempfile.TemporaryDirectory(prefix="regnet-bench-cache.") as cache:
         key = ri.cache_key(source, "shapes-val", len(splits.val))

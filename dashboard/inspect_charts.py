@@ -1,11 +1,13 @@
 """Chart builders of the regulator lab: plain functions, data in, plotly figure out (tested without a browser)."""
 from __future__ import annotations
 
+import io
 from typing import Mapping, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+from PIL import Image
 
 GATE_COLOURS = {"i": "#2E6FDB", "f": "#D9480F", "o": "#2B8A3E", "g": "#862E9C",
                 "z": "#2E6FDB", "r": "#D9480F", "candidate": "#862E9C"}
@@ -80,24 +82,65 @@ def gate_depth_figure(profile: Sequence[dict]) -> go.Figure:
     return fig
 
 
-def attribution_figure(image: np.ndarray, maps: Mapping[str, np.ndarray], shared_scale: bool = False,
-                       opacity: float = 0.55) -> go.Figure:
-    """The image, then each method's importance map overlaid on it (HxWx3 image in [0, 1])."""
+def _scale(maps: Mapping[str, np.ndarray], label: str, signed: bool, shared_scale: bool) -> tuple[float, float]:
+    """The colour range of one map: its own or all maps' extent, symmetric around zero when signed."""
+    chosen = maps.values() if shared_scale else [maps[label]]
+    if signed:
+        top = max((float(np.abs(m).max()) for m in chosen), default=0.0) or 1.0
+        return -top, top
+    return 0.0, max((float(np.max(m)) for m in chosen), default=0.0) or 1.0
+
+
+def attribution_figure(image: np.ndarray, maps: Mapping[str, np.ndarray], signed: bool = False,
+                       shared_scale: bool = False, opacity: float = 0.6) -> go.Figure:
+    """The image, then each method's map overlaid on it (HxWx3 image in [0, 1]), each with its colour bar.
+
+    Absolute maps use a sequential scale from zero; signed maps a diverging one, white at zero, red for
+    evidence for the class and blue against it.
+    """
     labels = list(maps)
-    fig = make_subplots(rows=1, cols=len(labels) + 1, subplot_titles=["image"] + labels, horizontal_spacing=0.02)
+    cols = len(labels) + 1
+    fig = make_subplots(rows=1, cols=cols, subplot_titles=["image"] + labels, horizontal_spacing=0.06)
     rgb = (np.clip(image, 0, 1) * 255).astype(np.uint8)
-    top = max((float(np.max(m)) for m in maps.values()), default=1.0) or 1.0
     fig.add_trace(go.Image(z=rgb), row=1, col=1)
     for col, label in enumerate(labels, start=2):
-        m = np.asarray(maps[label], dtype=float)
-        scale = top if shared_scale else (float(m.max()) or 1.0)
+        lo, hi = _scale(maps, label, signed, shared_scale)
+        right = fig.layout[f"xaxis{col}"].domain[1]
         fig.add_trace(go.Image(z=rgb, opacity=1.0), row=1, col=col)
-        fig.add_trace(go.Heatmap(z=m / scale, zmin=0, zmax=1, colorscale="Inferno", opacity=opacity,
-                                 showscale=col == 2, hovertemplate="%{z:.2f}<extra>" + label + "</extra>"),
+        fig.add_trace(go.Heatmap(z=np.asarray(maps[label], dtype=float), zmin=lo, zmax=hi,
+                                 colorscale="RdBu_r" if signed else "Inferno", opacity=opacity,
+                                 colorbar=dict(x=right + 0.005, xanchor="left", thickness=8, len=0.8,
+                                               tickfont=dict(size=9), exponentformat="power"),
+                                 hovertemplate="x=%{x} y=%{y}: %{z:.3g}<extra>" + label + "</extra>"),
                       row=1, col=col)
     fig.update_xaxes(showticklabels=False).update_yaxes(showticklabels=False, autorange="reversed")
-    fig.update_layout(height=300, margin=dict(l=10, r=10, t=40, b=10))
+    fig.update_layout(height=300, margin=dict(l=10, r=40, t=40, b=10))
     return fig
+
+
+def map_png(attribution: np.ndarray, signed: bool, pixels: int = 256) -> bytes:
+    """A map as a PNG in the page's colours (diverging when signed), scaled up to about ``pixels`` wide."""
+    from matplotlib import colormaps  # captum's own plotting dependency; imported only for a download
+
+    m = np.asarray(attribution, dtype=float)
+    if signed:
+        top = float(np.abs(m).max()) or 1.0
+        unit, cmap = (m / top + 1) / 2, colormaps["RdBu_r"]
+    else:
+        unit, cmap = m / (float(m.max()) or 1.0), colormaps["inferno"]
+    rgb = (cmap(np.clip(unit, 0, 1))[..., :3] * 255).astype(np.uint8)
+    factor = max(1, pixels // max(m.shape))
+    rgb = rgb.repeat(factor, 0).repeat(factor, 1)
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def map_npy(attribution: np.ndarray) -> bytes:
+    """A map as a NumPy ``.npy`` file, values as computed (float32)."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(attribution, dtype=np.float32))
+    return buffer.getvalue()
 
 
 def confusion_figure(confusion, class_names: Sequence[str]) -> go.Figure:
@@ -109,13 +152,21 @@ def confusion_figure(confusion, class_names: Sequence[str]) -> go.Figure:
     return fig
 
 
-def runs_bar_figure(per_run: Mapping[str, Sequence[dict]], x: str, y: str, title: str, y_title: str) -> go.Figure:
-    """Grouped bars, one group per ``x`` value and one bar per run: read-out, redundancy, ablation side by side."""
+def runs_bar_figure(per_run: Mapping[str, Sequence[dict]], x: str, y: str, title: str, y_title: str,
+                    x_title: str, unit_range: bool = False) -> go.Figure:
+    """Grouped bars, one group per ``x`` value and one bar per run: read-out, redundancy, ablation side by side.
+
+    The x values are categories (block numbers stay whole numbers); ``unit_range`` fixes the y axis to
+    [0, 1] for accuracies, so two runs' bars read on one scale.
+    """
     fig = go.Figure()
     for run, rows in per_run.items():
-        fig.add_trace(go.Bar(name=run, x=[str(r[x]) for r in rows], y=[r[y] for r in rows]))
-    fig.update_layout(barmode="group", title=title, height=340, yaxis_title=y_title,
-                      margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.25))
+        fig.add_trace(go.Bar(name=run, x=[str(r[x]) for r in rows], y=[r[y] for r in rows],
+                             hovertemplate=f"{run}<br>{x_title} %{{x}}: %{{y:.3f}}<extra></extra>"))
+    fig.update_xaxes(type="category", title_text=x_title)
+    fig.update_yaxes(title_text=y_title, range=[0, 1] if unit_range else None)
+    fig.update_layout(barmode="group", title=title, height=360, margin=dict(l=10, r=10, t=40, b=10),
+                      legend=dict(orientation="h", y=-0.3))
     return fig
 
 

@@ -1,12 +1,14 @@
 """The regulator lab in the dashboard: its chart builders, and the Inspect page on RegNet and ResNet checkpoints."""
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from dashboard import inspect_charts as charts
@@ -42,14 +44,33 @@ def test_gate_depth_figure_draws_mean_and_band_per_gate_and_stage():
     assert list(lines[0].x) == [1, 2, 3]
 
 
-def test_attribution_figure_overlays_each_map_and_scales_them():
+def test_attribution_figure_overlays_each_map_with_its_own_colour_bar():
     image = np.zeros((8, 8, 3))
     maps = {"A": np.full((8, 8), 2.0), "B": np.full((8, 8), 1.0)}
-    shared = charts.attribution_figure(image, maps, shared_scale=True)
-    heat = [t for t in shared.data if t.type == "heatmap"]
-    assert len(heat) == 2 and np.asarray(heat[1].z).max() == pytest.approx(0.5)
+    shared = [t for t in charts.attribution_figure(image, maps, shared_scale=True).data if t.type == "heatmap"]
+    assert len(shared) == 2 and [(t.zmin, t.zmax) for t in shared] == [(0.0, 2.0), (0.0, 2.0)]
     separate = [t for t in charts.attribution_figure(image, maps).data if t.type == "heatmap"]
-    assert np.asarray(separate[1].z).max() == pytest.approx(1.0)
+    assert [(t.zmin, t.zmax) for t in separate] == [(0.0, 2.0), (0.0, 1.0)]
+    assert separate[0].colorbar.x < separate[1].colorbar.x  # one bar beside each map, not one for all
+    assert np.asarray(separate[1].z).max() == 1.0  # values as computed, not rescaled
+
+
+def test_signed_maps_use_a_diverging_scale_centred_on_zero():
+    signed = np.array([[-3.0, 1.0], [0.5, 0.0]])
+    heat = [t for t in charts.attribution_figure(np.zeros((2, 2, 3)), {"IG": signed}, signed=True).data
+            if t.type == "heatmap"][0]
+    assert (heat.zmin, heat.zmax) == (-3.0, 3.0) and heat.colorscale[0][1] != heat.colorscale[-1][1]
+
+
+def test_maps_download_as_png_and_numpy():
+    values = np.array([[-1.0, 0.0], [0.5, 1.0]], dtype=np.float32)
+    assert np.array_equal(np.load(io.BytesIO(charts.map_npy(values))), values)
+    png = Image.open(io.BytesIO(charts.map_png(values, signed=True, pixels=64)))
+    assert png.size == (64, 64) and png.mode == "RGB"
+    pixels = np.asarray(png)
+    # Diverging: the most negative pixel is blue, the most positive red, zero near white.
+    assert pixels[0, 0, 2] > pixels[0, 0, 0] and pixels[63, 63, 0] > pixels[63, 63, 2]
+    assert pixels[0, 63].min() > 200
 
 
 def test_gallery_titles_are_green_when_right_and_red_when_wrong():
@@ -58,10 +79,12 @@ def test_gallery_titles_are_green_when_right_and_red_when_wrong():
     assert colours == ["#2B8A3E", "#C92A2A"]
 
 
-def test_runs_bar_figure_puts_runs_side_by_side():
+def test_runs_bar_figure_puts_runs_side_by_side_on_whole_block_ticks():
     fig = charts.runs_bar_figure({"resnet": [{"block": 1, "a": 0.5}], "regnet": [{"block": 1, "a": 0.6}]},
-                                 "block", "a", "t", "y")
+                                 "block", "a", "t", "top-1", "block of stage 3", unit_range=True)
     assert [t.name for t in fig.data] == ["resnet", "regnet"] and fig.data[1].y == (0.6,)
+    assert fig.layout.xaxis.type == "category" and fig.layout.xaxis.title.text == "block of stage 3"
+    assert fig.layout.yaxis.title.text == "top-1" and tuple(fig.layout.yaxis.range) == (0, 1)
 
 
 @pytest.fixture
@@ -93,8 +116,10 @@ def test_inspect_page_on_a_regnet_checkpoint(inspect_root):
     assert not at.exception, [e.value for e in at.exception]
     labels = [m.label for m in at.metric]
     assert "Top-1 without the regulator" in labels
-    cached = list((inspect_root / "checkpoints" / "regnet" / "artifacts").glob("inspect-split-*.pt"))
+    # The cache lives under the runs folder, never beside the (shipped, source-tree) checkpoint.
+    cached = list((inspect_root / "runs" / ".inspect-cache").glob("inspect-split-*.pt"))
     assert len(cached) == 1
+    assert not (inspect_root / "checkpoints" / "regnet" / "artifacts").exists()
 
 
 def test_inspect_page_on_a_resnet_checkpoint_says_there_is_no_regulator(inspect_root):
@@ -104,15 +129,6 @@ def test_inspect_page_on_a_resnet_checkpoint_says_there_is_no_regulator(inspect_
     at.toggle(key="inspect_split_shipped/resnet").set_value(True).run()
     assert not at.exception, [e.value for e in at.exception]
     assert any("no regulator to ablate" in i.value for i in at.info)
-
-
-def test_inspect_page_upload_mode_waits_for_a_file(inspect_root):
-    # AppTest cannot attach a file; decoding and refusing uploads is tested on prepare_image (test_inspect.py).
-    at = _open_inspect("shipped/regnet")
-    at.radio(key="inspect_source_shipped/regnet").set_value("Upload").run()
-    assert not at.exception and not at.error
-    assert any("Upload a PNG or JPEG" in i.value for i in at.info)
-    assert "Inside the regulator, step by step" not in [s.value for s in at.subheader]
 
 
 def test_the_inspect_page_never_downloads_a_missing_data_set(tmp_path):
@@ -125,5 +141,5 @@ def test_the_inspect_page_never_downloads_a_missing_data_set(tmp_path):
     empty = tmp_path / "no-data"
     empty.mkdir()
     with pytest.raises(DataError):
-        lab.splits_of(str(tmp_path / "cifar"), str(empty))
+        lab.images_of(str(tmp_path / "cifar"), str(empty))
     assert list(empty.iterdir()) == []  # nothing was fetched or unpacked there

@@ -105,7 +105,7 @@ def test_resnet_has_no_regulator_and_the_rest_works(val_batch):
 def test_pointing_game_on_a_trained_model_beats_a_random_map(trained, val_batch):
     xs, ys, masks = val_batch
     rows = ri.attribution_quality(trained, xs[:24], masks[:24], ys[:24],
-                                  ["saliency", "gradcam"], layer="stage 2 block 3 output")
+                                  ["saliency", "gradcam"], ri.MethodSettings(layer="stage 2 block 3 output"))
     scores = {r["method"]: r["pointing_game"] for r in rows}
     assert 0 < scores["random map"] < 0.5
     assert max(scores["saliency"], scores["gradcam"]) > scores["random map"] + 0.15
@@ -123,7 +123,8 @@ def test_randomising_the_weights_lowers_the_rank_correlation(trained, val_batch)
 @pytest.mark.parametrize("method", ri.METHODS)
 def test_every_attribution_method_gives_a_map_at_input_resolution(trained, val_batch, method):
     xs, ys, _ = val_batch
-    a = ri.attribute(trained, xs[:1], method, layer="stage 3 step 3 regulator H", steps=8, samples=4)
+    settings = ri.MethodSettings(layer="stage 3 step 3 regulator H", steps=8, samples=4)
+    a = ri.attribute(trained, xs[:1], method, settings=settings)
     assert a.map.shape == (32, 32) and a.target == int(trained(xs[:1]).argmax(1))
     assert torch.isfinite(a.map).all() and (a.importance() >= 0).all()
 

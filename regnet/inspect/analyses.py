@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
-from regnet.metrics import per_class_table
+from regnet.metrics import macro_f1, per_class_table
 from regnet.models import regulated_blocks
 
 
@@ -56,8 +56,12 @@ def regulator_ablated(model: nn.Module) -> Iterator[None]:
 
 
 @torch.no_grad()
-def analyze_split(model: nn.Module, batches: Iterable, class_names: list[str], device: str = "cpu") -> dict:
-    """Every split-level analysis in one intact pass and (for a RegNet) one ablated pass."""
+def analyze_split(model: nn.Module, batches: Iterable, class_names: list[str], device: str = "cpu",
+                  progress: Callable[[int], None] | None = None) -> dict:
+    """Every split-level analysis in one intact pass and (for a RegNet) one ablated pass.
+
+    ``progress`` gets the number of images analysed after each batch, for a progress bar.
+    """
     model.eval().to(device)
     num_classes = len(class_names)
     stages = len(model.stages)
@@ -88,6 +92,8 @@ def analyze_split(model: nn.Module, batches: Iterable, class_names: list[str], d
             ablated_preds.append(ablated.argmax(1).cpu())
             logit_change += float((ablated - logits).abs().mean(1).sum())
         seen += len(y)
+        if progress is not None:
+            progress(seen)
     if seen == 0:
         raise ValueError("The split is empty; there is nothing to analyse.")
     targets_t, preds_t = torch.cat(targets), torch.cat(preds)
@@ -98,7 +104,7 @@ def analyze_split(model: nn.Module, batches: Iterable, class_names: list[str], d
         "class_names": list(class_names),
         "targets": targets_t, "preds": preds_t, "confidence": torch.cat(confidence),
         "accuracy": float((preds_t == targets_t).double().mean()),
-        "macro_f1": sum(r["f1"] for r in table) / num_classes,
+        "macro_f1": macro_f1(confusion),
         "confusion_matrix": confusion,
         "per_class": table,
         "readout": [{"stage": last + 1, "block": t + 1, "accuracy": hits / seen}

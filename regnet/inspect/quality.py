@@ -9,11 +9,12 @@
 from __future__ import annotations
 
 import copy
+from typing import Callable
 
 import torch
 from torch import nn
 
-from .attribution import attribute
+from .attribution import Attribution, MethodSettings, attribute_many
 
 
 def dilate(mask: torch.Tensor, tolerance: int) -> torch.Tensor:
@@ -45,18 +46,37 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((ra * rb).sum()) / denom if denom > 0 else 0.0
 
 
+def importances(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, method: str,
+                settings: MethodSettings = MethodSettings(), chunk: int = 8,
+                progress: Callable[[int], None] | None = None) -> torch.Tensor:
+    """Importance maps (N, H, W) of a batch, ``chunk`` images per call so memory stays bounded;
+    ``progress`` gets the number of images done after each chunk."""
+    maps = []
+    for start in range(0, len(images), chunk):
+        xs, ts = images[start:start + chunk], targets[start:start + chunk]
+        raw = attribute_many(model, xs, method, ts, settings)
+        maps += [Attribution(r, method, int(t)).importance() for r, t in zip(raw, ts)]
+        if progress is not None:
+            progress(start + len(xs))
+    return torch.stack(maps)
+
+
 def attribution_quality(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, targets: torch.Tensor,
-                        methods: list[str], layer: str | None = None, tolerance: int = 1, **options) -> list[dict]:
-    """Pointing-game and mass scores per method over a batch of images, beside the random-map baseline."""
+                        methods: list[str], settings: MethodSettings = MethodSettings(), tolerance: int = 1,
+                        progress: Callable[[int, int], None] | None = None) -> list[dict]:
+    """Pointing-game and mass scores per method over a batch of images, beside the random-map baseline.
+
+    ``progress`` gets (images scored, images to score) over all methods, for a progress bar.
+    """
     rows = []
     dilated_area = torch.stack([dilate(m, tolerance).float().mean() for m in masks])
     area = masks.float().mean((1, 2))
-    for method in methods:
-        hits, mass = [], []
-        for x, m, t in zip(images, masks, targets):
-            imp = attribute(model, x[None], method, int(t), layer=layer, **options).importance()
-            hits.append(pointing_hit(imp, m, tolerance))
-            mass.append(mass_on_object(imp, m))
+    total = len(images) * len(methods)
+    for k, method in enumerate(methods):
+        report = None if progress is None else (lambda done, k=k: progress(k * len(images) + done, total))
+        maps = importances(model, images, targets, method, settings, progress=report)
+        hits = [pointing_hit(imp, m, tolerance) for imp, m in zip(maps, masks)]
+        mass = [mass_on_object(imp, m) for imp, m in zip(maps, masks)]
         rows.append({"method": method, "pointing_game": sum(hits) / len(hits), "mass_on_object": sum(mass) / len(mass)})
     rows.append({"method": "random map", "pointing_game": float(dilated_area.mean()),
                  "mass_on_object": float(area.mean())})
@@ -78,15 +98,13 @@ def randomized_copy(model: nn.Module, seed: int = 0) -> nn.Module:
 
 
 def randomization_check(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, method: str,
-                        layer: str | None = None, **options) -> dict:
+                        settings: MethodSettings = MethodSettings()) -> dict:
     """Mean rank correlation of each map with the same method's map on a weight-randomised copy."""
     random_model = randomized_copy(model)
-    trained, randomized = [], []
-    for x, t in zip(images, targets):
-        a = attribute(model, x[None], method, int(t), layer=layer, **options).importance()
-        b = attribute(random_model, x[None], method, int(t), layer=layer, **options).importance()
-        c = attribute(model, x[None], method, int(t), layer=layer, **options).importance()
-        trained.append(spearman(a, c))
-        randomized.append(spearman(a, b))
+    first = importances(model, images, targets, method, settings)
+    again = importances(model, images, targets, method, settings)
+    randomized = importances(random_model, images, targets, method, settings)
+    trained = [spearman(a, c) for a, c in zip(first, again)]
+    versus = [spearman(a, b) for a, b in zip(first, randomized)]
     return {"method": method, "repeat_rank_correlation": sum(trained) / len(trained),
-            "randomized_rank_correlation": sum(randomized) / len(randomized)}
+            "randomized_rank_correlation": sum(versus) / len(versus)}

@@ -58,6 +58,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                          f"use the other checkpoint (--which) or retrain.") from None
     if not isinstance(payload, dict) or "model" not in payload:
         raise ValueError(f"{path} is not a RegNet Lab checkpoint (no model weights in it).")
+    weights = payload["model"]
+    if not isinstance(weights, dict) or not weights or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()):
+        raise ValueError(f"{path} is not a RegNet Lab checkpoint (its 'model' entry is not a dict of named "
+                         "weight tensors); pick another checkpoint or retrain.")
     return payload
 
 
