@@ -8,7 +8,9 @@ The page folder is deliberately not called ``pages/``: with a ``pages/`` folder 
 a freshly started server runs a page opened by URL (a bookmark, a refresh of /live) in Streamlit's legacy
 pages-directory mode, alone, without this file, until some session has called ``st.navigation``.
 """
+import importlib
 import sys
+import threading
 from pathlib import Path
 
 # `streamlit run dashboard/app.py` puts dashboard/ on sys.path, not the repository: add it so that
@@ -32,6 +34,21 @@ PAGES = [
     st.Page("views/inspect.py", title="Inspect", icon=":material/biotech:", url_path="inspect"),
 ]
 
+
+
+@st.cache_resource
+def warm_up() -> threading.Thread:
+    """Import the model and attribution stack (torch, captum, regnet) once per server, in the background.
+
+    Those imports take seconds of CPU; started here, they are done by the time a user who opened the
+    Runs page clicks Inspect, instead of being paid by that first click.
+    """
+    thread = threading.Thread(target=importlib.import_module, args=("dashboard.inspect_sections",), daemon=True)
+    thread.start()
+    return thread
+
+
+warm_up()
 page = st.navigation(PAGES)
 st.sidebar.markdown("**RegNet Lab** · self-regulated networks (Xu et al. 2021)")
 ui.sidebar()

@@ -131,6 +131,7 @@ def _validation_image(subject: Subject) -> Picked:
 def _uploaded_image(subject: Subject) -> Picked | None:
     upload = st.file_uploader("An image file (PNG, JPEG, GIF, TIFF, BMP, WebP, ICO...)", key="inspect_upload")
     if upload is None:
+        st.info("Upload an image to see the model's prediction, its regulator and attributions for it.")
         return None
     channels, side, mean, std = subject.input_spec
     data = upload.getvalue()
@@ -154,10 +155,7 @@ def choose_image(subject: Subject) -> Picked | None:
         st.caption(f"The data set is not on this machine: showing {images.description} that came with "
                    "this checkpoint (set the data root above to use the whole split).")
     source = st.radio("Image", sources, horizontal=True, key=f"inspect_source_{subject.run.key}")
-    picked = _validation_image(subject) if source == "Validation image" else _uploaded_image(subject)
-    if picked is None and source == "Upload":
-        st.info("Upload an image to see the model's prediction, its regulator and attributions for it.")
-    return picked
+    return _validation_image(subject) if source == "Validation image" else _uploaded_image(subject)
 
 
 def show_prediction(subject: Subject, picked: Picked) -> int:
