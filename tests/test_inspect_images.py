@@ -94,6 +94,20 @@ def test_la_is_composited_on_white(channels):
     assert "Its transparent parts were composited on white." in notes
 
 
+@pytest.mark.parametrize("mode, colour", [("LA", (50, 128)), ("RGBA", (50, 60, 70, 128))])
+def test_a_tiff_with_premultiplied_alpha_is_composited_on_white(mode, colour):
+    data = _encode(Image.new(mode, (32, 32), colour), "TIFF")
+    # Pillow writes unassociated alpha (ExtraSamples = 2); mark it associated (1), as some scanners do.
+    extra_samples = struct.pack("<HHII", 338, 3, 1, 2)
+    data = data.replace(extra_samples, struct.pack("<HHII", 338, 3, 1, 1))
+    assert Image.open(io.BytesIO(data)).tag_v2[338] == (1,)  # Pillow opens it as La, or as RGBA unpremultiplied
+    _, shown, notes = _prepare(data)
+    # On white, premultiplied colour c with alpha a becomes c + (255 - a).
+    expected = torch.tensor([(c + 255 - colour[-1]) / 255 for c in colour[:-1]] * (3 // (len(colour) - 1)))
+    assert torch.allclose(shown.mean((1, 2)), expected, atol=1.01 / 255)
+    assert "Its transparent parts were composited on white." in notes
+
+
 def test_a_palette_image_is_read_through_its_palette():
     image = _halves("P", 1, 2)
     image.putpalette([0, 0, 0, 255, 128, 0, 0, 64, 192] + [0] * (253 * 3))

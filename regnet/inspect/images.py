@@ -29,7 +29,7 @@ _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyErr
                   struct.error, zlib.error)
 _PILLOW_BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601, what Pillow's "L" uses
-_PLAIN_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX"}
+_PLAIN_MODES = {"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX"}
 
 
 class ImageInputError(ValueError):
@@ -141,7 +141,7 @@ def _plain(image: Image.Image, notes: list[str]) -> tuple[Image.Image, float, fl
         return image.convert("I"), 0.0, 65535.0
     if image.mode in ("I", "F"):
         return image, *_value_range(image, notes)
-    grey = image.mode in ("1", "L", "LA")
+    grey = image.mode in ("1", "L", "LA", "La")
     alpha = "A" in image.mode or "a" in image.mode or "transparency" in image.info
     target = ("L" if grey else "RGB") + ("A" if alpha else "")
     if image.mode not in _PLAIN_MODES:
