@@ -158,6 +158,16 @@ def test_a_cmyk_jpeg_is_converted_to_rgb_with_a_note():
     assert notes == ["Converted from CMYK to RGB."]
 
 
+def test_a_lab_tiff_is_converted_to_rgb_with_a_note():
+    data = _encode(_halves("LAB", (255, 128, 128), (136, 208, 195)), "TIFF")  # white, sRGB red
+    assert Image.open(io.BytesIO(data)).mode == "LAB"
+    _, shown, notes = _prepare(data)
+    assert torch.allclose(shown[:, :, :16].mean((1, 2)), torch.ones(3), atol=0.01)
+    red = shown[:, :, 16:].mean((1, 2))
+    assert red[0] > 0.8 and red[1] < 0.2 and red[2] < 0.3, red
+    assert notes == ["Converted from LAB to RGB."]
+
+
 @pytest.mark.parametrize("mode, fmt", [("I;16", "PNG"), ("I;16B", "PNG"), ("I;16B", "TIFF")])
 def test_a_16_bit_gradient_comes_out_as_a_gradient_scaled_by_its_bit_depth(mode, fmt):
     gradient = np.linspace(0, 65535, 32 * 32).round().astype(np.uint16).reshape(32, 32)

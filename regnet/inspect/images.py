@@ -142,7 +142,7 @@ def _plain(image: Image.Image, notes: list[str]) -> tuple[Image.Image, float, fl
     if image.mode in ("I", "F"):
         return image, *_value_range(image, notes)
     grey = image.mode in ("1", "L", "LA", "La")
-    alpha = "A" in image.mode or "a" in image.mode or "transparency" in image.info
+    alpha = image.mode.endswith(("A", "a")) or "transparency" in image.info  # LA, PA, RGBA, La, RGBa
     target = ("L" if grey else "RGB") + ("A" if alpha else "")
     if image.mode not in _PLAIN_MODES:
         notes.append(f"Converted from {image.mode} to {target}.")
