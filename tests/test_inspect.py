@@ -1,11 +1,9 @@
 """The regulator lab's analyses on the shipped regnet20 trained on `shapes`."""
-import io
 import warnings
 from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader
 
 from regnet import inspect as ri
@@ -142,28 +140,6 @@ def test_top_k(trained, val_batch):
     top = ri.top_k(trained, xs[:1], k=3, class_names=[f"c{i}" for i in range(10)])
     assert len(top) == 3 and top[0]["probability"] >= top[1]["probability"] >= top[2]["probability"]
     assert top[0]["class"] == f"c{top[0]['index']}"
-
-
-def _png(mode, size):
-    buf = io.BytesIO()
-    Image.new(mode, size, 128 if mode == "L" else (10, 20, 30, 128)[: len(mode)]).save(buf, "PNG")
-    return buf.getvalue()
-
-
-def test_uploads_are_converted_with_a_note_or_refused_in_one_sentence(monkeypatch):
-    mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
-    x, shown, notes = ri.prepare_image(_png("RGBA", (64, 48)), 3, 32, mean, std)
-    assert x.shape == (1, 3, 32, 32) and shown.shape == (3, 32, 32)
-    assert any("RGBA to RGB" in n for n in notes) and any("64x48 to 32x32" in n for n in notes)
-    x, _, notes = ri.prepare_image(_png("L", (32, 32)), 3, 32, mean, std)
-    assert x.shape == (1, 3, 32, 32) and notes == ["Converted from L to RGB."]
-    x, _, _ = ri.prepare_image(_png("RGB", (28, 28)), 1, 28, (0.13,), (0.3,))
-    assert x.shape == (1, 1, 28, 28)
-    with pytest.raises(ri.ImageInputError, match="not an image"):
-        ri.prepare_image(b"%PDF-1.4 definitely not a picture", 3, 32, mean, std)
-    monkeypatch.setattr("regnet.inspect.images.MAX_PIXELS", 1000)
-    with pytest.raises(ri.ImageInputError, match="64x48 pixels"):
-        ri.prepare_image(_png("RGB", (64, 48)), 3, 32, mean, std)
 
 
 def test_split_analyses_are_cached_and_a_corrupt_cache_is_recomputed(tmp_path):
