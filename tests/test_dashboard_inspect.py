@@ -1,8 +1,10 @@
 """The regulator lab in the dashboard: its chart builders, and the Inspect page on RegNet and ResNet checkpoints."""
 from __future__ import annotations
 
+import base64
 import io
 import json
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +98,14 @@ def inspect_root(tmp_path, monkeypatch):
     return tmp_path
 
 
+def _array(encoded) -> np.ndarray:
+    """A numeric array of a figure's JSON: plotly writes numpy arrays as base64 with their dtype and shape."""
+    if not isinstance(encoded, dict):
+        return np.asarray(encoded, dtype=float)
+    shape = tuple(int(n) for n in str(encoded["shape"]).split(","))
+    return np.frombuffer(base64.b64decode(encoded["bdata"]), dtype=encoded["dtype"]).reshape(shape)
+
+
 def _open_inspect(run_key: str) -> AppTest:
     at = AppTest.from_file(str(APP), default_timeout=240)
     at.run()
@@ -143,3 +153,173 @@ def test_the_inspect_page_never_downloads_a_missing_data_set(tmp_path):
     with pytest.raises(DataError):
         lab.images_of(str(tmp_path / "cifar"), str(empty))
     assert list(empty.iterdir()) == []  # nothing was fetched or unpacked there
+
+
+def _encoded(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that declares its size and holds no pixels: a decompression bomb as ``Image.open`` sees it."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 2, 0, 0, 0])
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+def _uploads() -> dict[str, bytes]:
+    """One file of every kind a user may have (made in memory, encoded as a file on disk would be)."""
+    gradient = np.tile(np.linspace(0, 65535, 40, dtype=np.uint16), (40, 1))
+    frames = [Image.new("RGB", (20, 20), c) for c in ((255, 0, 0), (0, 0, 255))]
+    animated = io.BytesIO()
+    frames[0].save(animated, "GIF", save_all=True, append_images=frames[1:])
+    return {
+        "rgb-96.png": _encoded(Image.new("RGB", (96, 96), (200, 30, 30)), "PNG"),
+        "rgba.png": _encoded(Image.new("RGBA", (32, 32), (10, 200, 10, 100)), "PNG"),
+        "la.png": _encoded(Image.new("LA", (32, 32), (90, 100)), "PNG"),
+        "palette.png": _encoded(Image.new("P", (32, 32), 7), "PNG"),
+        "grey.png": _encoded(Image.new("L", (50, 30), 128), "PNG"),
+        "bits.png": _encoded(Image.new("1", (32, 32), 1), "PNG"),
+        "cmyk.jpg": _encoded(Image.new("CMYK", (32, 32), (0, 80, 200, 0)), "JPEG"),
+        "animated.gif": animated.getvalue(),
+        "icon.ico": _encoded(Image.new("RGBA", (48, 48), (0, 0, 255, 255)), "ICO", sizes=[(16, 16), (48, 48)]),
+        "sixteen-bit.png": _encoded(Image.fromarray(gradient), "PNG"),
+        "float.tiff": _encoded(Image.fromarray(np.full((32, 32), 0.75, dtype=np.float32)), "TIFF"),
+    }
+
+
+# What the page must say about a conversion it made (the pixel values are checked in test_inspect_images.py).
+NOTES = {"rgb-96.png": "96x96", "rgba.png": "white", "cmyk.jpg": "CMYK", "animated.gif": "frames",
+         "icon.ico": "sizes", "grey.png": "50x30"}
+
+
+def test_every_kind_of_upload_gets_a_prediction_and_the_regulator_maps(inspect_root):
+    at = _open_inspect("shipped/regnet")
+    at.radio(key="inspect_source_shipped/regnet").set_value("Upload").run()
+    assert any("Upload an image" in i.value for i in at.info)
+    for name, data in _uploads().items():
+        at.file_uploader(key="inspect_upload").set_value((name, data, "application/octet-stream")).run()
+        assert not at.exception, (name, [e.value for e in at.exception])
+        assert not at.error, (name, [e.value for e in at.error])
+        assert [s.value for s in at.subheader][:3] == ["Inside the regulator, step by step", "Gates", "Attribution"]
+        probabilities = at.dataframe[0].value["probability"]
+        assert len(probabilities) == 5 and abs(sum(probabilities) - 1) < 0.1, name
+        states = json.loads(at.get("plotly_chart")[0].proto.spec)
+        assert sum(t["type"] == "heatmap" for t in states["data"]) == 9, name
+        notes = " ".join(c.value for c in at.caption)
+        assert NOTES.get(name, "") in notes, (name, notes)
+
+
+@pytest.mark.parametrize("data, words", [
+    (b"", "empty"),
+    (b"name,value\n1,2\n", "not an image"),
+    (_encoded(Image.new("RGB", (64, 64), (1, 2, 3)), "PNG")[:90], "damaged"),
+    (_png_header(30_000, 30_000), "megapixels"),
+])
+def test_a_bad_upload_is_one_sentence_and_the_other_tab_still_works(inspect_root, data, words):
+    at = _open_inspect("shipped/regnet")
+    at.radio(key="inspect_source_shipped/regnet").set_value("Upload").run()
+    at.file_uploader(key="inspect_upload").set_value(("upload.png", data, "image/png")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(at.error) == 1 and words in at.error[0].value, [e.value for e in at.error]
+    assert "Inside the regulator, step by step" not in [s.value for s in at.subheader]
+    at.toggle(key="inspect_split_shipped/regnet").set_value(True).run()  # the Whole split tab is not blocked
+    assert not at.exception and [m.label for m in at.metric][:2] == ["Top-1", "Macro-F1"]
+
+
+@pytest.fixture
+def shipped_only(tmp_path, monkeypatch):
+    """A fresh clone as a newcomer has it: the repository's shipped checkpoints, no runs, no data sets."""
+    monkeypatch.setenv("REGNET_RUNS_ROOT", str(tmp_path / "runs"))
+    monkeypatch.delenv("REGNET_CHECKPOINTS_ROOT", raising=False)
+    monkeypatch.chdir(tmp_path)  # the configs' relative data roots point at nothing here
+    return tmp_path
+
+
+def test_inspect_opens_on_the_best_shipped_model_of_the_embedded_data_set(shipped_only):
+    at = AppTest.from_file(str(APP), default_timeout=240)
+    at.run()
+    at.switch_page("views/inspect.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox(key="inspect_run").value == "shipped/shapes-regnet20"
+    assert at.dataframe[0].value["class"][0] == "circle"  # the first validation image, predicted right
+
+
+def test_shipped_cifar_checkpoints_offer_their_sample_images_and_analyse_them(shipped_only):
+    at = AppTest.from_file(str(APP), default_timeout=240)
+    at.run()
+    at.switch_page("views/inspect.py").run()
+    at.selectbox(key="inspect_run").set_value("shipped/cifar10-regnet20").run()
+    assert not at.exception and not at.warning, [w.value for w in at.warning]
+    assert any("shipped sample of 200 validation images" in c.value for c in at.caption)
+    at.selectbox(key="inspect_class").set_value("ship").run()
+    assert at.number_input(key="inspect_index").label == "Image (20 match)"
+    at.toggle(key="inspect_split_shipped/cifar10-regnet20").set_value(True).run()
+    assert not at.exception, [e.value for e in at.exception]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Top-1"] == "82.00%"  # the shipped regnet20 on its 200 samples (83.38% on all 5,000)
+    assert any("not on the whole split" in c.value for c in at.caption)
+
+
+def test_a_checkpoint_whose_model_entry_is_not_weights_is_one_sentence(inspect_root):
+    torch.save({"model": [1, 2, 3], "config": {}}, inspect_root / "checkpoints" / "regnet" / "checkpoints" / "best.pt")
+    at = AppTest.from_file(str(APP), default_timeout=240)
+    at.run()
+    at.switch_page("views/inspect.py").run()
+    at.selectbox(key="inspect_run").set_value("shipped/regnet").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(at.error) == 1 and "not a dict of named weight tensors" in at.error[0].value
+
+
+def test_each_attribution_is_computed_once_and_only_for_the_methods_turned_on(inspect_root, monkeypatch):
+    from dashboard import lab
+
+    calls = []
+    real = lab.ri.attribute
+    monkeypatch.setattr(lab.ri, "attribute", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    at = _open_inspect("shipped/regnet")
+    assert sorted(calls) == ["gradcam", "integrated_gradients"]
+    at.selectbox(key="inspect_gate").set_value("f").run()
+    at.selectbox(key="inspect_field").set_value("cell").run()
+    assert len(calls) == 2  # changes that do not concern attributions reuse them
+    at.selectbox(key="inspect_target").set_value(4).run()
+    at.selectbox(key="inspect_target").set_value(None).run()
+    assert len(calls) == 4  # a new target computes again, going back does not
+    at.slider(key="inspect_ig_steps").set_value(16).run()
+    assert calls[4:] == ["integrated_gradients"]  # a setting recomputes only the method that reads it
+
+
+def test_method_settings_signed_maps_and_downloads(inspect_root):
+    at = _open_inspect("shipped/regnet")
+    at.multiselect(key="inspect_methods").set_value(["integrated_gradients", "occlusion"]).run()
+    at.radio(key="inspect_sign").set_value("signed").run()
+    at.selectbox(key="inspect_baseline").set_value("noise").run()
+    at.slider(key="inspect_occ_window").set_value(8).run()
+    at.slider(key="inspect_occ_stride").set_value(8).run()
+    assert not at.exception, [e.value for e in at.exception]
+    figure = json.loads(at.get("plotly_chart")[-1].proto.spec)
+    heat = [t for t in figure["data"] if t["type"] == "heatmap"]
+    assert len(heat) == 2 and all(t["zmin"] == -t["zmax"] for t in heat)
+    assert len({t["colorbar"]["x"] for t in heat}) == 2
+    occlusion = _array(heat[1]["z"])
+    assert len(np.unique(occlusion.round(6))) <= 16  # 8x8 windows at stride 8: a 4x4 grid of patches
+    names = [b.proto.file_name if hasattr(b.proto, "file_name") else b.proto.label for b in at.get("download_button")]
+    assert len(names) == 4
+
+
+def test_channel_bound_follows_the_chosen_stage_and_the_gallery_names_the_truth(inspect_root):
+    at = _open_inspect("shipped/regnet")
+    at.selectbox(key="inspect_mode").set_value("channel").run()
+    at.selectbox(key="inspect_stage").set_value(2).run()
+    assert at.number_input(key="inspect_number").max == 63
+    at.number_input(key="inspect_number").set_value(60).run()
+    at.selectbox(key="inspect_stage").set_value(0).run()
+    assert at.number_input(key="inspect_number").max == 15 and at.number_input(key="inspect_number").value == 15
+    assert not at.exception
+    at.toggle(key="inspect_split_shipped/regnet").set_value(True).run()
+    at.selectbox(key="inspect_gallery_verdict").set_value("wrong").run()
+    gallery = json.loads(at.get("plotly_chart")[-4].proto.spec)  # gallery, read-out, redundancy, ablation
+    titles = [a["text"] for a in gallery["layout"]["annotations"]]
+    assert titles and all(" · true " in t for t in titles)

@@ -156,3 +156,56 @@ def test_split_analyses_are_cached_and_a_corrupt_cache_is_recomputed(tmp_path):
     (tmp_path / f"split-{key}.pt").write_bytes(b"garbage")
     assert ri.cached(tmp_path, "split", key, compute)["accuracy"] == 0.5 and len(calls) == 2
     assert ri.cache_key("ckpt", "val", 1) != ri.cache_key("ckpt", "val", 2)
+
+
+def test_split_figures_come_from_the_engines_torchmetrics_code_on_a_split_with_a_missing_class():
+    from regnet.train.metrics import ClassificationMeter
+
+    torch.manual_seed(0)
+    model = build_model("resnet20", num_classes=4).eval()
+    xs = torch.randn(24, 3, 32, 32)
+    ys = torch.tensor([0, 1, 3] * 8)  # class 2 never occurs
+    result = ri.analyze_split(model, [(xs[:12], ys[:12]), (xs[12:], ys[12:])], list("abcd"))
+    meter = ClassificationMeter(4)
+    with torch.no_grad():
+        meter.update(model(xs), ys, torch.zeros(()))
+    engine = meter.compute()
+    assert result["macro_f1"] == pytest.approx(engine["macro_f1"], abs=1e-6)
+    assert result["confusion_matrix"].tolist() == engine["confusion_matrix"]
+    hand = sum(r["f1"] for r in result["per_class"]) / 4  # the old hand formula counts the absent class as 0
+    assert result["per_class"][2]["support"] == 0 and (result["macro_f1"] > hand or result["macro_f1"] == hand == 0)
+
+
+def test_progress_is_reported_by_the_split_analysis_and_the_quality_scores(trained, val_batch):
+    xs, ys, masks = val_batch
+    seen = []
+    ri.analyze_split(trained, [(xs[:5], ys[:5]), (xs[5:9], ys[5:9])], [str(c) for c in range(10)],
+                     progress=seen.append)
+    assert seen == [5, 9]
+    reports = []
+    ri.attribution_quality(trained, xs[:9], masks[:9], ys[:9], ["saliency", "gradcam"],
+                           ri.MethodSettings(layer="stage 3 block 3 output"), progress=lambda d, t: reports.append((d, t)))
+    assert reports == [(8, 18), (9, 18), (17, 18), (18, 18)]
+
+
+def test_baselines_are_built_in_pixel_space():
+    mean, std = (0.5, 0.4, 0.3), (0.25, 0.2, 0.1)
+    x = torch.randn(1, 3, 16, 16)
+    black = ri.make_baseline(x, "black", mean, std)
+    assert torch.allclose(black[0, :, 0, 0], torch.tensor([-2.0, -2.0, -3.0]))
+    blurred = ri.make_baseline(x, "blurred", mean, std)
+    assert blurred.shape == x.shape and blurred.std() < x.std()
+    noise = ri.make_baseline(x, "noise", mean, std)
+    pixels = noise * torch.tensor(std).view(1, 3, 1, 1) + torch.tensor(mean).view(1, 3, 1, 1)
+    assert 0 <= pixels.min() and pixels.max() <= 1 and torch.equal(noise, ri.make_baseline(x, "noise", mean, std))
+    with pytest.raises(ValueError, match="choose one of black, blurred, noise"):
+        ri.make_baseline(x, "grey", mean, std)
+
+
+def test_signed_maps_keep_the_sign_and_importance_is_their_magnitude(trained, val_batch):
+    xs, _, _ = val_batch
+    a = ri.attribute(trained, xs[:1], "integrated_gradients", settings=ri.MethodSettings(steps=8))
+    assert (a.map < 0).any() and (a.map > 0).any()
+    assert torch.allclose(a.importance(), a.raw.abs().sum(0))
+    cam = ri.attribute(trained, xs[:1], "gradcam", settings=ri.MethodSettings(layer="stage 3 block 3 output"))
+    assert torch.equal(cam.importance(), cam.map.clamp(min=0))
