@@ -1,4 +1,4 @@
-"""How fast the regulator lab answers: states and gates of one image, Integrated Gradients, split analyses.
+"""How fast the regulator lab answers: states and gates of one image, attributions, split analyses, the page.
 
 For regnet20 (the shipped CIFAR-10 checkpoint when present, else fresh
 weights; the timings do not depend on the weights):
@@ -10,17 +10,24 @@ weights; the timings do not depend on the weights):
   gate's, the gates along depth) with the dashboard's own
   ``dashboard.inspect_charts`` builders when present, else one ``go.Heatmap``
   per stage and step; goal under 0.3 s;
-* Integrated Gradients with 32 steps (``regnet.inspect.attribute``); goal under 2 s;
+* each attribution method on one image at the page's defaults, by process CPU time: Integrated
+  Gradients, Saliency, SmoothGrad and Grad-CAM under 1 s, Occlusion (32x32, batched) under 3 s;
 * every split-level analysis (``analyze_split``) on 10,000 images of the
   ``shapes`` validation split, batches of 250 as the dashboard loads them;
-  goal under 2 minutes, then under 1 s from the disk cache (``regnet.inspect.cached``).
+  goal under 2 minutes, then under 1 s from the disk cache (``regnet.inspect.cached``);
+* the Inspect page itself, driven through AppTest in fresh processes with one torch thread, each change
+  timed from the widget change to idle by the process's CPU time (``bench/_inspect_page.py``): first
+  open under 5 s, every change about one image under 1 s, Occlusion under 3 s, attribution quality
+  under 30 s.
 
     python bench/inspection.py [--quick]
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -41,7 +48,7 @@ NAME = "inspection"
 CHECKPOINT = REPO / "checkpoints" / "cifar10-regnet20"
 SPLIT_IMAGES = 10_000
 SPLIT_BATCH = 250  # as the dashboard's split analysis loads them
-MAPS_GOAL_S, IG_GOAL_S, SPLIT_GOAL_S, CACHED_GOAL_S = 0.3, 2.0, 120.0, 1.0
+MAPS_GOAL_S, METHOD_GOAL_S, OCCLUSION_GOAL_S, SPLIT_GOAL_S, CACHED_GOAL_S = 0.3, 1.0, 3.0, 120.0, 1.0
 
 
 def load_model() -> tuple[torch.nn.Module, str]:
@@ -105,18 +112,30 @@ def timed_parts(fn, repeats: int) -> tuple[float, dict[str, float]]:
     return first, {k: sorted(r[k] for r in runs)[len(runs) // 2] for k in runs[0]}
 
 
-def timed(fn, repeats: int) -> tuple[float, float]:
-    """(first call, median of the next ``repeats``) in seconds: the first includes lazy set-up."""
-    start = time.perf_counter()
-    fn()
-    first = time.perf_counter() - start
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    times.sort()
-    return first, times[len(times) // 2]
+def method_rows(model, x) -> list[dict]:
+    """Each attribution method's first computation on one image at the page's defaults, by process CPU time."""
+    layers = list(ri.attribution_layers(model))
+    settings = ri.MethodSettings(layer=next(n for n in reversed(layers) if "regulator" in n))
+    baseline = ri.make_baseline(x, "black", (0.5,) * 3, (0.25,) * 3)
+    rows = []
+    for method in ri.METHODS:
+        start = time.process_time()
+        ri.attribute(model, x, method, settings=settings, baseline=baseline)
+        seconds = time.process_time() - start
+        target = OCCLUSION_GOAL_S if method == "occlusion" else METHOD_GOAL_S
+        rows.append(goal(f"{ri.METHOD_LABELS[method]} (1 image, defaults)", seconds, target, "s CPU", False))
+    return rows
+
+
+def page_rows() -> list[dict]:
+    """The page's latencies from ``bench/_inspect_page.py``, each in a fresh process (cold, then warm),
+    with one torch thread so that CPU seconds are not inflated by threads waiting on each other."""
+    rows = []
+    for mode in ("cold", "warm"):
+        done = subprocess.run([sys.executable, str(REPO / "bench" / "_inspect_page.py"), mode, "1"],
+                              capture_output=True, text=True, cwd=REPO, check=True)
+        rows += json.loads(done.stdout.strip().splitlines()[-1])
+    return rows
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -138,7 +157,8 @@ def main(argv: list[str] | None = None) -> dict:
     repeats = 3 if args.quick else 7
     maps_first, parts = timed_parts(lambda: states_and_maps(model, x, builders), repeats)
     maps_s = parts["total"]
-    ig_first, ig_s = timed(lambda: ri.attribute(model, x, "integrated_gradients", settings=ri.MethodSettings(steps=32)), 1 if args.quick else 3)
+    method_goals = method_rows(model, x)
+    page = page_rows()
     loader = DataLoader(splits.val, batch_size=SPLIT_BATCH)
     with tempfile.TemporaryDirectory(prefix="regnet-bench-cache.") as cache:
         key = ri.cache_key(source, "shapes-val", len(splits.val))
@@ -155,19 +175,20 @@ def main(argv: list[str] | None = None) -> dict:
     rows = [
         {"task": "states, gates and their maps, one image", "seconds": maps_s, "first_s": maps_first},
         *({"task": f"  of which {k}", "seconds": v} for k, v in parts.items() if k != "total"),
-        {"task": "Integrated Gradients, 32 steps", "seconds": ig_s, "first_s": ig_first},
         {"task": f"analyze_split on {result['num_images']:,} images", "seconds": split_s, "first_s": split_s},
         {"task": "analyze_split again, from the cache", "seconds": cached_s, "first_s": cached_s},
     ]
     summary = [
         goal("record states + state_grid + gate_profile + heat maps (1 image)", maps_s, MAPS_GOAL_S, "s", False,
              note=f"median of {repeats}; first call {maps_first:.2f} s"),
-        goal("Integrated Gradients, 32 steps (1 image)", ig_s, IG_GOAL_S, "s", False,
-             note=f"first call {ig_first:.2f} s"),
+        *method_goals,
         goal(f"split analyses on {result['num_images']:,} images", split_s, split_goal, "s", False,
              note=f"{result['num_images'] / split_s:.0f} img/s, intact + ablated passes{scaled}"),
         goal("split analyses from the cache", cached_s, CACHED_GOAL_S, "s", False),
+        *(goal(f"page: {r['task']}", r["cpu_s"], r["goal_s"], "s CPU", False, note=f"{r['wall_s']:.2f} s wall")
+          for r in page if r["goal_s"] is not None),
     ]
+    rows += [{"task": f"page: {r['task']} (CPU s)", "seconds": r["cpu_s"], "first_s": r["wall_s"]} for r in page]
     env["load_average_after"] = load_average()
     payload = {"name": NAME, "quick": args.quick, "environment": env, "model": source, "figures": builders[2],
                "summary": summary, "rows": rows}
