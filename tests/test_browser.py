@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from PIL import Image
 
 from bench._browser import CHROMIUM, chromium, dashboard, points, wait_for
 from test_dashboard_fixtures import fake_training_process, write_run, write_shipped_run
@@ -260,3 +261,28 @@ def test_inspect_page_draws_the_regulator_heat_maps(page, server):
     # Streamlit scrolls its main section, not the document: a tall window puts the maps in the picture.
     page.set_viewport_size({"width": 1400, "height": 3400})
     assert shot(page, server, "inspect").stat().st_size > 0
+
+
+def test_an_uploaded_png_gets_a_prediction_and_the_regulator_maps(page, server):
+    image = server.tmp / "upload.png"
+    Image.new("RGB", (96, 64), (40, 160, 90)).save(image)
+    page.goto(f"{server.url}/inspect")
+    page.get_by_role("heading", name="Inspect", exact=True).wait_for()
+    page.locator('[data-testid="stSelectbox"]').filter(has_text="Run or shipped checkpoint").click()
+    page.get_by_role("option", name=INSPECT_RUN, exact=True).click()
+    page.get_by_text("Upload", exact=True).click()
+    page.get_by_text("Upload an image to see").wait_for()
+    page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(image))
+    page.get_by_text("Resized from 96x64").wait_for()
+    wait_for(lambda: {"inspect_states", "inspect_gate_maps", "inspect_attr"} <= set(page.evaluate(HEATMAPS_JS)),
+             120, "the regulator and attribution maps of the upload")
+    settle(page)
+    assert page.locator('[data-testid="stException"]').count() == 0
+    assert page.locator('[data-testid="stAlertContentError"]').count() == 0
+    heatmaps = page.evaluate(HEATMAPS_JS)
+    assert heatmaps["inspect_states"] == 9 and heatmaps["inspect_attr"] >= 2, heatmaps
+    table = cells(page)  # class, probability: the five most probable classes of the upload
+    probabilities = [float(p) for p in table[1:10:2]]
+    assert len(table) == 10 and all(0 <= p <= 1 for p in probabilities), table
+    assert probabilities == sorted(probabilities, reverse=True)
+    shot(page, server, "inspect-upload")
