@@ -186,6 +186,7 @@ def gallery_figure(images: Sequence[np.ndarray], titles: Sequence[str], correct:
         fig.add_annotation(text=title, showarrow=False, font=dict(color="#2B8A3E" if ok else "#C92A2A", size=11),
                            xref=f"x{k + 1 if k else ''} domain", yref=f"y{k + 1 if k else ''} domain",
                            x=0.5, y=1.18)
-    fig.update_xaxes(showticklabels=False).update_yaxes(showticklabels=False)
+    bare = dict(showticklabels=False, ticks="", showgrid=False, zeroline=False)
+    fig.update_xaxes(**bare).update_yaxes(**bare)
     fig.update_layout(height=150 * rows + 20, margin=dict(l=5, r=5, t=30, b=5))
     return fig

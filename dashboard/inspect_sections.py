@@ -24,6 +24,7 @@ FIELD_LABELS = {"input": "input I (the block's X2)", "hidden": "hidden state H",
                 "output": "block output O"}
 GATE_LABELS = {"i": "input gate i", "f": "forget gate f", "o": "output gate o", "g": "candidate g",
                "z": "update gate z", "r": "reset gate r", "candidate": "candidate"}
+PREDICTED = -1  # the target-class choice that follows the image's prediction (None would read as "no choice")
 QUALITY_LABELS = {"method": "method", "pointing_game": "pointing game", "mass_on_object": "mass on object"}
 
 
@@ -259,12 +260,12 @@ def show_attributions(subject: Subject, picked: Picked, predicted: int) -> None:
     a1, a2, a3, a4 = st.columns([3, 2, 2, 2])
     methods = a1.multiselect("Methods", list(ri.METHODS), default=["integrated_gradients", "gradcam"],
                              format_func=ri.METHOD_LABELS.get, key="inspect_methods")
-    choice = a2.selectbox("Target class", [None, *range(len(names))], key="inspect_target",
-                          format_func=lambda c: f"the prediction ({names[predicted]})" if c is None else names[c])
-    target = predicted if choice is None else choice
+    choice = a2.selectbox("Target class", [PREDICTED, *range(len(names))], key="inspect_target",
+                          format_func=lambda c: f"the prediction ({names[predicted]})" if c == PREDICTED else names[c])
+    target = predicted if choice == PREDICTED else choice
     signed = a3.radio("Map", ["absolute", "signed"], horizontal=True, key="inspect_sign",
                       help="Signed: red is evidence for the class, blue against it.") == "signed"
-    shared = a4.checkbox("One colour scale for all methods", False, key="inspect_attr_shared")
+    shared = a4.checkbox("One scale for all maps", False, key="inspect_attr_shared")
     settings, baseline = _method_settings(subject, list(ri.attribution_layers(subject.model)))
     _, _, mean, std = subject.input_spec
     maps = {}
@@ -302,7 +303,8 @@ def _split_metrics(analysis: dict, images: lab.LabImages) -> None:
     k2.metric("Macro-F1", f"{analysis['macro_f1']:.3f}")
     if analysis.get("ablation"):
         drop = analysis["accuracy"] - analysis["ablation"]["accuracy"]
-        k3.metric("Top-1 without the regulator", f"{analysis['ablation']['accuracy']:.2%}", f"{-drop:.2%}")
+        k3.metric("Top-1 without the regulator", f"{analysis['ablation']['accuracy']:.2%}",
+                  f"{-drop * 100:.1f} points")
     if images.sample:
         st.caption(f"Figures on {images.description}, not on the whole split: expect a few points of noise.")
     st.plotly_chart(charts.confusion_figure(analysis["confusion_matrix"], images.info.class_names),

@@ -285,7 +285,7 @@ def test_each_attribution_is_computed_once_and_only_for_the_methods_turned_on(in
     at.selectbox(key="inspect_field").set_value("cell").run()
     assert len(calls) == 2  # changes that do not concern attributions reuse them
     at.selectbox(key="inspect_target").set_value(4).run()
-    at.selectbox(key="inspect_target").set_value(None).run()
+    at.selectbox(key="inspect_target").set_value(-1).run()  # back to "the prediction"
     assert len(calls) == 4  # a new target computes again, going back does not
     at.slider(key="inspect_ig_steps").set_value(16).run()
     assert calls[4:] == ["integrated_gradients"]  # a setting recomputes only the method that reads it
