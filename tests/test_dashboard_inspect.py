@@ -323,3 +323,17 @@ def test_channel_bound_follows_the_chosen_stage_and_the_gallery_names_the_truth(
     gallery = json.loads(at.get("plotly_chart")[-4].proto.spec)  # gallery, read-out, redundancy, ablation
     titles = [a["text"] for a in gallery["layout"]["annotations"]]
     assert titles and all(" · true " in t for t in titles)
+
+
+def test_the_default_run_is_the_chosen_one_else_the_best_shipped_embedded_model():
+    from dashboard.inspect_sections import default_run
+    from dashboard.runs import RunInfo
+
+    def run(key, source, dataset, best):
+        return RunInfo(key=key, path=Path(key), source=source, state="finished", dataset=dataset, best_value=best)
+
+    runs = [run("new-cifar", "run", "cifar10", 0.9), run("shipped/a", "shipped", "shapes", 0.5),
+            run("shipped/b", "shipped", "shapes", 0.98), run("mine", "run", "shapes", 0.99)]
+    assert default_run(runs, ["mine"]) == "mine"
+    assert default_run(runs, []) == "shipped/b"
+    assert default_run(runs[:1], []) == "new-cifar"

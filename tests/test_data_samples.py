@@ -22,19 +22,12 @@ from regnet.train.checkpoint import save_checkpoint
 from regnet.train.config import Config, config_to_dict, save_config
 from regnet.train.runs import load_run_config
 
+from test_data import data_one_thread  # noqa: F401  (the same autouse one-thread fixture)
+
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("cat", "dog", "fox")
 PER_CLASS = 3
 CREDIT = "Fixture images, drawn at random for this test."
-
-
-@pytest.fixture(autouse=True)
-def data_one_thread():
-    """Other test suites share the two cores; one thread keeps these tests fast and predictable."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _write_tree(root: Path, per_class: int = 12) -> None:
@@ -233,3 +226,15 @@ def test_the_shipped_cifar_checkpoints_carry_200_labelled_validation_images(name
                                                                                     config.data.split_seed)
     assert manifest["source"]["split_size"] == 5000 and "Krizhevsky" in manifest["credit"]
     assert sum(p.stat().st_size for p in (folder / SAMPLES_DIR).rglob("*") if p.is_file()) < 1_000_000
+
+
+def test_inspect_uses_the_whole_split_when_the_data_is_there_and_the_sample_when_it_is_not(run, tmp_path):
+    from dashboard import lab
+
+    _ship(run)
+    root = load_run_config(run).data.root
+    whole = lab.images_of(str(run), root)
+    assert not whole.sample and len(whole.val) == len(_real_splits(run).val)
+    missing = lab.images_of(str(run), str(tmp_path / "nowhere"))
+    assert missing.sample and len(missing.val) == PER_CLASS * len(CLASSES)
+    assert "shipped sample of 9 validation images" in missing.description
