@@ -113,7 +113,8 @@ def attribution_figure(image: np.ndarray, maps: Mapping[str, np.ndarray], signed
                                                tickfont=dict(size=9), exponentformat="power"),
                                  hovertemplate="x=%{x} y=%{y}: %{z:.3g}<extra>" + label + "</extra>"),
                       row=1, col=col)
-    fig.update_xaxes(showticklabels=False).update_yaxes(showticklabels=False, autorange="reversed")
+    fig.update_xaxes(showticklabels=False, ticks="", showgrid=False, zeroline=False)
+    fig.update_yaxes(showticklabels=False, ticks="", showgrid=False, zeroline=False, autorange="reversed")
     fig.update_layout(height=300, margin=dict(l=10, r=40, t=40, b=10))
     return fig
 

@@ -261,7 +261,7 @@ def show_attributions(subject: Subject, picked: Picked, predicted: int) -> None:
     methods = a1.multiselect("Methods", list(ri.METHODS), default=["integrated_gradients", "gradcam"],
                              format_func=ri.METHOD_LABELS.get, key="inspect_methods")
     choice = a2.selectbox("Target class", [PREDICTED, *range(len(names))], key="inspect_target",
-                          format_func=lambda c: f"the prediction ({names[predicted]})" if c == PREDICTED else names[c])
+                          format_func=lambda c: "the prediction" if c == PREDICTED else names[c])
     target = predicted if choice == PREDICTED else choice
     signed = a3.radio("Map", ["absolute", "signed"], horizontal=True, key="inspect_sign",
                       help="Signed: red is evidence for the class, blue against it.") == "signed"
@@ -279,6 +279,7 @@ def show_attributions(subject: Subject, picked: Picked, predicted: int) -> None:
             st.info(f"{label} found no evidence for '{names[target]}': its map is all zero.")
     if maps:
         st.plotly_chart(charts.attribution_figure(picked.rgb(), maps, signed, shared), key="inspect_attr")
+        st.caption(f"Evidence for '{names[target]}'" + (" (the prediction)." if target == predicted else "."))
         _map_downloads(maps, signed)
 
 
