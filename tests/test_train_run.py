@@ -32,7 +32,7 @@ torch.set_num_threads(1)  # two busy cores: threads only fight each other
 REPO = Path(__file__).resolve().parent.parent
 STATUS_KEYS = {"state", "pid", "run_id", "model", "dataset", "epoch", "epochs", "step", "steps_per_epoch",
                "started_at", "updated_at", "finished_at", "elapsed_s", "best_metric", "best_value", "best_epoch",
-               "images_per_s", "params", "macs", "error"}
+               "images_per_s", "params", "macs", "error", "pid_start", "host"}
 STEP_KEYS = {"kind", "epoch", "step", "time", "train_loss", "lr", "images_per_s"}
 EPOCH_KEYS = {"kind", "epoch", "step", "time", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5",
               "val_macro_f1", "lr", "epoch_time_s", "images_per_s"}

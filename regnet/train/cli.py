@@ -117,7 +117,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print()
     print(format_confusion(result["confusion_matrix"], result["class_names"]))
     if args.json:
-        from .runfolder import atomic_write_json
+        from regnet.runs import atomic_write_json
 
         atomic_write_json(args.json, result)
         print(f"written to {args.json}")
