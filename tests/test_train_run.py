@@ -236,7 +236,7 @@ def test_stop_file_ends_the_run_cleanly(tmp_path):
 
 
 def test_sigterm_stops_a_subprocess_with_exit_code_0(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # regnet is installed (pip install -e .): no path tricks
     process = subprocess.Popen(
         [sys.executable, "-m", "regnet", "train", "--model", "mnist_cnn", "--dataset", "shapes", "--epochs", "100",
          "--batch-size", "30", "--runs-root", str(tmp_path), "--run-id", "term", "--set", "data.size=200",
