@@ -48,7 +48,8 @@ def check_run_id(run_id: str) -> str:
 def new_run_id(model: str, dataset: str, now: float | None = None, suffix: str = "") -> str:
     """``<timestamp>-<model>-<dataset>[-<suffix>]``: sorts by start time, says what ran, and follows the rule."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
-    safe = "-".join(re.sub(r"[^A-Za-z0-9._-]", "-", str(part))[:40] for part in (model, dataset, suffix) if part)
+    safe = "-".join(re.sub(r"\.{2,}", ".", re.sub(r"[^A-Za-z0-9._-]", "-", str(part)))[:40]
+                    for part in (model, dataset, suffix) if part)
     return check_run_id(f"{stamp}-{safe}")
 
 

@@ -43,8 +43,11 @@ def read_regular(path: str | Path, offset: int = 0, cap: int = SMALL_FILE_CAP) -
     except OSError as error:
         raise DamagedFile(f"{path} cannot be opened ({error.strerror or error}).") from None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise DamagedFile(f"{path} is not a regular file (a pipe, a device or a folder); remove it.")
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise DamagedFile(f"{path} is a folder, not a file; remove it.")
+        if not stat.S_ISREG(mode):
+            raise DamagedFile(f"{path} is not a regular file (a pipe or a device); remove it.")
         os.lseek(fd, offset, os.SEEK_SET)
         chunks, left = [], cap
         while left > 0:
