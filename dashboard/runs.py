@@ -295,7 +295,7 @@ def read_run(run_dir: Path, key: str, source: str = "run", launch: dict | None =
     return None if info is None else _settle(info, launch)
 
 
-def _stamp(path: Path) -> tuple | None:
+def _stamp(path: str) -> tuple | None:
     try:
         stat = os.stat(path)
     except OSError:
@@ -317,10 +317,11 @@ class RunIndex:
         self._lock = threading.Lock()
 
     def run(self, run_dir: Path, key: str, source: str, launch: dict | None) -> RunInfo | None:
-        status_stamp = _stamp(run_dir / STATUS)
-        signature = (status_stamp, None if status_stamp else _stamp(run_dir / CONFIG),
+        folder = os.fspath(run_dir)
+        status_stamp = _stamp(os.path.join(folder, STATUS))
+        signature = (status_stamp, None if status_stamp else _stamp(os.path.join(folder, CONFIG)),
                      None if launch is None else id(launch))
-        cache_key = f"{source}:{run_dir}"
+        cache_key = f"{source}:{folder}"
         with self._lock:
             cached = self._rows.get(cache_key)
         if cached is None or cached[0] != signature:

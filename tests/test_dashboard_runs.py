@@ -147,3 +147,21 @@ def test_compare_table_and_curves_csv(tmp_path):
     assert set(long["run"]) == {"a", "b"}
     assert len(long[(long["run"] == "a") & (long["metric"] == "val_top1")]) == 3
     assert len(long[(long["run"] == "a") & (long["metric"] == "train_loss")]) == 12 + 3
+
+
+def test_the_listing_rereads_a_folder_only_when_its_status_changed(tmp_path, monkeypatch):
+    import dashboard.runs as runs_module
+
+    for index in range(30):
+        write_run(tmp_path, f"run-{index:02d}", started_at=1_700_000_000.0 + index)
+    index = runs_module.RunIndex()
+    reads = []
+    real = runs_module._read_recorded
+    monkeypatch.setattr(runs_module, "_read_recorded", lambda *args: reads.append(args[1]) or real(*args))
+    assert len(discover_runs(tmp_path, index=index)) == 30 and len(reads) == 30
+    reads.clear()
+    assert len(discover_runs(tmp_path, index=index)) == 30 and reads == []
+    status = json.loads((tmp_path / "run-07" / "status.json").read_text())
+    (tmp_path / "run-07" / "status.json").write_text(json.dumps({**status, "epoch": 3, "state": "finished"}))
+    listed = {run.key: run for run in discover_runs(tmp_path, index=index)}
+    assert reads == ["run-07"] and listed["run-07"].epoch == 3

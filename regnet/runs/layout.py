@@ -108,14 +108,12 @@ def scan_runs(root: str | Path) -> tuple[list[Path], list[Path]]:
     except NotADirectoryError:
         raise ValueError(f"Runs folder {root} is not a folder; pass --runs-root or run folders.") from None
     runs, refused = [], []
+    exists, join = os.path.exists, os.path.join  # plain strings: pathlib costs more than the stat on 10,000 runs
     for entry in entries:
         if not is_run_id(entry.name):
             continue
-        path = Path(entry.path)
-        if entry.is_symlink():
-            if not is_inside(root, path):
-                refused.append(path)
-                continue
-        if entry.is_dir() and ((path / STATUS).exists() or (path / CONFIG).exists()):
-            runs.append(path)
+        if entry.is_symlink() and not is_inside(root, entry.path):
+            refused.append(Path(entry.path))
+        elif entry.is_dir() and (exists(join(entry.path, STATUS)) or exists(join(entry.path, CONFIG))):
+            runs.append(Path(entry.path))
     return runs, refused
