@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -118,3 +119,35 @@ def test_a_kill_after_a_timed_mid_epoch_checkpoint_loses_only_the_steps_after_it
     assert (saved["epoch"], saved["epoch_step"], saved["step"]) == (0, 1, 1)
     train(resume=run_dir, progress=False)
     assert_consistent(run_dir, reference_dir)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_to_the_whole_process_group_stops_cleanly_with_loader_workers(tmp_path, sig):
+    """Ctrl-C in a terminal (or kill -- -PGID) reaches the DataLoader workers too; they leave it to the trainer."""
+    # 90 steps an epoch, so the signal lands while the workers are serving one
+    config = tiny_config(tmp_path, "group", "data.workers=2", "data.size=2000", "train.epochs=20", "train.log_every=1")
+    config_file = tmp_path / "group.yaml"
+    config_file.write_text(dump_config(config))
+    process = subprocess.Popen([sys.executable, "-m", "regnet", "train", "--config", str(config_file)],
+                               env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    run_dir = tmp_path / "group"
+    try:
+        while process.poll() is None:  # until the workers have served a few steps
+            try:
+                if read_status(run_dir).get("step", 0) >= 3:
+                    break
+            except ValueError:
+                pass
+            time.sleep(0.05)
+        os.killpg(process.pid, sig)
+        out, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 0, err
+    status = read_status(run_dir)
+    assert status["state"] == "stopped" and status["error"] is None, status
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] == status["step"]

@@ -17,7 +17,6 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard import ui
 from dashboard.runs import discover_runs
-from regnet.train import cli
 from regnet.train.runs import list_runs
 from test_damaged_runs import damaged_runs_root, run_cli
 from test_dashboard_fixtures import write_run

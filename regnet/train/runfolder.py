@@ -20,6 +20,7 @@ from regnet.runs import (ARTIFACTS, CHECKPOINTS, CONFIG, LOG, METRICS, STATUS, S
 
 CREATING = ".creating-"  # a run folder being assembled: ".<run_id>.creating-<pid>" in the runs root
 
+# read_metrics and read_status are the contract's readers, importable from here as they always were.
 __all__ = ["RunFolder", "create_run_folder", "read_metrics", "read_status"]
 
 
