@@ -154,7 +154,9 @@ def test_load_run_model_reads_runs_and_shipped_checkpoints(trained_run, tmp_path
 
 
 def test_a_shipped_run_carries_the_weights_and_scores_of_its_final_evaluation(trained_run, tmp_path):
-    from bench.ship_checkpoint import from_run
+    from bench_scripts import load_bench
+
+    from_run = load_bench("ship_checkpoint").from_run
 
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
