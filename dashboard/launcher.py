@@ -24,7 +24,7 @@ import yaml
 from dashboard.runs import RunInfo
 from regnet.runs import (LAUNCHES, STOP, atomic_write_json, atomic_write_text, new_run_id as contract_run_id,
                          process_alive, process_start, read_yaml_mapping, run_dir_in)
-from regnet.train.config import OPTIMIZERS, SCHEDULES, Config, config_to_dict
+from regnet.train.config import OPTIMIZERS, SCHEDULES, Config, config_to_dict  # noqa: F401 (the form's choices)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIGS_DIR = REPO_ROOT / "configs"
@@ -32,7 +32,6 @@ STOP_GRACE_S = 30.0
 
 # The engine's own defaults (regnet.train.config); the New-run form starts from them or from a ready config.
 DEFAULT_CONFIG = config_to_dict(Config())
-FORM_CHOICES = (OPTIMIZERS, SCHEDULES)  # the New-run form's choices: the config's own, never a copy
 
 # Popen objects of the runs this server started, so finished children are reaped instead of lingering
 # as zombies (which would look alive to ``process_alive``'s kill(pid, 0)).

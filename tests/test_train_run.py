@@ -342,6 +342,18 @@ def test_a_checkpoint_of_another_model_or_a_truncated_file_is_one_sentence(train
     assert code == 2 and "is not a run folder" in err
 
 
+def test_eval_and_compare_report_a_run_whose_process_is_gone_as_died(trained_run, tmp_path, capsys):
+    killed = tmp_path / "killed"
+    shutil.copytree(trained_run, killed)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    status = json.loads((killed / "status.json").read_text())
+    (killed / "status.json").write_text(json.dumps({**status, "state": "running", "pid": gone.pid}))
+    code, out, _ = run_cli(["eval", str(killed)], capsys)
+    assert code == 0 and out.startswith(f"{killed} (died): best.pt")
+    assert compare_runs([killed])[0]["state"] == "died"
+
+
 def test_compare_lists_runs_with_params_and_metrics(trained_run, capsys):
     rows = compare_runs([trained_run])
     assert rows[0]["params"] == 269_722 and rows[0]["final_val_top1"] == epoch_lines(trained_run)[-1]["val_top1"]

@@ -110,7 +110,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .runs import evaluate_run
 
     result = evaluate_run(args.run_dir, args.split, args.which, data_root=args.data_root, device=args.device)
-    print(f"{args.run_dir}: {args.which}.pt (epoch {result['epoch']}) on {args.split}, {result['count']} images")
+    state = _reported_state(args.run_dir)
+    print(f"{args.run_dir}{f' ({state})' if state else ''}: {args.which}.pt (epoch {result['epoch']}) on "
+          f"{args.split}, {result['count']} images")
     print(f"loss {result['loss']:.4f}  top-1 {result['top1']:.4f}  top-5 {result['top5']:.4f}  "
           f"macro-F1 {result['macro_f1']:.4f}")
     print()
@@ -123,6 +125,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
         atomic_write_json(args.json, result)
         print(f"written to {args.json}")
     return 0
+
+
+def _reported_state(run_dir: Path) -> str | None:
+    """The run's state as every reader reports it (``died`` if its process is gone); None without a status."""
+    from regnet.runs import read_status, reported_state
+
+    try:
+        return reported_state(read_status(run_dir))
+    except ValueError:
+        return None
 
 
 # ---- sanity -----------------------------------------------------------------------------------------------------
