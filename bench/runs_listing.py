@@ -106,7 +106,8 @@ def main(argv: list[str] | None = None) -> dict:
     finally:
         shutil.rmtree(root.parent, ignore_errors=True)
     by_step = {row["step"]: row for row in rows}
-    first, again = by_step["first scan (discover_runs, empty index)"], by_step["Runs page, rendered again (median of 3)"]
+    first = by_step["first scan (discover_runs, empty index)"]
+    again = by_step["Runs page, rendered again (median of 3)"]
     summary = [
         goal(f"first scan of {count:,} runs (CPU)", first["cpu_s"], 5.0, "s", higher_is_better=False,
              note=f"wall {first['wall_s']:.2f} s"),

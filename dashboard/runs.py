@@ -1,4 +1,4 @@
-"""What the dashboard's pages show about runs: run rows, live metric tails, tables. The run folder itself is regnet.runs.
+"""What the dashboard's pages show about runs: run rows, live metric tails, tables (the folder itself: regnet.runs).
 
 A run folder (docs/run-folder.md) is written by ``python -m regnet train`` whoever started it, and read here
 only through the contract (``regnet.runs``): its file names, its run-id rule, its tolerant readers, its
@@ -23,8 +23,8 @@ from typing import Iterable, Sequence
 import pandas as pd
 
 from regnet.runs import (ACTIVE_STATES as CONTRACT_ACTIVE, CONFIG, LAUNCHES, LOG, METRICS, STATUS, STOP, best_of,
-                         owner_alive, read_config_dict, read_metrics_since, read_regular, read_status, reported_state,
-                         scan_runs, tail_text)
+                         is_run_id, owner_alive, read_config_dict, read_metrics_since, read_regular, read_status,
+                         reported_state, scan_runs, tail_text)
 
 # Contract states plus "starting" (launched, nothing written yet); "died", "refused" and "unknown" are not active.
 ACTIVE_STATES = ("starting", *CONTRACT_ACTIVE)
@@ -222,8 +222,9 @@ def _read_recorded(run_dir: Path, key: str, source: str, launch: dict | None) ->
         if config is None and problem is None and launch is None:
             return None
         sections = config or {}
-        info.model = _text((sections.get("model") or {}).get("name")) if isinstance(sections.get("model"), dict) else None
-        info.dataset = _text((sections.get("data") or {}).get("name")) if isinstance(sections.get("data"), dict) else None
+        model, data = sections.get("model"), sections.get("data")
+        info.model = _text(model.get("name")) if isinstance(model, dict) else None
+        info.dataset = _text(data.get("name")) if isinstance(data, dict) else None
     else:
         _fill_from_status(info, status)
     if launch is not None:
@@ -340,7 +341,7 @@ class RunIndex:
                 data = json.loads(read_regular(record).decode("utf-8"))
             except (OSError, ValueError):  # missing, damaged, not UTF-8, not a regular file
                 data = None
-            cached = (signature, data if isinstance(data, dict) and isinstance(data.get("run_id"), str) else None)
+            cached = (signature, data if isinstance(data, dict) and is_run_id(data.get("run_id")) else None)
             with self._lock:
                 self._launches[str(record)] = cached
         return cached[1]

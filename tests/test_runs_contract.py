@@ -51,8 +51,9 @@ def _umask() -> int:
 def test_a_kill_mid_write_leaves_the_old_file_and_a_temp_that_the_owner_removes(tmp_path):
     target = tmp_path / "status.json"
     target.write_text('{"state": "old"}')
-    code = subprocess.run([sys.executable, "-c", "import regnet.runs as r, sys; r.atomic_write_text(sys.argv[1], 'new')",
-                           str(target)], env={**os.environ, "REGNET_KILL_AT_WRITE": "1"}).returncode
+    write = "import regnet.runs as r, sys; r.atomic_write_text(sys.argv[1], 'new')"
+    env = {**os.environ, "REGNET_KILL_AT_WRITE": "1"}
+    code = subprocess.run([sys.executable, "-c", write, str(target)], env=env).returncode
     assert code == -9 and target.read_text() == '{"state": "old"}'
     [temp] = [p for p in tmp_path.iterdir() if p.name != "status.json"]
     assert temp.name.startswith(".status.json.") and temp.name.endswith(".tmp")

@@ -33,6 +33,7 @@ def runs_overview() -> None:
 
 
 runs_overview()
-chosen = ui.run_picker([run for run in runs if not run.refused], "Selected runs (for Live, Compare and Inspect)", key="runs")
+chosen = ui.run_picker([run for run in runs if not run.refused], "Selected runs (for Live, Compare and Inspect)",
+                       key="runs")
 if chosen:
     st.caption(f"{len(chosen)} selected. Open **Live** for their curves or **Compare** to overlay them.")

@@ -1,4 +1,4 @@
-"""The run-folder contract (docs/run-folder.md): the one module the engine writes through and every reader reads through.
+"""The run-folder contract (docs/run-folder.md): what the engine writes through and every reader reads through.
 
 - ``layout``: the file names, the run-id rule, the checkpoint a reader loads, the runs-root containment check.
 - ``atomic``: the one atomic write (temp file in the same folder, fsync of file and folder).

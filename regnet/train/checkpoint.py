@@ -1,4 +1,4 @@
-"""Checkpoints: written with the run-folder contract's atomic write, read with ``weights_only=True``, and every failure told in one sentence.
+"""Checkpoints: written with the contract's atomic write, read with ``weights_only=True``, failures in one sentence.
 
 A checkpoint holds plain types and tensors only (the config as a dict, RNG
 states as tensors and lists), so ``torch.load(weights_only=True)`` reads it and

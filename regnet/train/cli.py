@@ -283,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     dashboard = sub.add_parser("dashboard", help="serve the dashboard on this machine only (http://localhost:PORT)")
     dashboard.add_argument("--port", type=int, default=8501)
-    dashboard.add_argument("--runs-root", metavar="DIR", help="runs folder to open (default runs, or $REGNET_RUNS_ROOT)")
+    dashboard.add_argument("--runs-root", metavar="DIR", help="runs folder to open (default runs or $REGNET_RUNS_ROOT)")
     dashboard.set_defaults(func=cmd_dashboard)
     return parser
 

@@ -560,7 +560,8 @@ def _save(run: Run, which: str, running_s: float = 0.0) -> None:
         "model": run.raw_model.state_dict(), "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
         **st.to_checkpoint(running_s),
-        "rng": {**capture_rng(), "data_order": {"seed": t.seed + st.epoch, "position": st.epoch_step * run.local_batch}},
+        "rng": {**capture_rng(),
+                "data_order": {"seed": t.seed + st.epoch, "position": st.epoch_step * run.local_batch}},
         "config": config_to_dict(run.config),
     }, run.folder.checkpoint(which))
     run.last_saved = time.monotonic()

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Callable
 
 from regnet.runs import (ARTIFACTS, CHECKPOINTS, CONFIG, LOG, METRICS, STATUS, STOP, atomic_write_json,
-                         atomic_write_text, check_run_id, checkpoint_file, new_run_id, process_alive, read_all_metrics, read_metrics,
-                         read_status, remove_stale_temps)
+                         atomic_write_text, check_run_id, checkpoint_file, new_run_id, process_alive, read_all_metrics,
+                         read_metrics, read_status, remove_stale_temps)
 
 CREATING = ".creating-"  # a run folder being assembled: ".<run_id>.creating-<pid>" in the runs root
 
@@ -66,7 +66,8 @@ def _remove_abandoned(root: Path) -> None:
     """Run folders whose creator was killed while assembling them (their pid is gone)."""
     for entry in os.scandir(root):
         name, _, pid = entry.name.rpartition(CREATING)
-        if name.startswith(".") and pid.isdigit() and not process_alive(int(pid)) and entry.is_dir(follow_symlinks=False):
+        abandoned = name.startswith(".") and pid.isdigit() and not process_alive(int(pid))
+        if abandoned and entry.is_dir(follow_symlinks=False):
             shutil.rmtree(entry.path, ignore_errors=True)
 
 
@@ -108,7 +109,7 @@ class RunFolder:
             f.flush()
 
     def truncate_metrics(self, after_step: int) -> None:
-        """Drop lines logged after the checkpoint a resumed run restarts from (and damaged lines), so no step repeats."""
+        """Drop lines logged after the checkpoint a resumed run restarts from (and damaged ones): no step repeats."""
         if not os.path.lexists(self.metrics_path):
             return
         metrics = read_all_metrics(self.path)
