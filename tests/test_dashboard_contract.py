@@ -144,3 +144,30 @@ def test_streamlit_run_from_another_folder_serves_localhost_only(tmp_path):
         server.terminate()
         output, _ = server.communicate(timeout=30)
     assert "Network URL" not in output and "External URL" not in output
+
+
+def test_regnet_dashboard_runs_the_installed_app_with_its_own_settings(tmp_path, monkeypatch, capsys):
+    import subprocess as subprocess_module
+
+    calls = []
+    monkeypatch.setattr(subprocess_module, "call", lambda command, env: calls.append((command, env)) or 0)
+    monkeypatch.chdir(tmp_path)  # any folder
+    code, _, _ = run_cli(["dashboard", "--port", "8600", "--runs-root", "my-runs"], capsys)
+    [(command, env)] = calls
+    assert code == 0 and command[1:4] == ["-m", "streamlit", "run"] and Path(command[4]) == APP
+    assert command[5:] == ["--server.port", "8600"] and env["REGNET_RUNS_ROOT"] == str(tmp_path / "my-runs")
+
+
+def test_the_package_declares_its_dependencies_and_ships_the_dashboard_with_its_server_settings():
+    import tomllib
+
+    repo = APP.parent.parent
+    project = tomllib.loads((repo / "pyproject.toml").read_text())
+    names = {requirement.split(">")[0].split("=")[0].strip() for requirement in project["project"]["dependencies"]}
+    assert {"torch", "torchvision", "numpy", "streamlit", "pyyaml", "pandas", "plotly"} <= names
+    setuptools = project["tool"]["setuptools"]
+    assert "dashboard*" in setuptools["packages"]["find"]["include"]
+    assert {"views/*.py", ".streamlit/config.toml"} <= set(setuptools["package-data"]["dashboard"])
+    settings = tomllib.loads((APP.parent / ".streamlit" / "config.toml").read_text())
+    assert settings["server"]["address"] == "localhost" and settings["browser"]["gatherUsageStats"] is False
+    assert not (repo / ".streamlit" / "config.toml").exists()  # one copy, beside app.py, read whatever the working folder
