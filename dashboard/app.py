@@ -1,4 +1,4 @@
-"""RegNet Lab dashboard: ``streamlit run dashboard/app.py``.
+"""RegNet Lab dashboard: ``streamlit run dashboard/app.py`` (from any folder) or ``regnet dashboard``.
 
 The entry point is the frame around every page (title, sidebar with the runs folder) and the router
 (``st.navigation``); each page is one file under dashboard/views/ and stays thin, calling the plain modules
@@ -7,23 +7,20 @@ dashboard/runs.py, charts.py and launcher.py.
 The page folder is deliberately not called ``pages/``: with a ``pages/`` folder next to the entry point,
 a freshly started server runs a page opened by URL (a bookmark, a refresh of /live) in Streamlit's legacy
 pages-directory mode, alone, without this file, until some session has called ``st.navigation``.
+
+The server settings (localhost only, no usage statistics) are in dashboard/.streamlit/config.toml, which
+Streamlit reads beside the entry point whatever the working folder; ``dashboard`` and ``regnet`` are
+imported as installed packages (``pip install -e .``).
 """
 import importlib
-import sys
 import threading
-from pathlib import Path
 
-# `streamlit run dashboard/app.py` puts dashboard/ on sys.path, not the repository: add it so that
-# `dashboard.*` and `regnet` import the same way in the app, the tests and a fresh checkout.
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+import streamlit as st
 
-import streamlit as st  # noqa: E402
-
-from dashboard import ui  # noqa: E402
+from dashboard import ui
 
 st.set_page_config(page_title="RegNet Lab", page_icon=":material/hub:", layout="wide")
+ui.refuse_remote_client()
 
 PAGES = [
     st.Page("views/runs.py", title="Runs", icon=":material/table_rows:", default=True),
@@ -33,7 +30,6 @@ PAGES = [
     st.Page("views/data.py", title="Data", icon=":material/image:", url_path="data"),
     st.Page("views/inspect.py", title="Inspect", icon=":material/biotech:", url_path="inspect"),
 ]
-
 
 
 @st.cache_resource

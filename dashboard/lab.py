@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from regnet import inspect as ri
+from regnet import runs
 from regnet.data import SAMPLES_DIR, DataError, DatasetInfo, check_data_available, has_samples, load_sample_split
 from regnet.train.build import load_data
 from regnet.train.runs import load_run_config, load_run_model
@@ -47,12 +48,12 @@ class LabImages:
 
 
 def checkpoint_path(run_dir: Path) -> Path | None:
-    """best.pt if present, else last.pt, else None (a run that has not finished an epoch)."""
-    for name in ("best", "last"):
-        path = run_dir / "checkpoints" / f"{name}.pt"
-        if path.is_file():
-            return path
-    return None
+    """The contract's checkpoint to inspect (best.pt, else last.pt); None for a run without one, and for one
+    whose checkpoint resolves outside its folder (refused, so never loaded)."""
+    try:
+        return runs.checkpoint_path(run_dir)
+    except runs.RefusedPath:
+        return None
 
 
 def cache_folder(runs_root: Path) -> Path:

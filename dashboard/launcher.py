@@ -9,7 +9,6 @@ the grace period.
 from __future__ import annotations
 
 import copy
-import json
 import os
 import secrets
 import signal
@@ -22,27 +21,17 @@ from typing import Sequence
 
 import yaml
 
-from dashboard.runs import LAUNCH_DIR, STOP_FILE, RunInfo, process_alive, resolve_under
+from dashboard.runs import RunInfo
+from regnet.runs import (LAUNCHES, STOP, atomic_write_json, atomic_write_text, new_run_id as contract_run_id,
+                         process_alive, process_start, read_yaml_mapping, run_dir_in)
+from regnet.train.config import OPTIMIZERS, SCHEDULES, Config, config_to_dict  # noqa: F401 (the form's choices)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIGS_DIR = REPO_ROOT / "configs"
 STOP_GRACE_S = 30.0
 
-# The contract's config (docs/run-folder.md, "Config"); the New-run form starts from it or from a ready config.
-DEFAULT_CONFIG = {
-    "model": {"name": "regnet20", "options": {"cell": "lstm", "gates": "efficient", "se": False}},
-    "data": {"name": "shapes", "root": "data", "val_ratio": 0.1, "split_seed": 0, "augment": True,
-             "color_jitter": False, "workers": 2, "size": None},
-    "optim": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": False, "weight_decay": 0.0001,
-              "betas": [0.9, 0.999]},
-    "schedule": {"name": "multistep", "milestones": [0.5, 0.75], "gamma": 0.1, "warmup_epochs": 0},
-    "train": {"epochs": 10, "batch_size": 128, "device": "auto", "seed": 0, "amp": False, "channels_last": False,
-              "grad_clip": None, "label_smoothing": 0.0, "early_stop_metric": "val_top1",
-              "early_stop_patience": None, "log_every": 20},
-    "run": {"runs_root": "runs", "run_id": None},
-}
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("multistep", "cosine", "warmup_cosine", "onecycle", "constant")
+# The engine's own defaults (regnet.train.config); the New-run form starts from them or from a ready config.
+DEFAULT_CONFIG = config_to_dict(Config())
 
 # Popen objects of the runs this server started, so finished children are reaped instead of lingering
 # as zombies (which would look alive to ``process_alive``'s kill(pid, 0)).
@@ -77,11 +66,9 @@ def ready_configs(configs_dir: Path = CONFIGS_DIR) -> dict[str, Path]:
 def load_ready_config(path: Path) -> dict:
     """A ready config merged over the defaults; ValueError with one sentence when it is not readable."""
     try:
-        data = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as error:
-        raise ValueError(f"Config {Path(path).name} could not be read ({type(error).__name__}); fix or remove it.")
-    if not isinstance(data, dict):
-        raise ValueError(f"Config {Path(path).name} is not a YAML mapping; fix or remove it.")
+        data = read_yaml_mapping(path)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"Config {Path(path).name} could not be read ({error}); fix or remove it.") from None
     config = merge_config(DEFAULT_CONFIG, data)
     # Options belong to a model: the default model's (cell, gates) must not leak into, say, resnet20.
     config["model"]["options"] = dict((data.get("model") or {}).get("options") or {})
@@ -89,10 +76,8 @@ def load_ready_config(path: Path) -> dict:
 
 
 def new_run_id(model: str, dataset: str) -> str:
-    """A sortable, unique, path-safe run id: time, model, data set and a random suffix."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    safe = lambda text: "".join(c if c.isalnum() or c in "._-" else "-" for c in str(text))[:40]
-    return f"{stamp}-{safe(model)}-{safe(dataset)}-{secrets.token_hex(2)}"
+    """The contract's run id (time, model, data set) with a random suffix, so two launches never collide."""
+    return contract_run_id(model, dataset, suffix=secrets.token_hex(2))
 
 
 def build_command(config_path: Path, runs_root: Path, run_id: str) -> list[str]:
@@ -110,29 +95,25 @@ def start_run(config: dict, runs_root: Path, run_id: str | None = None) -> Launc
     """
     runs_root = Path(runs_root).resolve()
     run_id = run_id or new_run_id(config["model"]["name"], config["data"]["name"])
-    run_dir = resolve_under(runs_root, run_id)
-    if run_dir.exists():
+    run_dir = run_dir_in(runs_root, run_id)
+    if os.path.lexists(run_dir):
         raise ValueError(f"Run {run_id!r} already exists in {runs_root}; choose another run id.")
-    launches = runs_root / LAUNCH_DIR
+    launches = runs_root / LAUNCHES
     launches.mkdir(parents=True, exist_ok=True)
     config = merge_config(config, {"run": {"runs_root": str(runs_root), "run_id": run_id}})
     config_path = launches / f"{run_id}.yaml"
-    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    atomic_write_text(config_path, yaml.safe_dump(config, sort_keys=False))
     log_path = launches / f"{run_id}.log"
     command = build_command(config_path, runs_root, run_id)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
-    env["PYTHONUNBUFFERED"] = "1"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(log_path, "ab") as log:
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                    start_new_session=True, env=env, close_fds=True)
     _CHILDREN[process.pid] = process
-    record = {"run_id": run_id, "pid": process.pid, "started_at": time.time(), "command": command,
-              "log": str(log_path), "config": str(config_path), "model": config["model"]["name"],
+    record = {"run_id": run_id, "pid": process.pid, "pid_start": process_start(process.pid), "started_at": time.time(),
+              "command": command, "log": str(log_path), "config": str(config_path), "model": config["model"]["name"],
               "dataset": config["data"]["name"]}
-    temporary = launches / f".{run_id}.json.tmp"
-    temporary.write_text(json.dumps(record, indent=1))
-    os.replace(temporary, launches / f"{run_id}.json")
+    atomic_write_json(launches / f"{run_id}.json", record)
     return Launch(run_id, process.pid, run_dir, log_path, command)
 
 
@@ -145,7 +126,7 @@ def reap() -> None:
 
 def request_stop(run_dir: Path) -> None:
     """Ask a run to stop cleanly: create its STOP file (its mtime is the time of the first request)."""
-    stop = Path(run_dir) / STOP_FILE
+    stop = Path(run_dir) / STOP
     if not stop.exists():
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         stop.touch()
@@ -171,7 +152,8 @@ def enforce_stops(runs: Sequence[RunInfo], grace_s: float = STOP_GRACE_S, now: f
     now = time.time() if now is None else now
     killed = []
     for run in runs:
-        if run.source != "run" or run.stop_requested_at is None or not run.active or not process_alive(run.pid):
+        if run.source != "run" or run.stop_requested_at is None or not run.active or not process_alive(
+                run.pid, run.owner.get("pid_start")):
             continue
         waited = now - run.stop_requested_at
         if waited >= grace_s:

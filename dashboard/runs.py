@@ -1,36 +1,34 @@
-"""Finding and reading run folders: the only way the dashboard learns about training.
+"""What the dashboard's pages show about runs: run rows, live metric tails, tables (the folder itself: regnet.runs).
 
-A run folder (see docs/run-folder.md) is written by ``python -m regnet train`` whoever started it, so everything
-here reads from disk and keeps nothing that a browser refresh or a server restart could lose. Reading
-is forgiving on purpose: a half-written last line, a corrupt line, a missing status.json or a dead
-process become facts on the page, never exceptions.
+A run folder (docs/run-folder.md) is written by ``python -m regnet train`` whoever started it, and read here
+only through the contract (``regnet.runs``): its file names, its run-id rule, its tolerant readers, its
+liveness check and its definition of best. This module keeps what is shaped for pages: a row per run
+(``RunInfo``), a listing that re-reads a folder only when its status changed (so 10,000 runs list in a
+fraction of a second once scanned), per-file metric tails, and the tables. Nothing here keeps state that a
+browser refresh or a server restart could lose; damaged files become facts on the page, never exceptions.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
-import re
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from stat import S_ISREG
 from typing import Iterable, Sequence
 
 import pandas as pd
-import yaml
 
-STATUS_FILE = "status.json"
-CONFIG_FILE = "config.yaml"
-METRICS_FILE = "metrics.jsonl"
-LOG_FILE = "train.log"
-STOP_FILE = "STOP"
-# The launcher keeps its own records (command, pid, stdout/stderr log) here, outside the run folder the
-# engine creates, so a run that dies before it writes anything still shows up with its error.
-LAUNCH_DIR = ".launches"
+from regnet.runs import (ACTIVE_STATES as CONTRACT_ACTIVE, CONFIG, LAUNCHES, LOG, METRICS, STATUS, STOP, best_of,
+                         is_run_id, owner_alive, read_config_dict, read_metrics_since, read_regular, read_status,
+                         reported_state, scan_runs, tail_text)
 
-ACTIVE_STATES = ("starting", "queued", "running")
-RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# Contract states plus "starting" (launched, nothing written yet); "died", "refused" and "unknown" are not active.
+ACTIVE_STATES = ("starting", *CONTRACT_ACTIVE)
+REFUSED = "refused"
 SHIPPED_PREFIX = "shipped/"
 
 # Metrics logged on every step line: dense, so they are smoothed and read from step lines when present.
@@ -39,131 +37,23 @@ EPOCH_METRICS = ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5",
                  "epoch_time_s", "images_per_s")
 
 
-# --------------------------------------------------------------------------------------------- run ids
-
-def validate_run_id(run_id: str) -> str:
-    """Return ``run_id`` if it is a plain folder name; a browser-supplied id must never name a path."""
-    if not isinstance(run_id, str) or not RUN_ID_PATTERN.match(run_id) or ".." in run_id:
-        raise ValueError(f"{run_id!r} is not a valid run id; use letters, digits, '.', '_' and '-' only.")
-    return run_id
-
-
-def resolve_under(root: Path, name: str) -> Path:
-    """``root/name`` after checking that it stays inside ``root`` (symlinks resolved)."""
-    validate_run_id(name)
-    base = Path(root).resolve()
-    path = (base / name).resolve()
-    if path.parent != base:
-        raise ValueError(f"Run {name!r} points outside {base}; pick a run listed on the Runs page.")
-    return path
-
-
-# --------------------------------------------------------------------------------------------- processes
-
-def process_alive(pid: int | None) -> bool:
-    """Whether ``pid`` is a live (not zombie) process that looks like ours.
-
-    A pid from an old status.json may have been reused by an unrelated program, so on Linux the command
-    line must mention ``regnet``.
-    """
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # alive, owned by someone else
-    proc = Path(f"/proc/{pid}")
-    if not proc.exists():
-        return True  # no /proc (not Linux): os.kill is all we can know
-    try:
-        stat = (proc / "stat").read_text()
-        if stat[stat.rindex(")") + 2] in "ZX":
-            return False
-        return b"regnet" in (proc / "cmdline").read_bytes()
-    except (OSError, ValueError, IndexError):
-        return False
-
-
-# --------------------------------------------------------------------------------------------- reading files
-
-def read_json(path: Path) -> tuple[dict | None, str | None]:
-    """(object, None) or (None, one sentence saying what is wrong with the file)."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        return None, f"{Path(path).name} is missing."
-    except (OSError, ValueError) as error:
-        return None, f"{Path(path).name} could not be read ({type(error).__name__})."
-    if not isinstance(data, dict):
-        return None, f"{Path(path).name} does not hold a JSON object."
-    return data, None
-
-
-def read_config(run_dir: Path) -> dict | None:
-    """The run's config.yaml as a dict, or None when it is missing or not valid YAML."""
-    try:
-        data = yaml.safe_load((Path(run_dir) / CONFIG_FILE).read_text())
-    except (OSError, yaml.YAMLError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def tail_text(path: Path, max_lines: int = 40, max_bytes: int = 32_000) -> str:
-    """The last lines of a text file (a log), or '' when there is none."""
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - max_bytes))
-            data = handle.read()
-    except OSError:
-        return ""
-    lines = data.decode("utf-8", errors="replace").splitlines()
-    return "\n".join(lines[-max_lines:])
-
-
 # --------------------------------------------------------------------------------------------- metrics.jsonl
-
-def read_new_metrics(path: Path, offset: int, *, bad_lines: list | None = None) -> tuple[list[dict], int]:
-    """Rows appended to metrics.jsonl since byte ``offset``, and the offset to read from next time.
-
-    Only complete lines (ending in a newline) are consumed: the trainer may be half-way through writing
-    the last one, which is read again, whole, next time. Complete lines that are not a JSON object are
-    skipped; when ``bad_lines`` is given each skipped line's text is appended to it so the page can say
-    how many there were.
-    """
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(offset)
-            data = handle.read()
-    except (FileNotFoundError, NotADirectoryError):
-        return [], offset
-    end = data.rfind(b"\n")
-    if end < 0:
-        return [], offset
-    rows = []
-    for raw in data[: end + 1].splitlines():
-        if not raw.strip():
-            continue
-        try:
-            row = json.loads(raw)
-        except ValueError:
-            row = None
-        if isinstance(row, dict):
-            rows.append(row)
-        elif bad_lines is not None:
-            bad_lines.append(raw.decode("utf-8", errors="replace")[:200])
-    return rows, offset + end + 1
-
 
 @dataclass
 class _Tail:
     offset: int = 0
     rows: list = field(default_factory=list)
-    corrupt: int = 0
+    damaged: int = 0
     identity: tuple = ()
+
+
+@dataclass
+class MetricsRead:
+    """All rows of a metrics file so far, the damaged lines skipped, and why the file cannot be read (if so)."""
+
+    rows: list
+    damaged: int = 0
+    problem: str | None = None
 
 
 class MetricsTail:
@@ -178,30 +68,29 @@ class MetricsTail:
         self._tails: dict[str, _Tail] = {}
         self._lock = threading.Lock()
 
-    def read(self, path: Path) -> tuple[list[dict], int]:
-        """(all rows so far, number of corrupt lines skipped) for the metrics file at ``path``."""
-        key = str(Path(path).resolve())
+    def read(self, path: Path) -> MetricsRead:
+        key = os.path.abspath(path)
         with self._lock:
             tail = self._tails.setdefault(key, _Tail())
             try:
                 stat = os.stat(key)
             except OSError:
                 self._tails[key] = _Tail()
-                return [], 0
+                return MetricsRead([])
             if (tail.identity and tail.identity != (stat.st_ino,)) or stat.st_size < tail.offset:
                 tail = self._tails[key] = _Tail()
             tail.identity = (stat.st_ino,)
-            if stat.st_size > tail.offset:
-                bad: list = []
-                rows, tail.offset = read_new_metrics(Path(key), tail.offset, bad_lines=bad)
-                tail.rows.extend(rows)
-                tail.corrupt += len(bad)
-            return list(tail.rows), tail.corrupt
+            problem = None
+            if stat.st_size > tail.offset or not S_ISREG(stat.st_mode):  # a folder or device: say why, read nothing
+                chunk = read_metrics_since(key, tail.offset)
+                tail.rows.extend(chunk.rows)
+                tail.offset, tail.damaged, problem = chunk.offset, tail.damaged + chunk.damaged, chunk.problem
+            return MetricsRead(list(tail.rows), tail.damaged, problem)
 
     def offset(self, path: Path) -> int:
         """Bytes consumed so far for ``path`` (0 when never read)."""
         with self._lock:
-            tail = self._tails.get(str(Path(path).resolve()))
+            tail = self._tails.get(os.path.abspath(path))
             return tail.offset if tail else 0
 
 
@@ -253,12 +142,12 @@ def ema(values: Iterable[float], weight: float) -> list[float]:
 
 @dataclass
 class RunInfo:
-    """One row of the Runs page: what status.json (or the launch record) says, with a derived state."""
+    """One row of the Runs page: what status.json (or the launch record) says, with the state readers report."""
 
     key: str  # what the pages select by: the run id, or "shipped/<name>"
     path: Path
     source: str  # "run" | "shipped"
-    state: str  # contract states plus "starting" (launched, nothing written yet) and "unknown"
+    state: str  # contract states, "died", plus "starting" (launched, nothing written yet), "refused", "unknown"
     model: str | None = None
     dataset: str | None = None
     epoch: int | None = None
@@ -276,6 +165,7 @@ class RunInfo:
     macs: int | None = None
     error: str | None = None
     pid: int | None = None
+    owner: dict = field(default_factory=dict)  # pid, pid_start, host: whom to ask whether it still runs
     stop_requested_at: float | None = None
     problem: str | None = None  # something wrong with the folder itself (e.g. corrupt status.json)
     log_path: Path | None = None
@@ -285,56 +175,66 @@ class RunInfo:
         return self.state in ACTIVE_STATES
 
     @property
+    def refused(self) -> bool:
+        return self.state == REFUSED
+
+    @property
     def metrics_path(self) -> Path:
-        return self.path / METRICS_FILE
+        return self.path / METRICS
 
 
 def _number(value, kind=float):
-    try:
-        return None if value is None else kind(value)
-    except (TypeError, ValueError):
+    if isinstance(value, bool):
         return None
+    try:
+        number = None if value is None else kind(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if number is None or math.isfinite(number) else None
+
+
+def _text(value) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _stop_time(run_dir: Path) -> float | None:
     try:
-        return (run_dir / STOP_FILE).stat().st_mtime
+        return (run_dir / STOP).stat().st_mtime
     except OSError:
         return None
 
 
-def read_run(run_dir: Path, key: str, source: str = "run", launch: dict | None = None) -> RunInfo | None:
-    """A RunInfo for ``run_dir``; None when the folder holds nothing a run writes."""
-    run_dir = Path(run_dir)
-    has_files = any((run_dir / name).exists() for name in (STATUS_FILE, CONFIG_FILE, METRICS_FILE))
-    if not has_files and launch is None:
-        return None
-    status, problem = read_json(run_dir / STATUS_FILE)
-    config = read_config(run_dir) or {}
-    info = RunInfo(key=key, path=run_dir, source=source, state="unknown", problem=problem if has_files else None,
-                   log_path=run_dir / LOG_FILE, stop_requested_at=_stop_time(run_dir))
-    info.model = (config.get("model") or {}).get("name") if isinstance(config.get("model"), dict) else None
-    info.dataset = (config.get("data") or {}).get("name") if isinstance(config.get("data"), dict) else None
-    if status is not None:
-        info.state = str(status.get("state") or "unknown")
-        info.model = status.get("model") or info.model
-        info.dataset = status.get("dataset") or info.dataset
-        for name, kind in (("epoch", int), ("epochs", int), ("step", int), ("steps_per_epoch", int),
-                           ("best_epoch", int), ("params", int), ("macs", int), ("pid", int),
-                           ("started_at", float), ("updated_at", float), ("elapsed_s", float),
-                           ("best_value", float), ("images_per_s", float)):
-            setattr(info, name, _number(status.get(name), kind))
-        info.best_metric = status.get("best_metric")
-        info.error = status.get("error")
+def _read_recorded(run_dir: Path, key: str, source: str, launch: dict | None) -> RunInfo | None:
+    """A RunInfo with what the files say, before asking whether its process lives; None if nothing is there."""
+    status, problem = None, None
+    try:
+        status = read_status(run_dir)
+    except FileNotFoundError:
+        pass
+    except ValueError as error:
+        problem = str(error) if os.path.lexists(run_dir / STATUS) else None
+    info = RunInfo(key=key, path=run_dir, source=source, state="unknown", problem=problem, log_path=run_dir / LOG)
+    if status is None:
+        try:
+            config = read_config_dict(run_dir)
+        except ValueError:
+            config = None
+        if config is None and problem is None and launch is None:
+            return None
+        sections = config or {}
+        model, data = sections.get("model"), sections.get("data")
+        info.model = _text(model.get("name")) if isinstance(model, dict) else None
+        info.dataset = _text(data.get("name")) if isinstance(data, dict) else None
+    else:
+        _fill_from_status(info, status)
     if launch is not None:
         info.pid = info.pid or _number(launch.get("pid"), int)
+        info.owner = info.owner or {"pid": info.pid, "pid_start": launch.get("pid_start")}
         info.started_at = info.started_at or _number(launch.get("started_at"), float)
-        info.model = info.model or launch.get("model")
-        info.dataset = info.dataset or launch.get("dataset")
+        info.model = info.model or _text(launch.get("model"))
+        info.dataset = info.dataset or _text(launch.get("dataset"))
         if status is None:
             info.state, info.problem = "starting", None
-    if source == "run" and info.state in ACTIVE_STATES and not process_alive(info.pid):
-        _settle_dead_run(info, launch)
     if info.started_at is None:
         try:
             info.started_at = run_dir.stat().st_mtime
@@ -343,54 +243,160 @@ def read_run(run_dir: Path, key: str, source: str = "run", launch: dict | None =
     return info
 
 
-def _settle_dead_run(info: RunInfo, launch: dict | None) -> None:
-    """A run whose status still says it is active but whose process is gone: say what happened."""
-    log = Path(launch["log"]) if launch and launch.get("log") else None
-    if info.stop_requested_at is not None:
-        info.state = "stopped"
-        return
-    info.state = "failed"
+def _fill_from_status(info: RunInfo, status: dict) -> None:
+    info.state = _text(status.get("state")) or "unknown"
+    info.model = _text(status.get("model"))
+    info.dataset = _text(status.get("dataset"))
+    for name, kind in (("epoch", int), ("epochs", int), ("step", int), ("steps_per_epoch", int), ("params", int),
+                       ("macs", int), ("pid", int), ("started_at", float), ("updated_at", float),
+                       ("elapsed_s", float), ("images_per_s", float)):
+        setattr(info, name, _number(status.get(name), kind))
+    best = best_of(status)
+    info.best_metric, info.best_value, info.best_epoch = best.metric, best.value, best.epoch
+    info.error = _text(status.get("error"))
+    info.owner = {k: status.get(k) for k in ("pid", "pid_start", "host")}
+    if not info.model or not info.dataset:
+        try:
+            config = read_config_dict(info.path)
+        except ValueError:
+            return
+        for attr, section in (("model", "model"), ("dataset", "data")):
+            if not getattr(info, attr) and isinstance(config.get(section), dict):
+                setattr(info, attr, _text(config[section].get("name")))
+
+
+def _settle(info: RunInfo, launch: dict | None) -> RunInfo:
+    """The state to show now: an active run whose process is gone has died (or, never started, failed)."""
+    if info.source != "run" or not info.active:
+        return info
+    info = dataclasses.replace(info, stop_requested_at=_stop_time(info.path))
+    state = "starting" if owner_alive(info.owner) else "failed"
+    if info.state != "starting":
+        state = reported_state({**info.owner, "state": info.state})
+    if state == info.state:
+        return info
+    log = Path(launch["log"]) if launch and isinstance(launch.get("log"), str) else None
     last_line = next((line for line in reversed(tail_text(log).splitlines()) if line.strip()), "") if log else ""
     pid = f" (pid {info.pid})" if info.pid else ""
-    info.error = info.error or last_line or f"Its process{pid} ended without writing a final status; see train.log."
-    if log is not None and not (info.path / LOG_FILE).exists():
+    asked = " after it was asked to stop" if info.stop_requested_at is not None else ""
+    if state == "failed":
+        info.error = last_line or f"Its process{pid} ended before it wrote a status."
+    else:
+        info.error = info.error or (f"Its process{pid} ended{asked} without writing a final status; continue it "
+                                    f"with python -m regnet train --resume {info.path}.")
+    info.state = state
+    if log is not None and not (info.path / LOG).exists():
         info.log_path = log
+    return info
 
 
-def read_launches(runs_root: Path) -> dict[str, dict]:
+def read_run(run_dir: Path, key: str, source: str = "run", launch: dict | None = None) -> RunInfo | None:
+    """A RunInfo for ``run_dir`` as it is now; None when the folder holds nothing a run writes."""
+    info = _read_recorded(Path(run_dir), key, source, launch)
+    return None if info is None else _settle(info, launch)
+
+
+def _stamp(path: str) -> tuple | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+class RunIndex:
+    """RunInfo rows cached per folder and re-read only when the folder's status.json (or launch record) changed.
+
+    One process-wide instance (``RUN_INDEX``) serves every session: a listing of 10,000 unchanged runs
+    costs a directory scan and one ``stat`` per run. Liveness is asked again at every listing, for
+    active runs only, because a process can die without writing anything.
+    """
+
+    def __init__(self) -> None:
+        self._rows: dict[str, tuple[tuple, RunInfo | None]] = {}
+        self._launches: dict[str, tuple[tuple, dict | None]] = {}
+        self._lock = threading.Lock()
+
+    def run(self, run_dir: Path, key: str, source: str, launch: dict | None) -> RunInfo | None:
+        folder = os.fspath(run_dir)
+        status_stamp = _stamp(os.path.join(folder, STATUS))
+        signature = (status_stamp, None if status_stamp else _stamp(os.path.join(folder, CONFIG)),
+                     None if launch is None else id(launch))
+        cache_key = f"{source}:{folder}"
+        with self._lock:
+            cached = self._rows.get(cache_key)
+        if cached is None or cached[0] != signature:
+            cached = (signature, _read_recorded(run_dir, key, source, launch))
+            with self._lock:
+                self._rows[cache_key] = cached
+        return None if cached[1] is None else _settle(cached[1], launch)
+
+    def launch(self, record: Path) -> dict | None:
+        """A launch record's JSON object (None if damaged), re-read only when the file changed."""
+        signature = _stamp(record)
+        with self._lock:
+            cached = self._launches.get(str(record))
+        if cached is None or cached[0] != signature:
+            try:
+                data = json.loads(read_regular(record).decode("utf-8"))
+            except (OSError, ValueError):  # missing, damaged, not UTF-8, not a regular file
+                data = None
+            cached = (signature, data if isinstance(data, dict) and is_run_id(data.get("run_id")) else None)
+            with self._lock:
+                self._launches[str(record)] = cached
+        return cached[1]
+
+
+RUN_INDEX = RunIndex()
+
+
+def read_launches(runs_root: Path, index: RunIndex = RUN_INDEX) -> dict[str, dict]:
     """Launch records written by the dashboard's launcher, by run id."""
     launches = {}
-    for record in sorted(Path(runs_root, LAUNCH_DIR).glob("*.json")):
-        data, _ = read_json(record)
-        if data and RUN_ID_PATTERN.match(str(data.get("run_id", ""))):
+    try:
+        records = sorted(entry.path for entry in os.scandir(Path(runs_root, LAUNCHES)) if entry.name.endswith(".json"))
+    except OSError:
+        return launches
+    for record in records:
+        data = index.launch(Path(record))
+        if data is not None:
             launches[data["run_id"]] = data
     return launches
 
 
-def discover_runs(runs_root: Path, checkpoints_root: Path | None = None) -> list[RunInfo]:
-    """Every run under ``runs_root`` (and every shipped run under ``checkpoints_root``), newest first."""
-    runs: list[RunInfo] = []
+def _refused_row(path: Path, key: str, source: str) -> RunInfo:
+    return RunInfo(key=key, path=path, source=source, state=REFUSED, started_at=0.0,
+                   problem=f"{path.name} resolves outside its folder (a symlink?) and is refused: it is never read.")
+
+
+def discover_runs(runs_root: Path, checkpoints_root: Path | None = None, index: RunIndex = RUN_INDEX) -> list[RunInfo]:
+    """Every run under ``runs_root`` (the CLI's rule) and every shipped run under ``checkpoints_root``, newest first.
+
+    Folders that resolve outside their root are listed as refused, and never read.
+    """
     runs_root = Path(runs_root)
-    launches = read_launches(runs_root) if runs_root.is_dir() else {}
-    seen = set()
+    runs: list[RunInfo] = []
     if runs_root.is_dir():
-        for folder in runs_root.iterdir():
-            if folder.name.startswith(".") or not folder.is_dir() or not RUN_ID_PATTERN.match(folder.name):
-                continue
-            info = read_run(folder, folder.name, "run", launches.get(folder.name))
+        launches = read_launches(runs_root, index)
+        folders, refused = scan_runs(runs_root)
+        runs += [_refused_row(path, path.name, "run") for path in refused]
+        for folder in folders:
+            info = index.run(folder, folder.name, "run", launches.pop(folder.name, None))
             if info is not None:
                 runs.append(info)
-                seen.add(folder.name)
-        for run_id, launch in launches.items():
-            if run_id not in seen:
-                runs.append(read_run(runs_root / run_id, run_id, "run", launch))
+        for run_id, launch in launches.items():  # launched, no run folder yet (or it never came)
+            if run_id not in {path.name for path in refused}:
+                info = index.run(runs_root / run_id, run_id, "run", launch)
+                if info is not None:
+                    runs.append(info)
     shipped = []
     if checkpoints_root is not None and Path(checkpoints_root).is_dir():
-        for folder in sorted(Path(checkpoints_root).iterdir()):
-            if folder.is_dir() and RUN_ID_PATTERN.match(folder.name):
-                info = read_run(folder, SHIPPED_PREFIX + folder.name, "shipped")
-                if info is not None:
-                    shipped.append(info)
+        folders, refused = scan_runs(checkpoints_root)
+        shipped += [_refused_row(path, SHIPPED_PREFIX + path.name, "shipped") for path in refused]
+        for folder in folders:
+            info = index.run(folder, SHIPPED_PREFIX + folder.name, "shipped", None)
+            if info is not None:
+                shipped.append(info)
     runs.sort(key=lambda r: r.started_at or 0.0, reverse=True)
     return runs + shipped
 
@@ -474,14 +480,16 @@ def _last(frame: pd.DataFrame, column: str):
 
 
 def compare_table(runs: Sequence[RunInfo], frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """One row a run: size, best and final validation results, time and speed (for the Compare page)."""
+    """One row a run: size, best and final validation results, time and speed (for the Compare page).
+
+    "best" is the checkpointed best (status.json, the model in best.pt), as on the Runs page and in
+    ``regnet compare``; "final" is the last epoch line.
+    """
     rows = []
     for run in runs:
         frame = frames.get(run.key, pd.DataFrame())
         epochs = frame[frame["kind"] == "epoch"] if "kind" in frame else frame
-        top1 = epochs["val_top1"].dropna() if "val_top1" in epochs else pd.Series(dtype=float)
-        best = float(top1.max()) if not top1.empty else (run.best_value if run.best_metric in (None, "val_top1")
-                                                          else None)
+        best = run.best_value if run.best_metric in (None, "val_top1") else None  # the checkpointed best
         rows.append({
             "run": run.key,
             "model": run.model or "",

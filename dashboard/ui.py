@@ -5,6 +5,7 @@ is read from disk on each rerun, so a refresh, a second tab or a server restart 
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -12,10 +13,8 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import launcher
-from dashboard.runs import (
-    LIVE_METRICS, STATUS_FILE, STOP_FILE, RunInfo, discover_runs, metrics_frame, process_alive, read_new_metrics,
-    tail_text,
-)
+from dashboard.runs import LIVE_METRICS, RunInfo, discover_runs, metrics_frame
+from regnet.runs import STATUS, STOP, owner_alive, tail_text
 
 RUNS_ROOT_ENV = "REGNET_RUNS_ROOT"
 CHECKPOINTS_ROOT_ENV = "REGNET_CHECKPOINTS_ROOT"
@@ -45,8 +44,40 @@ def live_refresh_s() -> float:
         return 5.0
 
 
-def all_runs() -> list[RunInfo]:
-    """Every run and shipped run, read from disk now, with overdue stop requests enforced."""
+def is_local_client(ip: str | None) -> bool:
+    """Whether a client address is this machine: Streamlit gives None for a loopback connection (and in tests)."""
+    if ip is None:
+        return True
+    try:
+        return ipaddress.ip_address(ip.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def client_ip() -> str | None:
+    """The connection's address as Streamlit reports it (None for loopback, or where there is no connection)."""
+    ip = getattr(st.context, "ip_address", None)
+    return ip if isinstance(ip, str) else None
+
+
+def refuse_remote_client() -> None:
+    """Stop the page for a client that is not on the loopback address: the lab serves the local machine only.
+
+    The server binds localhost (dashboard/.streamlit/config.toml); this holds even when a flag or an
+    environment variable made it listen elsewhere.
+    """
+    ip = client_ip()
+    if not is_local_client(ip):
+        st.error(f"RegNet Lab serves only the machine it runs on; this connection comes from {ip} and is refused.")
+        st.stop()
+
+
+def all_runs(include_refused: bool = False) -> list[RunInfo]:
+    """Every run and shipped run, read from disk now (each folder re-read only if it changed), stops enforced.
+
+    Folders that resolve outside their root (symlinks) are refused: only the Runs page asks for them, to say
+    so; every other page never sees them, so nothing ever reads or writes through them.
+    """
     launcher.reap()
     try:
         runs = discover_runs(runs_root(), checkpoints_root())
@@ -55,7 +86,7 @@ def all_runs() -> list[RunInfo]:
                  "choose another folder in the sidebar.")
         return []
     launcher.enforce_stops(runs)
-    return runs
+    return runs if include_refused else [run for run in runs if not run.refused]
 
 
 def sidebar() -> None:
@@ -114,41 +145,31 @@ def change_signature(runs: list[RunInfo]) -> tuple:
             return None
         return stat.st_size, stat.st_mtime_ns
 
-    return tuple((run.key, stamp(run.path / STATUS_FILE), stamp(run.metrics_path), stamp(run.path / STOP_FILE),
-                  process_alive(run.pid)) for run in runs)
+    return tuple((run.key, stamp(run.path / STATUS), stamp(run.metrics_path), stamp(run.path / STOP),
+                  owner_alive(run.owner) if run.active else None) for run in runs)
 
 
-@st.cache_data(show_spinner=False, max_entries=512)
-def _finished_metrics(path: str, size: int, mtime_ns: int) -> tuple[list[dict], int]:
-    """A finished run's rows, cached on (path, size, mtime): the file only changes if the run resumes."""
-    bad: list = []
-    rows, _ = read_new_metrics(Path(path), 0, bad_lines=bad)
-    return rows, len(bad)
+def metrics_of(run: RunInfo) -> tuple[pd.DataFrame, list[str]]:
+    """(metrics table, sentences about a damaged file) for a run; only new bytes are read on each rerun.
+
+    A refused run (outside its root) is never read.
+    """
+    if run.refused:
+        return metrics_frame([]), []
+    read = LIVE_METRICS.read(run.metrics_path)
+    notes = [read.problem] if read.problem else []
+    if read.damaged:
+        notes.append(f"skipped {read.damaged} corrupt line{'s' if read.damaged != 1 else ''} in metrics.jsonl.")
+    return metrics_frame(read.rows, run.steps_per_epoch), notes
 
 
-def metrics_of(run: RunInfo) -> tuple[pd.DataFrame, int]:
-    """(metrics table, corrupt lines skipped) for a run: incremental while active, cached once finished."""
-    path = run.metrics_path
-    if run.active:
-        rows, corrupt = LIVE_METRICS.read(path)
-    else:
-        try:
-            stat = path.stat()
-        except OSError:
-            return metrics_frame([]), 0
-        rows, corrupt = _finished_metrics(str(path), stat.st_size, stat.st_mtime_ns)
-    return metrics_frame(rows, run.steps_per_epoch), corrupt
-
-
-def show_run_problems(run: RunInfo, corrupt: int = 0) -> None:
-    """A failed run's error and log tail in a red box; a corrupt file's problem as a warning."""
-    if run.state == "failed":
+def show_run_problems(run: RunInfo, notes: list[str] = ()) -> None:
+    """A failed or died run's error and log tail in a red box; a damaged file's problem as a warning."""
+    if run.state in ("failed", "died"):
         log = tail_text(run.log_path, max_lines=25) if run.log_path else ""
-        body = f"**{run.key} failed:** {run.error or 'no error was recorded.'}"
+        body = f"**{run.key} {run.state}:** {run.error or 'no error was recorded.'}"
         if log:
             body += f"\n\n```text\n{log}\n```"
         st.error(body)
-    if run.problem:
-        st.warning(f"{run.key}: {run.problem}")
-    if corrupt:
-        st.warning(f"{run.key}: skipped {corrupt} corrupt line{'s' if corrupt != 1 else ''} in metrics.jsonl.")
+    for note in ([run.problem] if run.problem else []) + list(notes):
+        st.warning(f"{run.key}: {note}")

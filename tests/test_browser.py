@@ -22,10 +22,13 @@ import pytest
 import yaml
 from PIL import Image
 
-from bench._browser import CHROMIUM, chromium, dashboard, points, wait_for
+from bench_scripts import load_bench
 from test_dashboard_fixtures import fake_training_process, write_run, write_shipped_run
 
 REPO = Path(__file__).resolve().parent.parent
+_browser = load_bench("_browser")
+CHROMIUM, chromium, dashboard, points, wait_for = (_browser.CHROMIUM, _browser.chromium, _browser.dashboard,
+                                                   _browser.points, _browser.wait_for)
 UPDATE_SCREENSHOTS = os.environ.get("REGNET_UPDATE_SCREENSHOTS") == "1"
 # The launched run: tiny for the test; for the README screenshots, big enough for a few meaningful epochs.
 RUN_SIZE, RUN_BATCH, RUN_EPOCHS_SHOWN = (1000, 32, 3) if UPDATE_SCREENSHOTS else (60, 16, 1)

@@ -114,8 +114,8 @@ def test_grid_runs_every_combination_and_ranks_them(tmp_path, capsys):
                             "--grid", "optim.lr=0.001,0.0001", "--grid", "train.label_smoothing=0.0,0.1"], capsys)
     assert code == 0, out
     runs = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("g-"))
-    assert runs == ["g-01-lr=0.001-label_smoothing=0.0", "g-02-lr=0.001-label_smoothing=0.1",
-                    "g-03-lr=0.0001-label_smoothing=0.0", "g-04-lr=0.0001-label_smoothing=0.1"]
+    assert runs == ["g-01-lr_0.001-label_smoothing_0.0", "g-02-lr_0.001-label_smoothing_0.1",
+                    "g-03-lr_0.0001-label_smoothing_0.0", "g-04-lr_0.0001-label_smoothing_0.1"]
     assert all(read_status(tmp_path / r)["state"] == "finished" for r in runs)
     summary = json.loads((tmp_path / "grids" / "g.json").read_text())
     values = [row["best_value"] for row in summary["ranking"]]

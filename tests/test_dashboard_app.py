@@ -85,7 +85,7 @@ def test_an_unreadable_runs_folder_is_a_message(runs_root, monkeypatch):
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr("dashboard.runs.Path.iterdir", refuse)
+    monkeypatch.setattr("regnet.runs.layout.os.scandir", refuse)
     at = open_page("views/runs.py")
     assert "Could not read the runs folder" in texts(at.error) and "Permission denied" in texts(at.error)
 

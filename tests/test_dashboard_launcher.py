@@ -9,14 +9,17 @@ import yaml
 
 from dashboard import launcher
 from dashboard.runs import discover_runs, read_run
+from regnet.runs import is_run_id
+from regnet.train.config import OPTIMIZERS, Config, config_to_dict
 from test_dashboard_fixtures import fake_training_process, write_run
 
 
 def test_merge_config_overrides_recursively_without_touching_the_defaults():
     merged = launcher.merge_config(launcher.DEFAULT_CONFIG, {"train": {"epochs": 2}, "model": {"name": "resnet20"}})
     assert merged["train"]["epochs"] == 2 and merged["train"]["batch_size"] == 128
-    assert merged["model"] == {"name": "resnet20", "options": {"cell": "lstm", "gates": "efficient", "se": False}}
-    assert launcher.DEFAULT_CONFIG["train"]["epochs"] == 10
+    assert merged["model"]["name"] == "resnet20" and merged["model"]["options"] == {}
+    assert launcher.DEFAULT_CONFIG == config_to_dict(Config())  # the engine's defaults, not a copy of them
+    assert launcher.DEFAULT_CONFIG["train"]["epochs"] == 10 and launcher.OPTIMIZERS == OPTIMIZERS
 
 
 def test_ready_configs_are_read_and_bad_ones_explained(tmp_path):
@@ -27,7 +30,7 @@ def test_ready_configs_are_read_and_bad_ones_explained(tmp_path):
     assert list(found) == ["broken", "c10_regnet20"]
     config = launcher.load_ready_config(found["c10_regnet20"])
     assert config["train"]["epochs"] == 164 and config["optim"]["name"] == "sgd"
-    assert config["model"] == {"name": "resnet20", "options": {}}  # no regulator options on a plain ResNet
+    assert config["model"]["name"] == "resnet20" and config["model"]["options"] == {}  # none of another model
     with pytest.raises(ValueError, match="broken.yaml could not be read"):
         launcher.load_ready_config(found["broken"])
     assert launcher.ready_configs(tmp_path / "none") == {}
@@ -37,7 +40,7 @@ def test_new_run_ids_are_unique_and_path_safe():
     ids = {launcher.new_run_id("regnet20", "image/folder..x") for _ in range(20)}
     assert len(ids) == 20
     for run_id in ids:
-        assert "/" not in run_id and "regnet20-image-folder..x" in run_id
+        assert is_run_id(run_id) and "regnet20-image-folder.x" in run_id
 
 
 def test_a_launch_that_fails_shows_up_as_a_failed_run_with_its_error(tmp_path):
@@ -56,7 +59,7 @@ def test_a_launch_that_fails_shows_up_as_a_failed_run_with_its_error(tmp_path):
     [run] = discover_runs(tmp_path)
     assert run.key == "bad-model" and run.state == "failed" and run.error
     assert launch.log_path.read_text().strip()
-    with pytest.raises(ValueError, match="not a valid run id"):
+    with pytest.raises(ValueError, match="is not allowed"):
         launcher.start_run(config, tmp_path, run_id="../escape")
 
 
@@ -86,7 +89,8 @@ def test_stop_asks_first_and_kills_the_process_group_only_after_the_grace_period
         assert launcher.enforce_stops([run], grace_s=5, now=asked + 6) == ["live"]
         assert time.time() - started < 1.0  # it signals and returns, it does not wait
         assert process.wait(timeout=10) != 0
-        assert read_run(run_dir, "live").state == "stopped"  # dead process + STOP file
+        run = read_run(run_dir, "live")  # dead process + STOP file: it died when asked to stop
+        assert run.state == "died" and "after it was asked to stop" in run.error
     finally:
         if process.poll() is None:
             process.kill()

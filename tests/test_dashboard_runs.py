@@ -8,7 +8,8 @@ import os
 import pytest
 
 from dashboard.runs import (MetricsTail, compare_table, curves_long, discover_runs, ema, metrics_frame, progress,
-                            read_new_metrics, read_run, resolve_under, runs_table, validate_run_id)
+                            read_run, runs_table)
+from regnet.runs import check_run_id, read_metrics_since, run_dir_in
 from test_dashboard_fixtures import fake_training_process, fixture_runs_root, write_run
 
 
@@ -16,59 +17,22 @@ def line(**row) -> bytes:
     return (json.dumps(row) + "\n").encode()
 
 
-def test_incremental_reading_returns_only_new_complete_lines(tmp_path):
-    path = tmp_path / "metrics.jsonl"
-    path.write_bytes(line(kind="step", step=1) + line(kind="step", step=2))
-    rows, offset = read_new_metrics(path, 0)
-    assert [r["step"] for r in rows] == [1, 2] and offset == path.stat().st_size
-
-    rows, again = read_new_metrics(path, offset)
-    assert rows == [] and again == offset
-
-    partial = line(kind="step", step=3)
-    with open(path, "ab") as handle:
-        handle.write(partial[:10])  # the trainer is half-way through a line
-    rows, after_partial = read_new_metrics(path, offset)
-    assert rows == [] and after_partial == offset  # not consumed until it is complete
-
-    with open(path, "ab") as handle:
-        handle.write(partial[10:] + line(kind="epoch", epoch=1, step=3))
-    rows, final = read_new_metrics(path, after_partial)
-    assert [(r["kind"], r["step"]) for r in rows] == [("step", 3), ("epoch", 3)]
-    assert final == path.stat().st_size
-
-
-def test_corrupt_complete_lines_are_skipped_and_counted(tmp_path):
-    path = tmp_path / "metrics.jsonl"
-    path.write_bytes(line(kind="step", step=1) + b"{not json\n" + b"\n" + b"[1, 2]\n" + b"\xff\xfe\n"
-                     + line(kind="step", step=2) + b'{"kind": "st')
-    bad: list = []
-    rows, offset = read_new_metrics(path, 0, bad_lines=bad)
-    assert [r["step"] for r in rows] == [1, 2]
-    assert len(bad) == 3  # broken JSON, a JSON list, undecodable bytes; the blank line is not an error
-    assert offset == path.stat().st_size - len(b'{"kind": "st')
-
-
-def test_missing_file_reads_nothing(tmp_path):
-    assert read_new_metrics(tmp_path / "nope.jsonl", 7) == ([], 7)
-
-
 def test_metrics_tail_reads_only_new_bytes_and_restarts_on_truncation(tmp_path):
     path = tmp_path / "metrics.jsonl"
     path.write_bytes(line(kind="step", step=1) + b"garbage\n")
     tail = MetricsTail()
-    rows, corrupt = tail.read(path)
-    assert [r["step"] for r in rows] == [1] and corrupt == 1
+    read = tail.read(path)
+    assert [r["step"] for r in read.rows] == [1] and read.damaged == 1
     first_offset = tail.offset(path)
     with open(path, "ab") as handle:
         handle.write(line(kind="step", step=2))
-    rows, corrupt = tail.read(path)
-    assert [r["step"] for r in rows] == [1, 2] and corrupt == 1
+    read = tail.read(path)
+    assert [r["step"] for r in read.rows] == [1, 2] and read.damaged == 1
     assert tail.offset(path) == first_offset + len(line(kind="step", step=2))
 
     path.write_bytes(line(kind="step", step=9))  # rewritten shorter (e.g. a resumed run starting over)
-    rows, corrupt = tail.read(path)
-    assert [r["step"] for r in rows] == [9] and corrupt == 0
+    read = tail.read(path)
+    assert [r["step"] for r in read.rows] == [9] and read.damaged == 0 and read.problem is None
 
 
 def test_ema_values():
@@ -91,16 +55,16 @@ def test_metrics_frame_puts_step_and_epoch_lines_on_one_epoch_axis():
 
 
 def test_run_ids_never_leave_the_root(tmp_path):
-    assert validate_run_id("20250101-120000-regnet20-shapes-ab12") == "20250101-120000-regnet20-shapes-ab12"
-    for bad in ("", "../etc", "a/b", "..", ".hidden", "a..b", "/abs", "x" * 200, None):
+    assert check_run_id("20250101-120000-regnet20-shapes-ab12") == "20250101-120000-regnet20-shapes-ab12"
+    for bad in ("", "../etc", "a/b", "..", ".hidden", "a..b", "/abs", "x" * 200, None, "my run", "_x"):
         with pytest.raises(ValueError):
-            validate_run_id(bad)
+            check_run_id(bad)
     (tmp_path / "runs").mkdir()
     (tmp_path / "outside").mkdir()
     os.symlink(tmp_path / "outside", tmp_path / "runs" / "sneaky")
     with pytest.raises(ValueError, match="outside"):
-        resolve_under(tmp_path / "runs", "sneaky")
-    assert resolve_under(tmp_path / "runs", "ok") == (tmp_path / "runs" / "ok").resolve()
+        run_dir_in(tmp_path / "runs", "sneaky")
+    assert run_dir_in(tmp_path / "runs", "ok") == tmp_path / "runs" / "ok"
 
 
 def test_discovery_lists_runs_newest_first_with_shipped_runs_last(tmp_path):
@@ -134,9 +98,10 @@ def test_missing_root_and_dead_processes(tmp_path):
     gone.wait()
     run_dir = write_run(tmp_path, "dead", state="running", pid=gone.pid)
     run = read_run(run_dir, "dead")
-    assert run.state == "failed" and "ended without writing a final status" in run.error
+    assert run.state == "died" and "ended without writing a final status" in run.error and "--resume" in run.error
     (run_dir / "STOP").touch()
-    assert read_run(run_dir, "dead").state == "stopped"
+    run = read_run(run_dir, "dead")
+    assert run.state == "died" and "after it was asked to stop" in run.error
 
 
 def test_launch_record_without_run_folder_shows_as_starting_then_failed(tmp_path):
@@ -173,7 +138,7 @@ def test_progress_text_and_eta(tmp_path):
 def test_compare_table_and_curves_csv(tmp_path):
     runs = [read_run(write_run(tmp_path, "a", epochs_done=3, epochs=3), "a"),
             read_run(write_run(tmp_path, "b", model="resnet20", epochs_done=2), "b")]
-    frames = {run.key: metrics_frame(read_new_metrics(run.metrics_path, 0)[0], run.steps_per_epoch) for run in runs}
+    frames = {run.key: metrics_frame(read_metrics_since(run.metrics_path).rows, run.steps_per_epoch) for run in runs}
     table = compare_table(runs, frames).set_index("run")
     assert table.loc["a", "best val top-1"] == 0.75 and table.loc["b", "final val top-1"] == 0.5
     assert table.loc["b", "model"] == "resnet20" and table.loc["a", "params"] == 250_000
@@ -182,3 +147,21 @@ def test_compare_table_and_curves_csv(tmp_path):
     assert set(long["run"]) == {"a", "b"}
     assert len(long[(long["run"] == "a") & (long["metric"] == "val_top1")]) == 3
     assert len(long[(long["run"] == "a") & (long["metric"] == "train_loss")]) == 12 + 3
+
+
+def test_the_listing_rereads_a_folder_only_when_its_status_changed(tmp_path, monkeypatch):
+    import dashboard.runs as runs_module
+
+    for index in range(30):
+        write_run(tmp_path, f"run-{index:02d}", started_at=1_700_000_000.0 + index)
+    index = runs_module.RunIndex()
+    reads = []
+    real = runs_module._read_recorded
+    monkeypatch.setattr(runs_module, "_read_recorded", lambda *args: reads.append(args[1]) or real(*args))
+    assert len(discover_runs(tmp_path, index=index)) == 30 and len(reads) == 30
+    reads.clear()
+    assert len(discover_runs(tmp_path, index=index)) == 30 and reads == []
+    status = json.loads((tmp_path / "run-07" / "status.json").read_text())
+    (tmp_path / "run-07" / "status.json").write_text(json.dumps({**status, "epoch": 3, "state": "finished"}))
+    listed = {run.key: run for run in discover_runs(tmp_path, index=index)}
+    assert reads == ["run-07"] and listed["run-07"].epoch == 3

@@ -250,3 +250,18 @@ def test_models_command_prints_the_table():
     assert set(lines) == set(list_models())
     assert "269,722" in lines["resnet20"]
     assert "308,698" in lines["regnet20"]
+
+
+def test_regulated_blocks_are_their_plain_blocks_plus_a_regulator():
+    from regnet.models import BasicBlock, Bottleneck, RegulatedBasicBlock, RegulatedBottleneck
+    from regnet.models.cells import make_cell
+
+    for plain, regulated, channels in ((BasicBlock, RegulatedBasicBlock, 16), (Bottleneck, RegulatedBottleneck, 8)):
+        assert issubclass(regulated, plain)
+        cell = make_cell("lstm", channels, channels, "efficient")
+        block = regulated(channels * plain.expansion, channels, 1, False, taps=cell.make_taps())
+        base = plain(channels * plain.expansion, channels, 1, False)
+        own, inherited = block.state_dict(), base.state_dict()
+        assert list(own)[:len(inherited)] == list(inherited)  # the plain layers, same names, same order
+        assert {k.split(".")[0] for k in own if k not in inherited} == {"regulator_norm", "fuse", "bn_fuse"}
+        assert all(own[k].shape == v.shape for k, v in inherited.items())

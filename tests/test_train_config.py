@@ -14,7 +14,9 @@ from regnet.train.config import Config, apply_override, config_from_dict, config
 from regnet.train.distributed import SeededShardSampler
 from regnet.train.schedules import build_optimizer, build_scheduler, lr_multiplier
 
-CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"  # pytest may be started from any folder
+
+CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
 
 
 def test_defaults_match_the_contract():
@@ -83,14 +85,14 @@ def test_shipped_configs_load_and_name_real_models_and_datasets():
 
 def test_paper_recipes():
     for name in ("cifar10_resnet20", "cifar10_regnet20"):
-        c = load_config(Path("configs") / f"{name}.yaml")
+        c = load_config(CONFIG_DIR / f"{name}.yaml")
         assert (c.optim.name, c.optim.lr, c.optim.momentum, c.optim.weight_decay) == ("sgd", 0.1, 0.9, 1e-4)
         assert (c.train.batch_size, c.train.epochs, c.schedule.name) == (128, 180, "multistep")
         assert c.schedule.milestones == [0.5, 0.75] and c.schedule.gamma == 0.1
-    c = load_config("configs/imagenet_regnet50.yaml")
+    c = load_config(CONFIG_DIR / "imagenet_regnet50.yaml")
     assert [round(m * c.train.epochs) for m in c.schedule.milestones] == [30, 60, 80]
     assert (c.optim.lr, c.train.batch_size, c.train.epochs) == (0.1, 256, 90)
-    c = load_config("configs/tiny_imagenet_resnet.yaml")
+    c = load_config(CONFIG_DIR / "tiny_imagenet_resnet.yaml")
     assert (c.model.name, c.optim.name, c.optim.lr, c.schedule.name) == ("tiny_resnet", "adamw", 1e-4, "warmup_cosine")
     assert c.model.options["blocks"] == [3, 3, 3] and c.data.color_jitter and c.train.batch_size == 32
 
@@ -163,7 +165,7 @@ def test_epoch_orders_differ_and_repeat():
 def test_cli_flags_overlay_the_file_and_another_model_keeps_only_its_options():
     from regnet.train.cli import build_parser, config_from_args
 
-    args = build_parser().parse_args(["train", "--config", "configs/cifar10_regnet20.yaml", "--model", "resnet20",
+    args = build_parser().parse_args(["train", "--config", str(CONFIG_DIR / "cifar10_regnet20.yaml"), "--model", "resnet20",
                                       "--lr", "0.05", "--epochs", "3", "--run-id", "007",
                                       "--set", "optimizer.nesterov=true", "--set", "optim.lr=0.02"])
     config = config_from_args(args)

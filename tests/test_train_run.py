@@ -32,7 +32,7 @@ torch.set_num_threads(1)  # two busy cores: threads only fight each other
 REPO = Path(__file__).resolve().parent.parent
 STATUS_KEYS = {"state", "pid", "run_id", "model", "dataset", "epoch", "epochs", "step", "steps_per_epoch",
                "started_at", "updated_at", "finished_at", "elapsed_s", "best_metric", "best_value", "best_epoch",
-               "images_per_s", "params", "macs", "error"}
+               "images_per_s", "params", "macs", "error", "pid_start", "host"}
 STEP_KEYS = {"kind", "epoch", "step", "time", "train_loss", "lr", "images_per_s"}
 EPOCH_KEYS = {"kind", "epoch", "step", "time", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5",
               "val_macro_f1", "lr", "epoch_time_s", "images_per_s"}
@@ -154,7 +154,9 @@ def test_load_run_model_reads_runs_and_shipped_checkpoints(trained_run, tmp_path
 
 
 def test_a_shipped_run_carries_the_weights_and_scores_of_its_final_evaluation(trained_run, tmp_path):
-    from bench.ship_checkpoint import from_run
+    from bench_scripts import load_bench
+
+    from_run = load_bench("ship_checkpoint").from_run
 
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
@@ -236,7 +238,7 @@ def test_stop_file_ends_the_run_cleanly(tmp_path):
 
 
 def test_sigterm_stops_a_subprocess_with_exit_code_0(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # regnet is installed (pip install -e .): no path tricks
     process = subprocess.Popen(
         [sys.executable, "-m", "regnet", "train", "--model", "mnist_cnn", "--dataset", "shapes", "--epochs", "100",
          "--batch-size", "30", "--runs-root", str(tmp_path), "--run-id", "term", "--set", "data.size=200",
@@ -338,6 +340,18 @@ def test_a_checkpoint_of_another_model_or_a_truncated_file_is_one_sentence(train
     assert code == 2 and "already finished" in err
     code, _, err = run_cli(["eval", str(tmp_path)], capsys)
     assert code == 2 and "is not a run folder" in err
+
+
+def test_eval_and_compare_report_a_run_whose_process_is_gone_as_died(trained_run, tmp_path, capsys):
+    killed = tmp_path / "killed"
+    shutil.copytree(trained_run, killed)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    status = json.loads((killed / "status.json").read_text())
+    (killed / "status.json").write_text(json.dumps({**status, "state": "running", "pid": gone.pid}))
+    code, out, _ = run_cli(["eval", str(killed)], capsys)
+    assert code == 0 and out.startswith(f"{killed} (died): best.pt")
+    assert compare_runs([killed])[0]["state"] == "died"
 
 
 def test_compare_lists_runs_with_params_and_metrics(trained_run, capsys):

@@ -23,8 +23,8 @@ smoothing = controls[2].slider("Smoothing (EMA of per-step curves)", 0.0, 0.99, 
 
 frames = {}
 for run in chosen:
-    frames[run.key], corrupt = ui.metrics_of(run)
-    ui.show_run_problems(run, corrupt)
+    frames[run.key], notes = ui.metrics_of(run)
+    ui.show_run_problems(run, notes)
 
 columns = st.columns(2)
 for index, (title, metrics, tickformat) in enumerate(p for p in charts.PANELS if p[0] in shown):

@@ -27,7 +27,7 @@ active = any(run.active for run in chosen)
 
 frames = {}
 for run in chosen:
-    frames[run.key], corrupt = ui.metrics_of(run)
+    frames[run.key], notes = ui.metrics_of(run)
     state = progress(run)
     text_col, button_col = st.columns([6, 1])
     with text_col:
@@ -38,7 +38,7 @@ for run in chosen:
         elif button_col.button("Stop", key=f"live_stop_{run.key}"):
             launcher.request_stop(run.path)
             st.rerun()
-    ui.show_run_problems(run, corrupt)
+    ui.show_run_problems(run, notes)
 
 columns = st.columns(2)
 # A panel whose metrics got no new values keeps its figure: building figures is much of the page's CPU

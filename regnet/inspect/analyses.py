@@ -9,8 +9,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -21,6 +19,7 @@ from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from regnet.metrics import macro_f1, per_class_table
 from regnet.models import regulated_blocks
+from regnet.runs import atomic_write
 
 
 def block_output_modules(model: nn.Module) -> list[tuple[int, int, nn.Module]]:
@@ -147,12 +146,5 @@ def cached(folder: str | Path, name: str, key: str, compute: Callable[[], dict])
             path.unlink(missing_ok=True)
     result = compute()
     folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(result, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, lambda handle: torch.save(result, handle))
     return result

@@ -51,7 +51,22 @@ def make_shortcut(in_channels: int, out_channels: int, stride: int, kind: str) -
     raise ValueError(f"Unknown shortcut {kind!r}; choose 'pad' or 'projection'.")
 
 
-class BasicBlock(nn.Module):
+class _Residual(nn.Module):
+    """A residual block as three parts, split where the regulated twin (Fig. 3) joins in.
+
+    ``first`` gives X2, the features a regulator reads; ``middle`` the features its output is fused with;
+    ``last`` the rest of the block, added to the shortcut. A regulated block reuses these layers (and their
+    state_dict names) instead of repeating them, and puts its fusion between ``middle`` and ``last``.
+    """
+
+    def first(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.bn1(self.conv1(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.last(self.middle(self.first(x)), x)
+
+
+class BasicBlock(_Residual):
     """conv3x3-BN-ReLU-conv3x3-BN (+SE), added to the shortcut, then ReLU."""
 
     expansion = 1
@@ -67,13 +82,14 @@ class BasicBlock(nn.Module):
         self.shortcut = make_shortcut(in_channels, out, stride, shortcut)
         self.relu = nn.ReLU(inplace=True)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.relu(self.bn1(self.conv1(x)))
-        y = self.se(self.bn2(self.conv2(y)))
-        return self.relu(self.shortcut(x) + y)
+    def middle(self, x2: torch.Tensor) -> torch.Tensor:
+        return x2  # a basic block fuses the regulator with X2 itself
+
+    def last(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.shortcut(x) + self.se(self.bn2(self.conv2(y))))
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(_Residual):
     """1x1 reduce (strided) - 3x3 - 1x1 expand, with BN, added to the shortcut.
 
     The stride sits on the first 1x1 (ResNet v1) so that the regulated twin's
@@ -98,11 +114,12 @@ class Bottleneck(nn.Module):
         self.shortcut = make_shortcut(in_channels, out, stride, shortcut)
         self.relu = nn.ReLU(inplace=True)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.relu(self.bn1(self.conv1(x)))
-        y = self.relu(self.bn2(self.conv2(y)))
-        y = self.se(self.bn3(self.conv3(y)))
-        return self.relu(self.shortcut(x) + y)
+    def middle(self, x2: torch.Tensor) -> torch.Tensor:
+        """X3 = 3x3(X2): the bottleneck fuses the regulator after its 3x3."""
+        return self.relu(self.bn2(self.conv2(x2)))
+
+    def last(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.shortcut(x) + self.se(self.bn3(self.conv3(y))))
 
 
 def _in_format_of(tensor: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -112,10 +129,16 @@ def _in_format_of(tensor: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return tensor.contiguous(memory_format=torch.channels_last)
 
 
-class _Regulated(nn.Module):
-    """What both regulated blocks share: the regulator's norm, the fusion, taps and recording."""
+class _Regulated:
+    """A plain block's layers plus a regulator beside them (Fig. 3): its norm, the fusion, taps and recording.
 
-    def _init_regulator(self, channels: int, taps: StepTaps, stage: int, step: int) -> None:
+    Mixed in before the plain block it regulates: ``first`` and ``last`` are the plain block's, and the cell
+    reads ``first``'s output X2 while its output H is fused with ``middle``'s.
+    """
+
+    def __init__(self, in_channels: int, channels: int, stride: int = 1, se: bool = False, shortcut: str | None = None,
+                 *, taps: StepTaps, stage: int = 0, step: int = 0):
+        super().__init__(in_channels, channels, stride, se, shortcut or self.default_shortcut)
         self.stage_index = stage
         self.step_index = step
         self.taps = taps
@@ -125,12 +148,17 @@ class _Regulated(nn.Module):
         self.bn_fuse = nn.BatchNorm2d(channels)
         self.trace: list[RegulatorRecord] | None = None  # set by regnet.record
 
-    def _regulate(self, features: torch.Tensor, cell_input: torch.Tensor, cell: nn.Module, state):
-        h, state, gates = cell(cell_input, state, self.taps)
+    def forward(self, x: torch.Tensor, cell: nn.Module, state=None):
+        x2 = self.first(x)
+        features = self.middle(x2)
+        h, state, gates = cell(x2, state, self.taps)
         # The efficient cell computes channels-last; H joins the block's features in their memory format,
         # since element-wise kernels (BN, ReLU and their backward) are slow on mixed formats.
         fused = torch.cat((features, self.regulator_norm(_in_format_of(h, features))), dim=1)
-        return self.relu(self.bn_fuse(self.fuse(fused))), h, state, gates
+        x3 = self.relu(self.bn_fuse(self.fuse(fused)))
+        out = self.taps.output(self.last(x3, x))
+        self._record(x2, h, state, gates, out)
+        return out, state
 
     def _record(self, cell_input, h, state, gates, out) -> None:
         if self.trace is not None:
@@ -147,80 +175,16 @@ class _Regulated(nn.Module):
             )
 
 
-class RegulatedBasicBlock(_Regulated):
+class RegulatedBasicBlock(_Regulated, BasicBlock):
     """Fig. 3a: X2 = conv3x3(X1); H = cell(X2); X3 = fuse[X2, H]; X4 = BN(conv3x3(X3)); out = ReLU(X1 + X4)."""
 
-    expansion = 1
-
-    def __init__(
-        self,
-        in_channels: int,
-        channels: int,
-        stride: int = 1,
-        se: bool = False,
-        shortcut: str = "pad",
-        *,
-        taps: StepTaps,
-        stage: int = 0,
-        step: int = 0,
-    ):
-        super().__init__()
-        self.conv1 = conv3x3(in_channels, channels, stride)
-        self.bn1 = nn.BatchNorm2d(channels)
-        self.conv2 = conv3x3(channels, channels)
-        self.bn2 = nn.BatchNorm2d(channels)
-        self.se = squeeze_excitation(channels) if se else nn.Identity()
-        self.shortcut = make_shortcut(in_channels, channels, stride, shortcut)
-        self.relu = nn.ReLU(inplace=True)
-        self._init_regulator(channels, taps, stage, step)
-
-    def forward(self, x: torch.Tensor, cell: nn.Module, state=None):
-        x2 = self.relu(self.bn1(self.conv1(x)))
-        x3, h, state, gates = self._regulate(x2, x2, cell, state)
-        x4 = self.se(self.bn2(self.conv2(x3)))
-        out = self.taps.output(self.relu(self.shortcut(x) + x4))
-        self._record(x2, h, state, gates, out)
-        return out, state
+    default_shortcut = "pad"
 
 
-class RegulatedBottleneck(_Regulated):
+class RegulatedBottleneck(_Regulated, Bottleneck):
     """Fig. 3b: X2 = 1x1 reduce; H = cell(X2); X3 = 3x3(X2); fuse[X3, H]; 1x1 expand; add; ReLU."""
 
-    expansion = 4
-
-    def __init__(
-        self,
-        in_channels: int,
-        channels: int,
-        stride: int = 1,
-        se: bool = False,
-        shortcut: str = "projection",
-        *,
-        taps: StepTaps,
-        stage: int = 0,
-        step: int = 0,
-    ):
-        super().__init__()
-        out = channels * self.expansion
-        self.conv1 = conv1x1(in_channels, channels, stride)
-        self.bn1 = nn.BatchNorm2d(channels)
-        self.conv2 = conv3x3(channels, channels)
-        self.bn2 = nn.BatchNorm2d(channels)
-        self.conv3 = conv1x1(channels, out)
-        self.bn3 = nn.BatchNorm2d(out)
-        self.se = squeeze_excitation(out) if se else nn.Identity()
-        self.shortcut = make_shortcut(in_channels, out, stride, shortcut)
-        self.relu = nn.ReLU(inplace=True)
-        self._init_regulator(channels, taps, stage, step)
-
-    def forward(self, x: torch.Tensor, cell: nn.Module, state=None):
-        x2 = self.relu(self.bn1(self.conv1(x)))
-        x3 = self.relu(self.bn2(self.conv2(x2)))
-        x3, h, state, gates = self._regulate(x3, x2, cell, state)
-        x4 = self.se(self.bn3(self.conv3(x3)))
-        out = self.taps.output(self.relu(self.shortcut(x) + x4))
-        self._record(x2, h, state, gates, out)
-        return out, state
+    default_shortcut = "projection"
 
 
 REGULATED = {BasicBlock: RegulatedBasicBlock, Bottleneck: RegulatedBottleneck}

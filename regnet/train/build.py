@@ -72,5 +72,19 @@ def build_model_from_config(config: Config) -> nn.Module:
 def make_loader(dataset: Dataset, batch_size: int, sampler, workers: int, device: torch.device,
                 generator: torch.Generator | None = None) -> DataLoader:
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                      pin_memory=device.type == "cuda", generator=generator, drop_last=False)
+                      pin_memory=device.type == "cuda", generator=generator, drop_last=False,
+                      worker_init_fn=ignore_stop_signals if workers else None)
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """Loader workers leave SIGINT and SIGTERM to the trainer.
+
+    Ctrl-C in a terminal (or ``kill -- -PGID``) reaches the whole process group; a worker that died of it
+    would fail the run with "DataLoader worker killed by signal" instead of letting it stop cleanly after
+    its step. The trainer shuts its workers down itself when it stops.
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 

@@ -1,4 +1,4 @@
-"""Checkpoints: written atomically, read with ``weights_only=True``, and every failure told in one sentence.
+"""Checkpoints: written with the contract's atomic write, read with ``weights_only=True``, failures in one sentence.
 
 A checkpoint holds plain types and tensors only (the config as a dict, RNG
 states as tensors and lists), so ``torch.load(weights_only=True)`` reads it and
@@ -9,53 +9,52 @@ from __future__ import annotations
 import errno
 import os
 import random
-import tempfile
+import stat
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from regnet.runs import atomic_write
+
 
 def save_checkpoint(payload: dict, path: str | Path) -> None:
-    """Write ``payload`` to a temp file beside ``path`` and rename it over ``path``.
+    """Write ``payload`` to ``path`` with the contract's atomic write.
 
     If the write fails (a full disk, say) the temp file is removed and the
     previous checkpoint at ``path`` is untouched, so the run can be resumed.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o644)  # mkstemp makes it private; readers (dashboard, TensorBoard) need to read it
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        atomic_write(path, lambda handle: torch.save(payload, handle))
     except OSError as error:
-        Path(tmp).unlink(missing_ok=True)
         reason = "the disk is full" if error.errno == errno.ENOSPC else (error.strerror or str(error))
         failure = OSError(f"Could not write checkpoint {path}: {reason}; free some space and resume the run "
                           f"(the previous checkpoint is intact).")
         failure.errno = error.errno
         raise failure from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Read a checkpoint safely; a missing, truncated or foreign file is a one-sentence ValueError."""
+    """Read a checkpoint safely; a missing, truncated, foreign or non-regular file is a one-sentence ValueError."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ValueError(f"No checkpoint at {path}; the run has not finished an epoch yet, or pick --which last/best.")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # torch raises RuntimeError, EOFError, UnpicklingError... for damaged files
-        text = str(error).strip()
-        reason = text.splitlines()[0].split(". ")[0][:120] if text else type(error).__name__
-        raise ValueError(f"Checkpoint {path} is truncated or corrupt and cannot be read ({reason}); "
-                         f"use the other checkpoint (--which) or retrain.") from None
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as error:
+        raise ValueError(f"Checkpoint {path} cannot be opened ({error.strerror or error}).") from None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError(f"Checkpoint {path} is not a regular file (a pipe, a device or a folder); remove it.")
+        try:
+            payload = torch.load(handle, map_location=map_location, weights_only=True)
+        except Exception as error:  # torch raises RuntimeError, EOFError, UnpicklingError... for damaged files
+            text = str(error).strip()
+            reason = text.splitlines()[0].split(". ")[0][:120] if text else type(error).__name__
+            raise ValueError(f"Checkpoint {path} is truncated or corrupt and cannot be read ({reason}); "
+                             f"use the other checkpoint (--which) or retrain.") from None
     if not isinstance(payload, dict) or "model" not in payload:
         raise ValueError(f"{path} is not a RegNet Lab checkpoint (no model weights in it).")
     weights = payload["model"]

@@ -7,6 +7,7 @@
     grid      a grid of overrides, one run each, ranked
     compare   a table of runs
     models    every registered model with parameters and MACs
+    dashboard serve the dashboard on this machine (localhost only)
 
 Every command turns a bad input into one sentence on stderr (``error: ...``)
 and exit code 2, never a traceback. A run that started and then failed exits
@@ -109,7 +110,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .runs import evaluate_run
 
     result = evaluate_run(args.run_dir, args.split, args.which, data_root=args.data_root, device=args.device)
-    print(f"{args.run_dir}: {args.which}.pt (epoch {result['epoch']}) on {args.split}, {result['count']} images")
+    state = _reported_state(args.run_dir)
+    print(f"{args.run_dir}{f' ({state})' if state else ''}: {args.which}.pt (epoch {result['epoch']}) on "
+          f"{args.split}, {result['count']} images")
     print(f"loss {result['loss']:.4f}  top-1 {result['top1']:.4f}  top-5 {result['top5']:.4f}  "
           f"macro-F1 {result['macro_f1']:.4f}")
     print()
@@ -117,11 +120,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print()
     print(format_confusion(result["confusion_matrix"], result["class_names"]))
     if args.json:
-        from .runfolder import atomic_write_json
+        from regnet.runs import atomic_write_json
 
         atomic_write_json(args.json, result)
         print(f"written to {args.json}")
     return 0
+
+
+def _reported_state(run_dir: Path) -> str | None:
+    """The run's state as every reader reports it (``died`` if its process is gone); None without a status."""
+    from regnet.runs import read_status, reported_state
+
+    try:
+        return reported_state(read_status(run_dir))
+    except ValueError:
+        return None
 
 
 # ---- sanity -----------------------------------------------------------------------------------------------------
@@ -192,6 +205,29 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- dashboard --------------------------------------------------------------------------------------------------
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """``streamlit run`` on the installed dashboard/app.py, from whatever folder this is started in.
+
+    The server settings (localhost, no usage statistics) live beside app.py, so they hold here as for a
+    plain ``streamlit run dashboard/app.py``. The package is found without importing it: regnet never
+    imports the dashboard.
+    """
+    import importlib.util
+    import subprocess
+
+    spec = importlib.util.find_spec("dashboard")
+    app = Path(next(iter(spec.submodule_search_locations or []), "")) / "app.py" if spec else None
+    if app is None or not app.is_file():
+        raise ValueError("The dashboard is not installed next to regnet; run pip install -e . in the repository.")
+    env = dict(os.environ)
+    if args.runs_root:
+        env["REGNET_RUNS_ROOT"] = str(Path(args.runs_root).resolve())
+    command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port)]
+    return subprocess.call(command, env=env)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="regnet", description="Train and inspect RegNet and ResNet models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -244,6 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="table of every registered model with parameters and MACs")
     models.set_defaults(func=cmd_models)
+
+    dashboard = sub.add_parser("dashboard", help="serve the dashboard on this machine only (http://localhost:PORT)")
+    dashboard.add_argument("--port", type=int, default=8501)
+    dashboard.add_argument("--runs-root", metavar="DIR", help="runs folder to open (default runs or $REGNET_RUNS_ROOT)")
+    dashboard.set_defaults(func=cmd_dashboard)
     return parser
 
 

@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from regnet.runs import read_yaml_mapping
+
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("multistep", "cosine", "warmup_cosine", "onecycle", "constant")
 METRICS = ("val_top1", "val_top5", "val_macro_f1", "val_loss")
@@ -76,6 +78,8 @@ class TrainConfig:
     early_stop_metric: str = "val_top1"  # also the metric that picks best.pt
     early_stop_patience: int | None = None
     log_every: int = 20
+    # A mid-epoch last.pt at most this often (seconds; null: only at epoch ends), so a kill loses little work.
+    checkpoint_every_s: float | None = 300.0
 
 
 @dataclass
@@ -119,16 +123,8 @@ def config_from_dict(data: dict, base: Config | None = None) -> Config:
 def load_config(path: str | Path, base: Config | None = None) -> Config:
     """Read a YAML config file; a missing file or bad YAML is a one-sentence ``ValueError``."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ValueError(f"Config file {path} does not exist; pass an existing YAML file (see configs/).") from None
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as error:
-        where = getattr(error, "problem_mark", None)
-        line = f" at line {where.line + 1}" if where else ""
-        raise ValueError(f"Config file {path} is not valid YAML{line}; fix the syntax.") from None
+    data = read_yaml_mapping(path, missing=f"Config file {path} does not exist; pass an existing YAML file "
+                                           f"(see configs/).")
     return config_from_dict(data, base)
 
 
@@ -247,6 +243,8 @@ def validate(config: Config) -> None:
         (t.epochs >= 1, f"train.epochs must be at least 1, got {t.epochs}."),
         (t.batch_size >= 1, f"train.batch_size must be at least 1, got {t.batch_size}."),
         (t.log_every >= 1, f"train.log_every must be at least 1, got {t.log_every}."),
+        (t.checkpoint_every_s is None or t.checkpoint_every_s >= 0,
+         f"train.checkpoint_every_s must be >= 0 or null, got {t.checkpoint_every_s}."),
         (0 <= t.label_smoothing < 1, f"train.label_smoothing must be in [0, 1), got {t.label_smoothing}."),
         (t.grad_clip is None or t.grad_clip > 0, f"train.grad_clip must be positive or null, got {t.grad_clip}."),
         (t.early_stop_metric in METRICS, f"train.early_stop_metric must be one of {', '.join(METRICS)}, "

@@ -13,10 +13,11 @@ import re
 import time
 from pathlib import Path
 
+from regnet.runs import atomic_write_json
+
 from .build import check_names
 from .config import Config, apply_override, config_to_dict
 from .loop import RunFailed, train
-from .runfolder import atomic_write_json
 from .runs import compare_runs, rank_rows
 
 
@@ -51,7 +52,8 @@ def parse_grid(specs: list[str]) -> list[tuple[str, list[str]]]:
 
 
 def _label(key: str, value: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._=-]", "_", f"{key.split('.')[-1]}={value}")
+    """``lr_0.001``: within the run-id rule, so every grid run is listed like any other run."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", f"{key.split('.')[-1]}_{value}")
 
 
 def plan_grid(base: Config, specs: list[str], grid_id: str) -> list[tuple[str, list[str], Config]]:

@@ -15,9 +15,23 @@ seen and continues with the same random stream, so it too matches (with
 rest of that epoch's augmentations differ, and in a distributed run only rank
 0's random state is saved).
 
+Crash consistency. Every file but metrics.jsonl is written with the
+contract's atomic write, in an order chosen so that a SIGKILL at any write
+leaves a run that ``--resume`` continues, losing only the work since the last
+checkpoint: at the end of an epoch the metrics line, then last.pt (the commit
+point: the state the run resumes from), then best.pt, then status.json. A
+kill between last.pt and best.pt leaves best.pt one improvement behind; that
+can only happen when the newest epoch is the best, so last.pt then holds the
+best model and resuming writes it to best.pt first. Metrics lines after
+last.pt's step are dropped at resume, and a run killed before its first
+checkpoint starts again in the same folder. A time-based checkpoint
+(``train.checkpoint_every_s``) bounds the work a kill can lose mid-epoch.
+
 Stopping. SIGINT, SIGTERM or a file named STOP in the run folder make the run
 finish its current step, write last.pt, set status ``stopped`` and return
-normally. A non-finite loss or any exception sets status ``failed`` with one
+normally. DataLoader workers ignore both signals (Ctrl-C in a terminal
+reaches the whole process group), so they keep serving until the main
+process stops. A non-finite loss or any exception sets status ``failed`` with one
 sentence in status.json and the traceback in train.log, and raises
 ``RunFailed``.
 
@@ -37,7 +51,9 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,16 +62,21 @@ from tqdm import tqdm
 
 from regnet.metrics import per_class_table
 from regnet.models import summary
+from regnet.runs import (ACTIVE_STATES, ARTIFACTS, FINAL_EVAL, STATUS, atomic_write_json, checkpoint_file,
+                         process_identity, read_config_dict, read_status, reported_state)
 
 from .build import build_model_from_config, check_names, load_data, make_loader, resolve_model
 from .checkpoint import capture_rng, load_checkpoint, load_model_weights, restore_rng, save_checkpoint
-from .config import Config, config_to_dict, dump_config, load_config, lower_is_better
+from .config import Config, config_from_dict, config_to_dict, dump_config, lower_is_better
 from .distributed import (DistContext, SeededShardSampler, all_reduce_sum, autocast, broadcast_object,
                           cleanup_distributed, init_distributed)
 from .metrics import evaluate
-from .runfolder import (CONFIG, FINAL_EVAL, RunFolder, atomic_write_json, atomic_write_text, create_run_folder,
-                        read_status)
+from .runfolder import RunFolder, create_run_folder
 from .schedules import build_optimizer, build_scheduler
+
+STATE_FIELDS = ("epoch", "step", "epoch_step", "epoch_sums", "best_value", "best_epoch", "bad_epochs", "elapsed_s")
+# What last.pt must hold to be resumed (a shipped checkpoint holds only model, config and metrics).
+RESUME_KEYS = ("model", "optimizer", "scheduler", "scaler", "rng", "metrics", *STATE_FIELDS)
 
 
 class RunFailed(Exception):
@@ -75,7 +96,7 @@ class StopSignals:
     """SIGINT and SIGTERM set a flag read after each step, so the process never dies halfway through a write.
 
     A second signal (Ctrl-C pressed twice) interrupts at once; the run is then
-    marked failed and resumes from its last epoch-end checkpoint.
+    marked failed and resumes from its last checkpoint.
     """
 
     def __init__(self):
@@ -98,6 +119,70 @@ class StopSignals:
             signal.signal(sig, handler)
 
 
+@dataclass
+class TrainState:
+    """Where a run is; saved in last.pt and restored from it by the same two methods, so a resume is exact."""
+
+    epoch: int = 0  # completed epochs
+    step: int = 0
+    epoch_step: int = 0  # steps into the current epoch (0 at an epoch boundary)
+    epoch_sums: list = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])  # loss sum, correct, images, seconds
+    best_value: float | None = None
+    best_epoch: int | None = None
+    bad_epochs: int = 0
+    elapsed_s: float = 0.0
+    last_record: dict = field(default_factory=dict)  # the last epoch line
+
+    def to_checkpoint(self, running_s: float = 0.0) -> dict:
+        """The state as last.pt stores it; ``running_s`` adds the seconds of an epoch still in progress."""
+        saved = {name: getattr(self, name) for name in STATE_FIELDS}
+        saved["epoch_sums"] = [*self.epoch_sums[:3], self.epoch_sums[3] + running_s]
+        saved["elapsed_s"] = self.elapsed_s + running_s
+        return {**saved, "metrics": dict(self.last_record)}
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: dict | None) -> "TrainState":
+        if checkpoint is None:
+            return cls()
+        state = cls(**{name: checkpoint[name] for name in STATE_FIELDS}, last_record=dict(checkpoint["metrics"]))
+        state.epoch_sums = list(state.epoch_sums)
+        return state
+
+
+@dataclass
+class Run:
+    """Everything a training process holds while it trains, built once by ``_build``."""
+
+    config: Config
+    ctx: DistContext
+    info: Any  # the data set's DataInfo
+    model: nn.Module  # what the step calls (DistributedDataParallel in a distributed run)
+    raw_model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    criterion: nn.Module
+    train_loader: Any
+    val_loader: Any
+    train_sampler: SeededShardSampler
+    loader_generator: torch.Generator
+    local_batch: int
+    measured: Any  # params and MACs
+    state: TrainState
+    progress: bool
+    folder: RunFolder | None = None
+    log: logging.Logger | None = None
+    writer: Any = None
+    epoch_started: float = 0.0  # this process's start of the current epoch
+    train_end: float = 0.0
+    lr: float = 0.0  # the LR of the epoch's last step
+    last_saved: float = field(default_factory=time.monotonic)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.train_loader)
+
+
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
     """The seed of an epoch's random streams on one process: a function of (seed, epoch, rank) alone."""
     return (seed * 1_000_003 + epoch * 7_919 + rank * 104_729) % 2**32
@@ -118,30 +203,52 @@ def train(config: Config | None = None, *, resume: str | Path | None = None, dev
     folder exists, failures raise ``RunFailed`` after recording themselves in
     status.json and train.log.
     """
+    checkpoint, status = None, None
     if resume is not None:
         resume = Path(resume)
-        if not (resume / CONFIG).is_file():
-            raise ValueError(f"{resume} is not a run folder (no {CONFIG}); pass a folder under runs/ to --resume.")
-        config = load_config(resume / CONFIG)
+        config, checkpoint, status = _resumable(resume)
     config = config if config is not None else Config()
     if device is not None:
         config.train.device = device
     check_names(config)
     ctx = init_distributed(config.train.device)
     try:
-        return _train(config, ctx, resume, sys.stderr.isatty() if progress is None else progress)
+        run = _build(config, ctx, resume, checkpoint, sys.stderr.isatty() if progress is None else progress)
+        _open_folder(run, resume, status, checkpoint)
+        return _run_epochs(run)
     finally:
         cleanup_distributed(ctx)
 
 
-def _train(config: Config, ctx: DistContext, resume: Path | None, progress: bool) -> Path:
-    t, device = config.train, ctx.device
+def _resumable(run_dir: Path) -> tuple[Config, dict | None, dict | None]:
+    """The config, last.pt (None before the first checkpoint) and status of a run that may be resumed.
 
-    # ---- everything that can be wrong with the input fails here, before a run folder exists
-    checkpoint = None
-    if resume is not None:
-        _check_resumable(resume)
-        checkpoint = load_checkpoint(RunFolder(resume).checkpoint("last"))
+    A finished run has nothing left to do and a live one must not get a second writer; anything damaged
+    is one sentence.
+    """
+    config = config_from_dict(read_config_dict(run_dir))
+    status = read_status(run_dir) if os.path.lexists(run_dir / STATUS) else None
+    if status is not None:
+        if status.get("state") == "finished" and (run_dir / ARTIFACTS / FINAL_EVAL).is_file():
+            raise ValueError(f"Run {run_dir} already finished; start a new run (or a longer one) instead of "
+                             f"resuming it.")
+        if reported_state(status) in ACTIVE_STATES and status.get("pid") != os.getpid():
+            raise ValueError(f"Run {run_dir} is still running (pid {status.get('pid')}); stop it first "
+                             f"(create {run_dir}/STOP).")
+    last = checkpoint_file(run_dir, "last")
+    if not os.path.lexists(last):
+        return config, None, status  # killed before its first checkpoint: it starts again, same id and config
+    checkpoint = load_checkpoint(last)
+    missing = [key for key in RESUME_KEYS if key not in checkpoint]
+    if missing:
+        raise ValueError(f"Checkpoint {last} has no {', '.join(missing)} and cannot be resumed (a shipped or "
+                         f"foreign checkpoint?); start a new run instead.")
+    return config, checkpoint, status
+
+
+def _build(config: Config, ctx: DistContext, resume: Path | None, checkpoint: dict | None, progress: bool) -> Run:
+    """Data, model, optimizer and schedule, restored from ``checkpoint`` if given; fails before any folder exists."""
+    t, device = config.train, ctx.device
     if t.batch_size % ctx.world_size:
         raise ValueError(f"train.batch_size {t.batch_size} does not split over {ctx.world_size} processes; "
                          f"use a multiple of {ctx.world_size}.")
@@ -152,8 +259,7 @@ def _train(config: Config, ctx: DistContext, resume: Path | None, progress: bool
     model = build_model_from_config(config)  # the initial weights depend on the seed alone
     measured = summary(model, (info.in_channels, info.image_size, info.image_size))
     if checkpoint is not None:
-        load_model_weights(model, checkpoint["model"], RunFolder(resume).checkpoint("last"), config.model.name)
-
+        load_model_weights(model, checkpoint["model"], checkpoint_file(resume, "last"), config.model.name)
     local_batch = t.batch_size // ctx.world_size
     train_sampler = SeededShardSampler(len(splits.train), t.seed, ctx.rank, ctx.world_size)
     loader_generator = torch.Generator()  # seeds worker processes; re-seeded every epoch
@@ -161,8 +267,6 @@ def _train(config: Config, ctx: DistContext, resume: Path | None, progress: bool
     val_sampler = SeededShardSampler(len(splits.val), rank=ctx.rank, world_size=ctx.world_size, shuffle=False,
                                      pad=False)
     val_loader = make_loader(splits.val, local_batch, val_sampler, config.data.workers, device)
-    steps_per_epoch = len(train_loader)
-
     model.to(device)
     if t.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -172,252 +276,302 @@ def _train(config: Config, ctx: DistContext, resume: Path | None, progress: bool
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     raw_model = model.module if ctx.distributed else model
     optimizer = build_optimizer(raw_model, config.optim)
-    scheduler = build_scheduler(optimizer, config.schedule, t.epochs, steps_per_epoch)
+    scheduler = build_scheduler(optimizer, config.schedule, t.epochs, len(train_loader))
     scaler = torch.amp.GradScaler("cuda", enabled=t.amp and device.type == "cuda")  # fp16 needs loss scaling
-    criterion = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
-
-    # ---- where we are: from scratch, or from last.pt
-    epoch, step, epoch_step = 0, 0, 0
-    epoch_sums = [0.0, 0.0, 0.0, 0.0]  # this epoch so far: loss sum, correct, images, seconds
-    best_value, best_epoch, bad_epochs, elapsed_s = None, None, 0, 0.0
-    last_record: dict = {}
+    state = TrainState.from_checkpoint(checkpoint)
     if checkpoint is not None:
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
         scaler.load_state_dict(checkpoint["scaler"])
-        epoch, step, epoch_step = checkpoint["epoch"], checkpoint["step"], checkpoint["epoch_step"]
-        epoch_sums = list(checkpoint["epoch_sums"])
-        best_value, best_epoch = checkpoint["best_value"], checkpoint["best_epoch"]
-        bad_epochs, elapsed_s = checkpoint["bad_epochs"], checkpoint["elapsed_s"]
-        last_record = dict(checkpoint["metrics"])
-        if epoch_step and ctx.is_main:
+        if state.epoch_step and ctx.is_main:
             restore_rng(checkpoint["rng"])
-        elif epoch_step:
-            seed_everything(epoch_seed(t.seed, epoch, ctx.rank) + step)
+        elif state.epoch_step:
+            seed_everything(epoch_seed(t.seed, state.epoch, ctx.rank) + state.step)
+    return Run(config, ctx, info, model, raw_model, optimizer, scheduler, scaler,
+               nn.CrossEntropyLoss(label_smoothing=t.label_smoothing), train_loader, val_loader, train_sampler,
+               loader_generator, local_batch, measured, state, progress)
 
-    # ---- the run folder (rank 0 writes it; the others only need its path)
+
+def _open_folder(run: Run, resume: Path | None, status: dict | None, checkpoint: dict | None) -> None:
+    """Claim (or take over) the run folder, repair what a kill left, and write the ``running`` status."""
+    config, ctx, st = run.config, run.ctx, run.state
+    path = None
     if ctx.is_main:
-        path = resume if resume is not None else create_run_folder(config.run.runs_root, config.run.run_id,
-                                                                    config.model.name, info.name)
-    folder = RunFolder(broadcast_object(str(path) if ctx.is_main else None, ctx))
+        path = resume if resume is not None else create_run_folder(
+            config.run.runs_root, config.run.run_id, config.model.name, run.info.name,
+            lambda run_id: dump_config(_with_run_id(config, run_id)))
+    folder = run.folder = RunFolder(broadcast_object(str(path) if ctx.is_main else None, ctx))
     config.run.runs_root, config.run.run_id = str(folder.path.parent), folder.path.name
-    writer = None
-    log = _open_log(folder, ctx.is_main)
-    if ctx.is_main:
-        folder.make_subfolders()
-        if resume is None:
-            atomic_write_text(folder.config_path, dump_config(config))
-            folder.status = {"started_at": time.time()}
-        else:
-            folder.status = read_status(folder.path)
-            folder.truncate_metrics(after_step=step)  # lines logged after last.pt would repeat
-            folder.stop_path.unlink(missing_ok=True)
-        folder.write_status(
-            state="running", pid=os.getpid(), run_id=folder.path.name, model=config.model.name, dataset=info.name,
-            epoch=epoch, epochs=t.epochs, step=step, steps_per_epoch=steps_per_epoch, finished_at=None,
-            elapsed_s=elapsed_s, best_metric=t.early_stop_metric, best_value=best_value, best_epoch=best_epoch,
-            images_per_s=folder.status.get("images_per_s"), params=measured.params, macs=measured.macs, error=None,
-        )
-        from torch.utils.tensorboard import SummaryWriter
+    run.log = _open_log(folder, ctx.is_main)
+    if not ctx.is_main:
+        return
+    folder.take_over()
+    folder.status = dict(status) if status is not None and checkpoint is not None else {"started_at": time.time()}
+    if resume is not None:
+        folder.truncate_metrics(after_step=st.step)  # lines logged after last.pt would repeat
+        folder.stop_path.unlink(missing_ok=True)
+        if checkpoint is not None:
+            _repair_best(folder, checkpoint)
+    folder.write_status(
+        state="running", **process_identity(), run_id=folder.path.name, model=config.model.name,
+        dataset=run.info.name, epoch=st.epoch, epochs=config.train.epochs, step=st.step,
+        steps_per_epoch=run.steps_per_epoch, finished_at=None, elapsed_s=st.elapsed_s,
+        best_metric=config.train.early_stop_metric, best_value=st.best_value, best_epoch=st.best_epoch,
+        images_per_s=folder.status.get("images_per_s"), params=run.measured.params, macs=run.measured.macs, error=None,
+    )
+    from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(log_dir=str(folder.path), purge_step=step if resume is not None else None)
-        log.info(f"{'resumed' if resume else 'started'} {folder.path}: {config.model.name} on {info.name}, "
-                 f"{measured.params:,} params, {len(splits.train)} train / {len(splits.val)} val images, "
-                 f"{steps_per_epoch} steps per epoch, device {device}, {ctx.world_size} process(es)")
+    run.writer = SummaryWriter(log_dir=str(folder.path), purge_step=st.step if resume is not None else None)
+    run.log.info(f"{'resumed' if resume else 'started'} {folder.path}: {config.model.name} on {run.info.name}, "
+                 f"{run.measured.params:,} params, {len(run.train_loader.dataset)} train / "
+                 f"{len(run.val_loader.dataset)} val images, {run.steps_per_epoch} steps per epoch, "
+                 f"device {ctx.device}, {ctx.world_size} process(es)")
 
-    def save(which: str) -> None:
-        save_checkpoint({
-            "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-            "epoch": epoch, "step": step, "epoch_step": epoch_step, "epoch_sums": epoch_sums,
-            "best_value": best_value, "best_epoch": best_epoch, "bad_epochs": bad_epochs, "elapsed_s": elapsed_s,
-            "rng": {**capture_rng(), "data_order": {"seed": t.seed + epoch, "position": epoch_step * local_batch}},
-            "config": config_to_dict(config), "metrics": last_record,
-        }, folder.checkpoint(which))
 
-    def stop_requested(signals: StopSignals) -> bool:
-        """Any process's signal, or the STOP file (read by rank 0), stops every process at the same step."""
-        flag = torch.tensor([float(signals.received is not None or (ctx.is_main and folder.stop_requested()))],
-                            device=device)
-        return all_reduce_sum(flag).item() > 0
+def _with_run_id(config: Config, run_id: str) -> Config:
+    config.run.run_id = run_id
+    return config
 
-    last_val = None
+
+def _repair_best(folder: RunFolder, checkpoint: dict) -> None:
+    """A kill between last.pt and best.pt leaves best.pt behind; last.pt then holds the best model, so copy it."""
+    if checkpoint["epoch_step"] or checkpoint["best_epoch"] is None or checkpoint["best_epoch"] != checkpoint["epoch"]:
+        return
+    best = folder.checkpoint("best")
+    try:
+        epoch = load_checkpoint(best).get("epoch") if best.exists() else None
+    except ValueError:
+        epoch = None
+    if epoch != checkpoint["epoch"]:
+        save_checkpoint(checkpoint, best)
+
+
+def _run_epochs(run: Run) -> Path:
+    """Epochs until the last one, an early stop or a stop request, then the final evaluation; failures recorded."""
+    t, st, folder = run.config.train, run.state, run.folder
     try:
         with StopSignals() as signals:
-            while epoch < t.epochs:
-                # ---- one epoch of training
-                started = time.time()
-                if epoch_step == 0:
-                    seed_everything(epoch_seed(t.seed, epoch, ctx.rank))
-                train_sampler.set_epoch(epoch, skip=epoch_step * local_batch)
-                loader_generator.manual_seed(epoch_seed(t.seed, epoch, ctx.rank))
-                model.train()
-                bar = tqdm(total=steps_per_epoch, initial=epoch_step, desc=f"epoch {epoch + 1}/{t.epochs}",
-                           disable=not (progress and ctx.is_main), leave=False, dynamic_ncols=True)
-                window = [0.0, 0, time.time()]  # since the last step line: loss sum, images, start
-                lr = optimizer.param_groups[0]["lr"]
-                stop = False
-                for images, targets in train_loader:
-                    images = images.to(device, non_blocking=True)
-                    targets = targets.to(device, non_blocking=True)
-                    if t.channels_last:
-                        images = images.contiguous(memory_format=torch.channels_last)
-                    lr = optimizer.param_groups[0]["lr"]
-                    with autocast(device, t.amp):
-                        logits = model(images)
-                        loss = criterion(logits, targets)
-                    # One all-reduce per step: the global batch's loss and accuracy, a non-finite loss on any
-                    # process, and a stop request on any process; checked before the update touches the weights.
-                    stop_flag = signals.received is not None or (ctx.is_main and folder.stop_requested())
-                    stats = torch.stack([
-                        loss.detach().float() * len(targets), (logits.argmax(1) == targets).sum().float(),
-                        torch.tensor(float(len(targets)), device=device),
-                        (~torch.isfinite(loss.detach())).float(), torch.tensor(float(stop_flag), device=device),
-                    ]).double()
-                    loss_sum, correct, count, nonfinite, stop = all_reduce_sum(stats).tolist()
-                    if nonfinite:
-                        raise NonFiniteLoss(
-                            f"The training loss became non-finite (inf or nan) at epoch {epoch + 1}, "
-                            f"step {step + 1}; "
-                            f"lower the learning rate or set train.grad_clip (e.g. --set train.grad_clip=1.0).")
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    if t.grad_clip is not None:
-                        scaler.unscale_(optimizer)
-                        nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-                    scaler.step(optimizer)
-                    scaler.update()
-                    scheduler.step()
-                    step += 1
-                    epoch_step += 1
-                    epoch_sums[:3] = [epoch_sums[0] + loss_sum, epoch_sums[1] + correct, epoch_sums[2] + count]
-                    window[:2] = [window[0] + loss_sum, window[1] + count]
-                    bar.update(1)
-                    if step % t.log_every == 0 or epoch_step == steps_per_epoch:
-                        now = time.time()
-                        record = {"kind": "step", "epoch": epoch + 1, "step": step, "time": now,
-                                  "train_loss": window[0] / window[1], "lr": lr,
-                                  "images_per_s": window[1] / max(now - window[2], 1e-9)}
-                        bar.set_postfix(loss=f"{record['train_loss']:.3f}", img_s=f"{record['images_per_s']:.0f}")
-                        if ctx.is_main:
-                            folder.append_metrics(record)
-                            for key in ("train_loss", "lr", "images_per_s"):
-                                writer.add_scalar(f"step/{key}", record[key], step)
-                            folder.write_status(step=step, images_per_s=record["images_per_s"],
-                                                elapsed_s=elapsed_s + epoch_sums[3] + now - started)
-                        window = [0.0, 0, now]
-                    if stop:
-                        break
-                bar.close()
-                train_end = time.time()
-                epoch_sums[3] += train_end - started
-
-                if stop:  # mid-epoch: save how far we got, to continue from exactly here
-                    elapsed_s += train_end - started
-                    if ctx.is_main:
-                        save("last")
-                        folder.write_status(state="stopped", step=step, elapsed_s=elapsed_s, finished_at=time.time())
-                        log.info(f"stopped at epoch {epoch + 1}, step {step} ({signals.received or 'STOP file'}); "
-                                 f"continue with: python -m regnet train --resume {folder.path}")
-                    return folder.path
-
-                # ---- validation, logging, checkpoints
-                val = evaluate(raw_model, val_loader, info.num_classes, device, amp=t.amp,
-                               channels_last=t.channels_last)
-                loss_sum, correct, count, train_seconds = epoch_sums
-                now = time.time()
-                elapsed_s += now - started
-                epoch += 1
-                last_record = {
-                    "kind": "epoch", "epoch": epoch, "step": step, "time": now,
-                    "train_loss": loss_sum / count, "train_top1": correct / count,
-                    "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"],
-                    "val_macro_f1": val["macro_f1"], "lr": lr,  # the LR of the epoch's last step
-                    "epoch_time_s": train_seconds + (now - train_end),
-                    "images_per_s": count / max(train_seconds, 1e-9),
-                }
-                epoch_step, epoch_sums = 0, [0.0, 0.0, 0.0, 0.0]
-                value = last_record[t.early_stop_metric]
-                improved = best_value is None or (value < best_value if lower_is_better(t.early_stop_metric)
-                                                  else value > best_value)
-                if improved:
-                    best_value, best_epoch, bad_epochs = value, epoch, 0
-                else:
-                    bad_epochs += 1
-                last_val = val
-                if ctx.is_main:
-                    folder.append_metrics(last_record)
-                    for key, number in last_record.items():
-                        if key not in ("kind", "epoch", "step", "time"):
-                            writer.add_scalar(f"epoch/{key}", number, step)
-                    writer.flush()
-                    save("last")
-                    if improved:
-                        save("best")
-                    folder.write_status(epoch=epoch, step=step, elapsed_s=elapsed_s, best_value=best_value,
-                                        best_epoch=best_epoch)
-                    log.info(f"epoch {epoch}/{t.epochs}: train loss {last_record['train_loss']:.4f} "
-                             f"top-1 {last_record['train_top1']:.3f} | val loss {val['loss']:.4f} "
-                             f"top-1 {val['top1']:.3f} top-5 {val['top5']:.3f} macro-F1 {val['macro_f1']:.3f} | "
-                             f"{last_record['epoch_time_s']:.1f}s, {last_record['images_per_s']:.0f} img/s")
-                if t.early_stop_patience is not None and bad_epochs >= t.early_stop_patience:
-                    if ctx.is_main:
-                        log.info(f"early stop: {t.early_stop_metric} has not improved for {bad_epochs} epochs "
-                                 f"(best {best_value:.4f} at epoch {best_epoch})")
-                    break
-                if epoch < t.epochs and stop_requested(signals):
-                    if ctx.is_main:
+            last_val = None
+            while st.epoch < t.epochs and not _early_stopped(run):
+                if _train_epoch(run, signals):
+                    return folder.path  # stopped mid-epoch, last.pt saved
+                last_val = _validate_and_checkpoint(run)
+                if _early_stopped(run):
+                    _log(run, f"early stop: {t.early_stop_metric} has not improved for {st.bad_epochs} epochs "
+                              f"(best {st.best_value:.4f} at epoch {st.best_epoch})")
+                elif st.epoch < t.epochs and _stop_requested(run, signals):
+                    if run.ctx.is_main:
                         folder.write_status(state="stopped", finished_at=time.time())
-                        log.info(f"stopped after epoch {epoch}; continue with: "
-                                 f"python -m regnet train --resume {folder.path}")
+                    _log(run, f"stopped after epoch {st.epoch}; continue with: python -m regnet train --resume "
+                              f"{folder.path}")
                     return folder.path
-
-            # ---- the final model's evaluation
-            if last_val is None:  # resumed after the last epoch's checkpoint
-                last_val = evaluate(raw_model, val_loader, info.num_classes, device, amp=t.amp,
-                                    channels_last=t.channels_last)
-            if ctx.is_main:
-                final = {"split": "val", "checkpoint": "last", "epoch": epoch,
-                         **{k: last_val[k] for k in ("loss", "top1", "top5", "macro_f1")},
-                         "class_names": info.class_names, "confusion_matrix": last_val["confusion_matrix"],
-                         "per_class": per_class_table(last_val["confusion_matrix"], info.class_names)}
-                atomic_write_json(folder.artifacts / FINAL_EVAL, final)
-                folder.write_status(state="finished", finished_at=time.time(), elapsed_s=elapsed_s)
-                log.info(f"finished {folder.path}: val top-1 {last_val['top1']:.4f}, best {t.early_stop_metric} "
-                         f"{best_value:.4f} at epoch {best_epoch}, {elapsed_s:.0f}s")
+            _finish(run, last_val)
             return folder.path
     except BaseException as error:
         message = _one_sentence(error)
-        if ctx.is_main:
-            log.error(f"failed: {message}", exc_info=True)
+        if run.ctx.is_main:
+            run.log.error(f"failed: {message}", exc_info=True)
             folder.write_status(state="failed", error=message, finished_at=time.time())
         raise RunFailed(message, folder.path) from error
     finally:
-        if writer is not None:
-            writer.close()
-        for handler in list(log.handlers):
+        if run.writer is not None:
+            run.writer.close()
+        for handler in list(run.log.handlers):
             handler.close()
-            log.removeHandler(handler)
+            run.log.removeHandler(handler)
 
 
-def _check_resumable(run_dir: Path) -> None:
-    """A finished run has nothing left to do, and a live one must not get a second writer."""
-    status = read_status(run_dir)
-    if status.get("state") == "finished":
-        raise ValueError(f"Run {run_dir} already finished; start a new run (or a longer one) instead of resuming it.")
-    pid = status.get("pid")
-    if status.get("state") == "running" and isinstance(pid, int) and pid != os.getpid() and _alive(pid):
-        raise ValueError(f"Run {run_dir} is still running (pid {pid}); stop it first (create {run_dir}/STOP).")
+def _early_stopped(run: Run) -> bool:
+    patience = run.config.train.early_stop_patience
+    return patience is not None and run.state.bad_epochs >= patience
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+def _log(run: Run, message: str) -> None:
+    if run.ctx.is_main:
+        run.log.info(message)
+
+
+def _train_epoch(run: Run, signals: StopSignals) -> bool:
+    """One epoch of training (or the rest of one); True when a stop request ended it early (last.pt saved)."""
+    t, st, ctx = run.config.train, run.state, run.ctx
+    run.epoch_started = time.time()
+    if st.epoch_step == 0:
+        seed_everything(epoch_seed(t.seed, st.epoch, ctx.rank))
+    run.train_sampler.set_epoch(st.epoch, skip=st.epoch_step * run.local_batch)
+    run.loader_generator.manual_seed(epoch_seed(t.seed, st.epoch, ctx.rank))
+    run.model.train()
+    bar = tqdm(total=run.steps_per_epoch, initial=st.epoch_step, desc=f"epoch {st.epoch + 1}/{t.epochs}",
+               disable=not (run.progress and ctx.is_main), leave=False, dynamic_ncols=True)
+    window = [0.0, 0, time.time()]  # since the last step line: loss sum, images, start
+    stop = False
+    for images, targets in run.train_loader:
+        run.lr = run.optimizer.param_groups[0]["lr"]
+        loss_sum, correct, count, stop = _train_step(run, images, targets, signals)
+        st.step += 1
+        st.epoch_step += 1
+        st.epoch_sums[:3] = [st.epoch_sums[0] + loss_sum, st.epoch_sums[1] + correct, st.epoch_sums[2] + count]
+        window[:2] = [window[0] + loss_sum, window[1] + count]
+        bar.update(1)
+        if st.step % t.log_every == 0 or st.epoch_step == run.steps_per_epoch:
+            _log_step(run, window, bar)
+            window = [0.0, 0, time.time()]
+        if stop:
+            break
+        if st.epoch_step < run.steps_per_epoch and _checkpoint_due(run):
+            _save(run, "last", running_s=time.time() - run.epoch_started)
+            run.folder.write_status(step=st.step, elapsed_s=st.elapsed_s + st.epoch_sums[3] + time.time()
+                                    - run.epoch_started)
+    bar.close()
+    run.train_end = time.time()
+    st.epoch_sums[3] += run.train_end - run.epoch_started
+    if not stop:
         return False
-    except PermissionError:
-        return True
+    st.elapsed_s += run.train_end - run.epoch_started  # mid-epoch: save how far we got, to continue from here
+    if ctx.is_main:
+        _save(run, "last")
+        run.folder.write_status(state="stopped", step=st.step, elapsed_s=st.elapsed_s, finished_at=time.time())
+    _log(run, f"stopped at epoch {st.epoch + 1}, step {st.step} ({signals.received or 'STOP file'}); "
+              f"continue with: python -m regnet train --resume {run.folder.path}")
     return True
+
+
+def _train_step(run: Run, images, targets, signals: StopSignals) -> tuple[float, float, float, bool]:
+    """One optimizer step; returns the global batch's loss sum, correct count, size, and whether to stop."""
+    t, device = run.config.train, run.ctx.device
+    images = images.to(device, non_blocking=True)
+    targets = targets.to(device, non_blocking=True)
+    if t.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    with autocast(device, t.amp):
+        logits = run.model(images)
+        loss = run.criterion(logits, targets)
+    # One all-reduce per step: the global batch's loss and accuracy, a non-finite loss on any process, and a
+    # stop request on any process; checked before the update touches the weights.
+    stop_flag = signals.received is not None or (run.ctx.is_main and run.folder.stop_requested())
+    stats = torch.stack([
+        loss.detach().float() * len(targets), (logits.argmax(1) == targets).sum().float(),
+        torch.tensor(float(len(targets)), device=device),
+        (~torch.isfinite(loss.detach())).float(), torch.tensor(float(stop_flag), device=device),
+    ]).double()
+    loss_sum, correct, count, nonfinite, stop = all_reduce_sum(stats).tolist()
+    if nonfinite:
+        raise NonFiniteLoss(f"The training loss became non-finite (inf or nan) at epoch {run.state.epoch + 1}, "
+                            f"step {run.state.step + 1}; lower the learning rate or set train.grad_clip "
+                            f"(e.g. --set train.grad_clip=1.0).")
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    if t.grad_clip is not None:
+        run.scaler.unscale_(run.optimizer)
+        nn.utils.clip_grad_norm_(run.model.parameters(), t.grad_clip)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.scheduler.step()
+    return loss_sum, correct, count, bool(stop)
+
+
+def _log_step(run: Run, window: list, bar) -> None:
+    """A step line in metrics.jsonl and TensorBoard, and the step in status.json."""
+    st, now = run.state, time.time()
+    record = {"kind": "step", "epoch": st.epoch + 1, "step": st.step, "time": now,
+              "train_loss": window[0] / window[1], "lr": run.lr,
+              "images_per_s": window[1] / max(now - window[2], 1e-9)}
+    bar.set_postfix(loss=f"{record['train_loss']:.3f}", img_s=f"{record['images_per_s']:.0f}")
+    if not run.ctx.is_main:
+        return
+    run.folder.append_metrics(record)
+    for key in ("train_loss", "lr", "images_per_s"):
+        run.writer.add_scalar(f"step/{key}", record[key], st.step)
+    run.folder.write_status(step=st.step, images_per_s=record["images_per_s"],
+                            elapsed_s=st.elapsed_s + st.epoch_sums[3] + now - run.epoch_started)
+
+
+def _checkpoint_due(run: Run) -> bool:
+    """A mid-epoch last.pt every ``train.checkpoint_every_s`` (rank 0 alone writes it, so no process waits)."""
+    every = run.config.train.checkpoint_every_s
+    if every is None or not run.ctx.is_main or time.monotonic() - run.last_saved < every:
+        return False
+    return True
+
+
+def _validate_and_checkpoint(run: Run) -> dict:
+    """Validate, log the epoch line, then write last.pt, best.pt (if improved) and status.json, in that order."""
+    t, st, info = run.config.train, run.state, run.info
+    val = evaluate(run.raw_model, run.val_loader, info.num_classes, run.ctx.device, amp=t.amp,
+                   channels_last=t.channels_last)
+    loss_sum, correct, count, train_seconds = st.epoch_sums
+    now = time.time()
+    st.elapsed_s += now - run.epoch_started
+    st.epoch += 1
+    st.last_record = {
+        "kind": "epoch", "epoch": st.epoch, "step": st.step, "time": now,
+        "train_loss": loss_sum / count, "train_top1": correct / count,
+        "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"],
+        "val_macro_f1": val["macro_f1"], "lr": run.lr,
+        "epoch_time_s": train_seconds + (now - run.train_end), "images_per_s": count / max(train_seconds, 1e-9),
+    }
+    st.epoch_step, st.epoch_sums = 0, [0.0, 0.0, 0.0, 0.0]
+    value = st.last_record[t.early_stop_metric]
+    improved = st.best_value is None or (value < st.best_value if lower_is_better(t.early_stop_metric)
+                                         else value > st.best_value)
+    if improved:
+        st.best_value, st.best_epoch, st.bad_epochs = value, st.epoch, 0
+    else:
+        st.bad_epochs += 1
+    if run.ctx.is_main:
+        run.folder.append_metrics(st.last_record)
+        for key, number in st.last_record.items():
+            if key not in ("kind", "epoch", "step", "time"):
+                run.writer.add_scalar(f"epoch/{key}", number, st.step)
+        run.writer.flush()
+        _save(run, "last")
+        if improved:
+            _save(run, "best")
+        run.folder.write_status(epoch=st.epoch, step=st.step, elapsed_s=st.elapsed_s, best_value=st.best_value,
+                                best_epoch=st.best_epoch)
+        r = st.last_record
+        run.log.info(f"epoch {st.epoch}/{t.epochs}: train loss {r['train_loss']:.4f} top-1 {r['train_top1']:.3f} | "
+                     f"val loss {val['loss']:.4f} top-1 {val['top1']:.3f} top-5 {val['top5']:.3f} macro-F1 "
+                     f"{val['macro_f1']:.3f} | {r['epoch_time_s']:.1f}s, {r['images_per_s']:.0f} img/s")
+    return val
+
+
+def _finish(run: Run, last_val: dict | None) -> None:
+    """The final model's evaluation (again, if a kill interrupted it), then status ``finished``."""
+    t, st, info = run.config.train, run.state, run.info
+    if last_val is None:  # resumed after the last epoch's checkpoint
+        last_val = evaluate(run.raw_model, run.val_loader, info.num_classes, run.ctx.device, amp=t.amp,
+                            channels_last=t.channels_last)
+    if not run.ctx.is_main:
+        return
+    final = {"split": "val", "checkpoint": "last", "epoch": st.epoch,
+             **{k: last_val[k] for k in ("loss", "top1", "top5", "macro_f1")},
+             "class_names": info.class_names, "confusion_matrix": last_val["confusion_matrix"],
+             "per_class": per_class_table(last_val["confusion_matrix"], info.class_names)}
+    atomic_write_json(run.folder.artifacts / FINAL_EVAL, final)
+    run.folder.write_status(state="finished", finished_at=time.time(), elapsed_s=st.elapsed_s)
+    run.log.info(f"finished {run.folder.path}: val top-1 {last_val['top1']:.4f}, best {t.early_stop_metric} "
+                 f"{st.best_value:.4f} at epoch {st.best_epoch}, {st.elapsed_s:.0f}s")
+
+
+def _save(run: Run, which: str, running_s: float = 0.0) -> None:
+    """last.pt or best.pt: the weights, the optimizer, the schedule, the TrainState and every random stream."""
+    t, st = run.config.train, run.state
+    save_checkpoint({
+        "model": run.raw_model.state_dict(), "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
+        **st.to_checkpoint(running_s),
+        "rng": {**capture_rng(),
+                "data_order": {"seed": t.seed + st.epoch, "position": st.epoch_step * run.local_batch}},
+        "config": config_to_dict(run.config),
+    }, run.folder.checkpoint(which))
+    run.last_saved = time.monotonic()
+
+
+def _stop_requested(run: Run, signals: StopSignals) -> bool:
+    """Any process's signal, or the STOP file (read by rank 0), stops every process at the same step."""
+    flag = torch.tensor([float(signals.received is not None or (run.ctx.is_main and run.folder.stop_requested()))],
+                        device=run.ctx.device)
+    return all_reduce_sum(flag).item() > 0
 
 
 def _open_log(folder: RunFolder, is_main: bool) -> logging.Logger:

@@ -20,7 +20,7 @@ from .build import build_model_from_config, check_names, load_data, make_loader,
 from .config import Config, config_to_dict
 from .distributed import SeededShardSampler, autocast, resolve_device
 from .loop import seed_everything
-from .runfolder import atomic_write_json, atomic_write_text
+from regnet.runs import atomic_write_json, atomic_write_text
 from .schedules import build_optimizer
 
 SMOOTHING = 0.9  # exponential moving average of the loss, bias-corrected as in fastai

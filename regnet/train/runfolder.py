@@ -1,90 +1,74 @@
-"""The run folder: the only contract between a training process and whoever watches it (CLI, dashboard, TensorBoard).
+"""The engine's side of the run folder: claiming a folder and writing status.json and metrics.jsonl.
 
-Everything a reader may see half-written is written atomically (a temp file in
-the same folder, then ``os.replace``), and ``metrics.jsonl`` is only ever
-appended to and flushed line by line, so a reader polling the folder never
-sees a torn file. A run folder is never reused: creating one that exists is an
-error, whatever is in it.
+File names, the run-id rule, the atomic write and the readers are the contract's (``regnet.runs``); this
+module only writes, and only the process that owns the run (rank 0) uses it. ``metrics.jsonl`` is appended
+line by line and flushed, everything else is written atomically, so a reader polling the folder never sees
+a torn file and a SIGKILL at any write leaves a folder that ``--resume`` continues.
 """
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+import shutil
 import time
 from pathlib import Path
+from typing import Callable
 
-CONFIG = "config.yaml"
-STATUS = "status.json"
-METRICS = "metrics.jsonl"
-LOG = "train.log"
-STOP = "STOP"
-CHECKPOINTS = "checkpoints"
-ARTIFACTS = "artifacts"
-FINAL_EVAL = "final_eval.json"
+from regnet.runs import (ARTIFACTS, CHECKPOINTS, CONFIG, LOG, METRICS, STATUS, STOP, atomic_write_json,
+                         atomic_write_text, check_run_id, checkpoint_file, new_run_id, process_alive, read_all_metrics,
+                         read_metrics, read_status, remove_stale_temps)
 
+CREATING = ".creating-"  # a run folder being assembled: ".<run_id>.creating-<pid>" in the runs root
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes it private; readers (dashboard, TensorBoard) need to read it
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+# read_metrics and read_status are the contract's readers, importable from here as they always were.
+__all__ = ["RunFolder", "create_run_folder", "read_metrics", "read_status"]
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
+def create_run_folder(runs_root: str | Path, run_id: str | None, model: str, dataset: str,
+                      config_text: Callable[[str], str]) -> Path:
+    """Claim a new run folder that already holds its config.yaml (``config_text(run_id)``).
 
-
-def atomic_write_json(path: str | Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
-
-
-def default_run_id(model: str, dataset: str, now: float | None = None) -> str:
-    """``<timestamp>-<model>-<dataset>``: sorts by start time and says what ran."""
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
-    return f"{stamp}-{model}-{dataset}"
-
-
-def create_run_folder(runs_root: str | Path, run_id: str | None, model: str, dataset: str) -> Path:
-    """Make a new, empty run folder; an explicit ``run_id`` that exists is an error, a default one gets a suffix.
-
-    ``os.mkdir`` fails if the folder exists, so two processes can never claim
-    the same folder, even racing.
+    The folder is assembled under a hidden temp name and renamed into place, so a run folder never exists
+    without its config: a process killed while writing it leaves no run behind, and the same run id can be
+    started again. ``rename`` onto an existing non-empty folder fails, so two processes never share one;
+    an explicit ``run_id`` that exists is an error, a default one gets a numbered suffix.
     """
     root = Path(runs_root)
-    if run_id is not None and (not run_id or "/" in run_id or run_id in (".", "..")):
-        raise ValueError(f"Run id {run_id!r} is not a plain folder name; use letters, digits, '-' and '_'.")
+    if run_id is not None:
+        check_run_id(run_id)
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise OSError(f"Cannot create the runs folder {root} ({error.strerror}); "
                       f"pass a writable --runs-root.") from None
-    if run_id is not None:
-        path = root / run_id
-        try:
-            path.mkdir()
-        except FileExistsError:
-            raise ValueError(f"Run folder {path} already exists and is never overwritten; choose another --run-id "
-                             f"or continue it with --resume {path}.") from None
-        return path
-    base = default_run_id(model, dataset)
-    for attempt in range(1, 1000):
-        path = root / (base if attempt == 1 else f"{base}-{attempt}")
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:
-            continue
-    raise ValueError(f"Too many runs named {base}-* in {root}; pass --run-id.")
+    _remove_abandoned(root)
+    base = run_id or new_run_id(model, dataset)
+    staging = root / f".{base}{CREATING}{os.getpid()}"
+    staging.mkdir()
+    try:
+        for name in [base] if run_id is not None else [base, *(f"{base}-{n}" for n in range(2, 1000))]:
+            atomic_write_text(staging / CONFIG, config_text(name))
+            try:
+                os.rename(staging, root / name)
+                return root / name
+            except OSError:
+                if not (root / name).exists():
+                    raise
+        if run_id is not None:
+            raise ValueError(f"Run folder {root / base} already exists and is never overwritten; choose "
+                             f"another --run-id or continue it with --resume {root / base}.")
+        raise ValueError(f"Too many runs named {base}-* in {root}; pass --run-id.")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _remove_abandoned(root: Path) -> None:
+    """Run folders whose creator was killed while assembling them (their pid is gone)."""
+    for entry in os.scandir(root):
+        name, _, pid = entry.name.rpartition(CREATING)
+        abandoned = name.startswith(".") and pid.isdigit() and not process_alive(int(pid))
+        if abandoned and entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
 
 
 class RunFolder:
@@ -103,11 +87,13 @@ class RunFolder:
     artifacts = property(lambda self: self.path / ARTIFACTS)
 
     def checkpoint(self, which: str) -> Path:
-        return self.checkpoints / f"{which}.pt"
+        return checkpoint_file(self.path, which)
 
-    def make_subfolders(self) -> None:
+    def take_over(self) -> None:
+        """Make the sub-folders and clear the temp files a killed writer left: called by the run's owner only."""
         self.checkpoints.mkdir(exist_ok=True)
         self.artifacts.mkdir(exist_ok=True)
+        remove_stale_temps(self.path, self.checkpoints, self.artifacts)
 
     def write_status(self, **changes) -> dict:
         """Merge ``changes`` into the status and rewrite status.json atomically, stamping ``updated_at``."""
@@ -123,36 +109,14 @@ class RunFolder:
             f.flush()
 
     def truncate_metrics(self, after_step: int) -> None:
-        """Drop lines logged after the checkpoint a resumed run restarts from, so no step appears twice."""
-        if not self.metrics_path.exists():
+        """Drop lines logged after the checkpoint a resumed run restarts from (and damaged ones): no step repeats."""
+        if not os.path.lexists(self.metrics_path):
             return
-        kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= after_step]
+        metrics = read_all_metrics(self.path)
+        if metrics.problem:
+            raise ValueError(metrics.problem)
+        kept = [r for r in metrics.rows if isinstance(r.get("step", 0), int) and r.get("step", 0) <= after_step]
         atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def stop_requested(self) -> bool:
         return self.stop_path.exists()
-
-
-def read_status(run_dir: str | Path) -> dict:
-    """The run's status.json, or a one-sentence ValueError if the folder is not a run."""
-    path = Path(run_dir) / STATUS
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ValueError(f"{run_dir} is not a run folder (no {STATUS}); pass a folder under runs/.") from None
-    except json.JSONDecodeError:
-        raise ValueError(f"{path} is not valid JSON; the run folder is damaged.") from None
-
-
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    """Every complete line of metrics.jsonl (a line still being written is skipped)."""
-    path = Path(run_dir) / METRICS
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records

@@ -7,6 +7,7 @@ config and its metrics.
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
@@ -18,20 +19,19 @@ from regnet.models import build_model, model_info
 
 from .build import load_data
 from .checkpoint import load_checkpoint, load_model_weights
-from .config import Config, config_to_dict, load_config, lower_is_better
+from regnet.runs import (best_of, checkpoint_file, read_all_metrics, read_config_dict, read_status, reported_state,
+                         scan_runs)
+
+from .config import Config, config_from_dict, config_to_dict, lower_is_better
 from .distributed import resolve_device
 from .metrics import evaluate
-from .runfolder import CONFIG, RunFolder, read_metrics, read_status
 
 SPLITS = ("val", "test", "train")
-CHECKPOINTS = ("best", "last")
 
 
 def load_run_config(run_dir: str | Path) -> Config:
-    path = Path(run_dir) / CONFIG
-    if not path.is_file():
-        raise ValueError(f"{run_dir} is not a run folder (no {CONFIG}); pass a folder under runs/ or checkpoints/.")
-    return load_config(path)
+    """The run's config.yaml, type-checked; a missing or damaged file is one sentence."""
+    return config_from_dict(read_config_dict(run_dir))
 
 
 def load_run_model(run_dir: str | Path, which: str = "best", device: str | torch.device = "cpu"
@@ -47,10 +47,8 @@ def load_run_model(run_dir: str | Path, which: str = "best", device: str | torch
 
 
 def _load_model(run_dir: str | Path, which: str, device: str | torch.device) -> tuple[nn.Module, Config, dict]:
-    if which not in CHECKPOINTS:
-        raise ValueError(f"Unknown checkpoint {which!r}; choose best or last.")
+    path = checkpoint_file(run_dir, which)
     config = load_run_config(run_dir)
-    path = RunFolder(run_dir).checkpoint(which)
     checkpoint = load_checkpoint(path)
     state = checkpoint["model"]
     m = config.model
@@ -98,34 +96,54 @@ def evaluate_run(run_dir: str | Path, split: str = "val", which: str = "best", *
 
 
 def list_runs(runs_root: str | Path) -> list[Path]:
-    """Run folders (those with a status.json) under ``runs_root``, oldest first."""
-    root = Path(runs_root)
-    if not root.is_dir():
-        raise ValueError(f"Runs folder {root} does not exist; pass --runs-root or run folders.")
-    return sorted(p for p in root.iterdir() if (p / "status.json").is_file())
+    """The run folders under ``runs_root`` by name, as the dashboard lists them (same rule, same refusals)."""
+    runs, refused = scan_runs(runs_root)
+    for path in refused:
+        print(f"note: {path.name} resolves outside {runs_root} and is refused.", file=sys.stderr)
+    return runs
 
 
 def compare_runs(run_dirs: list[str | Path]) -> list[dict]:
-    """One row per run: model, options, params, MACs, best and final metrics, training time, state."""
-    rows = []
-    for run_dir in run_dirs:
+    """One row per run: model, options, params, MACs, best and final metrics, training time, state.
+
+    A damaged run is a row with its problem in ``note`` (and blanks), never a failure of the whole table;
+    a run whose process is gone is ``died``; the best is the checkpointed best (status.json).
+    """
+    return [_compare_row(Path(run_dir)) for run_dir in run_dirs]
+
+
+def _compare_row(run_dir: Path) -> dict:
+    notes, status, config = [], {}, None
+    try:
         status = read_status(run_dir)
+    except ValueError as error:
+        notes.append(str(error))
+    try:
         config = load_run_config(run_dir)
-        epochs = [r for r in read_metrics(run_dir) if r.get("kind") == "epoch"]
-        final = epochs[-1] if epochs else {}
-        metric = status.get("best_metric") or config.train.early_stop_metric
-        rows.append({
-            "run": Path(run_dir).name, "model": config.model.name,
-            "options": ",".join(f"{k}={v}" for k, v in config.model.options.items()
-                                if k in ("cell", "gates", "se") and v not in (False,)),
-            "dataset": config.data.name, "state": status.get("state"),
-            "epochs": f"{status.get('epoch', len(epochs))}/{status.get('epochs', config.train.epochs)}",
-            "params": status.get("params"), "macs": status.get("macs"),
-            "best_metric": metric, "best_value": status.get("best_value"), "best_epoch": status.get("best_epoch"),
-            "final_val_top1": final.get("val_top1"), "final_val_loss": final.get("val_loss"),
-            "final_val_macro_f1": final.get("val_macro_f1"), "train_time_s": status.get("elapsed_s"),
-        })
-    return rows
+    except ValueError as error:
+        notes.append(str(error))
+    metrics = read_all_metrics(run_dir)
+    if metrics.problem:
+        notes.append(metrics.problem)
+    elif metrics.damaged:
+        notes.append(f"skipped {metrics.damaged} damaged line(s) of metrics.jsonl")
+    epochs = [r for r in metrics.rows if r.get("kind") == "epoch"]
+    final = epochs[-1] if epochs else {}
+    best = best_of(status)
+    options = config.model.options if config else {}
+    return {
+        "run": run_dir.name, "model": config.model.name if config else status.get("model"),
+        "options": ",".join(f"{k}={v}" for k, v in options.items() if k in ("cell", "gates", "se") and v is not False),
+        "dataset": config.data.name if config else status.get("dataset"),
+        "state": reported_state(status) if status else "damaged",
+        "epochs": f"{status.get('epoch', len(epochs))}/{status.get('epochs', config.train.epochs if config else '?')}",
+        "params": status.get("params"), "macs": status.get("macs"),
+        "best_metric": best.metric or (config.train.early_stop_metric if config else None),
+        "best_value": best.value, "best_epoch": best.epoch,
+        "final_val_top1": final.get("val_top1"), "final_val_loss": final.get("val_loss"),
+        "final_val_macro_f1": final.get("val_macro_f1"), "train_time_s": status.get("elapsed_s"),
+        "note": "; ".join(notes) or None,
+    }
 
 
 def rank_rows(rows: list[dict]) -> list[dict]:
@@ -148,11 +166,14 @@ def format_compare(rows: list[dict]) -> str:
     lines = [header]
     for r in rows:
         best = f"{number(r['best_value'], '.4f')}@{r['best_epoch'] or '-'}" if r["best_value"] is not None else "-"
-        macs = f"{r['macs'] / 1e6:.1f}M" if r["macs"] else "-"
-        time_s = f"{r['train_time_s']:.0f}s" if r["train_time_s"] is not None else "-"
-        lines.append(f"{r['run']:<40} {r['model']:<12} {r['options'] or '-':<16} {r['state'] or '-':<9} "
+        macs = f"{r['macs'] / 1e6:.1f}M" if number(r["macs"], "") != "-" and r["macs"] else "-"
+        time_s = f"{number(r['train_time_s'], '.0f')}s" if number(r["train_time_s"], "") != "-" else "-"
+        text = {key: str(r[key] or "-") for key in ("model", "options", "state")}  # status values may be damaged
+        lines.append(f"{r['run']:<40} {text['model']:<12} {text['options']:<16} {text['state']:<9} "
                      f"{r['epochs']:>7} {number(r['params'], ','):>10} {macs:>8} {best:>16} "
                      f"{number(r['final_val_top1'], '.4f'):>11} {number(r['final_val_loss'], '.4f'):>10} {time_s:>8}")
     if rows:
-        lines.append(f"(best = {rows[0]['best_metric']} at epoch; final = the last epoch's validation)")
+        lines.append(f"(best = {rows[0]['best_metric']} at epoch, as checkpointed in best.pt; final = the last "
+                     f"epoch's validation)")
+    lines += [f"note: {r['run']}: {r['note']}" for r in rows if r.get("note")]
     return "\n".join(lines)

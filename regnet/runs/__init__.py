@@ -1,0 +1,21 @@
+"""The run-folder contract (docs/run-folder.md): what the engine writes through and every reader reads through.
+
+- ``layout``: the file names, the run-id rule, the checkpoint a reader loads, the runs-root containment check.
+- ``atomic``: the one atomic write (temp file in the same folder, fsync of file and folder).
+- ``read``: tolerant readers of status.json, config.yaml and metrics.jsonl.
+- ``process``: process liveness that survives pid reuse (pid + start time).
+- ``state``: a run's state as readers report it (``died``) and its best (the checkpointed best).
+
+Nothing here imports torch, so the dashboard lists runs without loading it.
+"""
+from .atomic import (KILL_AT_WRITE_ENV, atomic_write, atomic_write_json, atomic_write_text, remove_stale_temps,
+                     writes_so_far)
+from .layout import (ARTIFACTS, CHECKPOINT_NAMES, CHECKPOINTS, CONFIG, FINAL_EVAL, LAUNCHES, LOG, METRICS,
+                     RUN_ID_RULE, STATUS, STOP, RefusedPath, check_inside, check_run_id, checkpoint_file,
+                     checkpoint_path, is_inside, is_run_id, new_run_id, run_dir_in, scan_runs)
+from .process import owner_alive, process_alive, process_identity, process_start
+from .read import (DamagedFile, MetricsChunk, read_all_metrics, read_config_dict, read_metrics, read_metrics_since,
+                   read_regular, read_status, read_yaml_mapping, tail_text)
+from .state import ACTIVE_STATES, DIED, STATES, Best, best_of, reported_state
+
+__all__ = [name for name in dir() if not name.startswith("_")]

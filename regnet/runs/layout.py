@@ -1,0 +1,119 @@
+"""Where things are in a run folder, which names a run may have, and which paths a reader may follow.
+
+Every file name of the contract (docs/run-folder.md) is spelled here and only here; the engine, the CLI and
+the dashboard import these names. A run id is a plain folder name (the one rule, checked when a run is
+created and used again to list runs), and a run folder is only read or written when it resolves inside
+its runs root, so a symlink in runs/ can never lead a reader (or an analysis cache) elsewhere.
+"""
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+CONFIG = "config.yaml"
+STATUS = "status.json"
+METRICS = "metrics.jsonl"
+LOG = "train.log"
+STOP = "STOP"
+CHECKPOINTS = "checkpoints"
+ARTIFACTS = "artifacts"
+FINAL_EVAL = "final_eval.json"
+# The dashboard's launcher keeps its records (command, pid, output) here, beside the run folders, so a
+# launch that dies before its run folder exists still shows up with its error.
+LAUNCHES = ".launches"
+CHECKPOINT_NAMES = ("best", "last")
+
+RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+RUN_ID_RULE = "1 to 128 letters, digits, '.', '_' or '-', starting with a letter or digit"
+
+
+class RefusedPath(ValueError):
+    """A run folder or file that resolves outside its runs root (a symlink): never read, never written."""
+
+
+def is_run_id(name: str) -> bool:
+    """Whether ``name`` may name a run folder (the same rule when creating a run and when listing runs)."""
+    return isinstance(name, str) and RUN_ID_PATTERN.fullmatch(name) is not None and ".." not in name
+
+
+def check_run_id(run_id: str) -> str:
+    """``run_id`` itself if it follows the rule, else a one-sentence ValueError naming the rule."""
+    if not is_run_id(run_id):
+        raise ValueError(f"Run id {run_id!r} is not allowed; use {RUN_ID_RULE}.")
+    return run_id
+
+
+def new_run_id(model: str, dataset: str, now: float | None = None, suffix: str = "") -> str:
+    """``<timestamp>-<model>-<dataset>[-<suffix>]``: sorts by start time, says what ran, and follows the rule."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+    safe = "-".join(re.sub(r"\.{2,}", ".", re.sub(r"[^A-Za-z0-9._-]", "-", str(part)))[:40]
+                    for part in (model, dataset, suffix) if part)
+    return check_run_id(f"{stamp}-{safe}")
+
+
+def is_inside(root: str | Path, path: str | Path) -> bool:
+    """Whether ``path``, every symlink resolved, is ``root`` itself or lies under it."""
+    base = Path(root).resolve()
+    target = Path(path).resolve()
+    return target == base or base in target.parents
+
+
+def check_inside(root: str | Path, path: str | Path) -> Path:
+    """``path`` unchanged if it resolves inside ``root``, else :class:`RefusedPath` with one sentence."""
+    if not is_inside(root, path):
+        raise RefusedPath(f"{path} resolves outside {root} (a symlink?) and is refused: it is never read or "
+                          f"written; move the run into {root} instead of linking it.")
+    return Path(path)
+
+
+def run_dir_in(root: str | Path, run_id: str) -> Path:
+    """The folder of run ``run_id`` under ``root``: the id checked by the rule, the folder checked to stay inside."""
+    return check_inside(root, Path(root) / check_run_id(run_id))
+
+
+def checkpoint_file(run_dir: str | Path, which: str) -> Path:
+    """``checkpoints/<which>.pt`` of a run (``which`` is best or last)."""
+    if which not in CHECKPOINT_NAMES:
+        raise ValueError(f"Unknown checkpoint {which!r}; choose best or last.")
+    return Path(run_dir) / CHECKPOINTS / f"{which}.pt"
+
+
+def checkpoint_path(run_dir: str | Path, which: str | None = None) -> Path | None:
+    """The checkpoint a reader should load: ``which`` if given, else best.pt, else last.pt; None if neither exists.
+
+    best.pt is the model the run's status names as best (see ``regnet.runs.state.best_of``); a run that has
+    not finished an epoch has neither. A checkpoint that resolves outside the run folder is refused.
+    """
+    for name in (which,) if which else CHECKPOINT_NAMES:
+        path = checkpoint_file(run_dir, name)
+        if path.is_file():
+            return check_inside(run_dir, path)
+    return None
+
+
+def scan_runs(root: str | Path) -> tuple[list[Path], list[Path]]:
+    """(run folders, refused folders) under ``root``, by name.
+
+    A run folder is a sub-folder whose name is a run id and that holds a config.yaml or a status.json: what
+    ``python -m regnet train`` creates, and nothing else. One that resolves outside ``root`` (a symlink to a
+    folder elsewhere) is returned as refused and must not be read. A missing ``root`` is a ValueError.
+    """
+    root = Path(root)
+    try:
+        entries = sorted(os.scandir(root), key=lambda entry: entry.name)
+    except FileNotFoundError:
+        raise ValueError(f"Runs folder {root} does not exist; pass --runs-root or run folders.") from None
+    except NotADirectoryError:
+        raise ValueError(f"Runs folder {root} is not a folder; pass --runs-root or run folders.") from None
+    runs, refused = [], []
+    exists, join = os.path.exists, os.path.join  # plain strings: pathlib costs more than the stat on 10,000 runs
+    for entry in entries:
+        if not is_run_id(entry.name):
+            continue
+        if entry.is_symlink() and not is_inside(root, entry.path):
+            refused.append(Path(entry.path))
+        elif entry.is_dir() and (exists(join(entry.path, STATUS)) or exists(join(entry.path, CONFIG))):
+            runs.append(Path(entry.path))
+    return runs, refused
