@@ -15,14 +15,41 @@ of two forms:
 Cells take an optional ``taps`` object (see :class:`StepTaps`) so that every
 state and gate of one time step passes through a module of its own: the cell
 is reused across steps, but attribution hooks need a distinct module per step.
+
+On a CPU in float32 (the lab's training and inspection setting) a step runs
+through a few autograd functions of its own instead of a chain of torch ops
+(see :func:`fused`): the efficient gates' convolutions with their activation,
+the LSTM's cell update, and its output ``o * tanh(C)``. Each writes what it
+computes in as few passes over memory as possible, and its backward does the
+same; a CPU step is bound by memory traffic, not arithmetic. Their boundaries
+are the taps' boundaries, so every gate and state is still a node of the
+autograd graph that a hook can observe or replace. Elsewhere (a GPU, bf16
+autocast, ``torch.compile``) the same math runs as plain torch ops.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
 GATE_FORMS = ("efficient", "full")
+CHANNELS_LAST = torch.channels_last
+
+
+def fused(x: torch.Tensor) -> bool:
+    """Whether a step on ``x`` takes the cells' own autograd functions rather than plain torch ops.
+
+    They are written for the CPU in float32. Under autocast the plain ops keep
+    autocast's casts and the real tanh; under ``torch.compile`` the compiler
+    fuses the plain ops itself and would only be blocked by opaque functions.
+    """
+    return (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and not torch.is_autocast_enabled("cpu")
+        and not torch.compiler.is_compiling()
+    )
 
 
 class StepTaps(nn.Module):
@@ -64,6 +91,19 @@ class GateConv(nn.Module):
         else:
             self.conv = nn.Conv2d(in_channels + hidden_channels, out, 3, padding=1, bias=True)
 
+    def activated(self, x: torch.Tensor, h: torch.Tensor | None, acts: tuple[str, ...]) -> tuple[torch.Tensor, ...]:
+        """The gates after their activations (``"sigmoid"`` or ``"tanh"``, one per gate); ``h=None``: zero state.
+
+        The efficient form on the fused path (:func:`fused`) computes each gate
+        with its activation in :class:`_FoldedGates`; otherwise the activations
+        follow :meth:`forward`'s pre-activations as plain ops.
+        """
+        if self.form == "efficient" and fused(x):
+            kernels, bias = self._folded()
+            h = None if h is None else h.contiguous(memory_format=CHANNELS_LAST)
+            return _FoldedGates.apply(x.contiguous(memory_format=CHANNELS_LAST), h, kernels, bias, acts)
+        return tuple(ACTIVATIONS[a](p) for a, p in zip(acts, self(x, h)))
+
     def forward(self, x: torch.Tensor, h: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         """The gates' pre-activations from ``[X, H]``; ``h=None`` stands for a zero state.
 
@@ -102,20 +142,28 @@ class GateConv(nn.Module):
         """
         if x.device.type != "cpu":
             return self._interleaved(x, h)
+        kernels, bias = self._folded()
+        x = x.contiguous(memory_format=CHANNELS_LAST)
+        if h is not None:
+            h = h.contiguous(memory_format=CHANNELS_LAST)
+        gates = []
+        for k in range(self.num_gates):
+            pre = F.conv2d(x, kernels[k, 0], bias[k], padding=1, groups=self.hidden_channels)
+            if h is not None:  # in place: a conv's backward never reads its output
+                pre = pre.add_(F.conv2d(h, kernels[k, 1], padding=1, groups=self.hidden_channels))
+            gates.append(pre)
+        return tuple(gates)
+
+    def _folded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The efficient form's depthwise kernels with the grouped 1x1 folded in: ``[gate, (x, h), C, 1, 3, 3]``, bias ``[gate, C]``.
+
+        Computed from the parameters at each call (a few thousand numbers), so
+        autograd carries the kernels' gradients back to the paper's parameters.
+        """
         c, g = self.hidden_channels, self.num_gates
         pointwise = self.pointwise.weight.view(c, g, 2, 1)  # [channel, gate, (x, h), 1]
         kernels = (pointwise * self.depthwise.weight.view(c, g, 1, 9)).permute(1, 2, 0, 3)  # [gate, (x, h), channel, 9]
-        bias = self.depthwise.bias.view(c, g).t()  # [gate, channel]
-        x = x.contiguous(memory_format=torch.channels_last)
-        if h is not None:
-            h = h.contiguous(memory_format=torch.channels_last)
-        gates = []
-        for k in range(g):
-            pre = F.conv2d(x, kernels[k, 0].reshape(c, 1, 3, 3), bias[k], padding=1, groups=c)
-            if h is not None:  # in place: a conv's backward never reads its output
-                pre = pre.add_(F.conv2d(h, kernels[k, 1].reshape(c, 1, 3, 3), padding=1, groups=c))
-            gates.append(pre)
-        return tuple(gates)
+        return kernels.reshape(g, 2, c, 1, 3, 3), self.depthwise.bias.view(c, g).t().contiguous()
 
     def _interleaved(self, x: torch.Tensor, h: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         """The paper's form as written: ``[X, H]`` interleaved, grouped 1x1, depthwise 3x3, split by view.
@@ -133,18 +181,206 @@ class GateConv(nn.Module):
 
 
 def tanh(x: torch.Tensor) -> torch.Tensor:
-    """tanh; on a CPU computed as ``2*sigmoid(2x) - 1``, the same function (values agree to about 2e-7).
+    """tanh; on a CPU in float32 computed as ``2*sigmoid(2x) - 1``, the same function (values agree to about 2e-7).
 
     PyTorch's CPU tanh is about ten times slower than its sigmoid, and the
     cells' tanh maps are as large as the block's features. ``addcmul`` with
-    scalar tensors does ``-1 + 2*s`` in one pass, forward and backward.
+    scalar tensors does ``-1 + 2*s`` in one pass, forward and backward. In a
+    16-bit dtype (bf16 autocast) the sigmoid form is not used: sigmoid's
+    output near 0.5 keeps 8 bits, so ``2s - 1`` is off by up to 0.004 near 0,
+    where ``torch.tanh`` keeps the relative precision of a small value.
     """
-    if x.device.type != "cpu":
+    if x.device.type != "cpu" or x.dtype != torch.float32:
         return torch.tanh(x)
     return torch.addcmul(_MINUS_ONE, torch.sigmoid(2 * x), _TWO)
 
 
 _MINUS_ONE, _TWO = torch.tensor(-1.0), torch.tensor(2.0)
+ACTIVATIONS = {"sigmoid": torch.sigmoid, "tanh": tanh}
+
+
+def _tanh_of_doubled_(t: torch.Tensor) -> torch.Tensor:
+    """In place, ``tanh(p)`` from ``t = 2p``, as ``2*sigmoid(2p) - 1`` (see :func:`tanh`): two passes, no allocation."""
+    return torch.addcmul(_MINUS_ONE, t.sigmoid_(), _TWO, out=t)
+
+
+def _zero_like(t: torch.Tensor) -> torch.Tensor:
+    """A zero gradient for ``t`` that costs no memory: one zero broadcast to ``t``'s shape.
+
+    Returned where a gradient is exactly zero (the forget gate's at a stage's
+    first step) so that the input stays in the graph (a hook on its tap still
+    gets a gradient) while :func:`_is_zero` lets the next backward skip it.
+    """
+    return t.new_zeros(()).expand_as(t)
+
+
+def _is_zero(grad: torch.Tensor | None) -> bool:
+    """Whether ``grad`` is missing or a broadcast zero (as :func:`_zero_like` makes)."""
+    if grad is None:
+        return True
+    return all(st == 0 for st in grad.stride()) and grad.as_strided((), ()).item() == 0
+
+
+def _in_format_of(grad: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """``grad`` channels-last where ``ref`` is: element-wise kernels are slow on mixed memory formats."""
+    if ref.is_contiguous(memory_format=CHANNELS_LAST) and not ref.is_contiguous():
+        return grad.contiguous(memory_format=CHANNELS_LAST)
+    return grad
+
+
+# oneDNN's convolutions with a fused epilogue (an activation, or a sum into an existing tensor), the kernels
+# torch.compile emits on a CPU. Where this torch lacks them, _depthwise falls back to F.conv2d and torch ops.
+_ONEDNN = (
+    torch.backends.mkldnn.is_available()
+    and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+    and hasattr(torch.ops.mkldnn, "_convolution_pointwise_")
+)
+
+
+def _depthwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, act: str = "none",
+               into: torch.Tensor | None = None) -> torch.Tensor:
+    """A 3x3 depthwise conv (stride 1, padding 1) of ``x``, then ``act``, or summed in place into ``into``.
+
+    With oneDNN the activation or the sum happens as the conv writes its
+    output, so the map is written once instead of written, read and written
+    again. ``act`` and ``into`` do not combine (oneDNN has no sum-then-sigmoid).
+    """
+    groups, one = x.shape[1], [1, 1]
+    if not _ONEDNN:
+        y = F.conv2d(x, weight, bias, padding=1, groups=groups)
+        if into is not None:
+            return into.add_(y)
+        return y if act == "none" else ACTIVATIONS[act](y)
+    if into is not None:
+        return torch.ops.mkldnn._convolution_pointwise_.binary(
+            into, x, weight, bias, one, one, one, groups, "add", None, None, [], None)
+    return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, one, one, one, groups, act, [], None)
+
+
+def _depthwise_weight_grad(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, with_bias: bool):
+    """The kernel's (and the bias's) gradient of :func:`_depthwise`; without the input's, which is done apart.
+
+    oneDNN's backward computing the input's and the kernel's gradients in one
+    call is slower than the two computed separately.
+    """
+    _, dw, db = torch.ops.aten.convolution_backward(
+        grad, x, weight, [weight.shape[0]] if with_bias else None, [1, 1], [1, 1], [1, 1], False, [0, 0],
+        x.shape[1], [False, True, with_bias])
+    return dw, db
+
+
+class _FoldedGates(torch.autograd.Function):
+    """The efficient form's activated gates, ``act_k(Kx_k * X + Kh_k * H + b_k)``: a dense channels-last map each.
+
+    ``Kx, Kh`` are the folded kernels of :meth:`GateConv._folded`. Forward,
+    per gate: a depthwise conv of X with, at a zero state, the activation
+    fused into it; otherwise one of H, X's conv summed into it in place, and
+    the activation in place (a tanh gate uses doubled kernels and
+    :func:`_tanh_of_doubled_`). Only X, H and the activated gates are saved:
+    both derivatives follow from an activation's output. Backward, per gate:
+    the pre-activation's gradient, X's and H's gradients as depthwise convs
+    with flipped kernels summed in place, and the kernels' gradients; a gate
+    whose gradient is zero (see :func:`_zero_like`) is skipped.
+    """
+
+    @staticmethod
+    def forward(ctx, x, h, kernels, bias, acts):
+        gates = []
+        for k, act in enumerate(acts):
+            if h is None:
+                gates.append(_depthwise(x, kernels[k, 0], bias[k], act))
+                continue
+            scale = 2.0 if act == "tanh" else 1.0
+            pre = _depthwise(h, kernels[k, 1] * scale)
+            pre = _depthwise(x, kernels[k, 0] * scale, bias[k] * scale, into=pre)
+            gates.append(pre.sigmoid_() if act == "sigmoid" else _tanh_of_doubled_(pre))
+        ctx.acts = acts
+        ctx.save_for_backward(x, h, kernels, *gates)
+        ctx.set_materialize_grads(False)
+        return tuple(gates)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, *grads):
+        x, h, kernels, *gates = ctx.saved_tensors
+        need_x, need_h, need_k, need_b = ctx.needs_input_grad[:4]
+        need_h = need_h and h is not None
+        dx = dh = None
+        dk = torch.zeros_like(kernels) if need_k else None
+        db = kernels.new_zeros(kernels.shape[0], kernels.shape[2]) if need_b else None
+        for k, (act, gate, grad) in enumerate(zip(ctx.acts, gates, grads)):
+            if _is_zero(grad):
+                continue
+            grad = grad.contiguous(memory_format=CHANNELS_LAST)
+            dpre = (torch.ops.aten.sigmoid_backward if act == "sigmoid" else torch.ops.aten.tanh_backward)(grad, gate)
+            if need_x:
+                dx = _depthwise(dpre, kernels[k, 0].flip((-2, -1)), into=dx)
+            if need_h:
+                dh = _depthwise(dpre, kernels[k, 1].flip((-2, -1)), into=dh)
+            if need_k or need_b:
+                dkx, dbk = _depthwise_weight_grad(dpre, x, kernels[k, 0], with_bias=need_b)
+                if need_k:
+                    dk[k, 0] = dkx
+                    if h is not None:
+                        dk[k, 1] = _depthwise_weight_grad(dpre, h, kernels[k, 1], with_bias=False)[0]
+                if need_b:
+                    db[k] = dbk
+        if need_x and dx is None:
+            dx = _zero_like(x)
+        if need_h and dh is None:
+            dh = _zero_like(h)
+        return dx, dh, dk, db, None
+
+
+class _CellUpdate(torch.autograd.Function):
+    """The LSTM's cell state ``C = f * C_prev + i * g``, two passes; ``C_prev=None`` is the zero state.
+
+    At a zero state ``f`` still gets its (zero) gradient, as a broadcast zero
+    that costs nothing downstream (see :func:`_zero_like`).
+    """
+
+    @staticmethod
+    def forward(ctx, i, f, g, c_prev):
+        c = torch.mul(i, g)
+        if c_prev is not None:
+            c.addcmul_(f, c_prev)
+        ctx.save_for_backward(i, f, g, c_prev)
+        ctx.set_materialize_grads(False)
+        return c
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dc):
+        i, f, g, c_prev = ctx.saved_tensors
+        need_i, need_f, need_g, need_c = ctx.needs_input_grad
+        if _is_zero(dc):
+            return tuple(_zero_like(t) if need else None for t, need in zip((i, f, g, c_prev), ctx.needs_input_grad))
+        dc = _in_format_of(dc, i)
+        di = dc * g if need_i else None
+        df = (_zero_like(f) if c_prev is None else dc * c_prev) if need_f else None
+        dg = dc * i if need_g else None
+        dc_prev = dc * f if need_c and c_prev is not None else None
+        return di, df, dg, dc_prev
+
+
+class _GatedTanh(torch.autograd.Function):
+    """The LSTM's hidden state ``H = o * tanh(C)``, saving ``tanh(C)``: backward is then three passes."""
+
+    @staticmethod
+    def forward(ctx, o, c):
+        t = _tanh_of_doubled_(torch.mul(c, 2))
+        ctx.save_for_backward(o, t)
+        ctx.set_materialize_grads(False)
+        return torch.mul(o, t)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dh):
+        o, t = ctx.saved_tensors
+        if _is_zero(dh):
+            return _zero_like(o), _zero_like(t)
+        dh = _in_format_of(dh, o)
+        return dh * t, torch.ops.aten.tanh_backward(dh * o, t)
 
 
 class _ConvCell(nn.Module):
@@ -211,8 +447,7 @@ class ConvRNNCell(_ConvCell):
     def forward(self, x, state=None, taps: StepTaps | None = None):
         """Return ``(h, (h,), gates)``: the output, the state for the next step, and the gates (none)."""
         state = self._check(x, state)
-        (pre,) = self.conv(x, None if state is None else state[0])
-        h = tanh(pre)
+        (h,) = self.conv.activated(x, None if state is None else state[0], ("tanh",))
         if taps is not None:
             h = taps.hidden(h)
         return h, (h,), {}
@@ -232,12 +467,12 @@ class ConvGRUCell(_ConvCell):
     def forward(self, x, state=None, taps: StepTaps | None = None):
         state = self._check(x, state)
         h_prev = None if state is None else state[0]
-        z_pre, r_pre = self.gates(x, h_prev)
-        g = self._tap(taps, {"z": torch.sigmoid(z_pre), "r": torch.sigmoid(r_pre)})
+        z, r = self.gates.activated(x, h_prev, ("sigmoid", "sigmoid"))
+        g = self._tap(taps, {"z": z, "r": r})
         # r*H is computed even from a zero state so that r stays in the graph (attribution to r at step 1).
         reset = g["r"] * (torch.zeros_like(g["r"]) if h_prev is None else h_prev)
-        (cand_pre,) = self.candidate(x, reset)
-        g.update(self._tap(taps, {"candidate": tanh(cand_pre)}))
+        (candidate,) = self.candidate.activated(x, reset, ("tanh",))
+        g.update(self._tap(taps, {"candidate": candidate}))
         if h_prev is None:  # (1 - z) * 0 + z * candidate
             h = g["z"] * g["candidate"]
         else:  # (1 - z) * H + z * candidate, in one pass
@@ -259,16 +494,18 @@ class ConvLSTMCell(_ConvCell):
 
     def forward(self, x, state=None, taps: StepTaps | None = None):
         state = self._check(x, state)
-        i, f, o, g = self.conv(x, None if state is None else state[0])
-        gates = self._tap(
-            taps, {"i": torch.sigmoid(i), "f": torch.sigmoid(f), "o": torch.sigmoid(o), "g": tanh(g)}
-        )
+        h_prev, c_prev = (None, None) if state is None else state
+        i, f, o, g = self.conv.activated(x, h_prev, ("sigmoid", "sigmoid", "sigmoid", "tanh"))
+        gates = self._tap(taps, {"i": i, "f": f, "o": o, "g": g})
         # f multiplies a zero cell state at a stage's first step, but stays in the graph (attribution to f).
-        c_prev = torch.zeros_like(gates["f"]) if state is None else state[1]
-        c = torch.addcmul(gates["i"] * gates["g"], gates["f"], c_prev)
+        if fused(x):
+            c = _CellUpdate.apply(gates["i"], gates["f"], gates["g"], c_prev)
+        else:
+            c_prev = torch.zeros_like(gates["f"]) if c_prev is None else c_prev
+            c = torch.addcmul(gates["i"] * gates["g"], gates["f"], c_prev)
         if taps is not None:
             c = taps.cell(c)
-        h = gates["o"] * tanh(c)
+        h = _GatedTanh.apply(gates["o"], c) if fused(x) else gates["o"] * tanh(c)
         if taps is not None:
             h = taps.hidden(h)
         return h, (h, c), gates
