@@ -237,24 +237,23 @@ _ONEDNN = (
 )
 
 
-def _depthwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, act: str = "none",
+def _depthwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
                into: torch.Tensor | None = None) -> torch.Tensor:
-    """A 3x3 depthwise conv (stride 1, padding 1) of ``x``, then ``act``, or summed in place into ``into``.
+    """A 3x3 depthwise conv (stride 1, padding 1) of ``x``, summed in place into ``into`` when given.
 
-    With oneDNN the activation or the sum happens as the conv writes its
-    output, so the map is written once instead of written, read and written
-    again. ``act`` and ``into`` do not combine (oneDNN has no sum-then-sigmoid).
+    With oneDNN the sum happens as the conv writes its output, so the map is
+    written once instead of written, read and written again. (oneDNN could
+    fuse the gates' sigmoid too, but its sigmoid rounds differently from
+    torch's, and the shipped checkpoints' logits would move by about 1e-5.)
     """
     groups, one = x.shape[1], [1, 1]
     if not _ONEDNN:
         y = F.conv2d(x, weight, bias, padding=1, groups=groups)
-        if into is not None:
-            return into.add_(y)
-        return y if act == "none" else ACTIVATIONS[act](y)
+        return y if into is None else into.add_(y)
     if into is not None:
         return torch.ops.mkldnn._convolution_pointwise_.binary(
             into, x, weight, bias, one, one, one, groups, "add", None, None, [], None)
-    return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, one, one, one, groups, act, [], None)
+    return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, one, one, one, groups, "none", [], None)
 
 
 def _depthwise_weight_grad(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, with_bias: bool):
@@ -273,10 +272,11 @@ class _FoldedGates(torch.autograd.Function):
     """The efficient form's activated gates, ``act_k(Kx_k * X + Kh_k * H + b_k)``: a dense channels-last map each.
 
     ``Kx, Kh`` are the folded kernels of :meth:`GateConv._folded`. Forward,
-    per gate: a depthwise conv of X with, at a zero state, the activation
-    fused into it; otherwise one of H, X's conv summed into it in place, and
-    the activation in place (a tanh gate uses doubled kernels and
-    :func:`_tanh_of_doubled_`). Only X, H and the activated gates are saved:
+    per gate: a depthwise conv of X, H's conv summed into it in place (none
+    at a zero state), and the activation in place (a tanh gate uses doubled
+    kernels and :func:`_tanh_of_doubled_`): the same float operations as
+    :meth:`GateConv._efficient` and :func:`tanh`, so the same values to the
+    bit, with two passes over the gate map fewer. Only X, H and the activated gates are saved:
     both derivatives follow from an activation's output. Backward, per gate:
     the pre-activation's gradient, X's and H's gradients as depthwise convs
     with flipped kernels summed in place, and the kernels' gradients; a gate
@@ -287,12 +287,10 @@ class _FoldedGates(torch.autograd.Function):
     def forward(ctx, x, h, kernels, bias, acts):
         gates = []
         for k, act in enumerate(acts):
-            if h is None:
-                gates.append(_depthwise(x, kernels[k, 0], bias[k], act))
-                continue
-            scale = 2.0 if act == "tanh" else 1.0
-            pre = _depthwise(h, kernels[k, 1] * scale)
-            pre = _depthwise(x, kernels[k, 0] * scale, bias[k] * scale, into=pre)
+            scale = 2.0 if act == "tanh" else 1.0  # exact: doubling the kernels doubles every product and sum
+            pre = _depthwise(x, kernels[k, 0] * scale, bias[k] * scale)
+            if h is not None:
+                pre = _depthwise(h, kernels[k, 1] * scale, into=pre)
             gates.append(pre.sigmoid_() if act == "sigmoid" else _tanh_of_doubled_(pre))
         ctx.acts = acts
         ctx.save_for_backward(x, h, kernels, *gates)
