@@ -160,3 +160,55 @@ def test_shipped_checkpoints_give_the_same_logits_on_both_paths(run, monkeypatch
         monkeypatch.setattr(cells, "fused", lambda t: False)
         plain = model(x)
     torch.testing.assert_close(fused, plain, atol=1e-5, rtol=0)
+
+
+def test_tanh_keeps_a_small_values_precision_in_bf16():
+    x = torch.linspace(-0.05, 0.05, 101)
+    # float32: the sigmoid form, within 3e-7 of tanh
+    assert (cells.tanh(x).double() - torch.tanh(x.double())).abs().max() < 3e-7
+    # bf16: 8 significant bits of tanh's value, however small; the sigmoid form's 2*s - 1 is off by up to 0.004 here
+    exact = torch.tanh(x.bfloat16().double())
+    got = cells.tanh(x.bfloat16()).double()
+    assert ((got - exact).abs() <= 2 ** -8 * exact.abs()).all()
+    sigmoid_form = 2 * torch.sigmoid(2 * x.bfloat16()) - 1  # the former CPU tanh, in bf16: this test's other side
+    assert (sigmoid_form.double() - torch.tanh(x.bfloat16().double())).abs().max() > 1e-3
+
+
+def test_under_cpu_autocast_a_step_runs_in_float32_on_the_fused_path():
+    torch.manual_seed(0)
+    cell = make_cell("lstm", 4, 4)
+    x = torch.randn(2, 4, 5, 5)
+    with torch.no_grad():
+        want = cell(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = cell(x.bfloat16())
+    h, (_, c), gates = got
+    assert h.dtype == c.dtype == torch.float32 and all(g.dtype == torch.float32 for g in gates.values())
+    torch.testing.assert_close(h, want[0], atol=1e-2, rtol=0)  # only the input's bf16 rounding differs
+
+
+def _losses(model_name: str, bf16: bool, steps: int = 50) -> list[float]:
+    torch.manual_seed(0)
+    model = build_model(model_name).to(memory_format=torch.channels_last)
+    x = torch.randn(16, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    y = torch.arange(16) % 10
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    losses = []
+    for _ in range(steps):
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+def test_a_bf16_autocast_run_tracks_the_float32_loss_over_50_steps():
+    """regnet20 on one fixed batch of 16, SGD lr 0.01: bf16 autocast's loss within 0.15 of fp32's at every step
+    and 0.03 on average (measured 0.025 and 0.006; fp32 against itself with other rounding, 0.044 and 0.009).
+    With the regulator in bf16 it lagged: 0.42 and 0.18 with torch.tanh, worse with the sigmoid form."""
+    fp32, bf16 = _losses("regnet20", False), _losses("regnet20", True)
+    gaps = [abs(a - b) for a, b in zip(fp32, bf16)]
+    assert fp32[-1] < 0.1 * fp32[0]  # it does learn the batch
+    assert max(gaps) < 0.15 and sum(gaps) / len(gaps) < 0.03, (max(gaps), sum(gaps) / len(gaps))
