@@ -270,30 +270,54 @@ def _depthwise_weight_grad(grad: torch.Tensor, x: torch.Tensor, weight: torch.Te
     return dw, db
 
 
+_CHUNK_BYTES = 1 << 20
+
+
+def _chunks(x: torch.Tensor):
+    """Batch slices of ``x`` of about ``_CHUNK_BYTES`` of map each (views: in channels-last a batch slice is dense).
+
+    A gate's few operations run slice by slice, so that what one writes the
+    next reads from the cache, not from memory: a stage-1 map of batch 128 is
+    8 MB, a slice of 16 images 1 MB.
+    """
+    per_image = max(1, x[0].numel() * x.element_size())
+    step = max(1, _CHUNK_BYTES // per_image)
+    return [slice(s, s + step) for s in range(0, x.shape[0], step)]
+
+
 class _FoldedGates(torch.autograd.Function):
     """The efficient form's activated gates, ``act_k(Kx_k * X + Kh_k * H + b_k)``: a dense channels-last map each.
 
     ``Kx, Kh`` are the folded kernels of :meth:`GateConv._folded`. Forward,
-    per gate: a depthwise conv of X, H's conv summed into it in place (none
-    at a zero state), and the activation in place (a tanh gate uses doubled
-    kernels and :func:`_tanh_of_doubled_`): the same float operations as
+    per batch slice (:func:`_chunks`) and gate: a depthwise conv of X, H's
+    conv summed into it in place (none at a zero state), and the activation
+    written to the gate (a tanh gate uses doubled kernels and
+    :func:`_tanh_of_doubled_`): the same float operations as
     :meth:`GateConv._efficient` and :func:`tanh`, so the same values to the
-    bit, with two passes over the gate map fewer. Only X, H and the activated gates are saved:
-    both derivatives follow from an activation's output. Backward, per gate:
-    the pre-activation's gradient, X's and H's gradients as depthwise convs
-    with flipped kernels summed in place, and the kernels' gradients; a gate
-    whose gradient is zero (see :func:`_zero_like`) is skipped.
+    bit. Only X, H and the activated gates are saved: both derivatives follow
+    from an activation's output. Backward, per slice and gate: the
+    pre-activation's gradient, X's and H's gradients as depthwise convs with
+    flipped kernels summed in place, and the kernels' gradients; a gate whose
+    gradient is zero (see :func:`_zero_like`) is skipped.
     """
 
     @staticmethod
     def forward(ctx, x, h, kernels, bias, acts):
-        gates = []
-        for k, act in enumerate(acts):
-            scale = 2.0 if act == "tanh" else 1.0  # exact: doubling the kernels doubles every product and sum
-            pre = _depthwise(x, kernels[k, 0] * scale, bias[k] * scale)
-            if h is not None:
-                pre = _depthwise(h, kernels[k, 1] * scale, into=pre)
-            gates.append(pre.sigmoid_() if act == "sigmoid" else _tanh_of_doubled_(pre))
+        scales = [2.0 if act == "tanh" else 1.0 for act in acts]  # exact: doubling the kernels doubles every sum
+        kx = [kernels[k, 0] * s for k, s in enumerate(scales)]
+        kh = [kernels[k, 1] * s for k, s in enumerate(scales)]
+        bs = [bias[k] * s for k, s in enumerate(scales)]
+        gates = [torch.empty_like(x, memory_format=CHANNELS_LAST) for _ in acts]
+        for part in _chunks(x):
+            for k, act in enumerate(acts):
+                pre = _depthwise(x[part], kx[k], bs[k])
+                if h is not None:
+                    pre = _depthwise(h[part], kh[k], into=pre)
+                out = gates[k][part]
+                if act == "sigmoid":
+                    torch.sigmoid(pre, out=out)
+                else:
+                    torch.addcmul(_MINUS_ONE, pre.sigmoid_(), _TWO, out=out)
         ctx.acts = acts
         ctx.save_for_backward(x, h, kernels, *gates)
         ctx.set_materialize_grads(False)
@@ -305,26 +329,34 @@ class _FoldedGates(torch.autograd.Function):
         x, h, kernels, *gates = ctx.saved_tensors
         need_x, need_h, need_k, need_b = ctx.needs_input_grad[:4]
         need_h = need_h and h is not None
-        dx = dh = None
+        live = [k for k, grad in enumerate(grads) if not _is_zero(grad)]
+        grads = [g if _is_zero(g) else g.contiguous(memory_format=CHANNELS_LAST) for g in grads]
+        dx = torch.empty_like(x, memory_format=CHANNELS_LAST) if need_x and live else None
+        dh = torch.empty_like(h, memory_format=CHANNELS_LAST) if need_h and live else None
         dk = torch.zeros_like(kernels) if need_k else None
         db = kernels.new_zeros(kernels.shape[0], kernels.shape[2]) if need_b else None
-        for k, (act, gate, grad) in enumerate(zip(ctx.acts, gates, grads)):
-            if _is_zero(grad):
-                continue
-            grad = grad.contiguous(memory_format=CHANNELS_LAST)
-            dpre = (torch.ops.aten.sigmoid_backward if act == "sigmoid" else torch.ops.aten.tanh_backward)(grad, gate)
-            if need_x:
-                dx = _depthwise(dpre, kernels[k, 0].flip((-2, -1)), into=dx)
-            if need_h:
-                dh = _depthwise(dpre, kernels[k, 1].flip((-2, -1)), into=dh)
-            if need_k or need_b:
-                dkx, dbk = _depthwise_weight_grad(dpre, x, kernels[k, 0], with_bias=need_b)
-                if need_k:
-                    dk[k, 0] = dkx
-                    if h is not None:
-                        dk[k, 1] = _depthwise_weight_grad(dpre, h, kernels[k, 1], with_bias=False)[0]
-                if need_b:
-                    db[k] = dbk
+        flipped = kernels.flip((-2, -1))
+        for part in _chunks(x):
+            acc_x = acc_h = None
+            for k in live:
+                derivative = torch.ops.aten.sigmoid_backward if ctx.acts[k] == "sigmoid" else torch.ops.aten.tanh_backward
+                dpre = derivative(grads[k][part], gates[k][part])
+                if dx is not None:
+                    acc_x = _depthwise(dpre, flipped[k, 0], into=acc_x)
+                if dh is not None:
+                    acc_h = _depthwise(dpre, flipped[k, 1], into=acc_h)
+                if need_k or need_b:
+                    dkx, dbk = _depthwise_weight_grad(dpre, x[part], kernels[k, 0], with_bias=need_b)
+                    if need_k:
+                        dk[k, 0] += dkx
+                        if h is not None:
+                            dk[k, 1] += _depthwise_weight_grad(dpre, h[part], kernels[k, 1], with_bias=False)[0]
+                    if need_b:
+                        db[k] += dbk
+            if acc_x is not None:
+                dx[part] = acc_x
+            if acc_h is not None:
+                dh[part] = acc_h
         if need_x and dx is None:
             dx = _zero_like(x)
         if need_h and dh is None:
