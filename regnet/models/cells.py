@@ -93,17 +93,23 @@ class GateConv(nn.Module):
         else:
             self.conv = nn.Conv2d(in_channels + hidden_channels, out, 3, padding=1, bias=True)
 
-    def activated(self, x: torch.Tensor, h: torch.Tensor | None, acts: tuple[str, ...]) -> tuple[torch.Tensor, ...]:
+    def activated(self, x: torch.Tensor, h: torch.Tensor | None, acts: tuple[str, ...],
+                  h_gate: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         """The gates after their activations (``"sigmoid"`` or ``"tanh"``, one per gate); ``h=None``: zero state.
 
-        The efficient form on the fused path (:func:`fused`) computes each gate
-        with its activation in :class:`_FoldedGates`; otherwise the activations
-        follow :meth:`forward`'s pre-activations as plain ops.
+        With ``h_gate`` the state enters as ``h_gate * H`` (the GRU's reset);
+        at a zero state ``h_gate`` still gets its (zero) gradient. The
+        efficient form on the fused path (:func:`fused`) computes each gate
+        with its activation in :class:`_FoldedGates`, which never writes
+        ``h_gate * H`` to memory; otherwise plain ops follow :meth:`forward`.
         """
         if self.form == "efficient" and fused(x):
             kernels, bias = self._folded()
-            h = None if h is None else h.contiguous(memory_format=CHANNELS_LAST)
-            return _FoldedGates.apply(x.contiguous(memory_format=CHANNELS_LAST), h, kernels, bias, acts)
+            x = x.contiguous(memory_format=CHANNELS_LAST)
+            h, h_gate = (None if t is None else t.contiguous(memory_format=CHANNELS_LAST) for t in (h, h_gate))
+            return _FoldedGates.apply(x, h, h_gate, kernels, bias, acts)
+        if h_gate is not None:
+            h = h_gate * (torch.zeros_like(h_gate) if h is None else h)
         return tuple(ACTIVATIONS[a](p) for a, p in zip(acts, self(x, h)))
 
     def forward(self, x: torch.Tensor, h: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
@@ -302,66 +308,77 @@ class _FoldedGates(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, h, kernels, bias, acts):
+    def forward(ctx, x, h, h_gate, kernels, bias, acts):
         scales = [2.0 if act == "tanh" else 1.0 for act in acts]  # exact: doubling the kernels doubles every sum
         kx = [kernels[k, 0] * s for k, s in enumerate(scales)]
         kh = [kernels[k, 1] * s for k, s in enumerate(scales)]
         bs = [bias[k] * s for k, s in enumerate(scales)]
         gates = [torch.empty_like(x, memory_format=CHANNELS_LAST) for _ in acts]
         for part in _chunks(x):
+            x_part, h_part = x[part], _gated(h, h_gate, part)
             for k, act in enumerate(acts):
-                pre = _depthwise(x[part], kx[k], bs[k])
-                if h is not None:
-                    pre = _depthwise(h[part], kh[k], into=pre)
+                pre = _depthwise(x_part, kx[k], bs[k])
+                if h_part is not None:
+                    pre = _depthwise(h_part, kh[k], into=pre)
                 out = gates[k][part]
                 if act == "sigmoid":
                     torch.sigmoid(pre, out=out)
                 else:
                     torch.addcmul(_MINUS_ONE, pre.sigmoid_(), _TWO, out=out)
         ctx.acts = acts
-        ctx.save_for_backward(x, h, kernels, *gates)
+        ctx.save_for_backward(x, h, h_gate, kernels, *gates)
         ctx.set_materialize_grads(False)
         return tuple(gates)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, *grads):
-        x, h, kernels, *gates = ctx.saved_tensors
-        need_x, need_h, need_k, need_b = ctx.needs_input_grad[:4]
-        need_h = need_h and h is not None
+        x, h, h_gate, kernels, *gates = ctx.saved_tensors
+        need_x, need_h, need_gate, need_k, need_b = ctx.needs_input_grad[:5]
         live = [k for k, grad in enumerate(grads) if not _is_zero(grad)]
         grads = [g if _is_zero(g) else g.contiguous(memory_format=CHANNELS_LAST) for g in grads]
         dx = torch.empty_like(x, memory_format=CHANNELS_LAST) if need_x and live else None
-        dh = torch.empty_like(h, memory_format=CHANNELS_LAST) if need_h and live else None
+        dh = torch.empty_like(h, memory_format=CHANNELS_LAST) if need_h and h is not None and live else None
+        dgate = torch.empty_like(h, memory_format=CHANNELS_LAST) if need_gate and h is not None and live else None
         dk = torch.zeros_like(kernels) if need_k else None
         db = kernels.new_zeros(kernels.shape[0], kernels.shape[2]) if need_b else None
-        flipped = kernels.flip((-2, -1))
+        flipped = kernels.flip((-2, -1)).unbind(0)  # per gate: [(x, h), C, 1, 3, 3]
+        per_gate = kernels.unbind(0)
+        derivatives = [torch.ops.aten.sigmoid_backward if a == "sigmoid" else torch.ops.aten.tanh_backward
+                       for a in ctx.acts]
         for part in _chunks(x):
             acc_x = acc_h = None
+            x_part, h_part = x[part], _gated(h, h_gate, part)
             for k in live:
-                derivative = torch.ops.aten.sigmoid_backward if ctx.acts[k] == "sigmoid" else torch.ops.aten.tanh_backward
-                dpre = derivative(grads[k][part], gates[k][part])
+                dpre = derivatives[k](grads[k][part], gates[k][part])
                 if dx is not None:
-                    acc_x = _depthwise(dpre, flipped[k, 0], into=acc_x)
-                if dh is not None:
-                    acc_h = _depthwise(dpre, flipped[k, 1], into=acc_h)
+                    acc_x = _depthwise(dpre, flipped[k][0], into=acc_x)
+                if dh is not None or dgate is not None:
+                    acc_h = _depthwise(dpre, flipped[k][1], into=acc_h)
                 if need_k or need_b:
-                    dkx, dbk = _depthwise_weight_grad(dpre, x[part], kernels[k, 0], with_bias=need_b)
+                    dkx, dbk = _depthwise_weight_grad(dpre, x_part, per_gate[k][0], with_bias=need_b)
                     if need_k:
                         dk[k, 0] += dkx
-                        if h is not None:
-                            dk[k, 1] += _depthwise_weight_grad(dpre, h[part], kernels[k, 1], with_bias=False)[0]
+                        if h_part is not None:
+                            dk[k, 1] += _depthwise_weight_grad(dpre, h_part, per_gate[k][1], with_bias=False)[0]
                     if need_b:
                         db[k] += dbk
             if acc_x is not None:
                 dx[part] = acc_x
-            if acc_h is not None:
-                dh[part] = acc_h
-        if need_x and dx is None:
-            dx = _zero_like(x)
-        if need_h and dh is None:
-            dh = _zero_like(h)
-        return dx, dh, dk, db, None
+            if dgate is not None:  # d(gate * H): gate's gradient is dH_in * H, H's is dH_in * gate
+                torch.mul(acc_h, h[part], out=dgate[part])
+            if dh is not None:
+                dh[part] = acc_h if h_gate is None else acc_h * h_gate[part]
+        dx, dh, dgate = (_zero_like(t) if need and d is None else d
+                         for t, need, d in ((x, need_x, dx), (h, need_h, dh), (h_gate, need_gate, dgate)))
+        return dx, dh, dgate, dk, db, None
+
+
+def _gated(h: torch.Tensor | None, h_gate: torch.Tensor | None, part: slice) -> torch.Tensor | None:
+    """Slice ``part`` of the state as it enters the gates: ``h_gate * H``, or H, or None for a zero state."""
+    if h is None:
+        return None
+    return h[part] if h_gate is None else h_gate[part] * h[part]
 
 
 class _CellUpdate(torch.autograd.Function):
@@ -515,9 +532,8 @@ class ConvGRUCell(_ConvCell):
         h_prev = None if state is None else state[0]
         z, r = self.gates.activated(x, h_prev, ("sigmoid", "sigmoid"))
         g = self._tap(taps, {"z": z, "r": r})
-        # r*H is computed even from a zero state so that r stays in the graph (attribution to r at step 1).
-        reset = g["r"] * (torch.zeros_like(g["r"]) if h_prev is None else h_prev)
-        (candidate,) = self.candidate.activated(x, reset, ("tanh",))
+        # The candidate reads r*H; r stays in the graph even from a zero state (attribution to r at step 1).
+        (candidate,) = self.candidate.activated(x, h_prev, ("tanh",), h_gate=g["r"])
         g.update(self._tap(taps, {"candidate": candidate}))
         if h_prev is None:  # (1 - z) * 0 + z * candidate
             h = g["z"] * g["candidate"]
