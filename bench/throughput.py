@@ -34,6 +34,7 @@ import os
 import statistics
 import sys
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,7 +48,7 @@ from torch.profiler import profile as torch_profile
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from bench._common import environment, format_goals, format_table, goal, load_average, result_path, write_json
-from regnet.models import build_model, summary
+from regnet.models import build_model, cells, summary
 
 NAME = "throughput"
 INPUT = (3, 32, 32)
@@ -78,6 +79,7 @@ class Candidate:
     options: dict
     channels_last: bool
     batch: int
+    plain: bool = False  # headline only: run on the cells' plain torch-ops path (see plain_path)
     macs: int = 0
     params: int = 0
     train_s: list[float] = field(default_factory=list)
@@ -125,42 +127,61 @@ def cpu_seconds(fn) -> float:
     return time.process_time() - start
 
 
-def paired(batch: int, pairs: int, warmup: int, cells: tuple[str, ...] = PAIRED_CELLS) -> list[dict]:
+@contextmanager
+def plain_path():
+    """The cells on their plain torch-ops path (``regnet.models.cells.fused`` off): the operations the CPU path
+    ran before the fused autograd functions, as a before/after in one process."""
+    saved = cells.fused
+    cells.fused = lambda x: False
+    try:
+        yield
+    finally:
+        cells.fused = saved
+
+
+def paired(batch: int, pairs: int, warmup: int, cells_: tuple[str, ...] = PAIRED_CELLS, plain: bool = False
+           ) -> list[dict]:
     """The headline: per regulator, regnet20's training step CPU time over resnet20's, in interleaved pairs.
 
     One torch thread, so that process CPU time is the work done and not the
     time spent waiting at OpenMP barriers for a core that a neighbour holds.
     Each pair times resnet20's step then regnet20's, back to back, so a drift
-    in the machine's state (cache, frequency) falls on both; the median of
-    the pairs' ratios is the figure, their range its spread.
+    in the machine's state (cache, frequency, a neighbour's memory traffic)
+    falls on both; the median of the pairs' ratios is the figure, their range
+    its spread. With ``plain``, each regulator also runs on the plain path
+    (:func:`plain_path`) in pairs of its own, interleaved with the others.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         base = Candidate("resnet20", {}, True, batch)
-        others = [Candidate("regnet20", {"cell": c, "gates": "efficient"}, True, batch) for c in cells]
+        others = [Candidate("regnet20", {"cell": c, "gates": "efficient"}, True, batch, plain=p)
+                  for p in ((False, True) if plain else (False,)) for c in cells_]
         for c in [base, *others]:
-            for _ in range(warmup):
-                c.train_step()
-                c.eval_step()
-        ratios: dict[str, list[float]] = {c.options["cell"]: [] for c in others}
+            with plain_path() if c.plain else nullcontext():
+                for _ in range(warmup):
+                    c.train_step()
+                    c.eval_step()
+        ratios = {id(c): [] for c in others}
         for _ in range(pairs):
             for c in others:
-                base.train_s.append(cpu_seconds(base.train_step))
-                c.train_s.append(cpu_seconds(c.train_step))
-                ratios[c.options["cell"]].append(c.train_s[-1] / base.train_s[-1])
-                base.eval_s.append(cpu_seconds(base.eval_step))
-                c.eval_s.append(cpu_seconds(c.eval_step))
+                with plain_path() if c.plain else nullcontext():
+                    base.train_s.append(cpu_seconds(base.train_step))
+                    c.train_s.append(cpu_seconds(c.train_step))
+                    ratios[id(c)].append(c.train_s[-1] / base.train_s[-1])
+                    base.eval_s.append(cpu_seconds(base.eval_step))
+                    c.eval_s.append(cpu_seconds(c.eval_step))
     finally:
         torch.set_num_threads(threads)
-    rows = []
-    for c in [base, *others]:
-        r = ratios.get(c.options.get("cell"), [1.0])
-        rows.append({"label": label(c.model_name, c.options), "model": c.model_name, "options": c.options,
-                     "train_ms_cpu": 1e3 * statistics.median(c.train_s), "train_s_cpu_pairs": c.train_s,
-                     "ratio_median": statistics.median(r), "ratio_min": min(r), "ratio_max": max(r), "ratios": r,
-                     "eval_img_per_cpu_s": batch / statistics.median(c.eval_s)})
-    return rows
+    return [paired_row(c, ratios.get(id(c), [1.0]), batch) for c in [base, *others]]
+
+
+def paired_row(c: Candidate, ratios: list[float], batch: int) -> dict:
+    name = label(c.model_name, c.options) + (" (plain path)" if c.plain else "")
+    return {"label": name, "model": c.model_name, "options": c.options, "plain_path": c.plain,
+            "train_ms_cpu": 1e3 * statistics.median(c.train_s), "train_s_cpu_pairs": c.train_s,
+            "ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
+            "ratios": ratios, "eval_img_per_cpu_s": batch / statistics.median(c.eval_s)}
 
 
 def timed(fn, iters: int) -> float:
@@ -200,7 +221,7 @@ def headline_goals(rows: list[dict], pairs: int) -> list[dict]:
     """The 1.8x goal on lstm/efficient; gru and rnn beside it as figures (no goal of their own)."""
     out = []
     for r in rows:
-        if r["model"] != "regnet20":
+        if r["model"] != "regnet20" or r["plain_path"]:
             continue
         spread = f"median of {pairs} pairs, range {r['ratio_min']:.2f}-{r['ratio_max']:.2f}; CPU time, 1 thread"
         name = f"{r['label']} training step / resnet20's (CPU time)"
@@ -357,6 +378,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=None, help="batch size (default 128, quick 32)")
     p.add_argument("--pairs", type=int, default=None, help="headline: timed pairs per regulator (default 7, quick 2)")
     p.add_argument("--headline", action="store_true", help="the CPU-time pairs only, not the wall-clock table")
+    p.add_argument("--plain", action="store_true",
+                   help="headline: also each regulator on the cells' plain torch-ops path (the fused path's before)")
     p.add_argument("--repeats", type=int, default=None, help="timed round-robin repeats (default 5, quick 1)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads of the wall-clock table (default: every core; quick: 1, which stays fast "
@@ -398,11 +421,12 @@ def main(argv: list[str] | None = None) -> dict:
     pairs = args.pairs or (2 if args.quick else 7)
     print(f"{NAME}: batch {batch}, {env['cpu']}, load average {env['load_average']}")
     print(f"headline: {pairs} interleaved pairs per regulator, 1 thread, process CPU time, channels-last")
-    headline = paired(batch, pairs, warmup=1 if args.quick else 2)
+    headline = paired(batch, pairs, warmup=1 if args.quick else 2, plain=args.plain)
     summary_rows = headline_goals(headline, pairs)
     print_headline(headline, summary_rows)
     payload = {"name": NAME, "quick": args.quick, "label": args.label, "environment": env, "batch": batch,
                "summary": summary_rows, "paired": {"pairs": pairs, "threads": 1, "clock": "process CPU time",
+                                                   "plain_path_compared": args.plain,
                                                    "format": "channels_last", "rows": headline}}
     if not args.headline:
         print(f"wall-clock table: {args.threads} thread(s), round-robin")
