@@ -212,3 +212,12 @@ def test_a_bf16_autocast_run_tracks_the_float32_loss_over_50_steps():
     gaps = [abs(a - b) for a, b in zip(fp32, bf16)]
     assert fp32[-1] < 0.1 * fp32[0]  # it does learn the batch
     assert max(gaps) < 0.15 and sum(gaps) / len(gaps) < 0.03, (max(gaps), sum(gaps) / len(gaps))
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("carried", [False, True], ids=["zero_state", "carried_state"])
+def test_batch_slices_of_the_fused_gates_are_exact(kind, carried, monkeypatch):
+    monkeypatch.setattr(cells, "_CHUNK_BYTES", 1)  # one image per slice: 3 slices of a batch of 3
+    assert len(cells._chunks(torch.zeros(3, 6, 7, 7))) == 3
+    compare(kind, "efficient", True, carried, batch=3)
+    compare(kind, "efficient", False, carried, batch=3)
