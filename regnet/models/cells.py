@@ -163,7 +163,7 @@ class GateConv(nn.Module):
         return tuple(gates)
 
     def _folded(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The efficient form's depthwise kernels with the grouped 1x1 folded in: ``[gate, (x, h), C, 1, 3, 3]``, bias ``[gate, C]``.
+        """The grouped 1x1 folded into the depthwise kernels, ``[gate, (x, h), C, 1, 3, 3]``, and the bias ``[gate, C]``.
 
         Computed from the parameters at each call (a few thousand numbers), so
         autograd carries the kernels' gradients back to the paper's parameters.
@@ -236,8 +236,8 @@ def _in_format_of(grad: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return grad
 
 
-# oneDNN's convolutions with a fused epilogue (an activation, or a sum into an existing tensor), the kernels
-# torch.compile emits on a CPU. Where this torch lacks them, _depthwise falls back to F.conv2d and torch ops.
+# oneDNN's convolutions with a fused epilogue (here: a sum into an existing tensor), the kernels torch.compile
+# emits on a CPU. Where this torch lacks them, _depthwise falls back to F.conv2d and an in-place add.
 _ONEDNN = (
     torch.backends.mkldnn.is_available()
     and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
@@ -279,7 +279,7 @@ def _depthwise_weight_grad(grad: torch.Tensor, x: torch.Tensor, weight: torch.Te
 _CHUNK_BYTES = 2 << 20
 
 
-def _chunks(x: torch.Tensor):
+def _chunks(x: torch.Tensor) -> list[slice]:
     """Batch slices of ``x`` of about ``_CHUNK_BYTES`` of map each (views: in channels-last a batch slice is dense).
 
     A gate's few operations run slice by slice, so that what one writes the
@@ -295,14 +295,15 @@ def _chunks(x: torch.Tensor):
 class _FoldedGates(torch.autograd.Function):
     """The efficient form's activated gates, ``act_k(Kx_k * X + Kh_k * H + b_k)``: a dense channels-last map each.
 
-    ``Kx, Kh`` are the folded kernels of :meth:`GateConv._folded`. Forward,
-    per batch slice (:func:`_chunks`) and gate: a depthwise conv of X, H's
-    conv summed into it in place (none at a zero state), and the activation
-    written to the gate (a tanh gate uses doubled kernels and
-    :func:`_tanh_of_doubled_`): the same float operations as
+    ``Kx, Kh`` are the folded kernels of :meth:`GateConv._folded`; H is
+    ``h_gate * H`` where ``h_gate`` is given (the GRU's reset). Forward, per
+    batch slice (:func:`_chunks`) and gate: a depthwise conv of X, H's conv
+    summed into it in place (none at a zero state), and the activation
+    written to the gate (a tanh gate uses doubled kernels and the sigmoid
+    form of :func:`tanh`): the same float operations as
     :meth:`GateConv._efficient` and :func:`tanh`, so the same values to the
-    bit. Only X, H and the activated gates are saved: both derivatives follow
-    from an activation's output. Backward, per slice and gate: the
+    bit. Only the inputs and the activated gates are saved: both derivatives
+    follow from an activation's output. Backward, per slice and gate: the
     pre-activation's gradient, X's and H's gradients as depthwise convs with
     flipped kernels summed in place, and the kernels' gradients; a gate whose
     gradient is zero (see :func:`_zero_like`) is skipped.
