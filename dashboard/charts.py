@@ -52,6 +52,7 @@ PANELS_BY_TITLE = {panel.title: panel for panel in PANELS}
 # x-axis choices: value -> axis title (with its unit).
 X_AXES = {"step": "step (optimizer updates)", "epoch": "epoch", "relative": "time since the run's first line (min)",
           "wall": "wall time (local)"}
+X_LABELS = {"step": "step", "epoch": "epoch", "relative": "relative time", "wall": "wall time"}
 BANDS = {"min-max": "min to max", "std": "mean ± 1 std"}
 MARKERS_UP_TO = 25  # a curve with this many points or fewer gets markers: one or two points are never invisible
 PALETTE = px.colors.qualitative.Plotly
@@ -185,9 +186,11 @@ def _layout(figure: go.Figure, panel: Panel, *, x: str, log_y: bool, height: int
         title=dict(text=panel.title, x=0, xanchor="left"), height=height + legend_px,
         margin=dict(l=10, r=10, t=40, b=50 + legend_px), template="plotly_white", hovermode="x unified",
         hoverlabel=dict(namelength=-1), showlegend=entries > 0,
-        legend=dict(orientation="v", yref="container", y=0, yanchor="bottom", x=0, xanchor="left"),
+        legend=dict(orientation="v", traceorder="normal", yref="container", y=0, yanchor="bottom", x=0, xanchor="left"),
     )
-    figure.update_xaxes(title_text=X_AXES[x], type="date" if x == "wall" else "linear")
+    # From 0 on step, epoch and relative axes: one point is placed in the run, not alone in the middle.
+    figure.update_xaxes(title_text=X_AXES[x], type="date" if x == "wall" else "linear",
+                        rangemode="normal" if x == "wall" else "tozero")
     figure.update_yaxes(title_text=panel.y_title, tickformat=panel.tickformat, hoverformat=panel.hoverformat)
     if log_y:
         figure.update_yaxes(type="log")
@@ -198,7 +201,8 @@ def _layout(figure: go.Figure, panel: Panel, *, x: str, log_y: bool, height: int
     if not figure.data:
         figure.update_xaxes(visible=False)
         figure.update_yaxes(visible=False)
-        figure.add_annotation(text="no points yet", showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5,
+        later = "" if set(panel.metrics) & set(STEP_METRICS) else ": validation ends each epoch"
+        figure.add_annotation(text=f"no points yet{later}", showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5,
                               font=dict(color="gray"))
 
 

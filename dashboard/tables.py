@@ -85,16 +85,23 @@ def difference_table(runs: Sequence[RunInfo], frames: Mapping[str, pd.DataFrame]
     return table
 
 
+def _seeds(part: pd.DataFrame) -> str:
+    return "; ".join(f"{key} {', '.join(map(str, part[key]))}" for key in SEED_KEYS
+                     if key in part and part[key].nunique() > 1) or "-"
+
+
 def grouped_table(table: pd.DataFrame, groups: Mapping[str, Sequence[str]], band: str = "min-max") -> pd.DataFrame:
     """``difference_table`` with one line a seed group: its runs, seeds and settings, then each metric's
-    mean and band (``band`` "min-max": ``<metric> min`` and ``max`` columns; "std": ``<metric> std``)."""
-    numeric = [c for c in table.columns if c not in SEED_KEYS and c != "best epoch"
+    mean and band (``band`` "min-max": ``<metric> min`` and ``max`` columns; "std": ``<metric> std``).
+
+    Config columns (dotted keys) are settings, shown when the group's runs agree on them, never averaged.
+    """
+    numeric = [c for c in table.columns if "." not in c and c != "best epoch"
                and pd.api.types.is_numeric_dtype(table[c]) and not pd.api.types.is_bool_dtype(table[c])]
     rows = []
     for label, keys in groups.items():
         part = table[table["run"].isin(keys)]
-        row = {"group": label, "runs": len(part), "seeds": ", ".join(
-            str(part[k].tolist()) for k in SEED_KEYS if k in part and part[k].nunique() > 1) or "-"}
+        row = {"group": label, "runs": len(part), "seeds": _seeds(part)}
         for column in table.columns:
             if column in numeric:
                 values = part[column].astype(float)

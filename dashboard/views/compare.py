@@ -24,18 +24,16 @@ top = st.columns([3, 2, 2])
 shown = top[0].multiselect("Curves", panel_titles, default=panel_titles[:2], key="compare_panels",
                            bind="query-params")
 x_axis = top[1].radio("x axis", ["epoch", "step", "relative", "wall"], horizontal=True, key="compare_x",
-                      format_func=lambda x: {"relative": "relative time", "wall": "wall time"}.get(x, x),
-                      bind="query-params")
+                      format_func=charts.X_LABELS.get, bind="query-params")
 smoothing = top[2].slider("Smoothing (EMA of per-step curves; never the LR)", 0.0, 0.99, 0.6, 0.01,
                           key="compare_smooth", bind="query-params")
-bottom = st.columns([3, 2, 2])
-log_scales = bottom[0].pills("Log scale", panel_titles, selection_mode="multi", key="compare_log",
-                             bind="query-params")
-grouped = bottom[1].toggle("Group runs that differ only in seed", key="compare_seeds", bind="query-params",
-                           help=f"Runs whose configs are equal but for {', '.join(tables.SEED_KEYS)} become one "
-                                "line: their mean, with a band.")
-band = bottom[2].radio("Band", list(charts.BANDS), format_func=charts.BANDS.get, horizontal=True,
-                       key="compare_band", bind="query-params", disabled=not grouped)
+log_scales = st.pills("Log scale", panel_titles, selection_mode="multi", key="compare_log", bind="query-params")
+seed_col, band_col = st.columns([2, 5])
+grouped = seed_col.toggle("Group by seed", key="compare_seeds", bind="query-params",
+                          help=f"Runs whose configs are equal but for {', '.join(tables.SEED_KEYS)} become one "
+                               "line: their mean, with a band.")
+band = band_col.radio("Band", list(charts.BANDS), format_func=charts.BANDS.get, horizontal=True,
+                      key="compare_band", bind="query-params", disabled=not grouped, label_visibility="collapsed")
 
 frames = {}
 for run in chosen:

@@ -23,18 +23,18 @@ if not chosen:
     chosen = [run for run in runs if run.source == "run" and run.active] or runs[:1]
     st.caption(f"Following {', '.join(f'`{run.key}`' for run in chosen)}; choose runs above or on **Runs**.")
 
-x_col, smooth_col, log_col, refresh_col = st.columns([2, 2, 3, 1])
-x_axis = x_col.radio("x axis", list(charts.X_AXES), format_func=lambda x: {"relative": "relative time",
-                     "wall": "wall time"}.get(x, x), horizontal=True, key="live_x", bind="query-params")
+x_col, smooth_col, refresh_col = st.columns([2, 3, 1])
+x_axis = x_col.radio("x axis", list(charts.X_AXES), format_func=charts.X_LABELS.get, horizontal=True, key="live_x",
+                     bind="query-params")
 smoothing = smooth_col.slider("Smoothing (EMA of per-step curves; never the LR)", 0.0, 0.99, 0.6, 0.01,
                               key="live_smooth", bind="query-params")
-log_scales = log_col.pills("Log scale", [panel.title for panel in charts.PANELS], selection_mode="multi",
-                           key="live_log", bind="query-params")
 default_refresh_s = ui.live_refresh_s()
 refresh_choices = sorted({2.0, 5.0, 10.0, 30.0, default_refresh_s})
 refresh_s = refresh_col.selectbox("Check every", refresh_choices, format_func=lambda s: f"{s:g} s",
                                   index=refresh_choices.index(default_refresh_s), key="live_refresh",
                                   bind="query-params", help="How often the page looks for new lines.")
+log_scales = st.pills("Log scale", [panel.title for panel in charts.PANELS], selection_mode="multi",
+                      key="live_log", bind="query-params")
 keys = [run.key for run in chosen]
 
 
