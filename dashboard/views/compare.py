@@ -23,8 +23,8 @@ panel_titles = [panel.title for panel in charts.PANELS]
 top = st.columns([3, 2, 2])
 shown = top[0].multiselect("Curves", panel_titles, default=panel_titles[:2], key="compare_panels",
                            bind="query-params")
-x_axis = top[1].radio("x axis", ["epoch", "step", "relative", "wall"], horizontal=True, key="compare_x",
-                      format_func=charts.X_LABELS.get, bind="query-params")
+x_axis = top[1].radio("x axis", ["epoch", "step", "relative time", "wall time"], horizontal=True, key="compare_x",
+                      bind="query-params")
 smoothing = top[2].slider("Smoothing (EMA of per-step curves; never the LR)", 0.0, 0.99, 0.6, 0.01,
                           key="compare_smooth", bind="query-params")
 log_scales = st.pills("Log scale", panel_titles, selection_mode="multi", key="compare_log", bind="query-params")
