@@ -43,7 +43,7 @@ configs = tables.run_configs(chosen)
 groups = tables.seed_groups(configs) if grouped else None
 
 columns = st.columns(2)
-for index, panel in enumerate(p for p in charts.PANELS if p.title in shown):
+for index, panel in enumerate(charts.PANELS_BY_TITLE[title] for title in shown):
     figure = charts.metric_figure(frames, panel, x=x_axis, smoothing=smoothing, log_y=panel.title in (log_scales or []),
                                   groups=groups, band=band, height=380)
     columns[index % 2].plotly_chart(figure, key=f"compare_chart_{panel.title}", config={"displaylogo": False})
