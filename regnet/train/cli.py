@@ -199,9 +199,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
 # ---- models -----------------------------------------------------------------------------------------------------
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from regnet.models import format_table, summarize_registry
+    from regnet.models import format_options, format_table, summarize_registry
 
     print(format_table(summarize_registry()))
+    print()
+    print(format_options())
     return 0
 
 
