@@ -14,7 +14,7 @@ as subprocesses of ``python -m regnet train``, ``--parallel K`` of them at once,
 Statistics are over seeds, of each member's last-epoch validation (no checkpoint selection on the
 figures reported): mean and sample standard deviation per model, and for each model against the first
 the difference of means with a 95% Welch t-interval (Welch-Satterthwaite degrees of freedom) and
-Welch's t-test p-value (``scipy.stats.ttest_ind(equal_var=False)``).
+Welch's two-sided t-test p-value (from ``scipy.stats.t``, as ``ttest_ind(equal_var=False)`` gives it).
 """
 from __future__ import annotations
 
@@ -92,22 +92,26 @@ def _slug(label: str) -> str:
 
 
 def plan_study(base: Config, models: list[tuple[str, dict]], seeds: int, name: str) -> list[Member]:
-    """Every member's config, checked before the first one starts (a bad option fails at once, not hours in)."""
+    """Every member's config, checked before the first one starts (a bad option fails at once, not hours in).
+
+    Seed-major order: a study stopped part-way has every model at about the same number of seeds.
+    """
     if seeds < 1:
         raise ValueError(f"--seeds must be at least 1, got {seeds}; a study needs a seed per model.")
     check_run_id(name)
     plan = []
-    for model, options in models:
-        accepted = model_info(model).options  # the config's options for another model are dropped, as in train
-        for k in range(seeds):
+    for k in range(seeds):
+        for model, options in models:
+            accepted = model_info(model).options  # the config's options for another model are dropped, as in train
             config = copy.deepcopy(base)
             config.model.name = model
             config.model.options = {**{o: v for o, v in base.model.options.items() if o in accepted}, **options}
             config.train.seed = base.train.seed + k
             config.run.runs_root = str(Path(base.run.runs_root) / name)
-            config.run.run_id = check_run_id(f"{name}-{_slug(entry_label(model, options))}-seed{config.train.seed}")
+            label = entry_label(model, options)
+            config.run.run_id = check_run_id(f"{name}-{_slug(label)}-seed{config.train.seed}")
             check_names(config)
-            plan.append(Member(entry_label(model, options), config.train.seed, config.run.run_id, config))
+            plan.append(Member(label, config.train.seed, config.run.run_id, config))
     return plan
 
 
@@ -277,9 +281,9 @@ def welch(a: list[float], b: list[float], confidence: float = 0.95) -> dict:
         return result
     se = math.sqrt(va + vb)
     df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
-    half = stats.t.ppf(0.5 + confidence / 2, df) * se
-    p = stats.ttest_ind(b, a, equal_var=False).pvalue
-    return {**result, "low": result["diff"] - half, "high": result["diff"] + half, "p": float(p), "df": df}
+    half = float(stats.t.ppf(0.5 + confidence / 2, df)) * se
+    p = 2 * float(stats.t.sf(abs(result["diff"]) / se, df))  # = ttest_ind(b, a, equal_var=False).pvalue
+    return {**result, "low": result["diff"] - half, "high": result["diff"] + half, "p": p, "df": df}
 
 
 def format_study(table: dict) -> str:
