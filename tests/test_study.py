@@ -14,7 +14,7 @@ from scipy import stats
 from regnet.runs import KILL_AT_WRITE_ENV, STUDY, read_status, scan_runs
 from regnet.train import cli
 from regnet.train.config import Config
-from regnet.train.study import mean_std, parse_models, plan_study, welch
+from regnet.train.study import mean_std, parse_models, plan_study, study_table, welch
 
 torch.set_num_threads(1)
 
@@ -107,6 +107,7 @@ def test_a_killed_study_continues_and_tabulates_every_member(tmp_path, capsys):
         assert m["seeds"] == [0] and 0 <= m["val_top1"]["mean"] <= 1 and m["train_time_s"]["mean"] > 0
     assert table["comparisons"][0]["val_top1"]["p"] is None  # one seed each: no interval
     assert json.loads((folder / STUDY).read_text())["table"]["models"] == table["models"]
+    assert study_table(folder)["models"] == table["models"]  # read back from the folder alone
     # Members are ordinary run folders, found by every run listing; the study's own files are not runs.
     runs, _ = scan_runs(tmp_path)
     assert sorted(p.name for p in runs) == ["tiny-regnet20-memory_reset-seed0", "tiny-resnet20-seed0"]
