@@ -362,8 +362,8 @@ def _run_epochs(run: Run) -> Path:
                 elif st.epoch < t.epochs and _stop_requested(run, signals):
                     if run.ctx.is_main:
                         folder.write_status(state="stopped", finished_at=time.time())
-                    _log(run, f"stopped after epoch {st.epoch}; continue with: python -m regnet train --resume "
-                              f"{folder.path}")
+                    _log(run, f"stopped after epoch {st.epoch} ({st.epoch}/{t.epochs} epochs done); continue with: "
+                              f"python -m regnet train --resume {folder.path}")
                     return folder.path
             _finish(run, last_val)
             return folder.path
@@ -412,8 +412,8 @@ def _train_epoch(run: Run, signals: StopSignals) -> bool:
         st.epoch_sums[:3] = [st.epoch_sums[0] + loss_sum, st.epoch_sums[1] + correct, st.epoch_sums[2] + count]
         window[:2] = [window[0] + loss_sum, window[1] + count]
         bar.update(1)
-        if st.step % t.log_every == 0 or st.epoch_step == run.steps_per_epoch:
-            _log_step(run, window, bar)
+        if stop or st.step % t.log_every == 0 or st.epoch_step == run.steps_per_epoch:
+            _log_step(run, window, bar)  # a stop logs its last step too, so no trained step goes unrecorded
             window = [0.0, 0, time.time()]
         if stop:
             break
@@ -430,8 +430,8 @@ def _train_epoch(run: Run, signals: StopSignals) -> bool:
     if ctx.is_main:
         _save(run, "last")
         run.folder.write_status(state="stopped", step=st.step, elapsed_s=st.elapsed_s, finished_at=time.time())
-    _log(run, f"stopped at epoch {st.epoch + 1}, step {st.step} ({signals.received or 'STOP file'}); "
-              f"continue with: python -m regnet train --resume {run.folder.path}")
+    _log(run, f"stopped in epoch {st.epoch + 1} at step {st.step} ({st.epoch}/{t.epochs} epochs done; "
+              f"{signals.received or 'STOP file'}); continue with: python -m regnet train --resume {run.folder.path}")
     return True
 
 
@@ -481,8 +481,10 @@ def _log_step(run: Run, window: list, bar) -> None:
     run.folder.append_metrics(record)
     for key in ("train_loss", "lr", "images_per_s"):
         run.writer.add_scalar(f"step/{key}", record[key], st.step)
-    run.folder.write_status(step=st.step, images_per_s=record["images_per_s"],
-                            elapsed_s=st.elapsed_s + st.epoch_sums[3] + now - run.epoch_started)
+    train_s = st.epoch_sums[3] + now - run.epoch_started  # this epoch's training seconds so far
+    # status.json's images/s is the epoch's average so far (the step line keeps the window's, for the curve).
+    run.folder.write_status(step=st.step, images_per_s=st.epoch_sums[2] / max(train_s, 1e-9),
+                            elapsed_s=st.elapsed_s + train_s)
 
 
 def _checkpoint_due(run: Run) -> bool:
