@@ -154,3 +154,164 @@ def test_a_run_asked_to_stop_says_stopping_until_it_has_stopped(tmp_path):
     finally:
         process.kill()
         process.wait()
+
+
+# ------------------------------------------------------------------------------------------ the pages (AppTest)
+
+@pytest.fixture
+def root(tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("REGNET_RUNS_ROOT", str(runs))
+    monkeypatch.setenv("REGNET_CHECKPOINTS_ROOT", str(tmp_path / "checkpoints"))
+    write_run(runs, "r1-resnet20-shapes", model="resnet20", epochs_done=3, epochs=3, started_at=T0 + 100)
+    write_run(runs, "r2-regnet20-shapes", state="stopped", epochs_done=1, epochs=3, started_at=T0 + 200)
+    return runs
+
+
+def runs_page() -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=90)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def work_on(at: AppTest, key: str) -> AppTest:
+    at.selectbox(key="runs_work_on").select(key).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def table(at: AppTest):
+    return at.dataframe[0].value.set_index("run")
+
+
+def test_tags_and_a_note_typed_on_the_runs_page_are_stored_in_the_run_folder(root):
+    at = work_on(runs_page(), "r2-regnet20-shapes")
+    at.text_input(key="runs_tags_r2-regnet20-shapes").input("baseline, seed 0")
+    at.text_area(key="runs_note_r2-regnet20-shapes").input("LR too high?")
+    at.button(key="runs_save_r2-regnet20-shapes").click().run()
+    assert read_tags(root / "r2-regnet20-shapes") == ["baseline", "seed 0"]
+    assert read_note(root / "r2-regnet20-shapes") == "LR too high?"
+    fresh = work_on(runs_page(), "r2-regnet20-shapes")  # a new session reads them back from the folder
+    assert table(fresh).loc["r2-regnet20-shapes", "tags"] == "baseline, seed 0"
+    assert fresh.text_area(key="runs_note_r2-regnet20-shapes").value == "LR too high?"
+    fresh.multiselect(key="runs_f_tag").select("baseline").run()
+    assert list(table(fresh).index) == ["r2-regnet20-shapes"]
+    bad = work_on(runs_page(), "r1-resnet20-shapes")
+    bad.text_input(key="runs_tags_r1-resnet20-shapes").input("ok, <b>")
+    bad.button(key="runs_save_r1-resnet20-shapes").click().run()
+    assert "Tag '<b>' is not allowed" in bad.error[0].value and read_tags(root / "r1-resnet20-shapes") == []
+
+
+def test_search_and_filters_narrow_the_table(root):
+    at = runs_page()
+    assert set(table(at).index) == {"r1-resnet20-shapes", "r2-regnet20-shapes"}
+    at.text_input(key="runs_search").input("resnet").run()
+    assert list(table(at).index) == ["r1-resnet20-shapes"]
+    at.text_input(key="runs_search").input("").run()
+    at.multiselect(key="runs_f_state").select("stopped").run()
+    assert list(table(at).index) == ["r2-regnet20-shapes"]
+    assert "1 of 2 runs match." in "\n".join(c.value for c in at.caption)
+
+
+def test_delete_asks_first_moves_the_run_to_the_trash_and_restore_brings_it_back(root):
+    at = work_on(runs_page(), "r1-resnet20-shapes")
+    at.button(key="runs_delete_r1-resnet20-shapes").click().run()
+    assert (root / "r1-resnet20-shapes").is_dir()  # nothing moved before the confirmation
+    assert "Move `r1-resnet20-shapes` to the trash" in at.warning[0].value
+    at.button(key="runs_delete_yes_r1-resnet20-shapes").click().run()
+    assert not (root / "r1-resnet20-shapes").exists()
+    [deleted] = trashed_runs(root)
+    assert deleted.run_id == "r1-resnet20-shapes" and "r1-resnet20-shapes" not in table(at).index
+    assert "Moved `r1-resnet20-shapes` to the trash." in at.success[0].value
+    at.button(key=f"runs_restore_{deleted.deletion}_r1-resnet20-shapes").click().run()
+    assert (root / "r1-resnet20-shapes" / "status.json").is_file() and trashed_runs(root) == []
+    assert "r1-resnet20-shapes" in table(at).index
+
+
+def test_resume_launches_the_cli_resume_and_only_for_a_stopped_failed_or_died_run(root, monkeypatch):
+    spawned = []
+    monkeypatch.setattr(launcher, "_spawn", lambda command, runs_root, run_id, extra: spawned.append(
+        (command, run_id, extra)) or launcher.Launch(run_id, 0, runs_root / run_id, runs_root / "log", command))
+    at = work_on(runs_page(), "r1-resnet20-shapes")
+    assert at.button(key="runs_resume_r1-resnet20-shapes").disabled  # finished: nothing to resume
+    at = work_on(at, "r2-regnet20-shapes")
+    at.button(key="runs_resume_r2-regnet20-shapes").click().run()
+    [(command, run_id, extra)] = spawned
+    assert command == [sys.executable, "-m", "regnet", "train", "--resume", str((root / run_id).resolve())]
+    assert run_id == "r2-regnet20-shapes" and extra["resumed"] is True
+    assert at.session_state["selected_runs"] == ["r2-regnet20-shapes"]
+    assert "Resuming `r2-regnet20-shapes`" in at.success[0].value
+
+
+def test_a_resumed_run_shows_as_starting_until_its_process_writes(root):
+    process = fake_training_process()
+    try:
+        launches = root / ".launches"
+        launches.mkdir()
+        (launches / "r2-regnet20-shapes.json").write_text(json.dumps(
+            {"run_id": "r2-regnet20-shapes", "pid": process.pid, "pid_start": None, "started_at": time.time(),
+             "resumed": True, "log": str(launches / "r2-regnet20-shapes.log")}))
+        states = {run.key: run.state for run in discover_runs(root)}
+        assert states["r2-regnet20-shapes"] == "starting" and states["r1-resnet20-shapes"] == "finished"
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_clone_opens_new_run_with_the_runs_config(root):
+    at = work_on(runs_page(), "r1-resnet20-shapes")
+    at.button(key="runs_clone_r1-resnet20-shapes").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.query_params["clone"] == ["r1-resnet20-shapes"] or at.query_params["clone"] == "r1-resnet20-shapes"
+    assert at.selectbox(key="nr_start").value == "clone of r1-resnet20-shapes"
+    assert (at.selectbox(key="nr_family").value, at.number_input(key="nr_epochs").value) == ("resnet", 3)
+    assert at.selectbox(key="nr_dataset").value == "shapes"
+
+
+def test_a_clone_of_a_run_that_is_not_listed_is_a_warning(root):
+    at = AppTest.from_file(str(APP), default_timeout=90)
+    at.query_params["clone"] = "../../etc"
+    at.run()
+    at.switch_page("views/new_run.py").run()
+    assert not at.exception
+    assert "There is no run '../../etc' to clone" in at.warning[0].value
+    assert at.selectbox(key="nr_start").value == "defaults"
+
+
+def test_runs_page_shows_the_tensorboard_command_and_stopping(root):
+    process = fake_training_process()
+    try:
+        live = write_run(root, "r3-live", state="running", epochs_done=1, epochs=3, pid=process.pid,
+                         started_at=T0 + 300)
+        (live / "STOP").touch()
+        at = runs_page()
+        assert table(at).loc["r3-live", "status"] == "stopping..."
+        assert any(f"tensorboard --logdir {root.resolve()}" in code.value for code in at.code)
+        at.switch_page("views/new_run.py").run()
+        assert any("stopping... · 1/3 epochs done" in md.value for md in at.markdown)
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_the_new_run_page_does_not_warn_about_the_run_it_just_started(root, monkeypatch):
+    process = fake_training_process()
+
+    def start_run(config, runs_root, run_id=None):  # a launch record for a live stand-in process
+        launches = Path(runs_root) / ".launches"
+        launches.mkdir(exist_ok=True)
+        (launches / "r9-new.json").write_text(json.dumps({"run_id": "r9-new", "pid": process.pid, "pid_start": None,
+                                                          "started_at": time.time(), "log": str(launches / "x.log")}))
+        return launcher.Launch("r9-new", process.pid, Path(runs_root) / "r9-new", launches / "x.log", [])
+
+    monkeypatch.setattr(launcher, "start_run", start_run)
+    try:
+        at = runs_page()
+        at.switch_page("views/new_run.py").run()
+        at.button(key="nr_start_button").click().run()
+        assert "Started `r9-new`" in at.success[0].value
+        assert not any("running on this machine" in info.value for info in at.info)
+    finally:
+        process.kill()
+        process.wait()
