@@ -315,3 +315,12 @@ def test_the_new_run_page_does_not_warn_about_the_run_it_just_started(root, monk
     finally:
         process.kill()
         process.wait()
+
+
+def test_error_boxes_carry_no_external_links_and_the_page_icon_is_local():
+    import tomllib
+
+    config = tomllib.loads((APP.parent / ".streamlit" / "config.toml").read_text())
+    assert config["client"]["showErrorLinks"] is False  # no "Ask Google" / "Ask ChatGPT" on exceptions
+    source = APP.read_text()
+    assert 'page_icon=ui.page_icon()' in source and "page_icon=\":" not in source  # a ":material/..:" icon is fetched
