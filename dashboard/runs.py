@@ -521,11 +521,12 @@ FRACTION_METRICS = ("train_top1", "val_top1", "val_top5", "val_macro_f1")
 
 
 def format_best(best: Best) -> str:
-    """'98.75% val_top1' or '0.1234 val_loss': the checkpointed best with the metric it is the best of."""
+    """'98.75% val_top1 @ 4' or '0.1234 val_loss @ 2': the checkpointed best, its metric and its epoch."""
     if best.value is None:
         return ""
     value = f"{100 * best.value:.2f}%" if best.metric in FRACTION_METRICS else f"{best.value:.4g}"
-    return f"{value} {best.metric or ''}".strip()
+    epoch = f" @ {best.epoch}" if best.epoch is not None else ""
+    return f"{value} {best.metric or ''}".strip() + epoch
 
 
 def format_started(started_at: float | None) -> str:
@@ -533,8 +534,8 @@ def format_started(started_at: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(started_at)) if started_at else "-"
 
 
-RUNS_COLUMNS = ["run", "source", "model", "dataset", "status", "epochs done", "best", "best epoch", "elapsed",
-                "images/s", "started", "tags"]
+RUNS_COLUMNS = ["run", "source", "model", "dataset", "status", "epochs done", "best", "elapsed", "images/s",
+                "started", "tags"]
 
 
 def runs_table(runs: Sequence[RunInfo]) -> pd.DataFrame:
@@ -550,7 +551,6 @@ def runs_table(runs: Sequence[RunInfo]) -> pd.DataFrame:
         "status": run.shown_state,
         "epochs done": epochs_done(run),
         "best": format_best(run.best),
-        "best epoch": run.best_epoch,
         "elapsed": format_duration(run.elapsed_s),
         "images/s": None if run.images_per_s is None else round(run.images_per_s, 1),
         "started": format_started(run.started_at),

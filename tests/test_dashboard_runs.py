@@ -84,7 +84,7 @@ def test_discovery_lists_runs_newest_first_with_shipped_runs_last(tmp_path):
         assert by_key["shipped/resnet20-shapes"].source == "shipped"
         table = runs_table(runs)
         assert list(table["source"]) == ["run"] * 5 + ["shipped"]
-        assert table.loc[table["run"] == "r1-resnet20-shapes", "best"].item() == "75.00% val_top1"
+        assert table.loc[table["run"] == "r1-resnet20-shapes", "best"].item() == "75.00% val_top1 @ 3"
         assert table.loc[table["run"] == "r1-resnet20-shapes", "epochs done"].item() == "3/3"
     finally:
         process.kill()

@@ -120,7 +120,7 @@ def test_images_per_s_is_the_runs_average_and_started_comes_from_the_run(tmp_pat
     assert table.loc["speeds", "started"] == time.strftime("%Y-%m-%d %H:%M", time.localtime(T0))
     assert table.loc["no-start", "started"] == time.strftime("%Y-%m-%d %H:%M", time.localtime(T0 + 1))  # 1st line
     assert table.loc["bare", "started"] == "-"  # never the folder's mtime
-    assert table.loc["speeds", "best"] == "50.00% val_top1" and table.loc["speeds", "best epoch"] == 2
+    assert table.loc["speeds", "best"] == "50.00% val_top1 @ 2"  # the checkpointed best, with its metric
 
 
 def test_filters_match_text_model_data_set_state_and_tag(tmp_path):

@@ -9,7 +9,7 @@ import shlex
 import streamlit as st
 
 from dashboard import launcher, ui
-from dashboard.runs import RunFilter, filter_runs, runs_table
+from dashboard.runs import RunFilter, filter_runs, format_started, runs_table
 from regnet.runs import TRASH, parse_tags, restore_run, trash_run, trashed_runs, write_note, write_tags
 
 PROBLEMS_SHOWN = 20  # one caption each; with 10,000 runs the rest are counted
@@ -45,7 +45,10 @@ def runs_overview(wanted: RunFilter) -> None:
     shown = filter_runs(current, wanted)
     if len(shown) < len(current):
         st.caption(f"{len(shown)} of {len(current)} runs match.")
-    st.dataframe(runs_table(shown), hide_index=True, width="stretch")
+    st.dataframe(runs_table(shown), hide_index=True, width="stretch", column_config={
+        "run": st.column_config.TextColumn(width="medium"), "source": st.column_config.TextColumn(width="small"),
+        "status": st.column_config.TextColumn(width="small"), "epochs done": st.column_config.TextColumn(width="small"),
+        "images/s": st.column_config.NumberColumn(width="small", help="The run's average over its epochs")})
     problems = [run for run in shown if run.problem]
     for run in problems[:PROBLEMS_SHOWN]:
         st.caption(f"`{run.key}`: {run.problem}")
@@ -139,7 +142,7 @@ def trash_section() -> None:
             st.caption("Deleted runs land here and can be restored; empty it with `rm -r` on the folder.")
         for item in deleted:
             text_col, button_col = st.columns([5, 1])
-            text_col.markdown(f"`{item.run_id}` · deleted {item.deletion}")
+            text_col.markdown(f"`{item.run_id}` · deleted {format_started(item.deleted_at)}")
             if button_col.button("Restore", key=f"runs_restore_{item.deletion}_{item.run_id}"):
                 try:
                     restore_run(root, item.deletion, item.run_id)
