@@ -141,6 +141,9 @@ def resume_run(run: RunInfo, runs_root: Path) -> Launch:
     if run.source != "run" or run.state not in RESUMABLE_STATES:
         raise ValueError(f"Run {run.key} is {run.state}; only a stopped, failed or died run can be resumed.")
     run_dir = run_dir_in(runs_root, run.key)
+    # The STOP file of the stop that ended it would read as a request to stop the resumed process (and, older
+    # than the grace period, get it killed at once); the engine removes it too, but only once it is up.
+    (run_dir / STOP).unlink(missing_ok=True)
     command = [sys.executable, "-m", "regnet", "train", "--resume", str(run_dir)]
     return _spawn(command, runs_root, run.key, {"model": run.model, "dataset": run.dataset, "resumed": True})
 

@@ -288,7 +288,11 @@ def _settle(info: RunInfo, launch: dict | None) -> RunInfo:
     """The state to show now: an active run whose process is gone has died (or, never started, failed)."""
     if info.source != "run" or not info.active:
         return info
-    info = dataclasses.replace(info, stop_requested_at=_stop_time(info.path))
+    stop_at = _stop_time(info.path)
+    launched = _number(launch.get("started_at")) if launch else None
+    if stop_at is not None and launched is not None and stop_at < launched:
+        stop_at = None  # a request older than this process (the stop before a resume) is not meant for it
+    info = dataclasses.replace(info, stop_requested_at=stop_at)
     state = "starting" if owner_alive(info.owner) else "failed"
     if info.state != "starting":
         state = reported_state({**info.owner, "state": info.state})

@@ -6,6 +6,7 @@ streamlit's AppTest on fixture runs roots, acting as a user would (choose a run,
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -235,11 +236,13 @@ def test_resume_launches_the_cli_resume_and_only_for_a_stopped_failed_or_died_ru
         (command, run_id, extra)) or launcher.Launch(run_id, 0, runs_root / run_id, runs_root / "log", command))
     at = work_on(runs_page(), "r1-resnet20-shapes")
     assert at.button(key="runs_resume_r1-resnet20-shapes").disabled  # finished: nothing to resume
+    (root / "r2-regnet20-shapes" / "STOP").touch()  # how the stop that ended it left it
     at = work_on(at, "r2-regnet20-shapes")
     at.button(key="runs_resume_r2-regnet20-shapes").click().run()
     [(command, run_id, extra)] = spawned
     assert command == [sys.executable, "-m", "regnet", "train", "--resume", str((root / run_id).resolve())]
     assert run_id == "r2-regnet20-shapes" and extra["resumed"] is True
+    assert not (root / run_id / "STOP").exists()  # the old stop request must not stop (or kill) the resumed run
     assert at.session_state["selected_runs"] == ["r2-regnet20-shapes"]
     assert "Resuming `r2-regnet20-shapes`" in at.success[0].value
 
@@ -252,8 +255,13 @@ def test_a_resumed_run_shows_as_starting_until_its_process_writes(root):
         (launches / "r2-regnet20-shapes.json").write_text(json.dumps(
             {"run_id": "r2-regnet20-shapes", "pid": process.pid, "pid_start": None, "started_at": time.time(),
              "resumed": True, "log": str(launches / "r2-regnet20-shapes.log")}))
-        states = {run.key: run.state for run in discover_runs(root)}
-        assert states["r2-regnet20-shapes"] == "starting" and states["r1-resnet20-shapes"] == "finished"
+        stop = root / "r2-regnet20-shapes" / "STOP"
+        stop.touch()
+        os.utime(stop, (time.time() - 3600, time.time() - 3600))  # the request that stopped it, an hour ago
+        runs = {run.key: run for run in discover_runs(root)}
+        assert runs["r2-regnet20-shapes"].state == "starting" and runs["r1-resnet20-shapes"].state == "finished"
+        assert runs["r2-regnet20-shapes"].stop_requested_at is None  # so enforce_stops never kills the new process
+        assert launcher.enforce_stops(list(runs.values())) == [] and process.poll() is None
     finally:
         process.kill()
         process.wait()
