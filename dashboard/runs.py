@@ -538,8 +538,8 @@ def format_started(started_at: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(started_at)) if started_at else "-"
 
 
-RUNS_COLUMNS = ["run", "source", "model", "dataset", "status", "epochs done", "best", "elapsed", "images/s",
-                "started", "tags"]
+RUNS_COLUMNS = ["run", "tags", "model", "dataset", "status", "epochs done", "best", "images/s", "elapsed", "started",
+                "source"]
 
 
 def runs_table(runs: Sequence[RunInfo]) -> pd.DataFrame:
