@@ -127,11 +127,11 @@ def workbench(shown: list) -> None:
         return
     run = by_key[key]
     st.caption(f"`{run.key}` · {run.model or '?'} on {run.dataset or '?'} · {run.shown_state}")
+    act(run)
     if run.source == "run":
         annotate(run)
     elif run.tags or run.note:
         st.caption(f"Tags: {', '.join(run.tags) or '-'}" + (f" · Note: {run.note}" if run.note else ""))
-    act(run)
 
 
 def trash_section() -> None:
