@@ -22,7 +22,7 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
-from regnet.runs import (ACTIVE_STATES as CONTRACT_ACTIVE, CONFIG, LAUNCHES, LOG, METRICS, NOTE, STATUS, STOP, TAGS,
+from regnet.runs import (ACTIVE_STATES as CONTRACT_ACTIVE, CONFIG, LAUNCHES, LOG, METRICS, STATUS, STOP,
                          Best, best_of, is_run_id, owner_alive, read_all_metrics, read_config_dict, read_metrics_since,
                          read_note, read_regular, read_status, read_tags, reported_state, scan_runs, tail_text)
 
@@ -344,9 +344,9 @@ class RunIndex:
     def run(self, run_dir: Path, key: str, source: str, launch: dict | None) -> RunInfo | None:
         folder = os.fspath(run_dir)
         status_stamp = _stamp(os.path.join(folder, STATUS))
+        # The folder's own stamp changes when tags.json or note.md is replaced (atomic writes are renames).
         signature = (status_stamp, None if status_stamp else _stamp(os.path.join(folder, CONFIG)),
-                     None if launch is None else id(launch), _stamp(os.path.join(folder, TAGS)),
-                     _stamp(os.path.join(folder, NOTE)))
+                     None if launch is None else id(launch), _stamp(folder))
         cache_key = f"{source}:{folder}"
         with self._lock:
             cached = self._rows.get(cache_key)
