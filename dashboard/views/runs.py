@@ -47,7 +47,6 @@ def runs_overview(wanted: RunFilter) -> None:
         st.caption(f"{len(shown)} of {len(current)} runs match.")
     st.dataframe(runs_table(shown), hide_index=True, width="stretch", column_config={
         "run": st.column_config.TextColumn(width="medium"), "source": st.column_config.TextColumn(width="small"),
-        "status": st.column_config.TextColumn(width="small"), "epochs done": st.column_config.TextColumn(width="small"),
         "images/s": st.column_config.NumberColumn(width="small", help="The run's average over its epochs")})
     problems = [run for run in shown if run.problem]
     for run in problems[:PROBLEMS_SHOWN]:
