@@ -62,3 +62,20 @@ def format_table(rows: list[dict]) -> str:
     for r in rows:
         lines.append(f"{r['model']:<12} {r['options']:<28} {r['input']:<10} {r['params']:>12,} {macs(r['macs']):>10}")
     return "\n".join(lines)
+
+
+def format_options() -> str:
+    """Each model's options as ``name=default (choices)``, models with the same options on one line."""
+    groups: dict[str, list[str]] = {}
+    for name in list_models():
+        info = model_info(name)
+        parts = []
+        for option, default in info.options.items():
+            shown = f"[{','.join(map(str, default))}]" if isinstance(default, (tuple, list)) else str(default)
+            choices = info.choices.get(option)
+            parts.append(f"{option}={shown}" + (f" ({'|'.join(map(str, choices))})" if choices else ""))
+        groups.setdefault("  ".join(parts) or "no options", []).append(name)
+    lines = ["options (default, then choices; set with --set model.options.NAME=VALUE):"]
+    for text, names in groups.items():
+        lines.append(f"  {', '.join(names)}:\n    {text}")
+    return "\n".join(lines)

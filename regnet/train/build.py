@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from regnet.models import build_model, model_info
+from regnet.models import build_model, check_options, model_info
 
 from .config import Config
 
@@ -20,17 +20,7 @@ def check_names(config: Config) -> None:
     """Fail fast, before any data is read, on an unknown model, model option or data set."""
     from regnet.data import resolve_name
 
-    info = model_info(config.model.name)
-    unknown = sorted(set(config.model.options) - set(info.options))
-    if unknown:
-        accepted = ", ".join(info.options) or "no options"
-        raise ValueError(f"Unknown option(s) {', '.join(unknown)} for model {config.model.name!r}; "
-                         f"it accepts: {accepted}.")
-    for key, value in config.model.options.items():
-        allowed = info.choices.get(key)
-        if allowed is not None and value not in allowed:
-            raise ValueError(f"Option {key}={value!r} is not valid for {config.model.name!r}; "
-                             f"choose one of {allowed}.")
+    check_options(config.model.name, config.model.options)
     config.data.name = resolve_name(config.data.name)
 
 
