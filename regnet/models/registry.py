@@ -8,6 +8,7 @@ from typing import Callable
 
 from torch import nn
 
+from .detection import BOX_RULES, RCNNClassifier
 from .networks import MnistCNN, TinyResNet, cifar_net, imagenet_net
 
 
@@ -45,6 +46,8 @@ for _depth in (18, 34, 50, 101):
     register(ModelInfo(f"regnet{_depth}", "imagenet", partial(imagenet_net, _depth, regulated=True),
                        (3, 224, 224), 1000, True, dict(_REGULATOR_OPTIONS), dict(_REGULATOR_CHOICES)))
 register(ModelInfo("mnist_cnn", "mnist", MnistCNN, (1, 28, 28), 10, False, {"image_size": 28}))
+register(ModelInfo("rcnn_classifier", "mnist", RCNNClassifier, (1, 28, 28), 10, False,
+                   {"image_size": 28, "boxes": "image"}, {"boxes": BOX_RULES}))
 register(ModelInfo(
     "tiny_resnet", "tiny", TinyResNet, (3, 64, 64), 200, False,
     {"blocks": (2, 2, 2), "dropout": 0.1, "activation": "relu", "batch_norm": True},

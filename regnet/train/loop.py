@@ -270,6 +270,9 @@ def _build(config: Config, ctx: DistContext, resume: Path | None, checkpoint: di
     model.to(device)
     if t.channels_last:
         model.to(memory_format=torch.channels_last)
+    if ctx.distributed and hasattr(model, "training_loss"):
+        raise ValueError(f"Model {config.model.name!r} trains through its own loss, which DistributedDataParallel "
+                         f"does not wrap; train it on one process.")
     if ctx.distributed:
         if device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -443,8 +446,7 @@ def _train_step(run: Run, images, targets, signals: StopSignals) -> tuple[float,
     if t.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     with autocast(device, t.amp):
-        logits = run.model(images)
-        loss = run.criterion(logits, targets)
+        logits, loss = _forward_and_loss(run, images, targets)
     # One all-reduce per step: the global batch's loss and accuracy, a non-finite loss on any process, and a
     # stop request on any process; checked before the update touches the weights.
     stop_flag = signals.received is not None or (run.ctx.is_main and run.folder.stop_requested())
@@ -467,6 +469,16 @@ def _train_step(run: Run, images, targets, signals: StopSignals) -> tuple[float,
     run.scaler.update()
     run.scheduler.step()
     return loss_sum, correct, count, bool(stop)
+
+
+def _forward_and_loss(run: Run, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, loss) of a training batch: the model's own ``training_loss`` where it defines one (a detector
+    trains on its detection losses), else the config's criterion on its logits."""
+    own_loss = getattr(run.raw_model, "training_loss", None)
+    if own_loss is not None:
+        return own_loss(images, targets)
+    logits = run.model(images)
+    return logits, run.criterion(logits, targets)
 
 
 def _log_step(run: Run, window: list, bar) -> None:
