@@ -57,6 +57,7 @@ def resolve_model(config: Config, data_info) -> Config:
             raise ValueError(f"model.{key}={given} does not match data set {data_info.name} ({value}); "
                              f"remove model.{key} from the config.")
         setattr(m, key, value)
+    m.class_names, m.input_side = list(data_info.class_names), data_info.image_size
     defaults = model_info(m.name).options
     options = {**defaults, **m.options}
     if "image_size" in defaults and "image_size" not in m.options:

@@ -177,6 +177,7 @@ class Run:
     train_end: float = 0.0
     lr: float = 0.0  # the LR of the epoch's last step
     last_saved: float = field(default_factory=time.monotonic)
+    data_note: str | None = None  # a choice the data loader made (e.g. a carved validation split), for the log
 
     @property
     def steps_per_epoch(self) -> int:
@@ -292,7 +293,7 @@ def _build(config: Config, ctx: DistContext, resume: Path | None, checkpoint: di
             seed_everything(epoch_seed(t.seed, state.epoch, ctx.rank) + state.step)
     return Run(config, ctx, info, model, raw_model, optimizer, scheduler, scaler,
                nn.CrossEntropyLoss(label_smoothing=t.label_smoothing), train_loader, val_loader, train_sampler,
-               loader_generator, local_batch, measured, state, progress)
+               loader_generator, local_batch, measured, state, progress, data_note=splits.note)
 
 
 def _open_folder(run: Run, resume: Path | None, status: dict | None, checkpoint: dict | None) -> None:
@@ -329,6 +330,8 @@ def _open_folder(run: Run, resume: Path | None, status: dict | None, checkpoint:
                  f"{run.measured.params:,} params, {len(run.train_loader.dataset)} train / "
                  f"{len(run.val_loader.dataset)} val images, {run.steps_per_epoch} steps per epoch, "
                  f"device {ctx.device}, {ctx.world_size} process(es)")
+    if run.data_note:
+        run.log.info(run.data_note)
 
 
 def _with_run_id(config: Config, run_id: str) -> Config:
