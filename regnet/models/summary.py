@@ -32,10 +32,11 @@ def summary(model: nn.Module, input_size: tuple[int, int, int]) -> ModelSummary:
     literal path, not a device's fast path that reorders the same arithmetic
     (the efficient gates' CPU fold, see ``GateConv._efficient``).
     """
-    probe = copy.deepcopy(model).to("meta").eval()
+    device = "cpu" if getattr(model, "needs_real_tensors", False) else "meta"  # a detector's NMS needs real data
+    probe = copy.deepcopy(model).to(device).eval()
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
-        probe(torch.zeros(1, *input_size, device="meta"))
+        probe(torch.zeros(1, *input_size, device=device))
     return ModelSummary(count_params(model), counter.get_total_flops() // 2, tuple(input_size))
 
 

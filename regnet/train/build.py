@@ -12,6 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from regnet.models import build_model, check_options, model_info
+from regnet.models.detection import default_box_rule
 
 from .config import Config
 
@@ -46,10 +47,13 @@ def resolve_model(config: Config, data_info) -> Config:
             raise ValueError(f"model.{key}={given} does not match data set {data_info.name} ({value}); "
                              f"remove model.{key} from the config.")
         setattr(m, key, value)
+    m.class_names, m.input_side = list(data_info.class_names), data_info.image_size
     defaults = model_info(m.name).options
     options = {**defaults, **m.options}
     if "image_size" in defaults and "image_size" not in m.options:
         options["image_size"] = data_info.image_size  # MnistCNN's classifier depends on the input side
+    if "boxes" in defaults and "boxes" not in m.options:
+        options["boxes"] = default_box_rule(data_info.family)  # rcnn_classifier's training box
     m.options = {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
     return config
 

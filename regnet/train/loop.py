@@ -177,6 +177,7 @@ class Run:
     train_end: float = 0.0
     lr: float = 0.0  # the LR of the epoch's last step
     last_saved: float = field(default_factory=time.monotonic)
+    data_note: str | None = None  # a choice the data loader made (e.g. a carved validation split), for the log
 
     @property
     def steps_per_epoch(self) -> int:
@@ -270,6 +271,9 @@ def _build(config: Config, ctx: DistContext, resume: Path | None, checkpoint: di
     model.to(device)
     if t.channels_last:
         model.to(memory_format=torch.channels_last)
+    if ctx.distributed and hasattr(model, "training_loss"):
+        raise ValueError(f"Model {config.model.name!r} trains through its own loss, which DistributedDataParallel "
+                         f"does not wrap; train it on one process.")
     if ctx.distributed:
         if device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -289,7 +293,7 @@ def _build(config: Config, ctx: DistContext, resume: Path | None, checkpoint: di
             seed_everything(epoch_seed(t.seed, state.epoch, ctx.rank) + state.step)
     return Run(config, ctx, info, model, raw_model, optimizer, scheduler, scaler,
                nn.CrossEntropyLoss(label_smoothing=t.label_smoothing), train_loader, val_loader, train_sampler,
-               loader_generator, local_batch, measured, state, progress)
+               loader_generator, local_batch, measured, state, progress, data_note=splits.note)
 
 
 def _open_folder(run: Run, resume: Path | None, status: dict | None, checkpoint: dict | None) -> None:
@@ -326,6 +330,8 @@ def _open_folder(run: Run, resume: Path | None, status: dict | None, checkpoint:
                  f"{run.measured.params:,} params, {len(run.train_loader.dataset)} train / "
                  f"{len(run.val_loader.dataset)} val images, {run.steps_per_epoch} steps per epoch, "
                  f"device {ctx.device}, {ctx.world_size} process(es)")
+    if run.data_note:
+        run.log.info(run.data_note)
 
 
 def _with_run_id(config: Config, run_id: str) -> Config:
@@ -443,8 +449,7 @@ def _train_step(run: Run, images, targets, signals: StopSignals) -> tuple[float,
     if t.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     with autocast(device, t.amp):
-        logits = run.model(images)
-        loss = run.criterion(logits, targets)
+        logits, loss = _forward_and_loss(run, images, targets)
     # One all-reduce per step: the global batch's loss and accuracy, a non-finite loss on any process, and a
     # stop request on any process; checked before the update touches the weights.
     stop_flag = signals.received is not None or (run.ctx.is_main and run.folder.stop_requested())
@@ -467,6 +472,16 @@ def _train_step(run: Run, images, targets, signals: StopSignals) -> tuple[float,
     run.scaler.update()
     run.scheduler.step()
     return loss_sum, correct, count, bool(stop)
+
+
+def _forward_and_loss(run: Run, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, loss) of a training batch: the model's own ``training_loss`` where it defines one (a detector
+    trains on its detection losses), else the config's criterion on its logits."""
+    own_loss = getattr(run.raw_model, "training_loss", None)
+    if own_loss is not None:
+        return own_loss(images, targets)
+    logits = run.model(images)
+    return logits, run.criterion(logits, targets)
 
 
 def _log_step(run: Run, window: list, bar) -> None:
