@@ -11,7 +11,8 @@ from torchvision.transforms import v2
 
 from regnet.data import DataError, load_splits
 from regnet.data import device as ondevice
-from regnet.data.device import Augmenter, DeviceBatches, crop_boxes, decode_split, resized_crops
+from regnet.data.device import (Augmenter, DeviceBatches, crop_boxes, decode_split, evaluation_batches,
+                                 resized_crops)
 from regnet.data.info import DatasetInfo
 from regnet.train.distributed import SeededShardSampler
 
@@ -150,3 +151,31 @@ def test_the_mnist_fixture_is_read_through_torchvisions_tensor(tmp_path):
     splits = load_splits("mnist", tmp_path, val_ratio=0.2, download=False)
     assert isinstance(splits.train.base, datasets.MNIST)
     assert ondevice._in_memory(splits.train.base).shape[1:] == (1, 28, 28)
+
+
+def test_evaluation_batches_serve_the_first_images_decoded_or_through_a_dataloader():
+    splits = load_splits("shapes", size=100, val_ratio=0.3)
+    want = standard_batch(splits.val, range(25))
+    decoded = list(evaluation_batches(splits.val, splits.info, 10, count=25))
+    assert [len(y) for _, y in decoded] == [10, 10, 5]
+    assert torch.equal(torch.cat([x for x, _ in decoded]), want)
+    other = DatasetInfo(*[getattr(splits.info, f) for f in ("name", "num_classes", "in_channels", "image_size",
+                                                             "class_names", "mean", "std")], "imagenet")
+    loader = evaluation_batches(splits.val, other, 10, count=25)
+    assert isinstance(loader, torch.utils.data.DataLoader)
+    assert torch.equal(torch.cat([x for x, _ in loader]), want)
+
+
+def test_the_split_analyses_leave_the_models_memory_format_as_they_found_it():
+    from regnet.inspect import analyze_split
+    from regnet.models import build_model
+
+    splits = load_splits("shapes", size=40, val_ratio=0.5)
+    model = build_model("regnet20", num_classes=splits.info.num_classes)
+    batches = evaluation_batches(splits.val, splits.info, 8)
+    result = analyze_split(model, batches, splits.info.class_names)
+    assert result["num_images"] == 20 and not model.training
+    assert model.stem[0].weight.is_contiguous()  # NCHW again, as it came in
+    with torch.no_grad():
+        eager = torch.cat([model(x).argmax(1) for x, _ in batches])
+    assert torch.equal(result["preds"], eager)

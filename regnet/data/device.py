@@ -189,4 +189,22 @@ class DeviceBatches:
         return (out * (1.0 / 255) - self.mean) / self.std  # the standard path's arithmetic, bit for bit
 
 
-__all__ = ["DeviceBatches", "check_on_device", "decode_split", "Augmenter", "ON_DEVICE_FAMILIES"]
+def evaluation_batches(split: DatasetSplit, info: DatasetInfo, batch_size: int, device: torch.device | str = "cpu",
+                       *, count: int | None = None, workers: int = 0):
+    """The first ``count`` (default: all) images of an evaluation split in order, batched for inference.
+
+    Where the family allows, the split is decoded once into one tensor and
+    normalised batch by batch (the standard path's numbers, bit for bit,
+    without a per-image transform or worker processes); other sets go through
+    a DataLoader.
+    """
+    order = range(len(split) if count is None else min(count, len(split)))
+    if info.family in ON_DEVICE_FAMILIES:
+        return DeviceBatches(split, info, batch_size, order, torch.device(device), augment=False)
+    from torch.utils.data import DataLoader
+
+    return DataLoader(split, batch_size=batch_size, sampler=order, num_workers=workers,
+                      pin_memory=torch.device(device).type == "cuda")
+
+
+__all__ = ["evaluation_batches", "DeviceBatches", "check_on_device", "decode_split", "Augmenter", "ON_DEVICE_FAMILIES"]
