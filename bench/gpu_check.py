@@ -11,7 +11,7 @@ under the device tool's per-command limit):
    through the engine's own pieces (``make_batches``, ``compile_model``);
 3. the paper's CIFAR-10 recipe (``bench/cifar_paper.py``'s: SGD 0.1, momentum
    0.9, weight decay 1e-4, batch 128, LR /10 at 50% and 75%, pad-4 crop and
-   flip; 45,000 / 5,000 stratified split, seed 0) for both models with equal
+   flip; 45,000 / 5,000 stratified split, seed 0; ``configs/cifar10_paper_gpu.yaml``) for both models with equal
    epochs, as many as the time left allows, trained by ``regnet.train.train``
    into real run folders (``--runs-root``), then their accuracies.
 
@@ -59,7 +59,7 @@ from bench._common import environment, format_goals, goal, result_path, write_js
 from regnet.data.device import evaluation_batches
 from regnet.runs import ARTIFACTS, FINAL_EVAL, STOP, read_all_metrics, read_status
 from regnet.train.build import build_model_from_config, compile_model, load_data, make_batches, resolve_model
-from regnet.train.config import Config, apply_override
+from regnet.train.config import Config, apply_override, load_config
 from regnet.train.distributed import SeededShardSampler, autocast
 from regnet.train.loop import RunFailed, train
 from regnet.train.schedules import build_optimizer
@@ -69,12 +69,7 @@ REPO = Path(__file__).resolve().parents[1]
 TAR_NAME = "cifar10-train-jpeg.tar.gz"
 TAR_PLACES = (REPO / "shared/data/cifar10", REPO.parent / "shared/data/cifar10")
 MODELS = ("resnet20", "regnet20")
-PAPER_RECIPE = ("optim.name=sgd", "optim.lr=0.1", "optim.momentum=0.9", "optim.nesterov=false",
-                "optim.weight_decay=0.0001", "schedule.name=multistep", "schedule.milestones=[0.5, 0.75]",
-                "schedule.gamma=0.1", "train.batch_size=128", "data.augment=true", "data.val_ratio=0.1",
-                "data.split_seed=0", "train.seed=0", "train.label_smoothing=0.0")
-GPU_SETTINGS = ("data.on_device=true", "train.amp=true", "train.amp_dtype=bfloat16", "train.channels_last=true",
-                "train.log_every=100", "train.checkpoint_every_s=null", "data.workers=0")
+RECIPE = REPO / "configs/cifar10_paper_gpu.yaml"  # the paper's recipe with the GPU path's settings
 RESNET_TRAIN_GOAL = 30_000.0  # img/s on an H200
 REGNET_VS_RESNET_GOAL = 0.6
 EVAL_BATCH = 1024
@@ -90,6 +85,7 @@ class Deadline:
     started: float = field(default_factory=time.monotonic)
     current_run: Path | None = None
     on_timeout: object = None
+    done: threading.Event = field(default_factory=threading.Event)  # set when the script ends in time
 
     def left(self) -> float:
         return self.budget_s - (time.monotonic() - self.started)
@@ -98,12 +94,13 @@ class Deadline:
         threading.Thread(target=self._watch, name="deadline", daemon=True).start()
 
     def _watch(self) -> None:
-        stop = threading.Event()
-        stop.wait(max(self.left(), 0.0))
+        if self.done.wait(max(self.left(), 0.0)):
+            return
         if self.current_run is not None:
             print(f"deadline: stopping {self.current_run.name}", flush=True)
             (self.current_run / STOP).touch()
-        stop.wait(self.grace_s)
+        if self.done.wait(self.grace_s):
+            return
         print("deadline: the grace period is over; writing what was measured and exiting", flush=True)
         if callable(self.on_timeout):
             self.on_timeout()
@@ -140,9 +137,9 @@ def data_overrides(args: argparse.Namespace, workdir: Path) -> tuple[list[str], 
 
 
 def base_config(data: list[str], device: torch.device, runs_root: Path, batch: int) -> Config:
-    config = Config()
-    for assignment in (*PAPER_RECIPE, *GPU_SETTINGS, *data, f"train.device={device}", f"run.runs_root={runs_root}",
-                       f"train.batch_size={batch}"):
+    """``configs/cifar10_paper_gpu.yaml`` with this machine's data, device, runs root and (smoke) batch."""
+    config = load_config(RECIPE)
+    for assignment in (*data, f"train.device={device}", f"run.runs_root={runs_root}", f"train.batch_size={batch}"):
         apply_override(config, assignment)
     return config
 
@@ -295,7 +292,7 @@ def summarise_run(run_dir: Path, seconds: float) -> dict:
 
 def goals(result: dict) -> list[dict]:
     rows = result.get("speed", [])
-    if not rows or not all(any(r["model"] == m for r in rows) for m in MODELS):
+    if not all(any(r["model"] == m for r in rows) for m in ("resnet20", "regnet20")):
         return []
     resnet, regnet = fastest(rows, "resnet20"), fastest(rows, "regnet20")
     out = [goal("resnet20 training img/s (bf16, channels-last, on-device data)", resnet["train_img_s"],
@@ -303,6 +300,13 @@ def goals(result: dict) -> list[dict]:
            goal("regnet20 training img/s / resnet20's", regnet["train_img_s"] / resnet["train_img_s"],
                 REGNET_VS_RESNET_GOAL, "x", note="compiled" if regnet["compiled"] else "eager")]
     return [{**r, "status": "info"} if result["smoke"] else r for r in out]
+
+
+def skip_reason(quick: bool) -> str | None:
+    """For run_all: the full measurement needs CUDA; the smoke run (--quick) runs anywhere."""
+    if quick or torch.cuda.is_available():
+        return None
+    return "needs a CUDA GPU (python bench/gpu_check.py --smoke checks it on the CPU)"
 
 
 class Tee:
@@ -334,7 +338,8 @@ def pack_runs(result: dict, out: Path) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--smoke", action="store_true", help="the same phases on the CPU, tiny: shapes, a few steps")
+    p.add_argument("--smoke", "--quick", action="store_true",
+                   help="the same phases on the CPU, tiny: shapes, a few steps")
     p.add_argument("--budget-s", type=float, default=None, help="the hard deadline from the start (default 540)")
     p.add_argument("--grace-s", type=float, default=30.0, help="after the deadline's STOP, before the exit")
     p.add_argument("--steps", type=int, default=None, help="timed training steps per speed (default 60, smoke 3)")
@@ -362,10 +367,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     out_dir = Path(os.environ["OUT"]) if os.environ.get("OUT") else None
-    if out_dir is not None:
-        log = open(out_dir / f"{NAME}.log", "a")
+    streams = sys.stdout, sys.stderr
+    log = open(out_dir / f"{NAME}.log", "a") if out_dir is not None else None
+    if log is not None:
         sys.stdout, sys.stderr = Tee(sys.stdout, log), Tee(sys.stderr, log)
     deadline = Deadline(args.budget_s, args.grace_s)
+    try:
+        return measure(args, deadline, out_dir)
+    finally:
+        deadline.done.set()
+        sys.stdout, sys.stderr = streams
+        if log is not None:
+            log.close()
+
+
+def measure(args: argparse.Namespace, deadline: Deadline, out_dir: Path | None) -> dict:
+    """The phases in order, under the watchdog; the JSON (and the packed runs) at the end or at the deadline."""
     device = torch.device("cpu" if args.smoke or not torch.cuda.is_available() else "cuda")
     torch.backends.cudnn.benchmark = True
     if args.smoke:
@@ -374,7 +391,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"name": NAME, "quick": args.smoke, "smoke": args.smoke, "environment": gpu_environment(device),
               "budget_s": args.budget_s, "summary": []}
     print(json.dumps(result["environment"]), flush=True)
-    deadline.on_timeout = lambda: finish(result, json_path, out_dir)
+    deadline.on_timeout = lambda: finish(result, json_path, out_dir, deadline)
     deadline.start_watchdog()
     with tempfile.TemporaryDirectory(prefix="regnet-gpu-check.") as work:
         work = Path(work)
@@ -384,20 +401,18 @@ def main(argv: list[str] | None = None) -> dict:
         splits = load_data(base)
         speed_phase(args, base, splits, device, deadline, result)
         train_phase(args, base, splits, device, deadline, result)
-        return finish(result, json_path, out_dir)
+        return finish(result, json_path, out_dir, deadline)
 
 
-def finish(result: dict, json_path: Path, out_dir: Path | None) -> dict:
+def finish(result: dict, json_path: Path, out_dir: Path | None, deadline: Deadline) -> dict:
     result["summary"] = goals(result)
-    result["elapsed_s"] = time.monotonic() - START
+    result["elapsed_s"] = time.monotonic() - deadline.started
     print(format_goals(result["summary"]), flush=True)
     if out_dir is not None:
         pack_runs(result, out_dir)
     print(f"wrote {write_json(json_path, result)}", flush=True)
     return result
 
-
-START = time.monotonic()
 
 if __name__ == "__main__":
     main()
