@@ -63,6 +63,38 @@ def build_model_from_config(config: Config) -> nn.Module:
     return build_model(m.name, num_classes=m.num_classes, in_channels=m.in_channels, **m.options)
 
 
+def make_batches(config: Config, split, info, batch_size: int, sampler, device: torch.device, *, train: bool,
+                 generator: torch.Generator | None = None):
+    """The batches of one split: a DataLoader over the standard transforms, or with ``data.on_device`` the
+    split decoded once onto ``device`` and augmented there (``regnet.data.device``); the same sampler order."""
+    d = config.data
+    if not d.on_device:
+        return make_loader(split, batch_size, sampler, d.workers, device, generator if train else None)
+    from regnet.data.device import DeviceBatches, check_on_device
+
+    check_on_device(info, d.color_jitter)
+    return DeviceBatches(split, info, batch_size, sampler, device, augment=train and d.augment)
+
+
+def compile_model(model: nn.Module, config: Config) -> nn.Module:
+    """``torch.compile`` with the config's mode and backend; the module itself (and its state dict) is unchanged.
+
+    The compiled wrapper shares the module's parameters, so checkpoints are
+    saved from the module and carry no ``_orig_mod.`` prefix.
+    """
+    t = config.train
+    if not t.compile:
+        return model
+    import torch._dynamo
+
+    backends = torch._dynamo.list_backends(exclude_tags=())
+    if t.compile_backend not in backends:
+        raise ValueError(f"train.compile_backend {t.compile_backend!r} is not a torch.compile backend; "
+                         f"choose one of {', '.join(sorted(backends))}.")
+    mode = None if t.compile_mode == "default" or t.compile_backend != "inductor" else t.compile_mode
+    return torch.compile(model, mode=mode, backend=t.compile_backend)
+
+
 def make_loader(dataset: Dataset, batch_size: int, sampler, workers: int, device: torch.device,
                 generator: torch.Generator | None = None) -> DataLoader:
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
