@@ -1,7 +1,9 @@
 """Streamlit glue shared by the pages: where runs live, which runs are selected, cached reading.
 
 Only what the user chose (the runs root, the selected runs) lives in ``st.session_state``; everything else
-is read from disk on each rerun, so a refresh, a second tab or a server restart shows the same thing.
+is read from disk on each rerun, so a refresh, a second tab or a server restart shows the same thing. The
+chosen runs and each page's settings are also in the URL (``?run=...``, and widgets bound to query
+parameters), so a refresh, a bookmark or a shared link opens the same view.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ RUNS_ROOT_ENV = "REGNET_RUNS_ROOT"
 CHECKPOINTS_ROOT_ENV = "REGNET_CHECKPOINTS_ROOT"
 LIVE_REFRESH_ENV = "REGNET_LIVE_REFRESH_S"
 SELECTED = "selected_runs"
+RUNS_PARAM = "run"  # the chosen runs in a page's URL: ?run=<key>&run=<key>
 CLONE_PARAM = "clone"  # New run?clone=<run key>: the form starts from that run's config
 _FLASH = "_flash_message"
 
@@ -132,8 +135,8 @@ def selected_keys(runs: list[RunInfo]) -> list[str]:
     Keys are only ever matched against the runs found on disk, never used as paths.
     """
     known = {run.key for run in runs}
-    if SELECTED not in st.session_state and st.query_params.get_all("run"):
-        st.session_state[SELECTED] = st.query_params.get_all("run")
+    if SELECTED not in st.session_state and st.query_params.get_all(RUNS_PARAM):
+        st.session_state[SELECTED] = st.query_params.get_all(RUNS_PARAM)
     return [key for key in st.session_state.get(SELECTED, []) if key in known]
 
 
@@ -148,8 +151,22 @@ def run_picker(runs: list[RunInfo], label: str = "Runs", key: str = "picker") ->
 
     chosen = st.multiselect(label, keys, key=widget_key, on_change=copy_selection,
                             placeholder="Choose runs (newest first)")
+    show_in_url(RUNS_PARAM, chosen)
     by_key = {run.key: run for run in runs}
     return [by_key[k] for k in chosen]
+
+
+def show_in_url(name: str, values: list[str]) -> None:
+    """Put ``values`` in the page's URL as ``?name=a&name=b`` (removed when empty), so that a refresh, a
+    second tab, a bookmark or a shared link opens the same view. Written only when it changed: each write
+    is a message to the browser.
+    """
+    if st.query_params.get_all(name) == list(values):
+        return
+    if values:
+        st.query_params[name] = list(values)
+    else:
+        del st.query_params[name]
 
 
 def change_signature(runs: list[RunInfo]) -> tuple:
