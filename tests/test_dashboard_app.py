@@ -191,6 +191,20 @@ def test_new_run_page_refuses_a_data_set_that_is_not_there(runs_root, tmp_path):
     assert not at.exception and at.text_input(key="nr_opt_blocks").value == "2, 2, 2"
 
 
+def test_new_run_form_offers_the_regulator_variants_and_checks_the_stages(runs_root):
+    at = open_page("views/new_run.py")
+    at.selectbox(key="nr_family").select("regnet").run()
+    assert at.selectbox(key="nr_opt_memory").value == "carry" and at.selectbox(key="nr_opt_sharing").value == "stage"
+    assert at.checkbox(key="nr_opt_h_norm").value is True and at.selectbox(key="nr_opt_shortcut").value == "A"
+    assert at.text_input(key="nr_opt_regulated_stages").value == "1, 2, 3"
+    at.selectbox(key="nr_opt_memory").select("reset")
+    at.text_input(key="nr_opt_regulated_stages").input("1, 4").run()
+    assert not at.exception and "names stage(s) [4]" in texts(at.error)
+    assert at.button(key="nr_start_button").disabled
+    at.text_input(key="nr_opt_regulated_stages").input("2").run()
+    assert not texts(at.error) and not at.button(key="nr_start_button").disabled
+
+
 def test_a_ready_config_fills_the_new_run_form(runs_root):
     ready = launcher.ready_configs()
     if not ready:

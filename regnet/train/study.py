@@ -212,8 +212,9 @@ def run_study(base: Config, models: list[tuple[str, dict]], seeds: int, *, name:
         raise ValueError(f"Member {folder / running[0]} is still running; wait for it or stop it "
                          f"(create its STOP file) before continuing the study.")
     todo = [m for m in plan if states[m.run_id] != "done"]
-    say(f"study {folder}: {len(plan)} members, {len(plan) - len(todo)} finished, {len(todo)} to run "
-        f"({parallel} at once)")
+    counts = {state: list(states.values()).count(state) for state in ("done", "resume", "new")}
+    say(f"study {folder}: {len(plan)} members, {counts['done']} finished, {counts['resume']} to resume, "
+        f"{counts['new']} to start ({parallel} at once)")
     runner = _Runner(folder, device, 1 if parallel > 1 else None)
     previous = signal.signal(signal.SIGTERM, runner.stop) if threading.current_thread() is threading.main_thread() \
         else None
