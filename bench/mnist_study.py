@@ -8,7 +8,7 @@ official test split's (10,000) accuracy, macro-F1 and loss, the training time an
 beside seed 003's figures. Writes ``bench/results/mnist_study.json`` and ``mnist_study.md``.
 ``--runs`` tabulates finished run folders instead of training.
 
-    python bench/mnist_study.py [--epochs 5] [--threads 1] [--runs RUN_DIR ...]
+    python bench/mnist_study.py [--epochs 5] [--threads 1] [--only CONFIG ...] [--runs RUN_DIR ...]
 """
 from __future__ import annotations
 
@@ -46,14 +46,14 @@ def skip_reason(quick: bool) -> str | None:
     return None if SHARED_MNIST.is_dir() else f"{SHARED_MNIST} is missing"
 
 
-def train_all(workdir: Path, epochs: int) -> list[Path]:
+def train_all(workdir: Path, epochs: int, configs=CONFIGS) -> list[Path]:
     """Each config trained for ``epochs`` on one copy of the data (torchvision unpacks beside the .gz files)."""
     if not SHARED_MNIST.is_dir():
         raise SystemExit(f"{SHARED_MNIST} is missing; this study needs the MNIST files there.")
     data_root = workdir / "data"
     shutil.copytree(SHARED_MNIST, data_root / "MNIST")
     runs = []
-    for name in CONFIGS:
+    for name in configs:
         config = load_config(REPO / "configs" / name)
         config.data.root, config.data.workers, config.train.epochs = str(data_root), 0, epochs
         config.run.runs_root, config.run.run_id = str(workdir / "runs"), name.removesuffix(".yaml")
@@ -87,10 +87,12 @@ def main() -> None:
     parser.add_argument("--runs", nargs="+", type=Path, help="tabulate these finished runs instead of training")
     parser.add_argument("--epochs", type=int, default=5, help="epochs for every model (the seed's recipe: 5)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (1 is faster on a shared CPU)")
+    parser.add_argument("--only", nargs="+", choices=CONFIGS, default=CONFIGS,
+                        help="train only these configs (one process per model, tabulated later with --runs)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    runs = args.runs or train_all(Path(tempfile.mkdtemp(prefix="regnet-mnist-")), args.epochs)
+    runs = args.runs or train_all(Path(tempfile.mkdtemp(prefix="regnet-mnist-")), args.epochs, args.only)
     rows = [study_row(compared, Path(run)) for compared, run in zip(compare_runs(runs), runs)]
     print(format_table(rows, COLUMNS))
     write_json(result_path(NAME, False), {"name": NAME, "environment": environment(), "rows": rows,

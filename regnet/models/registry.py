@@ -47,7 +47,7 @@ for _depth in (18, 34, 50, 101):
                        (3, 224, 224), 1000, True, dict(_REGULATOR_OPTIONS), dict(_REGULATOR_CHOICES)))
 register(ModelInfo("mnist_cnn", "mnist", MnistCNN, (1, 28, 28), 10, False, {"image_size": 28}))
 register(ModelInfo("rcnn_classifier", "mnist", RCNNClassifier, (1, 28, 28), 10, False,
-                   {"image_size": 28, "boxes": "image"}, {"boxes": BOX_RULES}))
+                   {"image_size": 28, "boxes": "auto"}, {"boxes": BOX_RULES}))
 register(ModelInfo(
     "tiny_resnet", "tiny", TinyResNet, (3, 64, 64), 200, False,
     {"blocks": (2, 2, 2), "dropout": 0.1, "activation": "relu", "batch_norm": True},
