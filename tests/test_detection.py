@@ -107,7 +107,7 @@ def test_trains_and_evaluates_through_the_engine(tmp_path):
     options = yaml.safe_load((run / "config.yaml").read_text())["model"]["options"]
     assert options == {"image_size": 32, "boxes": "image"}  # "auto" resolved for shapes
     result = evaluate_run(run, "val", "last")
-    assert result["count"] == 6 and len(result["confusion_matrix"]) == 10
+    assert result["count"] == 10 and len(result["confusion_matrix"]) == 10  # stratified: one per class
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     epoch = [r for r in lines if r["kind"] == "epoch"][0]
     assert epoch["val_loss"] == pytest.approx(result["loss"], rel=1e-5)
