@@ -111,3 +111,24 @@ def test_trains_and_evaluates_through_the_engine(tmp_path):
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     epoch = [r for r in lines if r["kind"] == "epoch"][0]
     assert epoch["val_loss"] == pytest.approx(result["loss"], rel=1e-5)
+
+
+def test_inspect_page_runs_the_attributions_on_the_detector(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.test_dashboard_fixtures import write_shipped_run
+    from tests.test_dashboard_inspect import APP
+
+    write_shipped_run(tmp_path / "checkpoints", "rcnn", "rcnn_classifier", image_size=32)
+    monkeypatch.setenv("REGNET_RUNS_ROOT", str(tmp_path / "runs"))
+    monkeypatch.setenv("REGNET_CHECKPOINTS_ROOT", str(tmp_path / "checkpoints"))
+    at = AppTest.from_file(str(APP), default_timeout=240)
+    at.run()
+    at.switch_page("views/inspect.py").run()
+    at.selectbox(key="inspect_run").set_value("shipped/rcnn").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("has no regulator" in i.value for i in at.info)
+    assert at.selectbox(key="inspect_layer").options == ["backbone output"]
+    figures = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    titles = [a.get("text") for f in figures for a in f["layout"].get("annotations", [])]
+    assert any("Integrated Gradients" in str(t) for t in titles) and any("Grad-CAM" in str(t) for t in titles)
