@@ -8,12 +8,13 @@ official test split's (10,000) accuracy, macro-F1 and loss, the training time an
 beside seed 003's figures. Writes ``bench/results/mnist_study.json`` and ``mnist_study.md``.
 ``--runs`` tabulates finished run folders instead of training.
 
-    python bench/mnist_study.py [--epochs 5] [--threads 1] [--runs RUN_DIR ...]
+    python bench/mnist_study.py [--epochs 5] [--train-images N] [--threads 1] [--only CONFIG ...] [--runs RUN_DIR ...]
 """
 from __future__ import annotations
 
 import argparse
-import shutil
+import gzip
+import struct
 import sys
 import tempfile
 from pathlib import Path
@@ -46,14 +47,39 @@ def skip_reason(quick: bool) -> str | None:
     return None if SHARED_MNIST.is_dir() else f"{SHARED_MNIST} is missing"
 
 
-def train_all(workdir: Path, epochs: int) -> list[Path]:
-    """Each config trained for ``epochs`` on one copy of the data (torchvision unpacks beside the .gz files)."""
+def copy_mnist(data_root: Path, train_images: int | None) -> None:
+    """MNIST's IDX files under ``data_root/MNIST/raw``, unpacked as torchvision leaves them; with
+    ``train_images``, the training files keep only the first that many images (the test files are whole)."""
+    raw = data_root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for packed in sorted((SHARED_MNIST / "raw").glob("*.gz")):
+        data = gzip.decompress(packed.read_bytes())
+        if train_images is not None and packed.name.startswith("train-"):
+            data = _first_items(data, train_images)
+        (raw / packed.name.removesuffix(".gz")).write_bytes(data)
+
+
+def _first_items(idx: bytes, count: int) -> bytes:
+    """An IDX file cut to its first ``count`` items (header: magic, item count, then the item's dimensions)."""
+    dims = idx[3]
+    shape = struct.unpack(f">{dims}I", idx[4:4 + 4 * dims])
+    item = 1
+    for side in shape[1:]:
+        item *= side
+    count = min(count, shape[0])
+    header = idx[:4] + struct.pack(f">{dims}I", count, *shape[1:])
+    start = 4 + 4 * dims
+    return header + idx[start:start + count * item]
+
+
+def train_all(workdir: Path, epochs: int, configs=CONFIGS, train_images: int | None = None) -> list[Path]:
+    """Each config trained for ``epochs`` on one copy of the data."""
     if not SHARED_MNIST.is_dir():
         raise SystemExit(f"{SHARED_MNIST} is missing; this study needs the MNIST files there.")
     data_root = workdir / "data"
-    shutil.copytree(SHARED_MNIST, data_root / "MNIST")
+    copy_mnist(data_root, train_images)
     runs = []
-    for name in CONFIGS:
+    for name in configs:
         config = load_config(REPO / "configs" / name)
         config.data.root, config.data.workers, config.train.epochs = str(data_root), 0, epochs
         config.run.runs_root, config.run.run_id = str(workdir / "runs"), name.removesuffix(".yaml")
@@ -87,10 +113,16 @@ def main() -> None:
     parser.add_argument("--runs", nargs="+", type=Path, help="tabulate these finished runs instead of training")
     parser.add_argument("--epochs", type=int, default=5, help="epochs for every model (the seed's recipe: 5)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (1 is faster on a shared CPU)")
+    parser.add_argument("--only", nargs="+", choices=CONFIGS, default=CONFIGS,
+                        help="train only these configs (one process per model, tabulated later with --runs)")
+    parser.add_argument("--train-images", type=int, default=None,
+                        help="keep only the first N of MNIST's 60,000 training images (a budget that fits a "
+                             "shared CPU); the validation split is carved from them, the test split is whole")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    runs = args.runs or train_all(Path(tempfile.mkdtemp(prefix="regnet-mnist-")), args.epochs)
+    runs = args.runs or train_all(Path(tempfile.mkdtemp(prefix="regnet-mnist-")), args.epochs, args.only,
+                                  args.train_images)
     rows = [study_row(compared, Path(run)) for compared, run in zip(compare_runs(runs), runs)]
     print(format_table(rows, COLUMNS))
     write_json(result_path(NAME, False), {"name": NAME, "environment": environment(), "rows": rows,
