@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import tarfile
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -43,13 +42,13 @@ def rows(resnet_ms: float, regnet_ms: float, compiled_regnet_ms: float) -> list[
 
 
 def test_both_models_get_the_same_epochs_from_their_fastest_step(gpu_check):
-    splits = SimpleNamespace(train=range(45_000))  # 352 steps of 128
-    epochs, choice = gpu_check.plan_epochs(rows(10.0, 40.0, 20.0), splits, 128, 300.0, 180)
+    train_images = 45_000  # 352 steps of 128
+    epochs, choice = gpu_check.plan_epochs(rows(10.0, 40.0, 20.0), train_images, 128, 300.0, 180)
     per_pair = 352 * (0.010 + 0.020) * gpu_check.ENGINE_OVERHEAD
     assert epochs == int((300.0 - 20.0) / per_pair)
     assert choice["regnet20"]["compiled"] and not choice["resnet20"]["compiled"]
-    assert gpu_check.plan_epochs(rows(10.0, 40.0, 20.0), splits, 128, 1.0, 180)[0] == 1  # at least one
-    assert gpu_check.plan_epochs(rows(0.01, 0.02, 0.02), splits, 128, 300.0, 180)[0] == 180  # at most the recipe's
+    assert gpu_check.plan_epochs(rows(10.0, 40.0, 20.0), train_images, 128, 1.0, 180)[0] == 1  # at least one
+    assert gpu_check.plan_epochs(rows(0.01, 0.02, 0.02), train_images, 128, 300.0, 180)[0] == 180  # the most
 
 
 def test_the_goals_compare_each_models_fastest_configuration(gpu_check):
