@@ -111,7 +111,7 @@ def test_live_page_shows_curves_progress_and_a_failed_runs_error(fixture_root):
     assert "RuntimeError: CUDA is not available" in errors  # the tail of train.log
     assert "skipped 2 corrupt lines" in texts(at.warning)
     bars = [bar.proto.text for bar in at.get("progress")]
-    assert any("running · epoch 1/5 · step 4/20" in text for text in bars), bars
+    assert any("running · 1/5 epochs done · step 4/20" in text for text in bars), bars
     assert at.button(key="live_stop_r3-regnet20-shapes-live")  # a running run can be stopped from here
     live_metrics = fixture_root / "r3-regnet20-shapes-live" / "metrics.jsonl"
     assert LIVE_METRICS.offset(live_metrics) == live_metrics.stat().st_size  # read incrementally, all consumed
@@ -129,7 +129,7 @@ def test_live_page_reuses_its_figures_until_new_metric_lines_arrive(fixture_root
     at.run()
     after = at.session_state["live_figures"]
     rebuilt = sorted(key[-1] for key in set(after) - set(first))  # panel indices whose figure was rebuilt
-    titles = [title for title, _, _ in PANELS]
+    titles = [panel.title for panel in PANELS]
     # A step line moves train loss, LR and images/s; the epoch-only panels keep their figures.
     assert [titles[i] for i in rebuilt] == ["Loss", "Learning rate", "Images per second"]
     assert max(plotly_points(at)) > 0
@@ -175,8 +175,8 @@ def test_compare_page_overlays_runs_and_offers_csv(fixture_root):
     assert all(points > 0 for points in plotly_points(at))
     table = at.dataframe[0].value
     assert list(table["run"]) == ["r1-resnet20-shapes", "shipped/regnet20-shapes"]
-    assert list(table["best val top-1"]) == [0.75, 0.75]
-    assert len(at.get("download_button")) == 2
+    assert list(table["best"]) == [0.75, 0.75] and list(table["best metric"]) == ["val_top1", "val_top1"]
+    assert len(at.get("download_button")) == 4  # table as CSV, Markdown, LaTeX; curves as CSV
 
 
 def test_new_run_page_refuses_a_data_set_that_is_not_there(runs_root, tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dashboard.charts import (PANELS, class_distribution_figure, metric_figure, point_count, sample_grid_figure,
+from dashboard.charts import (PANELS, PANELS_BY_TITLE, class_distribution_figure, metric_figure, point_count, sample_grid_figure,
                               series)
 from dashboard.runs import ema, metrics_frame
 from test_dashboard_fixtures import metric_lines
@@ -21,12 +21,12 @@ def test_series_reads_dense_metrics_from_step_lines_and_the_rest_from_epoch_line
     assert not dense and list(xs) == [1.0, 2.0] and list(ys) == [0.25, 0.5]
     xs, _, _ = series(frame(), "lr", "epoch")
     assert list(xs) == [0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0]
-    assert series(frame(), "no_such_metric")[0].size == 0
+    assert series(frame(), "no_such_metric")[0] == []
 
 
 def test_metric_figure_overlays_runs_and_smooths_only_dense_curves():
     frames = {"resnet": frame(), "regnet": frame(epochs=3)}
-    figure = metric_figure(frames, ["train_loss", "val_loss"], x="step", smoothing=0.5, title="Loss")
+    figure = metric_figure(frames, PANELS_BY_TITLE["Loss"], x="step", smoothing=0.5)
     names = [trace.name for trace in figure.data]
     assert names == ["resnet · train loss (raw)", "resnet · train loss", "resnet · val loss",
                      "regnet · train loss (raw)", "regnet · train loss", "regnet · val loss"]
@@ -36,20 +36,20 @@ def test_metric_figure_overlays_runs_and_smooths_only_dense_curves():
     assert val.line.dash == "dash" and smoothed.line.dash == "solid"
     assert figure.data[0].line.color == figure.data[2].line.color != figure.data[3].line.color
     assert point_count(figure) == 8 + 8 + 2 + 12 + 12 + 3
-    assert figure.layout.title.text == "Loss" and figure.layout.xaxis.title.text == "step"
+    assert figure.layout.title.text == "Loss" and figure.layout.xaxis.title.text == "step (optimizer updates)"
 
 
 def test_metric_figure_without_smoothing_or_points():
-    figure = metric_figure({"only": frame()}, ["val_top1"], x="epoch", tickformat=".0%")
-    assert [trace.name for trace in figure.data] == ["val top-1"] and figure.data[0].mode == "lines+markers"
+    figure = metric_figure({"only": frame()}, PANELS_BY_TITLE["Top-5 accuracy"], x="epoch")
+    assert [trace.name for trace in figure.data] == ["val top-5"] and figure.data[0].mode == "lines+markers"
     assert figure.layout.yaxis.tickformat == ".0%"
-    empty = metric_figure({"none": metrics_frame([])}, ["val_loss"])
+    empty = metric_figure({"none": metrics_frame([])}, PANELS_BY_TITLE["Loss"])
     assert point_count(empty) == 0 and empty.layout.annotations[0].text == "no points yet"
 
 
 def test_every_panel_draws_something_for_a_finished_run():
-    for title, metrics, tickformat in PANELS:
-        assert point_count(metric_figure({"r": frame()}, metrics, title=title, tickformat=tickformat)) > 0, title
+    for panel in PANELS:
+        assert point_count(metric_figure({"r": frame()}, panel)) > 0, panel.title
 
 
 def test_class_distribution_figure():

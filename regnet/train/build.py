@@ -11,7 +11,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from regnet.models import build_model, model_info
+from regnet.models import build_model, check_options, model_info
+from regnet.models.detection import default_box_rule
 
 from .config import Config
 
@@ -20,17 +21,7 @@ def check_names(config: Config) -> None:
     """Fail fast, before any data is read, on an unknown model, model option or data set."""
     from regnet.data import resolve_name
 
-    info = model_info(config.model.name)
-    unknown = sorted(set(config.model.options) - set(info.options))
-    if unknown:
-        accepted = ", ".join(info.options) or "no options"
-        raise ValueError(f"Unknown option(s) {', '.join(unknown)} for model {config.model.name!r}; "
-                         f"it accepts: {accepted}.")
-    for key, value in config.model.options.items():
-        allowed = info.choices.get(key)
-        if allowed is not None and value not in allowed:
-            raise ValueError(f"Option {key}={value!r} is not valid for {config.model.name!r}; "
-                             f"choose one of {allowed}.")
+    check_options(config.model.name, config.model.options)
     config.data.name = resolve_name(config.data.name)
 
 
@@ -56,10 +47,13 @@ def resolve_model(config: Config, data_info) -> Config:
             raise ValueError(f"model.{key}={given} does not match data set {data_info.name} ({value}); "
                              f"remove model.{key} from the config.")
         setattr(m, key, value)
+    m.class_names, m.input_side = list(data_info.class_names), data_info.image_size
     defaults = model_info(m.name).options
     options = {**defaults, **m.options}
     if "image_size" in defaults and "image_size" not in m.options:
         options["image_size"] = data_info.image_size  # MnistCNN's classifier depends on the input side
+    if "boxes" in defaults and "boxes" not in m.options:
+        options["boxes"] = default_box_rule(data_info.family)  # rcnn_classifier's training box
     m.options = {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
     return config
 

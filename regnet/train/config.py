@@ -35,6 +35,9 @@ class ModelConfig:
     # (the dashboard must load a CIFAR-100 model without the CIFAR-100 files).
     num_classes: int | None = None
     in_channels: int | None = None
+    # The names of the model's outputs, in order: evaluation on a bare test/<class>/ folder maps folders to them.
+    class_names: list[str] | None = None
+    input_side: int | None = None  # the side of the images it was trained on, for the same evaluation transforms
 
 
 @dataclass

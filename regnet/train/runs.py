@@ -83,7 +83,7 @@ def evaluate_run(run_dir: str | Path, split: str = "val", which: str = "best", *
     channels_last = config.train.channels_last if channels_last is None else channels_last
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    splits = load_data(config, augment=False)
+    splits = (split == "test" and _test_only_splits(run_dir, config)) or load_data(config, augment=False)
     dataset = {"val": splits.val, "test": splits.test, "train": splits.train}[split]
     if dataset is None:
         raise ValueError(f"Data set {splits.info.name} has no official test split; evaluate on val instead.")
@@ -101,6 +101,21 @@ def evaluate_run(run_dir: str | Path, split: str = "val", which: str = "best", *
             "seconds": seconds, "images_per_s": result["count"] / max(seconds, 1e-9),
             "class_names": splits.info.class_names,
             "per_class": per_class_table(result["confusion_matrix"], splits.info.class_names)}
+
+
+def _test_only_splits(run_dir: Path, config: Config):
+    """A folder copy holding only ``test/<class>/`` (or flat ``<class>/``), read with the run's own class list.
+
+    None where the root has a training tree (or the data set is not read from folders).
+    """
+    from regnet.data import load_test_only, test_only_tree
+
+    if test_only_tree(config.data.name, config.data.root) is None:
+        return None
+    if not config.model.class_names:
+        raise ValueError(f"Run {run_dir} predates the recorded class list, so a folder without train/ cannot be "
+                         f"labelled for it; evaluate it on a copy with the train/ tree beside test/.")
+    return load_test_only(config.data.name, config.data.root, config.model.class_names, config.model.input_side)
 
 
 def list_runs(runs_root: str | Path) -> list[Path]:
