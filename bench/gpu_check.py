@@ -1,4 +1,4 @@
-"""The whole GPU measurement in one command (issue 14, point 4): speeds, then the paper's CIFAR-10 recipe for both."""
+"""The whole GPU measurement in one command (issue 14, point 4): speeds, then the paper's CIFAR-10 recipe for both.
 
 Sized to one 10-minute command on an H200, with a hard deadline inside the
 script (``--budget-s``, default 540 s from the script's start, a minute
@@ -241,8 +241,15 @@ def speed_phase(args, base: Config, data: Data, device, deadline: Deadline, resu
             if compiled and deadline.left() < args.compile_reserve_s + 0.5 * args.budget_s:
                 print(f"speed: skipping compiled {model} ({deadline.left():.0f} s left)", flush=True)
                 continue
-            row = speed(model_config(base, model, compiled, args.compile_backend), data, device, args.steps,
-                        args.warmup)
+            try:
+                row = speed(model_config(base, model, compiled, args.compile_backend), data, device, args.steps,
+                            args.warmup)
+            except Exception as error:  # a compiler failure costs this row, not the training phase
+                if not compiled:
+                    raise
+                print(f"speed: compiled {model} failed ({type(error).__name__}: {str(error)[:200]})", flush=True)
+                rows.append({"model": model, "compiled": True, "error": f"{type(error).__name__}: {error}"[:500]})
+                continue
             rows.append(row)
             print(f"speed: {model:9s} {'compiled' if compiled else 'eager   '}  train {row['train_img_s']:8.0f} "
                   f"img/s ({row['step_ms']:.2f} ms/step)  eval {row['eval_img_s']:8.0f} img/s  "
@@ -250,7 +257,7 @@ def speed_phase(args, base: Config, data: Data, device, deadline: Deadline, resu
 
 
 def fastest(rows: list[dict], model: str) -> dict:
-    return max((r for r in rows if r["model"] == model), key=lambda r: r["train_img_s"])
+    return max((r for r in rows if r["model"] == model and "error" not in r), key=lambda r: r["train_img_s"])
 
 
 def plan_epochs(rows: list[dict], train_images: int, batch: int, seconds: float, max_epochs: int

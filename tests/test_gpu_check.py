@@ -56,3 +56,19 @@ def test_the_goals_compare_each_models_fastest_configuration(gpu_check):
     resnet, ratio = gpu_check.goals(result)
     assert resnet["value"] == pytest.approx(32_000) and resnet["status"] == "PASS"
     assert ratio["value"] == pytest.approx(0.5) and ratio["status"] == "MISS" and ratio["note"] == "compiled"
+
+
+def test_a_failed_compile_costs_its_row_only(gpu_check, monkeypatch):
+    def speed(config, data, device, steps, warmup):
+        if config.train.compile:
+            raise RuntimeError("inductor: no C++ compiler")
+        return {"model": config.model.name, "compiled": False, "train_img_s": 1.0, "step_ms": 1.0, "warmup_s": 0.0,
+                "eval_img_s": 1.0}
+
+    monkeypatch.setattr(gpu_check, "speed", speed)
+    args = gpu_check.parse_args(["--smoke"])
+    base = gpu_check.base_config(["data.name=shapes"], torch.device("cpu"), "runs", 32)
+    result = {}
+    gpu_check.speed_phase(args, base, None, torch.device("cpu"), gpu_check.Deadline(300.0, 1.0), result)
+    assert [("error" in r, r["compiled"]) for r in result["speed"]] == [(False, False)] * 2 + [(True, True)] * 2
+    assert gpu_check.fastest(result["speed"], "regnet20")["compiled"] is False
