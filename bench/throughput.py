@@ -443,6 +443,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="the CPU-time pairs and the lab's inference rates only, not the wall-clock table")
     p.add_argument("--lab-images", type=int, default=None,
                    help=f"images of the eval/analyses rates (default {LAB_IMAGES:,}, quick 500)")
+    p.add_argument("--lab-threads", type=int, default=LAB_THREADS,
+                   help=f"torch threads of the eval/analyses rates (default {LAB_THREADS}; 1 on a busy machine, "
+                        "where idle threads spin at OpenMP barriers)")
     p.add_argument("--plain", action="store_true",
                    help="headline: also each regulator on the cells' plain torch-ops path (the fused path's before)")
     p.add_argument("--repeats", type=int, default=None, help="timed round-robin repeats (default 5, quick 1)")
@@ -490,8 +493,8 @@ def main(argv: list[str] | None = None) -> dict:
     summary_rows = headline_goals(headline, pairs)
     print_headline(headline, summary_rows)
     lab_images = args.lab_images or (500 if args.quick else LAB_IMAGES)
-    print(f"lab inference: regnet20 on {lab_images:,} images, {LAB_THREADS} threads, batch {LAB_BATCH}")
-    lab = lab_inference(lab_images, LAB_THREADS, LAB_BATCH)
+    print(f"lab inference: regnet20 on {lab_images:,} images, {args.lab_threads} threads, batch {LAB_BATCH}")
+    lab = lab_inference(lab_images, args.lab_threads, LAB_BATCH)
     lab_rows = lab_goals(lab)
     print_lab(lab, lab_rows)
     summary_rows = summary_rows + lab_rows
