@@ -251,6 +251,7 @@ def test_models_command_prints_the_table():
     assert set(lines) == set(list_models())
     assert "269,722" in lines["resnet20"]
     assert "308,698" in lines["regnet20"]
+    assert len({len(line) for line in table.splitlines()}) == 1  # every row in line, rcnn_classifier too
     # The seeds' variants are listed with the paper's defaults first.
     assert "memory=carry (carry|reset)" in options and "sharing=stage (stage|block)" in options
     assert "regulated_stages=[1,2,3]" in options and "regulated_stages=[1,2,3,4]" in options

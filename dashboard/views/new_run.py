@@ -13,11 +13,14 @@ st.title("New run")
 
 # ---------------------------------------------------------------- the config the form starts from
 ready = launcher.ready_configs()
+clone = ui.clone_source()  # (label, config) of the run named by ?clone=<run>, from the Runs page's Clone
 
 
 def base_config() -> dict:
-    """The defaults, or the chosen ready config over them (its extra keys, e.g. milestones, are kept)."""
+    """The defaults, or the chosen ready config (or cloned run's config) over them (extra keys are kept)."""
     name = st.session_state.get("nr_start", "defaults")
+    if clone and name == clone[0]:
+        return launcher.merge_config(clone[1], {})
     if name in ready:
         try:
             return launcher.load_ready_config(ready[name])
@@ -58,6 +61,9 @@ def apply_config() -> None:
 
 if "nr_family" not in st.session_state:
     apply_config()
+if clone and st.session_state.get("nr_cloned") != clone[0]:  # arrived from Clone: fill the form once
+    st.session_state["nr_start"], st.session_state["nr_cloned"] = clone[0], clone[0]
+    apply_config()
 
 models = list_models()
 families = list(dict.fromkeys(family_and_depth(name)[0] for name in models))
@@ -69,7 +75,7 @@ try:
 except ImportError:
     pass
 
-st.selectbox("Start from", ["defaults", *ready], key="nr_start", on_change=apply_config,
+st.selectbox("Start from", ["defaults", *ready, *([clone[0]] if clone else [])], key="nr_start", on_change=apply_config,
              help="A ready config from configs/*.yaml fills the form; anything you change below overrides it.")
 
 # ---------------------------------------------------------------- the form
@@ -168,7 +174,9 @@ for problem in problems:
     st.error(problem)
 
 runs = ui.all_runs()
-running = [run for run in runs if run.source == "run" and run.active]
+# The run just started here is not "another" run sharing the CPU.
+just_started = st.session_state.get("nr_last_launch")
+running = [run for run in runs if run.source == "run" and run.active and run.key != just_started]
 if running:
     st.info(f"{len(running)} run{'s are' if len(running) != 1 else ' is'} running on this machine; "
             "a new run shares the CPU with them.")

@@ -8,6 +8,7 @@ from typing import Callable
 
 from torch import nn
 
+from .detection import BOX_RULES, RCNNClassifier
 from .networks import MnistCNN, TinyResNet, cifar_net, imagenet_net
 
 
@@ -55,6 +56,8 @@ def _register_family(family: str, builder: Callable[..., nn.Module], depths: tup
 _register_family("cifar", cifar_net, (20, 32, 44, 56, 110), 3, (3, 32, 32), 10, _SHORTCUT)
 _register_family("imagenet", imagenet_net, (18, 34, 50, 101), 4, (3, 224, 224), 1000, ({}, {}))
 register(ModelInfo("mnist_cnn", "mnist", MnistCNN, (1, 28, 28), 10, False, {"image_size": 28}))
+register(ModelInfo("rcnn_classifier", "mnist", RCNNClassifier, (1, 28, 28), 10, False,
+                   {"image_size": 28, "boxes": "auto"}, {"boxes": BOX_RULES}))
 register(ModelInfo(
     "tiny_resnet", "tiny", TinyResNet, (3, 64, 64), 200, False,
     {"blocks": (2, 2, 2), "dropout": 0.1, "activation": "relu", "batch_norm": True},

@@ -23,6 +23,13 @@ FINAL_EVAL = "final_eval.json"
 # The dashboard's launcher keeps its records (command, pid, output) here, beside the run folders, so a
 # launch that dies before its run folder exists still shows up with its error.
 LAUNCHES = ".launches"
+LAUNCH_SUFFIXES = (".json", ".yaml", ".log")  # a launch's record, resolved config and output, per run id
+# What a user adds to a run (the dashboard's Runs page): its tags (a JSON list) and a free-text note.
+TAGS = "tags.json"
+NOTE = "note.md"
+# Deleted runs are moved here (one sub-folder per deletion), so they can be restored; a dot-folder, so
+# no listing takes it for a run.
+TRASH = ".trash"
 # A study folder (``python -m regnet study``) holds its plan and table in study.json, its members' run
 # folders beside it, and the members' configs and console output in .members/.
 STUDY = "study.json"

@@ -110,10 +110,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .metrics import format_confusion, format_per_class
     from .runs import evaluate_run
 
-    result = evaluate_run(args.run_dir, args.split, args.which, data_root=args.data_root, device=args.device)
+    result = evaluate_run(args.run_dir, args.split, args.which, data_root=args.data_root, device=args.device,
+                          batch_size=args.batch_size, channels_last=args.channels_last)
     state = _reported_state(args.run_dir)
     print(f"{args.run_dir}{f' ({state})' if state else ''}: {args.which}.pt (epoch {result['epoch']}) on "
-          f"{args.split}, {result['count']} images")
+          f"{args.split}, {result['count']} images in {result['seconds']:.1f} s ({result['images_per_s']:.0f} img/s)")
     print(f"loss {result['loss']:.4f}  top-1 {result['top1']:.4f}  top-5 {result['top5']:.4f}  "
           f"macro-F1 {result['macro_f1']:.4f}")
     print()
@@ -272,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--which", choices=["best", "last"], default="best")
     evaluate.add_argument("--data-root", metavar="DIR", help="where the data is, if not where the run found it")
     evaluate.add_argument("--device", help="default: the run's device setting")
+    evaluate.add_argument("--batch-size", type=int, metavar="N", help="default: the run's train.batch_size")
+    evaluate.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                          help="default: the run's train.channels_last (channels-last is faster on CPUs and GPUs)")
     evaluate.add_argument("--json", metavar="FILE", help="also write the full result as JSON")
     evaluate.set_defaults(func=cmd_eval)
 
