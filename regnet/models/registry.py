@@ -63,6 +63,8 @@ register(ModelInfo(
     {"blocks": (2, 2, 2), "dropout": 0.1, "activation": "relu", "batch_norm": True},
     {"activation": ("relu", "gelu", "selu", "leaky_relu", "elu"), "batch_norm": (False, True)},
 ))
+
+
 def list_models() -> list[str]:
     """Every registered model name, in a stable order."""
     return sorted(_REGISTRY, key=lambda n: (_REGISTRY[n].family, n.rstrip("0123456789"), len(n), n))
