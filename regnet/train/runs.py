@@ -8,12 +8,12 @@ config and its metrics.
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
-
+from regnet.data.device import evaluation_batches
 from regnet.metrics import per_class_table
 from regnet.models import build_model, model_info
 
@@ -63,20 +63,25 @@ def _load_model(run_dir: str | Path, which: str, device: str | torch.device) -> 
 
 
 def evaluate_run(run_dir: str | Path, split: str = "val", which: str = "best", *, data_root: str | None = None,
-                 device: str | None = None) -> dict:
+                 device: str | None = None, batch_size: int | None = None, channels_last: bool | None = None) -> dict:
     """Loss, top-1, top-5, macro-F1, per-class table and confusion matrix of a checkpoint on one split.
 
-    Uses the run's own split seed, batch size, precision and memory format, so
-    evaluating ``last`` on ``val`` reproduces the run's last validation numbers.
+    Uses the run's own split seed, precision and (unless ``channels_last`` is
+    given) memory format, so evaluating ``last`` on ``val`` reproduces the
+    run's last validation numbers. The split is decoded once and batched
+    (``regnet.data.device.evaluation_batches``): no per-image transforms.
     """
     if split not in SPLITS:
         raise ValueError(f"Unknown split {split!r}; choose val, test or train.")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"The batch size must be at least 1, got {batch_size}.")
     config = load_run_config(run_dir)
     if data_root is not None:
         config.data.root = data_root
     target = resolve_device(device or config.train.device)
     model, _, checkpoint = _load_model(run_dir, which, target)
-    if config.train.channels_last:
+    channels_last = config.train.channels_last if channels_last is None else channels_last
+    if channels_last:
         model.to(memory_format=torch.channels_last)
     splits = (split == "test" and _test_only_splits(run_dir, config)) or load_data(config, augment=False)
     dataset = {"val": splits.val, "test": splits.test, "train": splits.train}[split]
@@ -86,11 +91,14 @@ def evaluate_run(run_dir: str | Path, split: str = "val", which: str = "best", *
     if config.model.num_classes not in (None, num_classes):
         raise ValueError(f"The run's model predicts {config.model.num_classes} classes but {splits.info.name} "
                          f"has {num_classes}; evaluate it on the data set it was trained on.")
-    loader = DataLoader(dataset, batch_size=config.train.batch_size, shuffle=False, num_workers=config.data.workers,
-                        pin_memory=target.type == "cuda")
-    result = evaluate(model, loader, num_classes, target, amp=config.train.amp,
-                      channels_last=config.train.channels_last)
+    batches = evaluation_batches(dataset, splits.info, batch_size or config.train.batch_size, target,
+                                 workers=config.data.workers)
+    start = time.perf_counter()
+    result = evaluate(model, batches, num_classes, target, amp=config.train.amp, amp_dtype=config.train.amp_dtype,
+                      channels_last=channels_last)
+    seconds = time.perf_counter() - start
     return {"split": split, "checkpoint": which, "epoch": checkpoint.get("epoch"), **result,
+            "seconds": seconds, "images_per_s": result["count"] / max(seconds, 1e-9),
             "class_names": splits.info.class_names,
             "per_class": per_class_table(result["confusion_matrix"], splits.info.class_names)}
 
