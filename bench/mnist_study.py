@@ -123,20 +123,23 @@ def main() -> None:
                              "shared CPU); the validation split is carved from them, the test split is whole")
     parser.add_argument("--merge", nargs="+", type=Path,
                         help="join the result files of --only processes (one per model) into the study's table")
+    parser.add_argument("--note", help="how the figures were taken, kept in the JSON (e.g. the budget and load)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.merge:
         parts = [json.loads(path.read_text()) for path in args.merge]
         rows = sorted((row for part in parts for row in part["rows"]), key=lambda r: MODEL_ORDER.index(r["model"]))
-        extra = {"environments": [part["environment"] for part in parts], "budget": parts[0].get("budget")}
+        extra = {"environments": [part["environment"] for part in parts],
+                 "budget": next((part["budget"] for part in parts if part.get("budget")), None)}
     else:
         runs = args.runs or train_all(Path(tempfile.mkdtemp(prefix="regnet-mnist-")), args.epochs, args.only,
                                       args.train_images)
         rows = [study_row(compared, Path(run)) for compared, run in zip(compare_runs(runs), runs)]
-        extra = {"environment": environment(), "budget": {"epochs": args.epochs, "train_images": args.train_images}}
+        trained = None if args.runs else {"epochs": args.epochs, "train_images": args.train_images}
+        extra = {"environment": environment(), "budget": trained}
     print(format_table(rows, COLUMNS))
-    write_json(result_path(NAME, False), {"name": NAME, **extra, "rows": rows})
+    write_json(result_path(NAME, False), {"name": NAME, **extra, "note": args.note, "rows": rows})
     atomic_write_text(result_path(NAME, False).with_suffix(".md"), markdown_table(rows) + "\n")
 
 
