@@ -221,6 +221,15 @@ def test_a_ready_config_fills_the_new_run_form(runs_root):
     assert at.selectbox(key="nr_dataset").value == config["data"]["name"]
 
 
+def test_the_new_run_form_offers_the_rcnn_classifier_from_the_registry(runs_root):
+    at = open_page("views/new_run.py")
+    assert "rcnn_classifier" in at.selectbox(key="nr_family").options
+    at.selectbox(key="nr_family").select("rcnn_classifier").run()
+    assert not at.exception
+    assert list(at.selectbox(key="nr_opt_boxes").options) == ["auto", "image", "foreground"]
+    assert at.selectbox(key="nr_opt_boxes").value == "auto" and at.number_input(key="nr_opt_image_size").value == 28
+
+
 def test_data_page_shows_samples_and_class_counts(runs_root):
     at = open_page("views/data.py", timeout=180)
     assert len(at.get("plotly_chart")) == 3
