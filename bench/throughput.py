@@ -489,9 +489,9 @@ def main(argv: list[str] | None = None) -> dict:
     batch = args.batch
     pairs = args.pairs or (2 if args.quick else 7)
     print(f"{NAME}: batch {batch}, {env['cpu']}, load average {env['load_average']}")
-    print(f"headline: {pairs} interleaved pairs per regulator, 1 thread, process CPU time, channels-last")
     headline, summary_rows = [], []
     if not args.lab_only:
+        print(f"headline: {pairs} interleaved pairs per regulator, 1 thread, process CPU time, channels-last")
         headline = paired(batch, pairs, warmup=1 if args.quick else 2, plain=args.plain)
         summary_rows = headline_goals(headline, pairs)
         print_headline(headline, summary_rows)
