@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
@@ -23,6 +24,25 @@ CHECKPOINTS_ROOT_ENV = "REGNET_CHECKPOINTS_ROOT"
 LIVE_REFRESH_ENV = "REGNET_LIVE_REFRESH_S"
 SELECTED = "selected_runs"
 RUNS_PARAM = "run"  # the chosen runs in a page's URL: ?run=<key>&run=<key>
+CLONE_PARAM = "clone"  # New run?clone=<run key>: the form starts from that run's config
+_FLASH = "_flash_message"
+
+
+@lru_cache(maxsize=1)
+def page_icon():
+    """The browser tab's icon, drawn here (a hub: three nodes around a centre) so no page fetches one."""
+    from PIL import Image, ImageDraw
+
+    size, blue, white = 64, (46, 111, 219), (255, 255, 255)
+    image = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(image)
+    draw.rounded_rectangle((0, 0, size - 1, size - 1), radius=14, fill=blue)
+    centre, nodes = (32, 34), [(32, 12), (13, 46), (51, 46)]
+    for node in nodes:
+        draw.line((centre, node), fill=white, width=4)
+    for x, y in [centre, *nodes]:
+        draw.ellipse((x - 7, y - 7, x + 7, y + 7), fill=white)
+    return image
 
 
 def runs_root() -> Path:
@@ -192,3 +212,33 @@ def show_run_problems(run: RunInfo, notes: list[str] = ()) -> None:
         st.error(body)
     for note in ([run.problem] if run.problem else []) + list(notes):
         st.warning(f"{run.key}: {note}")
+
+
+def flash(message: str) -> None:
+    """A success message for the next rerun (an action's result, shown after the rerun that reflects it)."""
+    st.session_state[_FLASH] = message
+
+
+def show_flash() -> None:
+    message = st.session_state.pop(_FLASH, None)
+    if message:
+        st.success(message)
+
+
+def clone_source() -> tuple[str, dict] | None:
+    """(label, config) of the run named by ``?clone=<run key>``, or None; the key is matched against the listing.
+
+    A key that names no listed run, or a run without a readable config, is one warning on the page.
+    """
+    key = st.query_params.get(CLONE_PARAM)
+    if not key:
+        return None
+    run = next((run for run in all_runs() if run.key == key), None)
+    if run is None:
+        st.warning(f"There is no run {key!r} to clone in the runs folder; the form starts from the defaults.")
+        return None
+    try:
+        return f"clone of {run.key}", launcher.config_of_run(run.path)
+    except ValueError as error:
+        st.warning(f"Cannot clone {run.key}: {error}")
+        return None

@@ -156,6 +156,29 @@ def test_runs_page_and_metric_latency(page, server):
     print(f"[timing] metric line written -> point in the browser: {time.monotonic() - written:.2f} s")
 
 
+# Every page, by its URL path, and its heading.
+PAGES = [("", "Runs"), ("new_run", "New run"), ("live", "Live"), ("compare", "Compare"), ("data", "Data"),
+         ("inspect", "Inspect")]
+LOCAL_HOSTS = {"localhost", "127.0.0.1", "[::1]"}
+
+
+@pytest.mark.parametrize("path, heading", PAGES)
+def test_no_page_makes_a_request_that_leaves_this_machine(page, server, path, heading):
+    from urllib.parse import urlsplit
+
+    requests = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.goto(f"{server.url}/{path}")
+    page.get_by_role("heading", name=heading, exact=True).wait_for()
+    settle(page)
+    page.wait_for_timeout(1500)  # late fetches (the favicon, icon fonts) come after the first render
+    external = [url for url in requests if urlsplit(url).scheme not in ("data", "blob")
+                and urlsplit(url).hostname not in {host.strip("[]") for host in LOCAL_HOSTS}]
+    assert requests and not external, external
+    icon = page.evaluate("() => document.querySelector('link[rel~=\"icon\"]')?.href || ''")
+    assert icon.startswith(server.url), icon  # the page icon is served by the dashboard itself
+
+
 # The chosen runs' chips in the page's run picker, and each chart's x-axis title.
 CHIPS_JS = """() => Array.from(document.querySelectorAll('[data-testid="stMultiSelect"] [data-baseweb="tag"]'))
     .map(tag => tag.textContent.trim())"""

@@ -110,7 +110,7 @@ def test_live_page_shows_curves_progress_and_a_failed_runs_error(fixture_root):
     assert "RuntimeError: CUDA is not available" in errors  # the tail of train.log
     assert "skipped 2 corrupt lines" in texts(at.warning)
     bars = [bar.proto.text for bar in at.get("progress")]
-    assert any("running · epoch 1/5 · step 4/20" in text for text in bars), bars
+    assert any("running · 1/5 epochs done · step 4/20" in text for text in bars), bars
     assert at.button(key="live_stop_r3-regnet20-shapes-live")  # a running run can be stopped from here
     live_metrics = fixture_root / "r3-regnet20-shapes-live" / "metrics.jsonl"
     assert LIVE_METRICS.offset(live_metrics) == live_metrics.stat().st_size  # read incrementally, all consumed
@@ -191,6 +191,20 @@ def test_new_run_page_refuses_a_data_set_that_is_not_there(runs_root, tmp_path):
     assert not at.exception and at.text_input(key="nr_opt_blocks").value == "2, 2, 2"
 
 
+def test_new_run_form_offers_the_regulator_variants_and_checks_the_stages(runs_root):
+    at = open_page("views/new_run.py")
+    at.selectbox(key="nr_family").select("regnet").run()
+    assert at.selectbox(key="nr_opt_memory").value == "carry" and at.selectbox(key="nr_opt_sharing").value == "stage"
+    assert at.checkbox(key="nr_opt_h_norm").value is True and at.selectbox(key="nr_opt_shortcut").value == "A"
+    assert at.text_input(key="nr_opt_regulated_stages").value == "1, 2, 3"
+    at.selectbox(key="nr_opt_memory").select("reset")
+    at.text_input(key="nr_opt_regulated_stages").input("1, 4").run()
+    assert not at.exception and "names stage(s) [4]" in texts(at.error)
+    assert at.button(key="nr_start_button").disabled
+    at.text_input(key="nr_opt_regulated_stages").input("2").run()
+    assert not texts(at.error) and not at.button(key="nr_start_button").disabled
+
+
 def test_a_ready_config_fills_the_new_run_form(runs_root):
     ready = launcher.ready_configs()
     if not ready:
@@ -205,6 +219,15 @@ def test_a_ready_config_fills_the_new_run_form(runs_root):
     assert at.number_input(key="nr_epochs").value == config["train"]["epochs"]
     assert at.number_input(key="nr_lr").value == pytest.approx(config["optim"]["lr"])
     assert at.selectbox(key="nr_dataset").value == config["data"]["name"]
+
+
+def test_the_new_run_form_offers_the_rcnn_classifier_from_the_registry(runs_root):
+    at = open_page("views/new_run.py")
+    assert "rcnn_classifier" in at.selectbox(key="nr_family").options
+    at.selectbox(key="nr_family").select("rcnn_classifier").run()
+    assert not at.exception
+    assert list(at.selectbox(key="nr_opt_boxes").options) == ["auto", "image", "foreground"]
+    assert at.selectbox(key="nr_opt_boxes").value == "auto" and at.number_input(key="nr_opt_image_size").value == 28
 
 
 def test_data_page_shows_samples_and_class_counts(runs_root):
