@@ -1,4 +1,4 @@
-"""The whole GPU measurement in one command (issue 14, point 4): speeds, then the paper's CIFAR-10 recipe for both models.
+"""The whole GPU measurement in one command (issue 14, point 4): speeds, then the paper's CIFAR-10 recipe for both.
 
 Sized to one 10-minute command on an H200, with a hard deadline inside the
 script (``--budget-s``, default 540 s from the script's start, a minute
@@ -158,20 +158,34 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def speed(config: Config, splits, device: torch.device, steps: int, warmup: int) -> dict:
+@dataclass
+class Data:
+    """The splits and their on-device batches, decoded once for every speed measurement."""
+
+    splits: object
+    train: object  # DeviceBatches of the training split, augmented
+    val: object  # the validation split in batches of EVAL_BATCH
+
+
+def device_data(config: Config, device: torch.device) -> Data:
+    splits = load_data(config)
+    train = make_batches(config, splits.train, splits.info, config.train.batch_size,
+                         SeededShardSampler(len(splits.train)), device, train=True)
+    return Data(splits, train, evaluation_batches(splits.val, splits.info, EVAL_BATCH, device))
+
+
+def speed(config: Config, data: Data, device: torch.device, steps: int, warmup: int) -> dict:
     """Training images/s (bf16, channels-last, on-device batches) and evaluation images/s of one configuration.
 
     The first ``warmup`` steps (and, compiled, the compilation) are timed
     apart as ``warmup_s``; evaluation is timed on its second pass.
     """
-    resolve_model(config, splits.info)
+    resolve_model(config, data.splits.info)
     torch.manual_seed(0)
     model = build_model_from_config(config).to(device).to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, config.optim)
     net = compile_model(model, config)
-    b = config.train.batch_size
-    batches = make_batches(config, splits.train, splits.info, b, SeededShardSampler(len(splits.train)), device,
-                           train=True)
+    b, batches = config.train.batch_size, data.train
 
     def endless():
         while True:
@@ -198,29 +212,28 @@ def speed(config: Config, splits, device: torch.device, steps: int, warmup: int)
         step()
     sync(device)
     train_s = time.perf_counter() - start
-    eval_first, eval_s, count = eval_pass(net, config, splits, device)
+    eval_first, eval_s, count = eval_pass(net, config, data, device)
     return {"model": config.model.name, "compiled": config.train.compile, "warmup_s": warm + eval_first,
             "train_img_s": steps * b / train_s, "step_ms": 1e3 * train_s / steps, "eval_img_s": count / eval_s}
 
 
 @torch.inference_mode()
-def eval_pass(net, config: Config, splits, device: torch.device) -> tuple[float, float, int]:
+def eval_pass(net, config: Config, data: Data, device: torch.device) -> tuple[float, float, int]:
     """(first pass s, second pass s, images) of the validation split in batches of ``EVAL_BATCH``."""
-    batches = evaluation_batches(splits.val, splits.info, EVAL_BATCH, device)
     net.eval()
     times = []
     for _ in range(2):
         start = time.perf_counter()
-        for x, _y in batches:
+        for x, _y in data.val:
             with autocast(device, True, config.train.amp_dtype):
                 net(x.contiguous(memory_format=torch.channels_last))
         sync(device)
         times.append(time.perf_counter() - start)
     net.train()
-    return times[0], times[1], len(splits.val)
+    return times[0], times[1], len(data.splits.val)
 
 
-def speed_phase(args, base: Config, splits, device, deadline: Deadline, result: dict) -> None:
+def speed_phase(args, base: Config, data: Data, device, deadline: Deadline, result: dict) -> None:
     """Eager first (cheap), then compiled, each model; a compiled measure is skipped when time runs short."""
     result["speed"] = rows = []
     for compiled in (False, True):
@@ -228,8 +241,15 @@ def speed_phase(args, base: Config, splits, device, deadline: Deadline, result: 
             if compiled and deadline.left() < args.compile_reserve_s + 0.5 * args.budget_s:
                 print(f"speed: skipping compiled {model} ({deadline.left():.0f} s left)", flush=True)
                 continue
-            row = speed(model_config(base, model, compiled, args.compile_backend), splits, device, args.steps,
-                        args.warmup)
+            try:
+                row = speed(model_config(base, model, compiled, args.compile_backend), data, device, args.steps,
+                            args.warmup)
+            except Exception as error:  # a compiler failure costs this row, not the training phase
+                if not compiled:
+                    raise
+                print(f"speed: compiled {model} failed ({type(error).__name__}: {str(error)[:200]})", flush=True)
+                rows.append({"model": model, "compiled": True, "error": f"{type(error).__name__}: {error}"[:500]})
+                continue
             rows.append(row)
             print(f"speed: {model:9s} {'compiled' if compiled else 'eager   '}  train {row['train_img_s']:8.0f} "
                   f"img/s ({row['step_ms']:.2f} ms/step)  eval {row['eval_img_s']:8.0f} img/s  "
@@ -237,20 +257,21 @@ def speed_phase(args, base: Config, splits, device, deadline: Deadline, result: 
 
 
 def fastest(rows: list[dict], model: str) -> dict:
-    return max((r for r in rows if r["model"] == model), key=lambda r: r["train_img_s"])
+    return max((r for r in rows if r["model"] == model and "error" not in r), key=lambda r: r["train_img_s"])
 
 
-def plan_epochs(rows: list[dict], splits, batch: int, seconds: float, max_epochs: int) -> tuple[int, dict]:
+def plan_epochs(rows: list[dict], train_images: int, batch: int, seconds: float, max_epochs: int
+                ) -> tuple[int, dict]:
     """Equal epochs for both models in ``seconds``, from each one's fastest measured step; and the choice made."""
-    steps = -(-len(splits.train) // batch)
+    steps = -(-train_images // batch)
     choice = {m: fastest(rows, m) for m in MODELS}
     per_epoch = sum(steps * c["step_ms"] / 1e3 * ENGINE_OVERHEAD for c in choice.values())
     warm = sum(c["warmup_s"] * 2 for c in choice.values())  # the engine's fresh graphs: training, eval, last batch
     return max(1, min(max_epochs, int((seconds - warm) / per_epoch))), choice
 
 
-def train_phase(args, base: Config, splits, device, deadline: Deadline, result: dict) -> None:
-    epochs, choice = plan_epochs(result["speed"], splits, base.train.batch_size,
+def train_phase(args, base: Config, train_images: int, device, deadline: Deadline, result: dict) -> None:
+    epochs, choice = plan_epochs(result["speed"], train_images, base.train.batch_size,
                                  deadline.left() - args.final_reserve_s, args.max_epochs)
     result["train"] = {"epochs": epochs, "runs": []}
     print(f"train: {epochs} epochs each ({deadline.left():.0f} s left); "
@@ -398,9 +419,11 @@ def measure(args: argparse.Namespace, deadline: Deadline, out_dir: Path | None) 
         data, result["data"] = data_overrides(args, work)
         print(f"data: {result['data']}", flush=True)
         base = base_config(data, device, args.runs_root or work / "runs", 32 if args.smoke else 128)
-        splits = load_data(base)
-        speed_phase(args, base, splits, device, deadline, result)
-        train_phase(args, base, splits, device, deadline, result)
+        data = device_data(base, device)
+        speed_phase(args, base, data, device, deadline, result)
+        train_images = len(data.splits.train)
+        del data  # the engine decodes its own copy
+        train_phase(args, base, train_images, device, deadline, result)
         return finish(result, json_path, out_dir, deadline)
 
 

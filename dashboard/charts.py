@@ -36,6 +36,11 @@ class Panel:
     smooth: bool = True
 
     @property
+    def per_step(self) -> bool:
+        """Whether step lines move this panel (so it changes at every check while a run trains)."""
+        return bool(set(self.metrics) & set(STEP_METRICS))
+
+    @property
     def hoverformat(self) -> str:
         return self.tickformat if self.unit_range else ".4~g"
 
@@ -50,9 +55,8 @@ PANELS = (
 )
 PANELS_BY_TITLE = {panel.title: panel for panel in PANELS}
 # x-axis choices: value -> axis title (with its unit).
-X_AXES = {"step": "step (optimizer updates)", "epoch": "epoch", "relative": "time since the run's first line (min)",
-          "wall": "wall time (local)"}
-X_LABELS = {"step": "step", "epoch": "epoch", "relative": "relative time", "wall": "wall time"}
+X_AXES = {"step": "step (optimizer updates)", "epoch": "epoch",
+          "relative time": "time since the run's first line (min)", "wall time": "wall time (local)"}
 BANDS = {"min-max": "min to max", "std": "mean ± 1 std"}
 MARKERS_UP_TO = 25  # a curve with this many points or fewer gets markers: one or two points are never invisible
 PALETTE = px.colors.qualitative.Plotly
@@ -71,9 +75,9 @@ def _x_values(rows: pd.DataFrame, x: str) -> np.ndarray:
 
 def _plot_x(values: np.ndarray, x: str, first_time: float) -> list:
     """Numeric x as plotly gets it: plain lists (numpy would go base64-encoded), times as local datetimes."""
-    if x == "wall":
+    if x == "wall time":
         return [datetime.fromtimestamp(v).isoformat(sep=" ", timespec="milliseconds") for v in values]
-    if x == "relative":
+    if x == "relative time":
         return ((values - first_time) / 60.0).tolist()
     return values.tolist()
 
@@ -99,7 +103,7 @@ def series(frame: pd.DataFrame, metric: str, x: str = "step") -> tuple[list, np.
 
     Metrics logged on step lines (train loss, LR, images/s) are read from those when there are any, and
     are ``dense``; the rest come from epoch lines. ``x`` is a key of ``X_AXES``: "step", "epoch"
-    (fractional for step lines), "relative" (minutes since the run's first line) or "wall" (local time).
+    (fractional for step lines), "relative time" (minutes since the run's first line) or "wall time".
     """
     rows, dense = _rows(frame, metric, x)
     if rows.empty:
@@ -121,7 +125,7 @@ def group_series(frames: Sequence[pd.DataFrame], metric: str, x: str = "step",
         if rows.empty:
             continue
         key = rows["step"] if dense else rows["epoch"]
-        values = _x_values(rows, x) - (_first_time(frame) if x == "relative" else 0.0)
+        values = _x_values(rows, x) - (_first_time(frame) if x == "relative time" else 0.0)
         parts.append(pd.DataFrame({"key": key.to_numpy(dtype=float), "x": values,
                                    "y": rows[metric].to_numpy(dtype=float)}))
     if not parts:
@@ -189,8 +193,8 @@ def _layout(figure: go.Figure, panel: Panel, *, x: str, log_y: bool, height: int
         legend=dict(orientation="v", traceorder="normal", yref="container", y=0, yanchor="bottom", x=0, xanchor="left"),
     )
     # From 0 on step, epoch and relative axes: one point is placed in the run, not alone in the middle.
-    figure.update_xaxes(title_text=X_AXES[x], type="date" if x == "wall" else "linear",
-                        rangemode="normal" if x == "wall" else "tozero")
+    figure.update_xaxes(title_text=X_AXES[x], type="date" if x == "wall time" else "linear",
+                        rangemode="normal" if x == "wall time" else "tozero")
     figure.update_yaxes(title_text=panel.y_title, tickformat=panel.tickformat, hoverformat=panel.hoverformat)
     if log_y:
         figure.update_yaxes(type="log")

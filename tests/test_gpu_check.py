@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import tarfile
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -43,13 +42,13 @@ def rows(resnet_ms: float, regnet_ms: float, compiled_regnet_ms: float) -> list[
 
 
 def test_both_models_get_the_same_epochs_from_their_fastest_step(gpu_check):
-    splits = SimpleNamespace(train=range(45_000))  # 352 steps of 128
-    epochs, choice = gpu_check.plan_epochs(rows(10.0, 40.0, 20.0), splits, 128, 300.0, 180)
+    train_images = 45_000  # 352 steps of 128
+    epochs, choice = gpu_check.plan_epochs(rows(10.0, 40.0, 20.0), train_images, 128, 300.0, 180)
     per_pair = 352 * (0.010 + 0.020) * gpu_check.ENGINE_OVERHEAD
     assert epochs == int((300.0 - 20.0) / per_pair)
     assert choice["regnet20"]["compiled"] and not choice["resnet20"]["compiled"]
-    assert gpu_check.plan_epochs(rows(10.0, 40.0, 20.0), splits, 128, 1.0, 180)[0] == 1  # at least one
-    assert gpu_check.plan_epochs(rows(0.01, 0.02, 0.02), splits, 128, 300.0, 180)[0] == 180  # at most the recipe's
+    assert gpu_check.plan_epochs(rows(10.0, 40.0, 20.0), train_images, 128, 1.0, 180)[0] == 1  # at least one
+    assert gpu_check.plan_epochs(rows(0.01, 0.02, 0.02), train_images, 128, 300.0, 180)[0] == 180  # the most
 
 
 def test_the_goals_compare_each_models_fastest_configuration(gpu_check):
@@ -57,3 +56,19 @@ def test_the_goals_compare_each_models_fastest_configuration(gpu_check):
     resnet, ratio = gpu_check.goals(result)
     assert resnet["value"] == pytest.approx(32_000) and resnet["status"] == "PASS"
     assert ratio["value"] == pytest.approx(0.5) and ratio["status"] == "MISS" and ratio["note"] == "compiled"
+
+
+def test_a_failed_compile_costs_its_row_only(gpu_check, monkeypatch):
+    def speed(config, data, device, steps, warmup):
+        if config.train.compile:
+            raise RuntimeError("inductor: no C++ compiler")
+        return {"model": config.model.name, "compiled": False, "train_img_s": 1.0, "step_ms": 1.0, "warmup_s": 0.0,
+                "eval_img_s": 1.0}
+
+    monkeypatch.setattr(gpu_check, "speed", speed)
+    args = gpu_check.parse_args(["--smoke"])
+    base = gpu_check.base_config(["data.name=shapes"], torch.device("cpu"), "runs", 32)
+    result = {}
+    gpu_check.speed_phase(args, base, None, torch.device("cpu"), gpu_check.Deadline(300.0, 1.0), result)
+    assert [("error" in r, r["compiled"]) for r in result["speed"]] == [(False, False)] * 2 + [(True, True)] * 2
+    assert gpu_check.fastest(result["speed"], "regnet20")["compiled"] is False

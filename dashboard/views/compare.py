@@ -23,8 +23,8 @@ panel_titles = [panel.title for panel in charts.PANELS]
 top = st.columns([3, 2, 2])
 shown = top[0].multiselect("Curves", panel_titles, default=panel_titles[:2], key="compare_panels",
                            bind="query-params")
-x_axis = top[1].radio("x axis", ["epoch", "step", "relative", "wall"], horizontal=True, key="compare_x",
-                      format_func=charts.X_LABELS.get, bind="query-params")
+x_axis = top[1].radio("x axis", ["epoch", "step", "relative time", "wall time"], horizontal=True, key="compare_x",
+                      bind="query-params")
 smoothing = top[2].slider("Smoothing (EMA of per-step curves; never the LR)", 0.0, 0.99, 0.6, 0.01,
                           key="compare_smooth", bind="query-params")
 log_scales = st.pills("Log scale", panel_titles, selection_mode="multi", key="compare_log", bind="query-params")
@@ -43,7 +43,7 @@ configs = tables.run_configs(chosen)
 groups = tables.seed_groups(configs) if grouped else None
 
 columns = st.columns(2)
-for index, panel in enumerate(p for p in charts.PANELS if p.title in shown):
+for index, panel in enumerate(charts.PANELS_BY_TITLE[title] for title in shown):
     figure = charts.metric_figure(frames, panel, x=x_axis, smoothing=smoothing, log_y=panel.title in (log_scales or []),
                                   groups=groups, band=band, height=380)
     columns[index % 2].plotly_chart(figure, key=f"compare_chart_{panel.title}", config={"displaylogo": False})

@@ -2,6 +2,10 @@
 
 The page's settings are widgets bound to the URL's query parameters, and the chosen runs are in it as
 ``?run=``: a refresh, a second tab or a shared link follows the same runs the same way.
+
+Following a run must cost little (the machine that draws is the one that trains): only the part of the
+page that step lines move (progress, loss, LR, images/s) is re-run and re-sent at each check, from the
+new lines of each metrics.jsonl; the per-epoch charts are sent again only when an epoch line arrived.
 """
 import streamlit as st
 
@@ -10,6 +14,9 @@ from dashboard.runs import progress
 from regnet.runs import tail_text
 
 LOG_LINES = 30
+PER_STEP = [panel for panel in charts.PANELS if panel.per_step]
+PER_EPOCH = [panel for panel in charts.PANELS if not panel.per_step]
+EPOCH_VERSION = "live_epoch_version"
 
 st.title("Live")
 runs = ui.all_runs()
@@ -24,7 +31,7 @@ if not chosen:
     st.caption(f"Following {', '.join(f'`{run.key}`' for run in chosen)}; choose runs above or on **Runs**.")
 
 x_col, smooth_col, refresh_col = st.columns([2, 3, 1])
-x_axis = x_col.radio("x axis", list(charts.X_AXES), format_func=charts.X_LABELS.get, horizontal=True, key="live_x",
+x_axis = x_col.radio("x axis", list(charts.X_AXES), horizontal=True, key="live_x",
                      bind="query-params")
 smoothing = smooth_col.slider("Smoothing (EMA of per-step curves; never the LR)", 0.0, 0.99, 0.6, 0.01,
                               key="live_smooth", bind="query-params")
@@ -34,8 +41,16 @@ refresh_s = refresh_col.selectbox("Check every", refresh_choices, format_func=la
                                   index=refresh_choices.index(default_refresh_s), key="live_refresh",
                                   bind="query-params", help="How often the page looks for new lines.")
 log_scales = st.pills("Log scale", [panel.title for panel in charts.PANELS], selection_mode="multi",
-                      key="live_log", bind="query-params")
+                      key="live_log", bind="query-params") or []
 keys = [run.key for run in chosen]
+
+
+def read_frames(current: list) -> tuple[dict, dict]:
+    """Each run's metrics table and the sentences about its damaged files (only new bytes are read)."""
+    frames, notes = {}, {}
+    for run in current:
+        frames[run.key], notes[run.key] = ui.metrics_of(run)
+    return frames, notes
 
 
 def run_rows(current: list, notes: dict) -> None:
@@ -59,43 +74,47 @@ def run_rows(current: list, notes: dict) -> None:
                 st.code(log, language="text")
 
 
-def chart_grid(frames: dict) -> None:
-    """The panels, two a row; a panel whose metrics got no new values keeps its figure object.
+def chart_row(frames: dict, panels: list, row: str) -> None:
+    """One row of panels; a panel whose metrics got no new values keeps its figure object.
 
-    Building figures is much of the page's CPU while it follows a run, and on a small machine that CPU
-    is taken from the training. Step lines only move the loss, LR and images/s panels.
+    Building figures is much of the page's server CPU while it follows a run.
     """
-    columns = st.columns(2)
-    built = st.session_state.get("live_figures", {})
-    figures = {}
-    for index, panel in enumerate(charts.PANELS):
-        log_y = panel.title in (log_scales or [])
-        cache_key = (charts.panel_version(frames, panel.metrics), x_axis, smoothing, log_y, index)
-        figures[cache_key] = built.get(cache_key) or charts.metric_figure(
-            frames, panel, x=x_axis, smoothing=smoothing, log_y=log_y)
-        columns[index % 2].plotly_chart(figures[cache_key], key=f"live_chart_{index}",
-                                        config={"displaylogo": False})
-    st.session_state["live_figures"] = figures
+    cache = f"live_figures_{row}"
+    built, figures = st.session_state.get(cache, {}), {}
+    for column, panel in zip(st.columns(len(panels)), panels):
+        log_y = panel.title in log_scales
+        key = (charts.panel_version(frames, panel.metrics), x_axis, smoothing, log_y, panel.title)
+        figures[key] = built.get(key) or charts.metric_figure(frames, panel, x=x_axis, smoothing=smoothing,
+                                                              log_y=log_y)
+        column.plotly_chart(figures[key], key=f"live_chart_{panel.title}", config={"displaylogo": False})
+    st.session_state[cache] = figures
+
+
+def epoch_version(frames: dict) -> tuple:
+    return charts.panel_version(frames, [m for panel in PER_EPOCH for m in panel.metrics])
 
 
 @st.fragment(run_every=refresh_s if any(run.active for run in chosen) else None)
 def live_view() -> None:
-    """Progress, charts and logs of the followed runs; alone re-run every ``refresh_s`` while one is active.
+    """Progress and the per-step charts, alone re-run every ``refresh_s`` while a followed run is active.
 
-    Only this part of the page is re-run and re-sent, and only the new lines of each metrics.jsonl are
-    read. A run that ends makes one full rerun, which turns the timer off.
+    A new epoch line, or the end of the last active run, makes one full rerun: it redraws the
+    per-epoch charts, and turns the timer off when nothing is active any more.
     """
     by_key = {run.key: run for run in ui.all_runs()}
     current = [by_key[key] for key in keys if key in by_key]
-    frames, notes = {}, {}
-    for run in current:
-        frames[run.key], notes[run.key] = ui.metrics_of(run)
+    frames, notes = read_frames(current)
     run_rows(current, notes)
-    chart_grid(frames)
-    if st.session_state.get("live_polling") and not any(run.active for run in current):
-        st.session_state["live_polling"] = False
+    chart_row(frames, PER_STEP, "step")
+    still_active = any(run.active for run in current)
+    if st.session_state.get("live_polling") and (not still_active or epoch_version(frames) != st.session_state.get(
+            EPOCH_VERSION)):
         st.rerun()
-    st.session_state["live_polling"] = any(run.active for run in current)
+    st.session_state["live_polling"] = still_active
 
 
+frames, _ = read_frames(chosen)
+st.session_state[EPOCH_VERSION] = epoch_version(frames)
+st.session_state["live_polling"] = False  # the fragment's first run is part of this full run
 live_view()
+chart_row(frames, PER_EPOCH, "epoch")

@@ -7,7 +7,7 @@ from dashboard import launcher, ui
 from dashboard.runs import progress
 
 import regnet.data as rdata
-from regnet.models import list_models, model_info
+from regnet.models import check_options, list_models, model_info
 
 st.title("New run")
 
@@ -101,7 +101,12 @@ with model_col:
             st.session_state[f"nr_opt_{option}"] = (", ".join(map(str, value)) if isinstance(value, (tuple, list))
                                                     else value)
         st.session_state["nr_options_for"] = model_name
-    labels = {"cell": "Regulator cell", "gates": "Gate form", "se": "Squeeze-and-excitation (SE)"}
+    labels = {"cell": "Regulator cell", "gates": "Gate form", "se": "Squeeze-and-excitation (SE)",
+              "sharing": "Regulator cells (one per stage or per block)",
+              "memory": "Regulator memory (carry the state across blocks, or reset it)",
+              "h_norm": "BN+ReLU on H before the fusion", "fusion": "Fusion of H (concat with X2, or replace X2)",
+              "shortcut": "Shortcut (A: zero-pad, B: 1x1 projection)",
+              "regulated_stages": "Regulated stages (numbered from 1)"}
     options = {}
     for option, default in info.options.items():
         key, label, choices = f"nr_opt_{option}", labels.get(option, option.replace("_", " ")), info.choices.get(option)
@@ -160,6 +165,11 @@ except rdata.DataError as error:
     problems.append(str(error))
 if any(value is None for value in options.values()):
     problems.append("Fix the model options above.")
+else:
+    try:
+        check_options(model_name, options)  # e.g. regulated_stages naming a stage the model does not have
+    except ValueError as error:
+        problems.append(str(error))
 for problem in problems:
     st.error(problem)
 

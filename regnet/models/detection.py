@@ -11,7 +11,8 @@ any classifier: ``forward(images)`` returns (N, classes) logits, and the loop tr
 Where the box comes from: the data pipeline carries labels only, so the box is derived from the
 batch itself. ``boxes="foreground"`` (digits on black: MNIST, Fashion-MNIST) takes the pixel extent
 of everything brighter than the image's background (its minimum, also after normalisation and the
-zero-padded random crop); ``boxes="image"`` (any other data set) uses the whole image.
+zero-padded random crop); ``boxes="image"`` (any other data set) uses the whole image; ``boxes="auto"``
+(the default) is resolved to the data set's rule when a run starts, and means the whole image before that.
 
 Sizes fit the data: the detector's ``min_size``/``max_size`` are the input side, so nothing is
 resized (no 800-pixel MNIST), and the batch goes straight to the backbone as one ``ImageList``; the
@@ -30,7 +31,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import MultiScaleRoIAlign
 
-BOX_RULES = ("image", "foreground")
+BOX_RULES = ("auto", "image", "foreground")  # auto: the data set's rule (``default_box_rule``), set at training
 FEATURE_STRIDE = 4
 ROI_SIDE = 5
 HEAD_WIDTH = 128
@@ -102,12 +103,16 @@ class RCNNClassifier(nn.Module):
     # Proposal selection is data-dependent (NMS, argmax), so a summary must run it on real tensors, not meta.
     needs_real_tensors = True
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 1, image_size: int = 28, boxes: str = "image"):
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, image_size: int = 28, boxes: str = "auto"):
         super().__init__()
         if boxes not in BOX_RULES:
             raise ValueError(f"boxes={boxes!r} is not a box rule; choose one of {BOX_RULES}.")
         self.boxes = boxes
         self.detector = _detector(num_classes, in_channels, image_size)
+
+    def attribution_layers(self) -> dict[str, nn.Module]:
+        """Grad-CAM's layer: the backbone's feature map, which every proposal is pooled from."""
+        return {"backbone output": self.detector.backbone}
 
     def target_boxes(self, images: torch.Tensor) -> torch.Tensor:
         """The one training box of each image, by the model's box rule."""

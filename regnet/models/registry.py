@@ -57,12 +57,14 @@ _register_family("cifar", cifar_net, (20, 32, 44, 56, 110), 3, (3, 32, 32), 10, 
 _register_family("imagenet", imagenet_net, (18, 34, 50, 101), 4, (3, 224, 224), 1000, ({}, {}))
 register(ModelInfo("mnist_cnn", "mnist", MnistCNN, (1, 28, 28), 10, False, {"image_size": 28}))
 register(ModelInfo("rcnn_classifier", "mnist", RCNNClassifier, (1, 28, 28), 10, False,
-                   {"image_size": 28, "boxes": "image"}, {"boxes": BOX_RULES}))
+                   {"image_size": 28, "boxes": "auto"}, {"boxes": BOX_RULES}))
 register(ModelInfo(
     "tiny_resnet", "tiny", TinyResNet, (3, 64, 64), 200, False,
     {"blocks": (2, 2, 2), "dropout": 0.1, "activation": "relu", "batch_norm": True},
     {"activation": ("relu", "gelu", "selu", "leaky_relu", "elu"), "batch_norm": (False, True)},
 ))
+
+
 def list_models() -> list[str]:
     """Every registered model name, in a stable order."""
     return sorted(_REGISTRY, key=lambda n: (_REGISTRY[n].family, n.rstrip("0123456789"), len(n), n))

@@ -54,14 +54,18 @@ def summarize_registry(options_for: dict[str, list[dict]] | None = None) -> list
 
 
 def format_table(rows: list[dict]) -> str:
-    """A plain-text table: params in millions, MACs in millions or billions."""
+    """A plain-text table: params in millions, MACs in millions or billions; the name and options columns
+    as wide as their longest entry (``rcnn_classifier`` no longer pushes its row out of line)."""
 
     def macs(n: int) -> str:
         return f"{n / 1e9:.2f} G" if n >= 1e9 else f"{n / 1e6:.1f} M"
 
-    lines = [f"{'model':<12} {'options':<28} {'input':<10} {'params':>12} {'MACs':>10}"]
+    name_w = max([len("model"), *(len(r["model"]) for r in rows)])
+    opt_w = max([len("options"), *(len(r["options"]) for r in rows)])
+    lines = [f"{'model':<{name_w}} {'options':<{opt_w}} {'input':<10} {'params':>12} {'MACs':>10}"]
     for r in rows:
-        lines.append(f"{r['model']:<12} {r['options']:<28} {r['input']:<10} {r['params']:>12,} {macs(r['macs']):>10}")
+        lines.append(f"{r['model']:<{name_w}} {r['options']:<{opt_w}} {r['input']:<10} {r['params']:>12,} "
+                     f"{macs(r['macs']):>10}")
     return "\n".join(lines)
 
 

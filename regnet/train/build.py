@@ -52,7 +52,7 @@ def resolve_model(config: Config, data_info) -> Config:
     options = {**defaults, **m.options}
     if "image_size" in defaults and "image_size" not in m.options:
         options["image_size"] = data_info.image_size  # MnistCNN's classifier depends on the input side
-    if "boxes" in defaults and "boxes" not in m.options:
+    if options.get("boxes") == "auto":
         options["boxes"] = default_box_rule(data_info.family)  # rcnn_classifier's training box
     m.options = {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
     return config

@@ -308,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train --seeds seeds of each --models entry with one recipe, each an ordinary run folder "
                     "under <runs-root>/<name>/, then print per model the mean and standard deviation over seeds "
                     "of val top-1, macro-F1, val loss and training time (last epoch), and for each model against "
-                    "the first the mean difference with a 95%% Welch t-interval and Welch's t-test p-value. "
+                    "the first the mean difference with a 95% Welch t-interval and Welch's t-test p-value. "
                     "Run the same command again to continue a killed study.")
     add_config_arguments(study)
     study.add_argument("--models", required=True, metavar="LIST",

@@ -93,7 +93,7 @@ def amp_dtype(device: torch.device, name: str = "auto") -> torch.dtype:
 
 
 def autocast(device: torch.device, enabled: bool, dtype: str = "auto") -> contextlib.AbstractContextManager:
-    """Autocast in ``amp_dtype(device, dtype)`` (float16 needs the loop's GradScaler); a no-op when off or unsupported."""
+    """Autocast in ``amp_dtype(device, dtype)`` (float16 needs the loop's GradScaler); a no-op when off, or on MPS."""
     if not enabled or device.type not in ("cpu", "cuda"):
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=amp_dtype(device, dtype))

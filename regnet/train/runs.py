@@ -156,7 +156,7 @@ def _compare_row(run_dir: Path) -> dict:
     options = config.model.options if config else {}
     return {
         "run": run_dir.name, "model": config.model.name if config else status.get("model"),
-        "options": ",".join(f"{k}={v}" for k, v in options.items() if k in ("cell", "gates", "se") and v is not False),
+        "options": _options_label(config.model.name, options) if config else "",
         "dataset": config.data.name if config else status.get("dataset"),
         "state": reported_state(status) if status else "damaged",
         "epochs": f"{status.get('epoch', len(epochs))}/{status.get('epochs', config.train.epochs if config else '?')}",
@@ -167,6 +167,21 @@ def _compare_row(run_dir: Path) -> dict:
         "final_val_macro_f1": final.get("val_macro_f1"), "train_time_s": status.get("elapsed_s"),
         "note": "; ".join(notes) or None,
     }
+
+
+def _options_label(model: str, options: dict) -> str:
+    """The cell and gates of a RegNet, and every other option that is not the model's default (a variant)."""
+    try:
+        defaults = model_info(model).options
+    except ValueError:
+        defaults = {}
+
+    def default(key):
+        value = defaults.get(key)
+        return list(value) if isinstance(value, tuple) else value
+
+    shown = {k: v for k, v in options.items() if k in ("cell", "gates") or (k in defaults and v != default(k))}
+    return ",".join(f"{k}={v}" for k, v in shown.items())
 
 
 def rank_rows(rows: list[dict]) -> list[dict]:

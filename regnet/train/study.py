@@ -50,7 +50,7 @@ class Member:
     label: str
     seed: int
     run_id: str
-    config: Config
+    config: Config | None  # None for a member read back from study.json
 
 
 def parse_models(text: str) -> list[tuple[str, dict]]:
@@ -212,8 +212,9 @@ def run_study(base: Config, models: list[tuple[str, dict]], seeds: int, *, name:
         raise ValueError(f"Member {folder / running[0]} is still running; wait for it or stop it "
                          f"(create its STOP file) before continuing the study.")
     todo = [m for m in plan if states[m.run_id] != "done"]
-    say(f"study {folder}: {len(plan)} members, {len(plan) - len(todo)} finished, {len(todo)} to run "
-        f"({parallel} at once)")
+    counts = {state: list(states.values()).count(state) for state in ("done", "resume", "new")}
+    say(f"study {folder}: {len(plan)} members, {counts['done']} finished, {counts['resume']} to resume, "
+        f"{counts['new']} to start ({parallel} at once)")
     runner = _Runner(folder, device, 1 if parallel > 1 else None)
     previous = signal.signal(signal.SIGTERM, runner.stop) if threading.current_thread() is threading.main_thread() \
         else None
@@ -232,6 +233,19 @@ def run_study(base: Config, models: list[tuple[str, dict]], seeds: int, *, name:
     table["stopped"] = runner.stopping
     atomic_write_json(folder / STUDY, {**_plan_record(base, plan), "table": table})
     return table
+
+
+def study_table(folder: str | Path) -> dict:
+    """The table of an existing study folder as its members stand now (finished members only): what a study
+    still running, or stopped part-way, has shown so far. Reads the folder only; trains nothing."""
+    folder = Path(folder)
+    try:
+        record = read_json_object(folder / STUDY, "study folder")
+    except FileNotFoundError:
+        raise ValueError(f"{folder} is not a study folder (no {STUDY}); pass the folder python -m regnet study "
+                         f"made under its runs root.") from None
+    plan = [Member(m["label"], m["seed"], m["run_id"], None) for m in record.get("members", [])]
+    return summarize(folder, plan)
 
 
 def summarize(folder: Path, plan: list[Member]) -> dict:
@@ -286,30 +300,34 @@ def welch(a: list[float], b: list[float], confidence: float = 0.95) -> dict:
     return {**result, "low": result["diff"] - half, "high": result["diff"] + half, "p": p, "df": df}
 
 
+def format_spread(stat: dict, spec: str) -> str:
+    """``0.6628 ± 0.0102`` (mean ± sample std), the mean alone for one seed, ``-`` for none."""
+    if stat["mean"] is None:
+        return "-"
+    return format(stat["mean"], spec) + (f" ± {format(stat['std'], spec)}" if stat["std"] is not None else "")
+
+
+def format_difference(w: dict, spec: str = "+.4f") -> str:
+    """``-0.0166 [-0.0400, +0.0068] p=0.120``: a difference from the first model with its interval."""
+    if w["diff"] is None:
+        return "-"
+    if w["p"] is None:
+        return f"{w['diff']:{spec}} (no interval: too few seeds or no spread)"
+    return f"{w['diff']:{spec}} [{w['low']:{spec}}, {w['high']:{spec}}] p={w['p']:.3f}"
+
+
 def format_study(table: dict) -> str:
     """The per-model table (mean ± std over seeds) and the differences from the first model."""
-    def ms(stat: dict, spec: str) -> str:
-        if stat["mean"] is None:
-            return "-"
-        return format(stat["mean"], spec) + (f" ± {format(stat['std'], spec)}" if stat["std"] is not None else "")
-
     lines = [f"{'model':<34} {'seeds':>5} {'val top-1':>17} {'macro-F1':>17} {'val loss':>17} {'time (s)':>13}"]
     for m in table["models"]:
-        lines.append(f"{m['model']:<34} {len(m['seeds'])}/{m['planned']:<3} {ms(m['val_top1'], '.4f'):>17} "
-                     f"{ms(m['val_macro_f1'], '.4f'):>17} {ms(m['val_loss'], '.4f'):>17} "
-                     f"{ms(m['train_time_s'], '.0f'):>13}")
+        seeds = f"{len(m['seeds'])}/{m['planned']}"
+        lines.append(f"{m['model']:<34} {seeds:>5} {format_spread(m['val_top1'], '.4f'):>17} "
+                     f"{format_spread(m['val_macro_f1'], '.4f'):>17} {format_spread(m['val_loss'], '.4f'):>17} "
+                     f"{format_spread(m['train_time_s'], '.0f'):>13}")
     if table["comparisons"]:
         lines += ["", f"difference from {table['models'][0]['model']} (mean, 95% Welch t-interval, Welch p):"]
     for c in table["comparisons"]:
-        parts = []
-        for metric, spec in (("val_top1", "+.4f"), ("val_macro_f1", "+.4f"), ("val_loss", "+.4f")):
-            w = c[metric]
-            if w["diff"] is None:
-                parts.append(f"{metric} -")
-            elif w["p"] is None:
-                parts.append(f"{metric} {w['diff']:{spec}} (no interval: too few seeds or no spread)")
-            else:
-                parts.append(f"{metric} {w['diff']:{spec}} [{w['low']:{spec}}, {w['high']:{spec}}] p={w['p']:.3f}")
+        parts = [f"{metric} {format_difference(c[metric])}" for metric in ("val_top1", "val_macro_f1", "val_loss")]
         lines.append(f"  {c['model']:<32} " + "  ".join(parts))
     lines.append(f"({table['method']}; ± is the sample standard deviation)")
     return "\n".join(lines)
