@@ -270,9 +270,12 @@ def test_new_run_form_launches_a_run_and_stop_stops_it(runs_root):
             time.sleep(0.5)
         assert process.poll() is None, (runs_root / ".launches" / f"{run_id}.log").read_text()
         at.run()
-        assert "1 run is running" in texts(at.info)
+        assert "running on this machine" not in texts(at.info)  # the run just started is not "another" run
+        assert any(run_id in md.value and "running ·" in md.value for md in at.markdown)
         at.button(key=f"stop_{run_id}").click().run()
         assert (runs_root / run_id / "STOP").exists()
+        assert any(run_id in md.value and "stopping... ·" in md.value and "ETA" not in md.value
+                   for md in at.markdown) or process.poll() is not None
         assert process.wait(timeout=60) == 0  # a clean stop exits 0
         status = json.loads((runs_root / run_id / "status.json").read_text())
         assert status["state"] == "stopped" and status["epoch"] < 50
