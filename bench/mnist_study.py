@@ -3,17 +3,19 @@
 Trains the three with the shipped configs through the engine (``configs/mnist_cnn.yaml``,
 ``configs/mnist_rcnn.yaml``, ``configs/mnist_regnet20.yaml``), one after another on a writable copy
 of ``../shared/data/MNIST``, with the same number of epochs (``--epochs``; the seed's recipe is 5),
-then tabulates per model the validation split's (6,000 images carved from the training set) and the
+then tabulates per model the validation split's (10% carved from the training images) and the
 official test split's (10,000) accuracy, macro-F1 and loss, the training time and the parameters,
 beside seed 003's figures. Writes ``bench/results/mnist_study.json`` and ``mnist_study.md``.
 ``--runs`` tabulates finished run folders instead of training.
 
     python bench/mnist_study.py [--epochs 5] [--train-images N] [--threads 1] [--only CONFIG ...] [--runs RUN_DIR ...]
+    python bench/mnist_study.py --merge PART.json ...   # the --only processes' results as one table
 """
 from __future__ import annotations
 
 import argparse
 import gzip
+import json
 import struct
 import sys
 import tempfile
@@ -32,6 +34,7 @@ from regnet.train.runs import compare_runs, evaluate_run
 NAME = "mnist_study"
 SHARED_MNIST = REPO.parent / "shared" / "data" / "MNIST"
 CONFIGS = ("mnist_cnn.yaml", "mnist_rcnn.yaml", "mnist_regnet20.yaml")
+MODEL_ORDER = ("mnist_cnn", "rcnn_classifier", "regnet20")
 # Seed 003's report (5 epochs, Adam 1e-3; its evaluation split is MNIST's test set); it has no regnet20.
 SEED_003 = {"mnist_cnn": {"top1": 0.9890, "macro_f1": 0.9890, "loss": 0.0290, "train_s": 587},
             "rcnn_classifier": {"top1": 0.9906, "macro_f1": 0.9906, "loss": 0.0289, "train_s": 2238}}
@@ -118,15 +121,25 @@ def main() -> None:
     parser.add_argument("--train-images", type=int, default=None,
                         help="keep only the first N of MNIST's 60,000 training images (a budget that fits a "
                              "shared CPU); the validation split is carved from them, the test split is whole")
+    parser.add_argument("--merge", nargs="+", type=Path,
+                        help="join the result files of --only processes (one per model) into the study's table")
+    parser.add_argument("--note", help="how the figures were taken, kept in the JSON (e.g. the budget and load)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    runs = args.runs or train_all(Path(tempfile.mkdtemp(prefix="regnet-mnist-")), args.epochs, args.only,
-                                  args.train_images)
-    rows = [study_row(compared, Path(run)) for compared, run in zip(compare_runs(runs), runs)]
+    if args.merge:
+        parts = [json.loads(path.read_text()) for path in args.merge]
+        rows = sorted((row for part in parts for row in part["rows"]), key=lambda r: MODEL_ORDER.index(r["model"]))
+        extra = {"environments": [part["environment"] for part in parts],
+                 "budget": next((part["budget"] for part in parts if part.get("budget")), None)}
+    else:
+        runs = args.runs or train_all(Path(tempfile.mkdtemp(prefix="regnet-mnist-")), args.epochs, args.only,
+                                      args.train_images)
+        rows = [study_row(compared, Path(run)) for compared, run in zip(compare_runs(runs), runs)]
+        trained = None if args.runs else {"epochs": args.epochs, "train_images": args.train_images}
+        extra = {"environment": environment(), "budget": trained}
     print(format_table(rows, COLUMNS))
-    write_json(result_path(NAME, False), {"name": NAME, "environment": environment(), "rows": rows,
-                                          "runs": [str(r) for r in runs]})
+    write_json(result_path(NAME, False), {"name": NAME, **extra, "note": args.note, "rows": rows})
     atomic_write_text(result_path(NAME, False).with_suffix(".md"), markdown_table(rows) + "\n")
 
 

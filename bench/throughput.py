@@ -443,6 +443,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="the CPU-time pairs and the lab's inference rates only, not the wall-clock table")
     p.add_argument("--lab-images", type=int, default=None,
                    help=f"images of the eval/analyses rates (default {LAB_IMAGES:,}, quick 500)")
+    p.add_argument("--lab-only", action="store_true", help="only the lab's eval/analyses rates")
     p.add_argument("--lab-threads", type=int, default=LAB_THREADS,
                    help=f"torch threads of the eval/analyses rates (default {LAB_THREADS}; 1 on a busy machine, "
                         "where idle threads spin at OpenMP barriers)")
@@ -488,10 +489,12 @@ def main(argv: list[str] | None = None) -> dict:
     batch = args.batch
     pairs = args.pairs or (2 if args.quick else 7)
     print(f"{NAME}: batch {batch}, {env['cpu']}, load average {env['load_average']}")
-    print(f"headline: {pairs} interleaved pairs per regulator, 1 thread, process CPU time, channels-last")
-    headline = paired(batch, pairs, warmup=1 if args.quick else 2, plain=args.plain)
-    summary_rows = headline_goals(headline, pairs)
-    print_headline(headline, summary_rows)
+    headline, summary_rows = [], []
+    if not args.lab_only:
+        print(f"headline: {pairs} interleaved pairs per regulator, 1 thread, process CPU time, channels-last")
+        headline = paired(batch, pairs, warmup=1 if args.quick else 2, plain=args.plain)
+        summary_rows = headline_goals(headline, pairs)
+        print_headline(headline, summary_rows)
     lab_images = args.lab_images or (500 if args.quick else LAB_IMAGES)
     print(f"lab inference: regnet20 on {lab_images:,} images, {args.lab_threads} threads, batch {LAB_BATCH}")
     lab = lab_inference(lab_images, args.lab_threads, LAB_BATCH)
@@ -503,7 +506,7 @@ def main(argv: list[str] | None = None) -> dict:
                                                    "plain_path_compared": args.plain,
                                                    "format": "channels_last", "rows": headline},
                "lab_inference": lab}
-    if not args.headline:
+    if not (args.headline or args.lab_only):
         print(f"wall-clock table: {args.threads} thread(s), round-robin")
         variants = [v for v in VARIANTS if v[0] == "resnet20" or not args.models
                     or spec(*v) in args.models.split(",")]

@@ -221,6 +221,15 @@ def test_a_ready_config_fills_the_new_run_form(runs_root):
     assert at.selectbox(key="nr_dataset").value == config["data"]["name"]
 
 
+def test_the_new_run_form_offers_the_rcnn_classifier_from_the_registry(runs_root):
+    at = open_page("views/new_run.py")
+    assert "rcnn_classifier" in at.selectbox(key="nr_family").options
+    at.selectbox(key="nr_family").select("rcnn_classifier").run()
+    assert not at.exception
+    assert list(at.selectbox(key="nr_opt_boxes").options) == ["auto", "image", "foreground"]
+    assert at.selectbox(key="nr_opt_boxes").value == "auto" and at.number_input(key="nr_opt_image_size").value == 28
+
+
 def test_data_page_shows_samples_and_class_counts(runs_root):
     at = open_page("views/data.py", timeout=180)
     assert len(at.get("plotly_chart")) == 3
@@ -261,9 +270,12 @@ def test_new_run_form_launches_a_run_and_stop_stops_it(runs_root):
             time.sleep(0.5)
         assert process.poll() is None, (runs_root / ".launches" / f"{run_id}.log").read_text()
         at.run()
-        assert "1 run is running" in texts(at.info)
+        assert "running on this machine" not in texts(at.info)  # the run just started is not "another" run
+        assert any(run_id in md.value and "running ·" in md.value for md in at.markdown)
         at.button(key=f"stop_{run_id}").click().run()
         assert (runs_root / run_id / "STOP").exists()
+        assert any(run_id in md.value and "stopping... ·" in md.value and "ETA" not in md.value
+                   for md in at.markdown) or process.poll() is not None
         assert process.wait(timeout=60) == 0  # a clean stop exits 0
         status = json.loads((runs_root / run_id / "status.json").read_text())
         assert status["state"] == "stopped" and status["epoch"] < 50
