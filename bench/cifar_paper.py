@@ -89,7 +89,7 @@ def evaluate(model, x, y, batch=1000, amp=True) -> dict:
             "val_macro_f1": float(multiclass_f1_score(logits.argmax(1), y, 10, average="macro"))}
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="regnet20")
     p.add_argument("--cell", default="lstm")
@@ -100,8 +100,22 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=None, help="use only this many images (smoke test)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--weights", type=Path, default=None, help="write the final state dict here")
-    args = p.parse_args()
+    return p.parse_args()
 
+
+def write_result(args, result: dict, model: nn.Module) -> None:
+    """The JSON the shipped checkpoint's provenance cites, and the final weights if asked for."""
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    if args.weights:
+        torch.save({k: v.detach().float().cpu() for k, v in model.state_dict().items()}, args.weights)
+    final = result["final"]
+    print(f"{args.model}: {result['epochs']} epochs, final val top-1 {final['val_top1']:.4f}, "
+          f"macro-F1 {final['val_macro_f1']:.4f}, {result['train_time_s']:.0f}s", flush=True)
+
+
+def main() -> None:
+    args = parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.backends.cudnn.benchmark = True
     t0 = time.time()
@@ -176,16 +190,10 @@ def main() -> None:
         "model": args.model, "options": options, "params": count_params(model), "device": device,
         "gpu": torch.cuda.get_device_name() if device == "cuda" else None, "torch": torch.__version__,
         "epochs": epochs, "recipe": "SGD 0.1 m0.9 wd1e-4 batch 128, /10 at 50%,75%; bf16 autocast",
-        "train_images": len(xt), "val_images": len(xv), "seed": args.seed,
-        "final": history[-1], "best": best, "train_time_s": train_time,
-        "images_per_s": epochs * steps_per_epoch * batch / train_time, "history": history,
+        "train_images": len(xt), "val_images": len(xv), "seed": args.seed, "final": history[-1], "best": best,
+        "train_time_s": train_time, "images_per_s": epochs * steps_per_epoch * batch / train_time, "history": history,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
-    if args.weights:
-        torch.save({k: v.detach().float().cpu() for k, v in model.state_dict().items()}, args.weights)
-    print(f"{args.model}: {epochs} epochs, final val top-1 {history[-1]['val_top1']:.4f}, "
-          f"macro-F1 {history[-1]['val_macro_f1']:.4f}, {train_time:.0f}s", flush=True)
+    write_result(args, result, model)
 
 
 if __name__ == "__main__":
