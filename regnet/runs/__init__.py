@@ -11,11 +11,12 @@ Nothing here imports torch, so the dashboard lists runs without loading it.
 from .atomic import (KILL_AT_WRITE_ENV, atomic_write, atomic_write_json, atomic_write_text, remove_stale_temps,
                      writes_so_far)
 from .layout import (ARTIFACTS, CHECKPOINT_NAMES, CHECKPOINTS, CONFIG, FINAL_EVAL, LAUNCHES, LOG, METRICS,
-                     RUN_ID_RULE, STATUS, STOP, RefusedPath, check_inside, check_run_id, checkpoint_file,
-                     checkpoint_path, is_inside, is_run_id, new_run_id, run_dir_in, scan_runs)
+                     REGULATOR, RUN_ID_RULE, STATUS, STOP, RefusedPath, check_inside, check_run_id, checkpoint_file,
+                     checkpoint_path, is_inside, is_run_id, new_run_id, run_dir_in, scan_runs, snapshot_epochs,
+                     snapshot_file, snapshot_name)
 from .process import owner_alive, process_alive, process_identity, process_start
 from .read import (DamagedFile, MetricsChunk, read_all_metrics, read_config_dict, read_metrics, read_metrics_since,
-                   read_regular, read_status, read_yaml_mapping, tail_text)
+                   read_regular, read_regulator, read_status, read_yaml_mapping, tail_text)
 from .state import ACTIVE_STATES, DIED, STATES, Best, best_of, reported_state
 
 __all__ = [name for name in dir() if not name.startswith("_")]
