@@ -18,7 +18,7 @@ torch.set_num_threads(1)
 
 
 def regnet_config(runs_root, run_id, *overrides: str) -> Config:
-    """regnet20 on 120 shapes images (110 train, 10 val), batch 54: 2 steps an epoch, 2 epochs."""
+    """regnet20 on 120 shapes images (110 train, 10 val), batch 54: 3 steps an epoch, 2 epochs."""
     config = Config()
     for override in (f"run.runs_root={runs_root}", "train.device=cpu", "model.name=regnet20", "data.size=120",
                      "data.workers=0", "train.batch_size=54", "train.epochs=2", "optim.name=adam", "optim.lr=0.002",
@@ -100,7 +100,7 @@ def test_a_run_that_dies_mid_epoch_end_resumes_with_one_line_per_epoch_and_intac
     lines = (run_dir / "artifacts" / "regulator.jsonl").read_text().splitlines()
     assert len(lines) == 2 and [row["epoch"] for row in rows] == [1, 2]
     assert len({row["probe"]["digest"] for row in rows}) == 1 and rows[0]["probe"]["images"] == 10  # the whole (stratified) val split
-    assert [row["step"] for row in rows] == [2, 4]
+    assert [row["step"] for row in rows] == [3, 6]
     assert list(snapshot_epochs(run_dir)) == [1, 2]
     snapshot = load_checkpoint(snapshot_epochs(run_dir)[2])
     last = load_checkpoint(run_dir / "checkpoints" / "last.pt")
