@@ -1,7 +1,7 @@
 """Live: the selected runs' curves, progress and errors, redrawn whenever an active run writes something."""
 import streamlit as st
 
-from dashboard import charts, launcher, ui
+from dashboard import charts, launcher, live_regulator, ui
 from dashboard.runs import progress
 
 st.title("Live")
@@ -52,6 +52,7 @@ for index, (title, metrics, tickformat) in enumerate(charts.PANELS):
         frames, metrics, x=x_axis, smoothing=smoothing, title=title, tickformat=tickformat)
     columns[index % 2].plotly_chart(figures[cache_key], key=f"live_chart_{index}", config={"displaylogo": False})
 st.session_state["live_figures"] = figures
+live_regulator.show(chosen, refresh_s if active else None)
 
 
 def follow(runs: list, seen: tuple) -> None:
