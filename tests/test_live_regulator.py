@@ -125,10 +125,6 @@ def snapshot_root(tmp_path, monkeypatch):
     return folder
 
 
-def _probabilities(at: AppTest) -> list:
-    figures = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
-    return [f["data"] for f in figures][0]
-
 
 def test_inspect_epoch_selector_switches_every_view_to_that_epochs_weights(snapshot_root):
     at = AppTest.from_file(str(APP), default_timeout=240)
