@@ -21,7 +21,7 @@ from bench._browser import chromium, dashboard, wait_for
 
 STRIP_EPOCHS_JS = """() => { for (const div of document.querySelectorAll('.js-plotly-plot')) {
     const t = div.layout && div.layout.title && div.layout.title.text;
-    if (t && t.endsWith('per block and epoch')) return div.data[0].x.length; } return 0; }"""
+    if (t && t.includes('per block and epoch')) return div.data[0].x.length; } return 0; }"""
 
 
 def nav(page, title: str) -> None:
@@ -47,10 +47,13 @@ def start_run(page, url: str, epochs: int, size: int) -> None:
 
 def follow_live(page, out: Path, epochs: int) -> None:
     nav(page, "Live")
+    page.wait_for_timeout(5000)
+    page.screenshot(path=str(out / "live_first.png"), full_page=True)
     for epoch in range(1, epochs + 1):
         wait_for(lambda: page.evaluate(STRIP_EPOCHS_JS) >= epoch, 900, f"the strip at epoch {epoch}", interval=1)
         page.wait_for_timeout(1500)
-        page.screenshot(path=str(out / f"live_epoch{epoch}.png"), full_page=True)
+        page.get_by_role("heading", name="Regulator").scroll_into_view_if_needed()
+        page.screenshot(path=str(out / f"live_epoch{epoch}.png"))
         print(f"live: strip shows {page.evaluate(STRIP_EPOCHS_JS)} epoch(s) at {time.strftime('%H:%M:%S')}")
 
 
@@ -66,12 +69,17 @@ def scrub_inspect(page, out: Path, runs: Path, epochs: int) -> None:
     for step in range(epochs):
         slider.press("ArrowLeft")
         page.wait_for_timeout(4000)
-        caption = page.locator('[data-testid="stCaptionContainer"]', has_text="checkpoint `").first.inner_text()
+        caption = page.locator('[data-testid="stCaptionContainer"]', has_text="parameters · checkpoint").first.inner_text()
         print(f"inspect after {step + 1} step(s) left: {caption[-30:]!r}")
-        page.screenshot(path=str(out / f"inspect_left{step + 1}.png"), full_page=True)
+        page.get_by_text("Inside the regulator, step by step").scroll_into_view_if_needed()
+        page.screenshot(path=str(out / f"inspect_left{step + 1}.png"))
     page.get_by_text("Play this map across").click()
     page.wait_for_timeout(8000)
-    page.screenshot(path=str(out / "inspect_play.png"), full_page=True)
+    page.get_by_text("Play this map across").scroll_into_view_if_needed()
+    page.screenshot(path=str(out / "inspect_play.png"))
+    page.get_by_role("button", name="▶ Play").click()
+    page.wait_for_timeout(2500)
+    page.screenshot(path=str(out / "inspect_playing.png"))
 
 
 def main() -> int:
@@ -80,11 +88,12 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--size", type=int, default=300)
     args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)
     args.out.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="regulator-walk-"))
     env = {"REGNET_RUNS_ROOT": str(root / "runs"), "REGNET_CHECKPOINTS_ROOT": str(root / "none")}
     with dashboard(env, args.out / "server.log") as server, chromium() as browser:
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page = browser.new_page(viewport={"width": 1400, "height": 2200})
         page.set_default_timeout(120_000)
         start_run(page, server.url, args.epochs, args.size)
         follow_live(page, args.out, args.epochs)
