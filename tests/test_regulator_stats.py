@@ -117,3 +117,20 @@ def test_keep_every_two_and_a_resnet_run_writes_no_regulator_statistics(tmp_path
     assert read_regulator(run_dir) == []
     assert list(snapshot_epochs(run_dir)) == [1, 2, 3]
     assert not any("regulator" in p.name for p in run_dir.rglob("*"))
+
+
+def test_the_readers_skip_damaged_lines_and_foreign_snapshot_names(tmp_path):
+    (tmp_path / "artifacts").mkdir()
+    (tmp_path / "artifacts" / "regulator.jsonl").write_bytes(
+        b'{"epoch": 2, "top1": 0.5}\nnot json\n{"epoch": "x"}\n{"epoch": 1, "top1": 0.1}\n{"epoch": 2, "top1": 0.7}\n{"ep')
+    assert [(r["epoch"], r["top1"]) for r in read_regulator(tmp_path)] == [(1, 0.1), (2, 0.7)]
+    assert read_regulator(tmp_path / "missing") == []
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    for name in ("epoch-001.pt", "epoch-012.pt", "epoch-7.pt", "epoch-002.pt.tmp", "best.pt", "epoch-abc.pt"):
+        (folder / name).write_bytes(b"x")
+    outside = tmp_path.parent / f"{tmp_path.name}-outside.pt"
+    outside.write_bytes(b"x")
+    (folder / "epoch-003.pt").symlink_to(outside)  # resolves outside the run folder: never offered
+    assert list(snapshot_epochs(tmp_path)) == [1, 12]
+    assert snapshot_epochs(tmp_path / "missing") == {}
