@@ -77,7 +77,7 @@ def scrub_inspect(page, out: Path, runs: Path, epochs: int) -> None:
     page.wait_for_timeout(8000)
     page.get_by_text("Play this map across").scroll_into_view_if_needed()
     page.screenshot(path=str(out / "inspect_play.png"))
-    page.get_by_role("button", name="▶ Play").click()
+    page.get_by_text("▶ Play").click()
     page.wait_for_timeout(2500)
     page.screenshot(path=str(out / "inspect_playing.png"))
 

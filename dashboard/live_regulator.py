@@ -37,7 +37,11 @@ def gate_names(rows: Sequence[dict]) -> list[str]:
 
 
 def gate_strip_figure(rows: Sequence[dict], gate: str, statistic: str = "mean") -> go.Figure:
-    """A heat strip: one gate's ``statistic`` per (stage, step) down, epoch across."""
+    """A heat strip: one gate's ``statistic`` per (stage, step) down, epoch across.
+
+    The colour scale spans the values shown, not [0, 1]: a trained regulator's gate means often stay
+    within a few hundredths of 0.5, and on a fixed scale that reads as one flat colour.
+    """
     labels = block_labels(rows)
     epochs = [row["epoch"] for row in rows]
     z = [[None] * len(rows) for _ in labels]
@@ -47,8 +51,8 @@ def gate_strip_figure(rows: Sequence[dict], gate: str, statistic: str = "mean") 
             if numbers is not None:
                 z[labels.index(f"S{block['stage']} t={block['step']}")][col] = numbers[statistic]
     label = GATE_LABELS.get(gate, gate)
-    fig = go.Figure(go.Heatmap(z=z, x=epochs, y=labels, colorscale="Viridis", zmin=0, zmax=1,
-                               colorbar=dict(title=statistic),
+    fig = go.Figure(go.Heatmap(z=z, x=epochs, y=labels, colorscale="Viridis",
+                               colorbar=dict(title=statistic, tickformat=".3f"),
                                hovertemplate="epoch %{x}, %{y}<br>" + f"{label} {statistic}" + " %{z:.3f}<extra></extra>"))
     fig.update_yaxes(autorange="reversed", title="stage, step")
     fig.update_xaxes(title="epoch", dtick=1 if len(epochs) <= 20 else None)
@@ -69,7 +73,7 @@ def saturation_figure(rows: Sequence[dict]) -> go.Figure:
                       for row in rows]
             fig.add_trace(go.Scatter(x=epochs, y=values, mode="lines+markers", line=dict(dash=dash),
                                      name=f"{GATE_LABELS.get(gate, gate)} {'< 0.05' if share == 'below_05' else '> 0.95'}"))
-    fig.update_yaxes(title="share of values (all blocks)", tickformat=".0%", rangemode="tozero")
+    fig.update_yaxes(title="share of values (all blocks)", tickformat=".1%", rangemode="tozero")
     fig.update_xaxes(title="epoch", dtick=1 if len(epochs) <= 20 else None)
     fig.update_layout(title="Saturation of the gates", height=320, margin=dict(l=10, r=10, t=50, b=10))
     return fig
