@@ -4,6 +4,7 @@ keep weights every epoch), Live's regulator strip growing epoch by epoch, Inspec
 Not a benchmark (no figures): screenshots go to ``--out`` to be looked at. The runs root is a fresh folder.
 
     python bench/_regulator_walk.py --out /tmp/walk [--epochs 3 --size 300]
+    python bench/_regulator_walk.py --out /tmp/walk --shipped    # the shipped shapes-regnet20 on Live and Inspect
 """
 from __future__ import annotations
 
@@ -82,22 +83,50 @@ def scrub_inspect(page, out: Path, runs: Path, epochs: int) -> None:
     page.screenshot(path=str(out / "inspect_playing.png"))
 
 
+def shipped_tour(page, url: str, out: Path) -> None:
+    """The shipped shapes-regnet20 (trained with keep_every 1) on Live and in Inspect, as a newcomer finds it."""
+    page.goto(f"{url}/live")
+    page.get_by_role("heading", name="Live", exact=True).wait_for()
+    box = page.locator('[data-testid="stMultiSelect"]').first
+    box.click()
+    page.keyboard.type("shapes-regnet20")
+    page.keyboard.press("Enter")
+    wait_for(lambda: page.evaluate(STRIP_EPOCHS_JS) >= 5, 240, "the shipped run's 5-epoch strip", interval=1)
+    page.wait_for_timeout(2000)
+    page.get_by_role("heading", name="Regulator").scroll_into_view_if_needed()
+    page.screenshot(path=str(out / "shipped_live.png"))
+    nav(page, "Inspect")
+    page.get_by_role("slider").first.wait_for(timeout=240_000)
+    page.get_by_text("Play this map across").click()
+    page.get_by_text("▶ Play").wait_for(timeout=240_000)
+    page.get_by_text("Play this map across").scroll_into_view_if_needed()
+    page.screenshot(path=str(out / "shipped_inspect_frames.png"))
+    page.get_by_text("▶ Play").click()
+    page.wait_for_timeout(1500)
+    page.screenshot(path=str(out / "shipped_inspect_playing.png"))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--size", type=int, default=300)
+    parser.add_argument("--shipped", action="store_true", help="tour the shipped shapes-regnet20 instead")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)
     args.out.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="regulator-walk-"))
-    env = {"REGNET_RUNS_ROOT": str(root / "runs"), "REGNET_CHECKPOINTS_ROOT": str(root / "none")}
+    shipped = Path(__file__).resolve().parents[1] / "checkpoints"
+    env = {"REGNET_RUNS_ROOT": str(root / "runs"), "REGNET_CHECKPOINTS_ROOT": str(shipped if args.shipped else root / "none")}
     with dashboard(env, args.out / "server.log") as server, chromium() as browser:
         page = browser.new_page(viewport={"width": 1400, "height": 2200})
         page.set_default_timeout(120_000)
-        start_run(page, server.url, args.epochs, args.size)
-        follow_live(page, args.out, args.epochs)
-        scrub_inspect(page, args.out, root / "runs", args.epochs)
+        if args.shipped:
+            shipped_tour(page, server.url, args.out)
+        else:
+            start_run(page, server.url, args.epochs, args.size)
+            follow_live(page, args.out, args.epochs)
+            scrub_inspect(page, args.out, root / "runs", args.epochs)
     print(f"screenshots in {args.out}, runs in {root / 'runs'}")
     return 0
 
