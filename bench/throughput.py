@@ -8,6 +8,9 @@ wall-clock cannot say on this shared 2-core machine), channels-last, batch
 the pairs' ratios with their spread; for the ConvLSTM, ConvGRU and ConvRNN
 regulators (efficient gates). Goal: lstm/efficient <= 1.8x. Beside it the
 evaluation rate (inference mode) in images per CPU-second of one thread.
+Then the lab's inference (``lab_inference``): ``regnet eval``'s and
+Inspect's split analyses' images/s on 10,000 images at 2 threads, wall
+clock and per CPU-second; goal >= 1,000 img/s each.
 
 Then the wall-clock table (``--headline`` skips it): synthetic 32x32 tensors
 (so data loading is excluded), batch 128, SGD with
@@ -60,6 +63,10 @@ GOAL_MODEL = ("regnet20", {"cell": "lstm", "gates": "efficient"})
 STEP_VS_RESNET = 1.8  # regnet20 lstm/efficient's training step CPU time as a multiple of resnet20's
 PAIRED_CELLS = ("lstm", "gru", "rnn")
 RESNET_VS_CEILING = 0.5  # resnet20's training GFLOP/s as a share of the matrix product's
+LAB_IMAGES = 10_000  # `regnet eval` and Inspect's split analyses, on this many images
+LAB_GOAL = 1000.0  # images/s, wall clock, for both
+LAB_THREADS = 2
+LAB_BATCH = 128  # regnet20's fastest inference batch on this CPU (larger batches leave the cache)
 
 
 def spec(model: str, options: dict) -> str:
@@ -182,6 +189,61 @@ def paired_row(c: Candidate, ratios: list[float], batch: int) -> dict:
             "train_ms_cpu": 1e3 * statistics.median(c.train_s), "train_s_cpu_pairs": c.train_s,
             "ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
             "ratios": ratios, "eval_img_per_cpu_s": batch / statistics.median(c.eval_s)}
+
+
+def lab_inference(images: int, threads: int, batch: int) -> list[dict]:
+    """regnet20 (lstm/efficient) evaluated and analysed on ``images`` shapes validation images, the lab's way.
+
+    ``regnet eval``'s path (``regnet.train.metrics.evaluate`` over
+    ``evaluation_batches``: the split decoded once, inference mode,
+    channels-last) and Inspect's (``analyze_split``: an intact and an ablated
+    pass with every block's output hooked); wall-clock images/s at ``threads``
+    torch threads and images per process CPU-second.
+    """
+    from regnet.data import load_splits
+    from regnet.data.device import evaluation_batches
+    from regnet.inspect import analyze_split
+    from regnet.train.metrics import evaluate
+
+    splits = load_splits("shapes", size=2 * images, val_ratio=0.5, split_seed=0)
+    torch.manual_seed(0)
+    model = build_model("regnet20", num_classes=splits.info.num_classes).eval().to(memory_format=torch.channels_last)
+    batches = evaluation_batches(splits.val, splits.info, batch, count=images)
+    device = torch.device("cpu")
+    tasks = [("regnet eval (evaluate)", lambda: evaluate(model, batches, splits.info.num_classes, device,
+                                                         channels_last=True)),
+             ("split analyses (analyze_split)", lambda: analyze_split(model, batches, splits.info.class_names))]
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    rows = []
+    try:
+        with torch.inference_mode():
+            model(next(iter(batches))[0].contiguous(memory_format=torch.channels_last))  # oneDNN's first-call setup
+        for name, task in tasks:
+            load = load_average()[0]
+            cpu, wall = time.process_time(), time.perf_counter()
+            task()
+            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+            rows.append({"task": name, "images": images, "threads": threads, "batch": batch, "wall_s": wall,
+                         "cpu_s": cpu, "img_s": images / wall, "img_per_cpu_s": images / cpu,
+                         "load_before": load, "load_after": load_average()[0]})
+    finally:
+        torch.set_num_threads(saved)
+    return rows
+
+
+def lab_goals(rows: list[dict]) -> list[dict]:
+    return [goal(f"regnet20 {r['task']} on {r['images']:,} images, wall img/s at {r['threads']} threads",
+                 r["img_s"], LAB_GOAL, "img/s",
+                 note=f"{r['img_per_cpu_s']:.0f} img per CPU-second; load {r['load_before']}-{r['load_after']}")
+            for r in rows]
+
+
+def print_lab(rows: list[dict], summary_rows: list[dict]) -> None:
+    print(format_table(rows, [("task", "task", ""), ("images", "images", "d"), ("threads", "threads", "d"),
+                              ("wall_s", "wall s", ".1f"), ("img_s", "img/s", ".0f"),
+                              ("img_per_cpu_s", "img/CPU-s", ".0f")]))
+    print(format_goals(summary_rows))
 
 
 def timed(fn, iters: int) -> float:
@@ -377,7 +439,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="smoke mode: small batch, few short repeats")
     p.add_argument("--batch", type=int, default=None, help="batch size (default 128, quick 32)")
     p.add_argument("--pairs", type=int, default=None, help="headline: timed pairs per regulator (default 7, quick 2)")
-    p.add_argument("--headline", action="store_true", help="the CPU-time pairs only, not the wall-clock table")
+    p.add_argument("--headline", action="store_true",
+                   help="the CPU-time pairs and the lab's inference rates only, not the wall-clock table")
+    p.add_argument("--lab-images", type=int, default=None,
+                   help=f"images of the eval/analyses rates (default {LAB_IMAGES:,}, quick 500)")
+    p.add_argument("--lab-only", action="store_true", help="only the lab's eval/analyses rates")
+    p.add_argument("--lab-threads", type=int, default=LAB_THREADS,
+                   help=f"torch threads of the eval/analyses rates (default {LAB_THREADS}; 1 on a busy machine, "
+                        "where idle threads spin at OpenMP barriers)")
     p.add_argument("--plain", action="store_true",
                    help="headline: also each regulator on the cells' plain torch-ops path (the fused path's before)")
     p.add_argument("--repeats", type=int, default=None, help="timed round-robin repeats (default 5, quick 1)")
@@ -420,15 +489,24 @@ def main(argv: list[str] | None = None) -> dict:
     batch = args.batch
     pairs = args.pairs or (2 if args.quick else 7)
     print(f"{NAME}: batch {batch}, {env['cpu']}, load average {env['load_average']}")
-    print(f"headline: {pairs} interleaved pairs per regulator, 1 thread, process CPU time, channels-last")
-    headline = paired(batch, pairs, warmup=1 if args.quick else 2, plain=args.plain)
-    summary_rows = headline_goals(headline, pairs)
-    print_headline(headline, summary_rows)
+    headline, summary_rows = [], []
+    if not args.lab_only:
+        print(f"headline: {pairs} interleaved pairs per regulator, 1 thread, process CPU time, channels-last")
+        headline = paired(batch, pairs, warmup=1 if args.quick else 2, plain=args.plain)
+        summary_rows = headline_goals(headline, pairs)
+        print_headline(headline, summary_rows)
+    lab_images = args.lab_images or (500 if args.quick else LAB_IMAGES)
+    print(f"lab inference: regnet20 on {lab_images:,} images, {args.lab_threads} threads, batch {LAB_BATCH}")
+    lab = lab_inference(lab_images, args.lab_threads, LAB_BATCH)
+    lab_rows = lab_goals(lab)
+    print_lab(lab, lab_rows)
+    summary_rows = summary_rows + lab_rows
     payload = {"name": NAME, "quick": args.quick, "label": args.label, "environment": env, "batch": batch,
                "summary": summary_rows, "paired": {"pairs": pairs, "threads": 1, "clock": "process CPU time",
                                                    "plain_path_compared": args.plain,
-                                                   "format": "channels_last", "rows": headline}}
-    if not args.headline:
+                                                   "format": "channels_last", "rows": headline},
+               "lab_inference": lab}
+    if not (args.headline or args.lab_only):
         print(f"wall-clock table: {args.threads} thread(s), round-robin")
         variants = [v for v in VARIANTS if v[0] == "resnet20" or not args.models
                     or spec(*v) in args.models.split(",")]

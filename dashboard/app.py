@@ -11,6 +11,10 @@ pages-directory mode, alone, without this file, until some session has called ``
 The server settings (localhost only, no usage statistics) are in dashboard/.streamlit/config.toml, which
 Streamlit reads beside the entry point whatever the working folder; ``dashboard`` and ``regnet`` are
 imported as installed packages (``pip install -e .``).
+
+Offline by design: the page icon is an image drawn here and served by this server (a ``:material/...:``
+page icon would make the browser fetch an SVG from fonts.gstatic.com on every load, an emoji one from a
+CDN); the navigation's ``:material/...:`` icons are drawn with the font Streamlit ships in its package.
 """
 import importlib
 import threading
@@ -19,7 +23,7 @@ import streamlit as st
 
 from dashboard import ui
 
-st.set_page_config(page_title="RegNet Lab", page_icon=":material/hub:", layout="wide")
+st.set_page_config(page_title="RegNet Lab", page_icon=ui.page_icon(), layout="wide")
 ui.refuse_remote_client()
 
 PAGES = [

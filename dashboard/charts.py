@@ -1,6 +1,8 @@
 """Chart builders: plain functions, data in, plotly figure out, so they are tested without a browser."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -15,32 +17,126 @@ METRIC_LABELS = {
     "val_top5": "val top-5", "val_macro_f1": "val macro-F1", "lr": "learning rate", "images_per_s": "images/s",
     "epoch_time_s": "epoch time (s)",
 }
-# (panel title, metrics drawn together, y-axis tick format): the Live page's grid and the Compare choices.
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One chart of the Live grid (and a Compare choice): its metrics and how its y axis reads.
+
+    ``unit_range`` panels (accuracy, F1) are drawn on [0, 1] whatever the points, so the first epoch does
+    not stretch the axis to -50 %; ``smooth`` is False for curves that are a setting, not a noisy
+    measurement (the learning rate), which are drawn exactly as logged.
+    """
+
+    title: str
+    metrics: tuple[str, ...]
+    y_title: str
+    tickformat: str | None = None
+    unit_range: bool = False
+    smooth: bool = True
+
+    @property
+    def per_step(self) -> bool:
+        """Whether step lines move this panel (so it changes at every check while a run trains)."""
+        return bool(set(self.metrics) & set(STEP_METRICS))
+
+    @property
+    def hoverformat(self) -> str:
+        return self.tickformat if self.unit_range else ".4~g"
+
+
 PANELS = (
-    ("Loss", ("train_loss", "val_loss"), None),
-    ("Top-1 accuracy", ("train_top1", "val_top1"), ".0%"),
-    ("Top-5 accuracy", ("val_top5",), ".0%"),
-    ("Macro-F1", ("val_macro_f1",), ".2f"),
-    ("Learning rate", ("lr",), ".2e"),
-    ("Images per second", ("images_per_s",), None),
+    Panel("Loss", ("train_loss", "val_loss"), "cross-entropy loss"),
+    Panel("Top-1 accuracy", ("train_top1", "val_top1"), "top-1 accuracy", ".0%", unit_range=True),
+    Panel("Top-5 accuracy", ("val_top5",), "top-5 accuracy", ".0%", unit_range=True),
+    Panel("Macro-F1", ("val_macro_f1",), "macro-F1 (0 to 1)", ".2f", unit_range=True),
+    Panel("Learning rate", ("lr",), "learning rate", "~g", smooth=False),
+    Panel("Images per second", ("images_per_s",), "training images / s"),
 )
+PANELS_BY_TITLE = {panel.title: panel for panel in PANELS}
+# x-axis choices: value -> axis title (with its unit).
+X_AXES = {"step": "step (optimizer updates)", "epoch": "epoch",
+          "relative time": "time since the run's first line (min)", "wall time": "wall time (local)"}
+BANDS = {"min-max": "min to max", "std": "mean ± 1 std"}
+MARKERS_UP_TO = 25  # a curve with this many points or fewer gets markers: one or two points are never invisible
 PALETTE = px.colors.qualitative.Plotly
 _DASH = {"train": "solid", "val": "dash"}
+_LEGEND_ROW_PX = 20
 
 
-def series(frame: pd.DataFrame, metric: str, x: str = "step") -> tuple[np.ndarray, np.ndarray, bool]:
-    """(x, y, dense) for one metric of one run.
+def _x_values(rows: pd.DataFrame, x: str) -> np.ndarray:
+    """The numeric x of ``rows``: step, (fractional) epoch, minutes since the run's first line, or unix time."""
+    if x == "step":
+        return rows["step"].to_numpy(dtype=float)
+    if x == "epoch":
+        return rows["x_epoch"].to_numpy(dtype=float)
+    return rows["time"].to_numpy(dtype=float)
+
+
+def _plot_x(values: np.ndarray, x: str, first_time: float) -> list:
+    """Numeric x as plotly gets it: plain lists (numpy would go base64-encoded), times as local datetimes."""
+    if x == "wall time":
+        return [datetime.fromtimestamp(v).isoformat(sep=" ", timespec="milliseconds") for v in values]
+    if x == "relative time":
+        return ((values - first_time) / 60.0).tolist()
+    return values.tolist()
+
+
+def _first_time(frame: pd.DataFrame) -> float:
+    times = frame["time"].dropna() if "time" in frame else pd.Series(dtype=float)
+    return float(times.min()) if not times.empty else 0.0
+
+
+def _rows(frame: pd.DataFrame, metric: str, x: str) -> tuple[pd.DataFrame, bool]:
+    """The rows that hold ``metric`` (step lines for per-step metrics when there are any) and whether dense."""
+    x_column = {"step": "step", "epoch": "x_epoch"}.get(x, "time")
+    if frame.empty or metric not in frame or x_column not in frame:
+        return frame.iloc[0:0], False
+    has_value = pd.to_numeric(frame[metric], errors="coerce").notna() & pd.to_numeric(
+        frame[x_column], errors="coerce").notna()
+    dense = metric in STEP_METRICS and bool((has_value & (frame["kind"] == "step")).any())
+    return frame[has_value & (frame["kind"] == ("step" if dense else "epoch"))], dense
+
+
+def series(frame: pd.DataFrame, metric: str, x: str = "step") -> tuple[list, np.ndarray, bool]:
+    """(x, y, dense) for one metric of one run, x as plotly draws it.
 
     Metrics logged on step lines (train loss, LR, images/s) are read from those when there are any, and
-    are ``dense``; the rest come from epoch lines. ``x`` is "step" or "epoch" (fractional for step lines).
+    are ``dense``; the rest come from epoch lines. ``x`` is a key of ``X_AXES``: "step", "epoch"
+    (fractional for step lines), "relative time" (minutes since the run's first line) or "wall time".
     """
-    if frame.empty or metric not in frame:
-        return np.array([]), np.array([]), False
-    x_column = "step" if x == "step" else "x_epoch"
-    has_value = frame[metric].notna() & frame[x_column].notna()
-    dense = metric in STEP_METRICS and bool((has_value & (frame["kind"] == "step")).any())
-    rows = frame[has_value & (frame["kind"] == ("step" if dense else "epoch"))]
-    return rows[x_column].to_numpy(dtype=float), rows[metric].to_numpy(dtype=float), dense
+    rows, dense = _rows(frame, metric, x)
+    if rows.empty:
+        return [], np.array([]), False
+    return _plot_x(_x_values(rows, x), x, _first_time(frame)), rows[metric].to_numpy(dtype=float), dense
+
+
+def group_series(frames: Sequence[pd.DataFrame], metric: str, x: str = "step",
+                 band: str = "min-max") -> tuple[list, np.ndarray, np.ndarray, np.ndarray, bool]:
+    """(x, mean, low, high, dense) of ``metric`` over runs that differ only in seed.
+
+    Runs are aligned on the step (per-step metrics) or the epoch (per-epoch ones), not on time; a time
+    axis places each aligned point at the runs' mean time. The band is min to max, or mean ± 1 std
+    (``band`` "std"), and collapses onto the mean where only one run has the point.
+    """
+    parts = []
+    for frame in frames:
+        rows, dense = _rows(frame, metric, x)
+        if rows.empty:
+            continue
+        key = rows["step"] if dense else rows["epoch"]
+        values = _x_values(rows, x) - (_first_time(frame) if x == "relative time" else 0.0)
+        parts.append(pd.DataFrame({"key": key.to_numpy(dtype=float), "x": values,
+                                   "y": rows[metric].to_numpy(dtype=float)}))
+    if not parts:
+        return [], np.array([]), np.array([]), np.array([]), False
+    stats = pd.concat(parts).groupby("key").agg(x=("x", "mean"), mean=("y", "mean"), low=("y", "min"),
+                                               high=("y", "max"), std=("y", "std")).sort_index()
+    if band == "std":
+        spread = stats["std"].fillna(0.0)
+        stats["low"], stats["high"] = stats["mean"] - spread, stats["mean"] + spread
+    return (_plot_x(stats["x"].to_numpy(), x, 0.0), stats["mean"].to_numpy(), stats["low"].to_numpy(),
+            stats["high"].to_numpy(), dense)
 
 
 def panel_version(frames: Mapping[str, pd.DataFrame], metrics: Sequence[str]) -> tuple:
@@ -52,49 +148,100 @@ def panel_version(frames: Mapping[str, pd.DataFrame], metrics: Sequence[str]) ->
                  for label, frame in frames.items())
 
 
-def metric_figure(frames: Mapping[str, pd.DataFrame], metrics: Sequence[str], *, x: str = "step",
-                  smoothing: float = 0.0, title: str = "", tickformat: str | None = None,
-                  height: int = 320) -> go.Figure:
-    """Curves of ``metrics`` for every run in ``frames`` (label -> metrics table), overlaid.
+def _mode(count: int) -> str:
+    return "lines+markers" if count <= MARKERS_UP_TO else "lines"
 
-    One colour a run, one dash a split (train solid, val dashed). Dense per-step curves are smoothed
-    with an EMA of weight ``smoothing`` and the raw curve is kept, faint, behind them; per-epoch points
-    are drawn as they are, with markers, because a handful of points should not be averaged away.
+
+def _smoothed(values: np.ndarray, smoothing: float) -> list:
+    return ema(values.tolist(), smoothing) if smoothing > 0 else values.tolist()
+
+
+def _add_curve(figure: go.Figure, xs: list, ys: np.ndarray, *, name: str, hover: str, color: str, dash: str,
+               smoothing: float, panel: Panel) -> None:
+    """One run's curve of one metric, with its raw values faint behind it when it is smoothed."""
+    if smoothing > 0:
+        figure.add_trace(go.Scatter(x=xs, y=ys.tolist(), mode="lines", name=f"{name} (raw)", showlegend=False,
+                                    hoverinfo="skip", opacity=0.25, line=dict(color=color, dash=dash)))
+    figure.add_trace(go.Scatter(
+        x=xs, y=_smoothed(ys, smoothing), name=name, mode=_mode(len(xs)), line=dict(color=color, dash=dash),
+        marker=dict(size=7), cliponaxis=False, hovertemplate=f"{hover}: %{{y:{panel.hoverformat}}}<extra></extra>",
+    ))
+
+
+def _add_band(figure: go.Figure, xs: list, low: np.ndarray, high: np.ndarray, *, color: str,
+              smoothing: float) -> None:
+    """The seed band of a group: an invisible upper edge and a lower edge filled up to it."""
+    fill = "rgba({}, {}, {}, 0.18)".format(*px.colors.hex_to_rgb(color))
+    figure.add_trace(go.Scatter(x=xs, y=_smoothed(high, smoothing), mode="lines", line=dict(width=0),
+                                showlegend=False, hoverinfo="skip"))
+    figure.add_trace(go.Scatter(x=xs, y=_smoothed(low, smoothing), mode="lines", line=dict(width=0), fill="tonexty",
+                                fillcolor=fill, showlegend=False, hoverinfo="skip"))
+
+
+def _layout(figure: go.Figure, panel: Panel, *, x: str, log_y: bool, height: int) -> None:
+    """Titles with units, the y range the panel's metric can take, and the legend below the x-axis title.
+
+    The legend lives in the figure's bottom margin (container coordinates), one row an entry, and the
+    figure grows by its rows: it never covers the axis and never needs a scrollbar.
     """
-    figure = go.Figure()
-    several = len(frames) > 1
-    for index, (label, frame) in enumerate(frames.items()):
-        color = PALETTE[index % len(PALETTE)]
-        for metric in metrics:
-            xs, ys, dense = series(frame, metric, x)
-            if xs.size == 0:
-                continue
-            name = METRIC_LABELS.get(metric, metric)
-            name = f"{label} · {name}" if several else name
-            dash = _DASH.get(metric.split("_")[0], "solid")
-            if dense and smoothing > 0:
-                figure.add_trace(go.Scatter(x=xs.tolist(), y=ys.tolist(), mode="lines", name=f"{name} (raw)", showlegend=False,
-                                            hoverinfo="skip", opacity=0.25, line=dict(color=color, dash=dash)))
-                ys = np.asarray(ema(ys.tolist(), smoothing))
-            # Plain lists, not numpy arrays: plotly would send those base64-encoded, which neither the
-            # browser tests nor a reader of the page's figure JSON can count.
-            figure.add_trace(go.Scatter(
-                x=xs.tolist(), y=ys.tolist(), name=name, mode="lines" if dense else "lines+markers",
-                line=dict(color=color, dash=dash), legendgroup=label,
-            ))
+    entries = sum(1 for trace in figure.data if trace.showlegend is not False)
+    legend_px = _LEGEND_ROW_PX * entries + 8
     figure.update_layout(
-        title=dict(text=title, x=0, xanchor="left"), height=height, margin=dict(l=10, r=10, t=40, b=10),
-        legend=dict(orientation="h", yanchor="top", y=-0.28, x=0), hovermode="x unified",
-        template="plotly_white",
+        title=dict(text=panel.title, x=0, xanchor="left"), height=height + legend_px,
+        margin=dict(l=10, r=10, t=40, b=50 + legend_px), template="plotly_white", hovermode="x unified",
+        hoverlabel=dict(namelength=-1), showlegend=entries > 0,
+        legend=dict(orientation="v", traceorder="normal", yref="container", y=0, yanchor="bottom", x=0, xanchor="left"),
     )
-    figure.update_xaxes(title_text="step" if x == "step" else "epoch")
-    if tickformat:
-        figure.update_yaxes(tickformat=tickformat)
+    # From 0 on step, epoch and relative axes: one point is placed in the run, not alone in the middle.
+    figure.update_xaxes(title_text=X_AXES[x], type="date" if x == "wall time" else "linear",
+                        rangemode="normal" if x == "wall time" else "tozero")
+    figure.update_yaxes(title_text=panel.y_title, tickformat=panel.tickformat, hoverformat=panel.hoverformat)
+    if log_y:
+        figure.update_yaxes(type="log")
+    elif panel.unit_range:
+        figure.update_yaxes(range=[0, 1])
+    else:
+        figure.update_yaxes(rangemode="tozero")  # losses, learning rates and speeds are never negative
     if not figure.data:
         figure.update_xaxes(visible=False)
         figure.update_yaxes(visible=False)
-        figure.add_annotation(text="no points yet", showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5,
+        later = "" if set(panel.metrics) & set(STEP_METRICS) else ": validation ends each epoch"
+        figure.add_annotation(text=f"no points yet{later}", showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5,
                               font=dict(color="gray"))
+
+
+def metric_figure(frames: Mapping[str, pd.DataFrame], panel: Panel, *, x: str = "step", smoothing: float = 0.0,
+                  log_y: bool = False, groups: Mapping[str, Sequence[str]] | None = None, band: str = "min-max",
+                  height: int = 320) -> go.Figure:
+    """Curves of ``panel``'s metrics for every run in ``frames`` (label -> metrics table), overlaid.
+
+    One colour a run, one dash a split (train solid, val dashed). Dense per-step curves of a smoothable
+    panel are smoothed with an EMA of weight ``smoothing``, the raw curve faint behind; per-epoch points
+    and the learning rate are drawn as logged. ``groups`` (group label -> labels of runs that differ only
+    in seed) draws one mean line a group with its ``band`` instead of one line a run. Hover names the
+    full run and metric; the legend lists the short metric name when only one run is drawn.
+    """
+    figure = go.Figure()
+    lines = groups or {label: [label] for label in frames}
+    for index, (label, members) in enumerate(lines.items()):
+        color = PALETTE[index % len(PALETTE)]
+        member_frames = [frames[m] for m in members if m in frames]
+        for metric in panel.metrics:
+            name = METRIC_LABELS.get(metric, metric)
+            full = f"{label} · {name}"
+            dash = _DASH.get(metric.split("_")[0], "solid")
+            if groups:
+                xs, ys, low, high, dense = group_series(member_frames, metric, x, band)
+                if len(member_frames) > 1 and xs:
+                    _add_band(figure, xs, low, high, color=color, smoothing=smoothing if dense and panel.smooth else 0)
+                full = f"{label} · {name} (mean of {len(member_frames)})" if len(member_frames) > 1 else full
+            else:
+                xs, ys, dense = series(member_frames[0], metric, x)
+            if not xs:
+                continue
+            _add_curve(figure, xs, ys, name=full if len(lines) > 1 or groups else name, hover=full, color=color, dash=dash,
+                       smoothing=smoothing if dense and panel.smooth else 0.0, panel=panel)
+    _layout(figure, panel, x=x, log_y=log_y, height=height)
     return figure
 
 

@@ -259,7 +259,7 @@ def _method_settings(subject: Subject, layers: list[str]) -> tuple[ri.MethodSett
     """What Captum Insights lets a user set: IG steps and baseline, SmoothGrad samples and noise, Occlusion
     window and stride, and the Grad-CAM layer."""
     side = subject.input_spec[1]
-    default_layer = next((name for name in reversed(layers) if "regulator" in name), layers[-1])
+    default_layer = next((name for name in reversed(layers) if "regulator" in name), layers[-1] if layers else None)
     with st.expander("Method settings"):
         c1, c2, c3, c4 = st.columns(4)
         steps = c1.slider("Integrated Gradients: steps", 8, 128, 32, 8, key="inspect_ig_steps")
@@ -270,7 +270,8 @@ def _method_settings(subject: Subject, layers: list[str]) -> tuple[ri.MethodSett
         window = c3.slider("Occlusion: window (pixels)", 2, max(3, side // 2), min(4, side // 2), key="inspect_occ_window")
         _clamp_state("inspect_occ_stride", 1, window, default=min(2, window))
         stride = c3.slider("Occlusion: stride (pixels)", 1, window, key="inspect_occ_stride")
-        layer = c4.selectbox("Grad-CAM layer", layers, index=layers.index(default_layer), key="inspect_layer")
+        layer = (c4.selectbox("Grad-CAM layer", layers, index=layers.index(default_layer), key="inspect_layer")
+                 if layers else None)
     return ri.MethodSettings(steps=steps, samples=samples, noise=noise, window=window, stride=stride,
                              layer=layer), baseline
 
@@ -307,6 +308,10 @@ def show_attributions(subject: Subject, picked: Picked, predicted: int) -> None:
     maps = {}
     for method in methods:
         label = ri.METHOD_LABELS[method]
+        if method == "gradcam" and settings.layer is None:
+            st.info(f"{label} needs a layer to hook and `{subject.config['model']['name']}` names none; "
+                    "the pixel methods still apply.")
+            continue
         with lab.ProgressBar(label, "forward batches") as bar:
             result = lab.attribution_of(subject.identity, picked.key, method, target, settings, baseline,
                                         subject.model, picked.x, mean, std, progress=bar)

@@ -19,15 +19,17 @@ from typing import Callable
 
 import streamlit as st
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset
 
 from regnet import inspect as ri
 from regnet import runs
 from regnet.data import SAMPLES_DIR, DataError, DatasetInfo, check_data_available, has_samples, load_sample_split
+from regnet.data.device import evaluation_batches
 from regnet.train.build import load_data
 from regnet.train.runs import load_run_config, load_run_model
 
 ANALYSIS_LIMIT = 10_000
+ANALYSIS_BATCH = 128  # regnet20's fastest inference batch on a CPU (bench/README.md)
 QUALITY_IMAGES = 32
 CACHE_FOLDER = ".inspect-cache"  # dot-named: the runs listing skips it
 
@@ -176,10 +178,9 @@ def split_analysis(cache: Path, which_path: Path, model, images: LabImages, limi
     key = ri.cache_key(ri.file_identity(which_path), images.info.name, images.sample, len(val), count)
 
     def compute() -> dict:
-        subset = val if count == len(val) else Subset(val, range(count))
-        loader = DataLoader(subset, batch_size=250)
+        batches = evaluation_batches(val, images.info, ANALYSIS_BATCH, count=count)
         report = None if progress is None else (lambda done: progress(done, count))
-        return ri.analyze_split(model, loader, images.info.class_names, progress=report)
+        return ri.analyze_split(model, batches, images.info.class_names, progress=report)
 
     return ri.cached(cache, "inspect-split", key, compute)
 

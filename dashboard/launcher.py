@@ -23,7 +23,7 @@ import yaml
 
 from dashboard.runs import RunInfo
 from regnet.runs import (LAUNCHES, STOP, atomic_write_json, atomic_write_text, new_run_id as contract_run_id,
-                         process_alive, process_start, read_yaml_mapping, run_dir_in)
+                         process_alive, process_start, read_config_dict, read_yaml_mapping, run_dir_in)
 from regnet.train.config import OPTIMIZERS, SCHEDULES, Config, config_to_dict  # noqa: F401 (the form's choices)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -69,6 +69,11 @@ def load_ready_config(path: Path) -> dict:
         data = read_yaml_mapping(path)
     except (OSError, ValueError) as error:
         raise ValueError(f"Config {Path(path).name} could not be read ({error}); fix or remove it.") from None
+    return over_defaults(data)
+
+
+def over_defaults(data: dict) -> dict:
+    """A config mapping merged over the defaults, keeping only its own model's options."""
     config = merge_config(DEFAULT_CONFIG, data)
     # Options belong to a model: the default model's (cell, gates) must not leak into, say, resnet20.
     config["model"]["options"] = dict((data.get("model") or {}).get("options") or {})
@@ -103,18 +108,54 @@ def start_run(config: dict, runs_root: Path, run_id: str | None = None) -> Launc
     config = merge_config(config, {"run": {"runs_root": str(runs_root), "run_id": run_id}})
     config_path = launches / f"{run_id}.yaml"
     atomic_write_text(config_path, yaml.safe_dump(config, sort_keys=False))
+    return _spawn(build_command(config_path, runs_root, run_id), runs_root, run_id,
+                  {"config": str(config_path), "model": config["model"]["name"], "dataset": config["data"]["name"]})
+
+
+def _spawn(command: list[str], runs_root: Path, run_id: str, extra: dict) -> Launch:
+    """Start ``command`` in its own session, its output appended to the launch log, and write its launch record."""
+    launches = runs_root / LAUNCHES
+    launches.mkdir(parents=True, exist_ok=True)
     log_path = launches / f"{run_id}.log"
-    command = build_command(config_path, runs_root, run_id)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(log_path, "ab") as log:
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                    start_new_session=True, env=env, close_fds=True)
     _CHILDREN[process.pid] = process
     record = {"run_id": run_id, "pid": process.pid, "pid_start": process_start(process.pid), "started_at": time.time(),
-              "command": command, "log": str(log_path), "config": str(config_path), "model": config["model"]["name"],
-              "dataset": config["data"]["name"]}
+              "command": command, "log": str(log_path), **extra}
     atomic_write_json(launches / f"{run_id}.json", record)
-    return Launch(run_id, process.pid, run_dir, log_path, command)
+    return Launch(run_id, process.pid, run_dir_in(runs_root, run_id), log_path, command)
+
+
+RESUMABLE_STATES = ("stopped", "failed", "died")
+
+
+def resume_run(run: RunInfo, runs_root: Path) -> Launch:
+    """Continue a stopped, failed or died run: ``python -m regnet train --resume <run>``, as from a terminal.
+
+    The launch record is replaced (new pid), so the Runs and Live pages follow the resumed process; the
+    engine itself refuses a run that is alive or finished, and that sentence lands in the launch log.
+    """
+    runs_root = Path(runs_root).resolve()
+    if run.source != "run" or run.state not in RESUMABLE_STATES:
+        raise ValueError(f"Run {run.key} is {run.state}; only a stopped, failed or died run can be resumed.")
+    run_dir = run_dir_in(runs_root, run.key)
+    # The STOP file of the stop that ended it would read as a request to stop the resumed process (and, older
+    # than the grace period, get it killed at once); the engine removes it too, but only once it is up.
+    (run_dir / STOP).unlink(missing_ok=True)
+    command = [sys.executable, "-m", "regnet", "train", "--resume", str(run_dir)]
+    return _spawn(command, runs_root, run.key, {"model": run.model, "dataset": run.dataset, "resumed": True})
+
+
+def config_of_run(run_dir: Path) -> dict:
+    """A run's config.yaml as the New-run form's starting point: over the defaults, its own model options, no run id.
+
+    ValueError (one sentence) when the run has no readable config.
+    """
+    config = over_defaults(read_config_dict(run_dir))
+    config["run"] = dict(DEFAULT_CONFIG["run"])
+    return config
 
 
 def reap() -> None:

@@ -22,13 +22,14 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
-from regnet.runs import (ACTIVE_STATES as CONTRACT_ACTIVE, CONFIG, LAUNCHES, LOG, METRICS, STATUS, STOP, best_of,
-                         is_run_id, owner_alive, read_config_dict, read_metrics_since, read_regular, read_status,
-                         reported_state, scan_runs, tail_text)
+from regnet.runs import (ACTIVE_STATES as CONTRACT_ACTIVE, CONFIG, LAUNCHES, LOG, METRICS, STATUS, STOP,
+                         Best, best_of, is_run_id, owner_alive, read_all_metrics, read_config_dict, read_metrics_since,
+                         read_note, read_regular, read_status, read_tags, reported_state, scan_runs, tail_text)
 
 # Contract states plus "starting" (launched, nothing written yet); "died", "refused" and "unknown" are not active.
 ACTIVE_STATES = ("starting", *CONTRACT_ACTIVE)
 REFUSED = "refused"
+STOPPING = "stopping..."  # shown from a stop request until the run's status says it has stopped
 SHIPPED_PREFIX = "shipped/"
 
 # Metrics logged on every step line: dense, so they are smoothed and read from step lines when present.
@@ -169,10 +170,22 @@ class RunInfo:
     stop_requested_at: float | None = None
     problem: str | None = None  # something wrong with the folder itself (e.g. corrupt status.json)
     log_path: Path | None = None
+    tags: tuple[str, ...] = ()
+    note: str = ""
 
     @property
     def active(self) -> bool:
         return self.state in ACTIVE_STATES
+
+    @property
+    def shown_state(self) -> str:
+        """The state a page shows: ``stopping...`` while an active run has been asked to stop."""
+        return STOPPING if self.active and self.stop_requested_at is not None else self.state
+
+    @property
+    def best(self) -> Best:
+        """The contract's best (``regnet.runs.best_of``): the checkpointed best, whatever its metric."""
+        return Best(self.best_metric, self.best_value, self.best_epoch)
 
     @property
     def refused(self) -> bool:
@@ -213,7 +226,8 @@ def _read_recorded(run_dir: Path, key: str, source: str, launch: dict | None) ->
         pass
     except ValueError as error:
         problem = str(error) if os.path.lexists(run_dir / STATUS) else None
-    info = RunInfo(key=key, path=run_dir, source=source, state="unknown", problem=problem, log_path=run_dir / LOG)
+    info = RunInfo(key=key, path=run_dir, source=source, state="unknown", problem=problem, log_path=run_dir / LOG,
+                   tags=tuple(read_tags(run_dir)), note=read_note(run_dir))
     if status is None:
         try:
             config = read_config_dict(run_dir)
@@ -235,12 +249,17 @@ def _read_recorded(run_dir: Path, key: str, source: str, launch: dict | None) ->
         info.dataset = info.dataset or _text(launch.get("dataset"))
         if status is None:
             info.state, info.problem = "starting", None
-    if info.started_at is None:
-        try:
-            info.started_at = run_dir.stat().st_mtime
-        except OSError:
-            info.started_at = 0.0
+        elif _resumed_since(launch, status):
+            info.state, info.pid = "starting", _number(launch.get("pid"), int)
+            info.owner = {"pid": info.pid, "pid_start": launch.get("pid_start")}
     return info
+
+
+def _resumed_since(launch: dict, status: dict) -> bool:
+    """Whether the dashboard resumed this run after its status was last written (the new process has not yet)."""
+    launched, updated = _number(launch.get("started_at")), _number(status.get("updated_at"))
+    return (bool(launch.get("resumed")) and launched is not None and updated is not None and launched > updated
+            and status.get("state") not in CONTRACT_ACTIVE)
 
 
 def _fill_from_status(info: RunInfo, status: dict) -> None:
@@ -269,7 +288,11 @@ def _settle(info: RunInfo, launch: dict | None) -> RunInfo:
     """The state to show now: an active run whose process is gone has died (or, never started, failed)."""
     if info.source != "run" or not info.active:
         return info
-    info = dataclasses.replace(info, stop_requested_at=_stop_time(info.path))
+    stop_at = _stop_time(info.path)
+    launched = _number(launch.get("started_at")) if launch else None
+    if stop_at is not None and launched is not None and stop_at < launched:
+        stop_at = None  # a request older than this process (the stop before a resume) is not meant for it
+    info = dataclasses.replace(info, stop_requested_at=stop_at)
     state = "starting" if owner_alive(info.owner) else "failed"
     if info.state != "starting":
         state = reported_state({**info.owner, "state": info.state})
@@ -315,21 +338,41 @@ class RunIndex:
     def __init__(self) -> None:
         self._rows: dict[str, tuple[tuple, RunInfo | None]] = {}
         self._launches: dict[str, tuple[tuple, dict | None]] = {}
+        self._summaries: dict[str, tuple[tuple, MetricsSummary]] = {}
         self._lock = threading.Lock()
 
     def run(self, run_dir: Path, key: str, source: str, launch: dict | None) -> RunInfo | None:
         folder = os.fspath(run_dir)
         status_stamp = _stamp(os.path.join(folder, STATUS))
+        # The folder's own stamp changes when tags.json or note.md is replaced (atomic writes are renames).
         signature = (status_stamp, None if status_stamp else _stamp(os.path.join(folder, CONFIG)),
-                     None if launch is None else id(launch))
+                     None if launch is None else id(launch), _stamp(folder))
         cache_key = f"{source}:{folder}"
         with self._lock:
             cached = self._rows.get(cache_key)
         if cached is None or cached[0] != signature:
-            cached = (signature, _read_recorded(run_dir, key, source, launch))
+            info = _read_recorded(run_dir, key, source, launch)
+            cached = (signature, info if info is None else self._summarised(cache_key, info))
             with self._lock:
                 self._rows[cache_key] = cached
         return None if cached[1] is None else _settle(cached[1], launch)
+
+    def _summarised(self, cache_key: str, info: RunInfo) -> RunInfo:
+        """``info`` with the run's average images/s and, without a recorded start, its first metric's time.
+
+        metrics.jsonl is read again only when the completed epochs change (what the average is taken over),
+        not on every status write of a running run.
+        """
+        summary_key = (info.epoch, info.started_at is None)
+        with self._lock:
+            cached = self._summaries.get(cache_key)
+        if cached is None or cached[0] != summary_key:
+            cached = (summary_key, summarise_metrics(read_all_metrics(info.path).rows))
+            with self._lock:
+                self._summaries[cache_key] = cached
+        summary = cached[1]
+        return dataclasses.replace(info, images_per_s=summary.images_per_s or info.images_per_s,
+                                   started_at=info.started_at or summary.first_time)
 
     def launch(self, record: Path) -> dict | None:
         """A launch record's JSON object (None if damaged), re-read only when the file changed."""
@@ -345,6 +388,26 @@ class RunIndex:
             with self._lock:
                 self._launches[str(record)] = cached
         return cached[1]
+
+
+@dataclass(frozen=True)
+class MetricsSummary:
+    images_per_s: float | None  # the run's average over its completed epochs
+    first_time: float | None  # when its first metric line was written
+
+
+def summarise_metrics(rows: Sequence[dict]) -> MetricsSummary:
+    """The run's average training speed and its first line's time, from its metrics lines.
+
+    Each epoch line's images/s is that epoch's training images over its training seconds; epochs hold the
+    same number of images, so the run's average (all images over all training seconds) is their harmonic
+    mean. Not the last step's value, which is one window of a few steps and swings with the machine's load.
+    """
+    speeds = [_number(row.get("images_per_s")) for row in rows if row.get("kind") == "epoch"]
+    speeds = [speed for speed in speeds if speed and speed > 0]
+    times = [time_ for time_ in (_number(row.get("time")) for row in rows) if time_]
+    average = len(speeds) / sum(1.0 / speed for speed in speeds) if speeds else None
+    return MetricsSummary(average, min(times) if times else None)
 
 
 RUN_INDEX = RunIndex()
@@ -437,11 +500,12 @@ def progress(run: RunInfo) -> Progress:
         fraction = 1.0
     fraction = min(max(fraction, 0.0), 1.0)
     eta = None
-    if run.active and fraction > 0 and run.elapsed_s:
+    stopping = run.shown_state == STOPPING
+    if run.active and not stopping and fraction > 0 and run.elapsed_s:
         eta = run.elapsed_s * (1.0 - fraction) / fraction
-    parts = [run.state]
+    parts = [run.shown_state]
     if run.epochs:
-        parts.append(f"epoch {run.epoch or 0}/{run.epochs}")
+        parts.append(f"{epochs_done(run)} epochs done")
     if run.step is not None:
         parts.append(f"step {run.step}" + (f"/{total_steps}" if total_steps else ""))
     if run.elapsed_s:
@@ -451,25 +515,76 @@ def progress(run: RunInfo) -> Progress:
     return Progress(fraction, " · ".join(parts), eta)
 
 
+def epochs_done(run: RunInfo) -> str:
+    """'1/3': completed epochs of all, as status.json counts them and train.log says when a run stops."""
+    return f"{run.epoch or 0}/{run.epochs}" if run.epochs else ""
+
+
+# Metrics whose values are fractions in [0, 1] (docs/run-folder.md), shown as percentages.
+FRACTION_METRICS = ("train_top1", "val_top1", "val_top5", "val_macro_f1")
+
+
+def format_best(best: Best) -> str:
+    """'98.75% val_top1 @ 4' or '0.1234 val_loss @ 2': the checkpointed best, its metric and its epoch."""
+    if best.value is None:
+        return ""
+    value = f"{100 * best.value:.2f}%" if best.metric in FRACTION_METRICS else f"{best.value:.4g}"
+    epoch = f" @ {best.epoch}" if best.epoch is not None else ""
+    return f"{value} {best.metric or ''}".strip() + epoch
+
+
+def format_started(started_at: float | None) -> str:
+    """Local start time of a run, or '-' when the run itself does not say (never a folder's mtime)."""
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(started_at)) if started_at else "-"
+
+
+RUNS_COLUMNS = ["run", "tags", "model", "dataset", "status", "epochs done", "best", "images/s", "elapsed", "started",
+                "source"]
+
+
 def runs_table(runs: Sequence[RunInfo]) -> pd.DataFrame:
-    """The Runs page table (one row a run, newest first, shipped runs marked)."""
-    rows = []
-    for run in runs:
-        best = run.best_value if run.best_metric in (None, "val_top1") else None
-        rows.append({
-            "run": run.key,
-            "source": "shipped" if run.source == "shipped" else "run",
-            "model": run.model or "",
-            "dataset": run.dataset or "",
-            "status": run.state,
-            "epoch": f"{run.epoch or 0}/{run.epochs}" if run.epochs else "",
-            "best val top-1 %": None if best is None else round(100 * best, 2),
-            "elapsed": format_duration(run.elapsed_s),
-            "images/s": None if run.images_per_s is None else round(run.images_per_s, 1),
-            "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(run.started_at)) if run.started_at else "",
-        })
-    return pd.DataFrame(rows, columns=["run", "source", "model", "dataset", "status", "epoch", "best val top-1 %",
-                                       "elapsed", "images/s", "started"])
+    """The Runs page table (one row a run, newest first, shipped runs marked).
+
+    "images/s" is the run's average (see ``summarise_metrics``), "best" the contract's checkpointed best.
+    """
+    rows = [{
+        "run": run.key,
+        "source": "shipped" if run.source == "shipped" else "run",
+        "model": run.model or "",
+        "dataset": run.dataset or "",
+        "status": run.shown_state,
+        "epochs done": epochs_done(run),
+        "best": format_best(run.best),
+        "elapsed": format_duration(run.elapsed_s),
+        "images/s": None if run.images_per_s is None else round(run.images_per_s, 1),
+        "started": format_started(run.started_at),
+        "tags": ", ".join(run.tags),
+    } for run in runs]
+    return pd.DataFrame(rows, columns=RUNS_COLUMNS)
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    """What the Runs page narrows the list to; empty fields match every run."""
+
+    text: str = ""
+    models: tuple[str, ...] = ()
+    datasets: tuple[str, ...] = ()
+    states: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+
+    def matches(self, run: RunInfo) -> bool:
+        """All chosen facets match, and every word of ``text`` is in the run's id, model, data set, tags or note."""
+        if ((self.models and run.model not in self.models) or (self.datasets and run.dataset not in self.datasets)
+                or (self.states and run.shown_state not in self.states)
+                or (self.tags and not set(self.tags) & set(run.tags))):
+            return False
+        haystack = " ".join([run.key, run.model or "", run.dataset or "", run.shown_state, *run.tags, run.note]).lower()
+        return all(word in haystack for word in self.text.lower().split())
+
+
+def filter_runs(runs: Sequence[RunInfo], wanted: RunFilter) -> list[RunInfo]:
+    return [run for run in runs if wanted.matches(run)]
 
 
 def _last(frame: pd.DataFrame, column: str):

@@ -1,12 +1,15 @@
 """Streamlit glue shared by the pages: where runs live, which runs are selected, cached reading.
 
 Only what the user chose (the runs root, the selected runs) lives in ``st.session_state``; everything else
-is read from disk on each rerun, so a refresh, a second tab or a server restart shows the same thing.
+is read from disk on each rerun, so a refresh, a second tab or a server restart shows the same thing. The
+chosen runs and each page's settings are also in the URL (``?run=...``, and widgets bound to query
+parameters), so a refresh, a bookmark or a shared link opens the same view.
 """
 from __future__ import annotations
 
 import ipaddress
 import os
+from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
@@ -20,6 +23,26 @@ RUNS_ROOT_ENV = "REGNET_RUNS_ROOT"
 CHECKPOINTS_ROOT_ENV = "REGNET_CHECKPOINTS_ROOT"
 LIVE_REFRESH_ENV = "REGNET_LIVE_REFRESH_S"
 SELECTED = "selected_runs"
+RUNS_PARAM = "run"  # the chosen runs in a page's URL: ?run=<key>&run=<key>
+CLONE_PARAM = "clone"  # New run?clone=<run key>: the form starts from that run's config
+_FLASH = "_flash_message"
+
+
+@lru_cache(maxsize=1)
+def page_icon():
+    """The browser tab's icon, drawn here (a hub: three nodes around a centre) so no page fetches one."""
+    from PIL import Image, ImageDraw
+
+    size, blue, white = 64, (46, 111, 219), (255, 255, 255)
+    image = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(image)
+    draw.rounded_rectangle((0, 0, size - 1, size - 1), radius=14, fill=blue)
+    centre, nodes = (32, 34), [(32, 12), (13, 46), (51, 46)]
+    for node in nodes:
+        draw.line((centre, node), fill=white, width=4)
+    for x, y in [centre, *nodes]:
+        draw.ellipse((x - 7, y - 7, x + 7, y + 7), fill=white)
+    return image
 
 
 def runs_root() -> Path:
@@ -35,13 +58,14 @@ def checkpoints_root() -> Path:
 def live_refresh_s() -> float:
     """Seconds between checks for new run output (env override for tests and slow machines).
 
-    5 s by default: each check that finds new lines redraws charts, and on a 2-core machine the browser's
-    and the server's share of that work is taken from the training being watched.
+    10 s by default (TensorBoard reloads every 30 s): each check that finds new lines redraws the per-step
+    charts, which is most of what following a run costs the browser, and on a 2-core machine that work is
+    taken from the training being watched. The Live page offers shorter and longer intervals.
     """
     try:
-        return max(0.5, float(os.environ.get(LIVE_REFRESH_ENV, "5")))
+        return max(0.5, float(os.environ.get(LIVE_REFRESH_ENV, "10")))
     except ValueError:
-        return 5.0
+        return 10.0
 
 
 def is_local_client(ip: str | None) -> bool:
@@ -112,8 +136,8 @@ def selected_keys(runs: list[RunInfo]) -> list[str]:
     Keys are only ever matched against the runs found on disk, never used as paths.
     """
     known = {run.key for run in runs}
-    if SELECTED not in st.session_state and st.query_params.get_all("run"):
-        st.session_state[SELECTED] = st.query_params.get_all("run")
+    if SELECTED not in st.session_state and st.query_params.get_all(RUNS_PARAM):
+        st.session_state[SELECTED] = st.query_params.get_all(RUNS_PARAM)
     return [key for key in st.session_state.get(SELECTED, []) if key in known]
 
 
@@ -128,8 +152,22 @@ def run_picker(runs: list[RunInfo], label: str = "Runs", key: str = "picker") ->
 
     chosen = st.multiselect(label, keys, key=widget_key, on_change=copy_selection,
                             placeholder="Choose runs (newest first)")
+    show_in_url(RUNS_PARAM, chosen)
     by_key = {run.key: run for run in runs}
     return [by_key[k] for k in chosen]
+
+
+def show_in_url(name: str, values: list[str]) -> None:
+    """Put ``values`` in the page's URL as ``?name=a&name=b`` (removed when empty), so that a refresh, a
+    second tab, a bookmark or a shared link opens the same view. Written only when it changed: each write
+    is a message to the browser.
+    """
+    if st.query_params.get_all(name) == list(values):
+        return
+    if values:
+        st.query_params[name] = list(values)
+    else:
+        del st.query_params[name]
 
 
 def change_signature(runs: list[RunInfo]) -> tuple:
@@ -173,3 +211,33 @@ def show_run_problems(run: RunInfo, notes: list[str] = ()) -> None:
         st.error(body)
     for note in ([run.problem] if run.problem else []) + list(notes):
         st.warning(f"{run.key}: {note}")
+
+
+def flash(message: str) -> None:
+    """A success message for the next rerun (an action's result, shown after the rerun that reflects it)."""
+    st.session_state[_FLASH] = message
+
+
+def show_flash() -> None:
+    message = st.session_state.pop(_FLASH, None)
+    if message:
+        st.success(message)
+
+
+def clone_source() -> tuple[str, dict] | None:
+    """(label, config) of the run named by ``?clone=<run key>``, or None; the key is matched against the listing.
+
+    A key that names no listed run, or a run without a readable config, is one warning on the page.
+    """
+    key = st.query_params.get(CLONE_PARAM)
+    if not key:
+        return None
+    run = next((run for run in all_runs() if run.key == key), None)
+    if run is None:
+        st.warning(f"There is no run {key!r} to clone in the runs folder; the form starts from the defaults.")
+        return None
+    try:
+        return f"clone of {run.key}", launcher.config_of_run(run.path)
+    except ValueError as error:
+        st.warning(f"Cannot clone {run.key}: {error}")
+        return None

@@ -156,6 +156,57 @@ def test_runs_page_and_metric_latency(page, server):
     print(f"[timing] metric line written -> point in the browser: {time.monotonic() - written:.2f} s")
 
 
+# Every page, by its URL path, and its heading.
+PAGES = [("", "Runs"), ("new_run", "New run"), ("live", "Live"), ("compare", "Compare"), ("data", "Data"),
+         ("inspect", "Inspect")]
+LOCAL_HOSTS = {"localhost", "127.0.0.1", "[::1]"}
+
+
+@pytest.mark.parametrize("path, heading", PAGES)
+def test_no_page_makes_a_request_that_leaves_this_machine(page, server, path, heading):
+    from urllib.parse import urlsplit
+
+    requests = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.goto(f"{server.url}/{path}")
+    page.get_by_role("heading", name=heading, exact=True).wait_for()
+    settle(page)
+    page.wait_for_timeout(1500)  # late fetches (the favicon, icon fonts) come after the first render
+    external = [url for url in requests if urlsplit(url).scheme not in ("data", "blob")
+                and urlsplit(url).hostname not in {host.strip("[]") for host in LOCAL_HOSTS}]
+    assert requests and not external, external
+    icon = page.evaluate("() => document.querySelector('link[rel~=\"icon\"]')?.href || ''")
+    assert icon.startswith(server.url), icon  # the page icon is served by the dashboard itself
+
+
+# The chosen runs' chips in the page's run picker, and each chart's x-axis title.
+CHIPS_JS = """() => Array.from(document.querySelectorAll('[data-testid="stMultiSelect"] [data-baseweb="tag"]'))
+    .map(tag => tag.textContent.trim())"""
+X_TITLES_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot'))
+    .map(div => ((div.layout || {}).xaxis || {}).title).map(title => title && (title.text || title))"""
+
+
+def test_live_keeps_its_runs_and_settings_over_a_reload_and_in_a_second_tab(page, server, browser):
+    chosen = ["latency-probe", "r1-resnet20-shapes"]
+    page.goto(f"{server.url}/live?" + "&".join(f"run={key}" for key in chosen))
+    wait_for(lambda: points(page), 60, "the Live charts")
+    assert page.evaluate(CHIPS_JS) == chosen
+    page.get_by_text("epoch", exact=True).first.click()  # the x-axis radio: the browser writes it into the URL
+    wait_for(lambda: "live_x=epoch" in page.url, 30, "the x-axis choice in the URL")
+    wait_for(lambda: set(page.evaluate(X_TITLES_JS)) == {"epoch"}, 30, "every chart on an epoch axis")
+    page.reload()
+    wait_for(lambda: points(page), 60, "the Live charts after a reload")
+    settle(page)
+    assert page.evaluate(CHIPS_JS) == chosen and set(page.evaluate(X_TITLES_JS)) == {"epoch"}
+    second = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+    try:
+        second.goto(page.url)  # a second tab, a bookmark or a shared link
+        wait_for(lambda: points(second), 60, "the Live charts in a second tab")
+        assert second.evaluate(CHIPS_JS) == chosen and set(second.evaluate(X_TITLES_JS)) == {"epoch"}
+    finally:
+        second.context.close()
+
+
 def engine_has_train_command() -> bool:
     from regnet.train.cli import build_parser
 

@@ -9,7 +9,6 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from dashboard import launcher
-from dashboard.charts import PANELS
 from dashboard.runs import LIVE_METRICS
 from test_dashboard_fixtures import fake_training_process, fixture_runs_root, write_run
 
@@ -111,7 +110,7 @@ def test_live_page_shows_curves_progress_and_a_failed_runs_error(fixture_root):
     assert "RuntimeError: CUDA is not available" in errors  # the tail of train.log
     assert "skipped 2 corrupt lines" in texts(at.warning)
     bars = [bar.proto.text for bar in at.get("progress")]
-    assert any("running · epoch 1/5 · step 4/20" in text for text in bars), bars
+    assert any("running · 1/5 epochs done · step 4/20" in text for text in bars), bars
     assert at.button(key="live_stop_r3-regnet20-shapes-live")  # a running run can be stopped from here
     live_metrics = fixture_root / "r3-regnet20-shapes-live" / "metrics.jsonl"
     assert LIVE_METRICS.offset(live_metrics) == live_metrics.stat().st_size  # read incrementally, all consumed
@@ -119,19 +118,21 @@ def test_live_page_shows_curves_progress_and_a_failed_runs_error(fixture_root):
 
 def test_live_page_reuses_its_figures_until_new_metric_lines_arrive(fixture_root):
     at = open_page("views/live.py", selected=["r3-regnet20-shapes-live"])
-    first = dict(at.session_state["live_figures"])
+
+    def figures() -> dict:
+        return {**at.session_state["live_figures_step"], **at.session_state["live_figures_epoch"]}
+
+    first = figures()
     at.run()
-    assert at.session_state["live_figures"] == first  # nothing new: the same figure objects
-    assert all(a is b for a, b in zip(first.values(), at.session_state["live_figures"].values()))
+    assert figures() == first  # nothing new: the same figure objects
+    assert all(a is b for a, b in zip(first.values(), figures().values()))
     with open(fixture_root / "r3-regnet20-shapes-live" / "metrics.jsonl", "a") as f:
         f.write(json.dumps({"kind": "step", "epoch": 1, "step": 5, "time": time.time(), "train_loss": 1.0,
                             "lr": 0.1, "images_per_s": 50.0}) + "\n")
     at.run()
-    after = at.session_state["live_figures"]
-    rebuilt = sorted(key[-1] for key in set(after) - set(first))  # panel indices whose figure was rebuilt
-    titles = [title for title, _, _ in PANELS]
+    rebuilt = sorted(key[-1] for key in set(figures()) - set(first))  # titles of the panels rebuilt
     # A step line moves train loss, LR and images/s; the epoch-only panels keep their figures.
-    assert [titles[i] for i in rebuilt] == ["Loss", "Learning rate", "Images per second"]
+    assert rebuilt == ["Images per second", "Learning rate", "Loss"]
     assert max(plotly_points(at)) > 0
 
 
@@ -144,7 +145,7 @@ def test_live_polls_a_cheap_signature_that_changes_only_when_a_run_writes_or_sto
     from dashboard import ui
 
     at = open_page("views/live.py", selected=["r3-regnet20-shapes-live"])
-    assert at.selectbox(key="live_refresh").value == 5.0  # the default check interval
+    assert at.selectbox(key="live_refresh").value == 10.0  # the default check interval
     by_key = {run.key: run for run in ui.all_runs()}
     runs = [by_key["r3-regnet20-shapes-live"], by_key["r1-resnet20-shapes"]]
     seen = ui.change_signature(runs)
@@ -175,8 +176,8 @@ def test_compare_page_overlays_runs_and_offers_csv(fixture_root):
     assert all(points > 0 for points in plotly_points(at))
     table = at.dataframe[0].value
     assert list(table["run"]) == ["r1-resnet20-shapes", "shipped/regnet20-shapes"]
-    assert list(table["best val top-1"]) == [0.75, 0.75]
-    assert len(at.get("download_button")) == 2
+    assert list(table["best"]) == [0.75, 0.75] and list(table["best metric"]) == ["val_top1", "val_top1"]
+    assert len(at.get("download_button")) == 4  # table as CSV, Markdown, LaTeX; curves as CSV
 
 
 def test_new_run_page_refuses_a_data_set_that_is_not_there(runs_root, tmp_path):
@@ -188,6 +189,20 @@ def test_new_run_page_refuses_a_data_set_that_is_not_there(runs_root, tmp_path):
     assert texts(at.error) and at.button(key="nr_start_button").disabled
     at.selectbox(key="nr_family").select("tiny_resnet").run()
     assert not at.exception and at.text_input(key="nr_opt_blocks").value == "2, 2, 2"
+
+
+def test_new_run_form_offers_the_regulator_variants_and_checks_the_stages(runs_root):
+    at = open_page("views/new_run.py")
+    at.selectbox(key="nr_family").select("regnet").run()
+    assert at.selectbox(key="nr_opt_memory").value == "carry" and at.selectbox(key="nr_opt_sharing").value == "stage"
+    assert at.checkbox(key="nr_opt_h_norm").value is True and at.selectbox(key="nr_opt_shortcut").value == "A"
+    assert at.text_input(key="nr_opt_regulated_stages").value == "1, 2, 3"
+    at.selectbox(key="nr_opt_memory").select("reset")
+    at.text_input(key="nr_opt_regulated_stages").input("1, 4").run()
+    assert not at.exception and "names stage(s) [4]" in texts(at.error)
+    assert at.button(key="nr_start_button").disabled
+    at.text_input(key="nr_opt_regulated_stages").input("2").run()
+    assert not texts(at.error) and not at.button(key="nr_start_button").disabled
 
 
 def test_a_ready_config_fills_the_new_run_form(runs_root):
@@ -204,6 +219,15 @@ def test_a_ready_config_fills_the_new_run_form(runs_root):
     assert at.number_input(key="nr_epochs").value == config["train"]["epochs"]
     assert at.number_input(key="nr_lr").value == pytest.approx(config["optim"]["lr"])
     assert at.selectbox(key="nr_dataset").value == config["data"]["name"]
+
+
+def test_the_new_run_form_offers_the_rcnn_classifier_from_the_registry(runs_root):
+    at = open_page("views/new_run.py")
+    assert "rcnn_classifier" in at.selectbox(key="nr_family").options
+    at.selectbox(key="nr_family").select("rcnn_classifier").run()
+    assert not at.exception
+    assert list(at.selectbox(key="nr_opt_boxes").options) == ["auto", "image", "foreground"]
+    assert at.selectbox(key="nr_opt_boxes").value == "auto" and at.number_input(key="nr_opt_image_size").value == 28
 
 
 def test_data_page_shows_samples_and_class_counts(runs_root):

@@ -21,12 +21,13 @@ from regnet.train.config import Config, config_to_dict, save_config
 T0 = 1_700_000_000.0  # a fixed start time, so "newest first" is decided by the fixtures, not the clock
 
 
-def write_shipped_run(root: Path, name: str, model_name: str) -> None:
-    """A shipped-style run folder with an untrained model: enough for the page's wiring."""
+def write_shipped_run(root: Path, name: str, model_name: str, **options) -> None:
+    """A shipped-style run folder with an untrained model (on 3-channel shapes): enough for the page's wiring."""
     torch.manual_seed(0)
-    model = build_model(model_name, num_classes=10)
+    model = build_model(model_name, num_classes=10, in_channels=3, **options)
     config = Config()
     config.model.name, config.model.num_classes, config.model.in_channels = model_name, 10, 3
+    config.model.options = dict(options)
     config.data.size, config.data.val_ratio = 200, 0.2
     folder = root / name
     (folder / "checkpoints").mkdir(parents=True)

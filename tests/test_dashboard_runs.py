@@ -84,8 +84,8 @@ def test_discovery_lists_runs_newest_first_with_shipped_runs_last(tmp_path):
         assert by_key["shipped/resnet20-shapes"].source == "shipped"
         table = runs_table(runs)
         assert list(table["source"]) == ["run"] * 5 + ["shipped"]
-        assert table.loc[table["run"] == "r1-resnet20-shapes", "best val top-1 %"].item() == 75.0
-        assert table.loc[table["run"] == "r1-resnet20-shapes", "epoch"].item() == "3/3"
+        assert table.loc[table["run"] == "r1-resnet20-shapes", "best"].item() == "75.00% val_top1 @ 3"
+        assert table.loc[table["run"] == "r1-resnet20-shapes", "epochs done"].item() == "3/3"
     finally:
         process.kill()
         process.wait()
@@ -130,7 +130,7 @@ def test_progress_text_and_eta(tmp_path):
     state = progress(run)
     assert state.fraction == 0.25
     assert state.eta_s == pytest.approx(30.0)  # 10 s for a quarter of the steps
-    assert "epoch 1/4" in state.text and "step 4/16" in state.text and "ETA 30s" in state.text
+    assert "1/4 epochs done" in state.text and "step 4/16" in state.text and "ETA 30s" in state.text
     run.state = "finished"
     assert progress(run).fraction == 1.0 and progress(run).eta_s is None
 

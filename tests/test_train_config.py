@@ -103,6 +103,36 @@ def test_multistep_drops_at_the_epoch_milestones():
     assert values == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
 
 
+@pytest.mark.parametrize("epochs, steps_per_epoch", [(1, 1), (1, 3), (2, 1), (2, 4), (3, 2), (3, 5)])
+def test_a_short_multistep_run_trains_at_the_configured_lr_first(epochs, steps_per_epoch):
+    # Milestones 0.5 and 0.75 round to epoch 0 for a 1-epoch run (and 0.5 to epoch 1 of 2): no milestone
+    # may fall on the first step, which would mean the configured LR is never used.
+    config = Config().schedule
+    values = [lr_multiplier(config, step, epochs, steps_per_epoch) for step in range(epochs * steps_per_epoch)]
+    first_epoch = values[:steps_per_epoch]
+    assert first_epoch == [1.0] * steps_per_epoch
+    expected_drops = {1: 0, 2: 1, 3: 2}[epochs]  # 3 epochs: milestones at epochs round(1.5)=2, round(2.25)=2
+    assert values[-1] == pytest.approx(config.gamma ** expected_drops)
+
+
+def test_an_explicit_zero_milestone_still_starts_at_the_configured_lr():
+    config = Config().schedule
+    config.milestones = [0.0, 0.5]
+    assert [lr_multiplier(config, step, 4, 2) for step in range(8)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01,
+                                                                                      0.01, 0.01])
+
+
+@pytest.mark.parametrize("name", ["multistep", "cosine", "warmup_cosine", "onecycle", "constant"])
+@pytest.mark.parametrize("epochs, steps_per_epoch", [(1, 1), (1, 2), (2, 1), (3, 3)])
+def test_every_schedule_stays_positive_and_at_most_the_lr_on_short_runs(name, epochs, steps_per_epoch):
+    config = Config().schedule
+    config.name, config.warmup_epochs = name, 1 if name == "warmup_cosine" else 0
+    values = [lr_multiplier(config, step, epochs, steps_per_epoch) for step in range(epochs * steps_per_epoch)]
+    assert all(0 < value <= 1 + 1e-12 for value in values), values
+    if name in ("multistep", "cosine", "constant"):
+        assert values[0] == 1.0
+
+
 def test_warmup_cosine_onecycle_and_cosine_shapes():
     warm = Config().schedule
     warm.name, warm.warmup_epochs = "warmup_cosine", 1

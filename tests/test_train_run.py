@@ -237,6 +237,18 @@ def test_stop_file_ends_the_run_cleanly(tmp_path):
     assert checkpoint["step"] == status["step"]
 
 
+def test_a_stopped_run_logs_its_final_step_and_its_epoch_agrees_with_the_log(tmp_path, monkeypatch):
+    _stop_after(monkeypatch, 4)  # the 4th step of epoch 1 asks to stop; log_every=100 never logs on its own
+    path = train(fast_config(tmp_path, "stopped", "train.log_every=100"), progress=False)
+    status = read_status(path)
+    steps = [r for r in read_metrics(path) if r["kind"] == "step"]
+    assert (status["state"], status["step"], status["epoch"]) == ("stopped", 4, 0)
+    assert [(r["epoch"], r["step"]) for r in steps] == [(1, 4)]  # the last trained step is not lost
+    log = (path / "train.log").read_text()
+    assert f"stopped in epoch 1 at step 4 ({status['epoch']}/{status['epochs']} epochs done" in log
+    assert load_checkpoint(path / "checkpoints" / "last.pt")["step"] == steps[-1]["step"]
+
+
 def test_sigterm_stops_a_subprocess_with_exit_code_0(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # regnet is installed (pip install -e .): no path tricks
     process = subprocess.Popen(

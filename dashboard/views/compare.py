@@ -1,8 +1,12 @@
-"""Compare: several runs overlaid (ResNet against RegNet, one cell against another), a table, CSV downloads."""
+"""Compare: several runs overlaid, how their configs differ beside their results, seed groups, downloads.
+
+The chosen runs (``?run=``) and every setting are in the URL, so a bookmark or a shared link opens the
+same comparison.
+"""
 import streamlit as st
 
-from dashboard import charts, ui
-from dashboard.runs import compare_table, curves_long
+from dashboard import charts, tables, ui
+from dashboard.runs import curves_long
 
 st.title("Compare")
 runs = ui.all_runs()
@@ -15,38 +19,51 @@ if not chosen:
     st.info("Choose two or more runs above (or on **Runs**) to overlay their curves.")
     st.stop()
 
-panel_titles = [title for title, _, _ in charts.PANELS]
-controls = st.columns([2, 1, 2])
-shown = controls[0].multiselect("Curves", panel_titles, default=panel_titles[:2], key="compare_panels")
-x_axis = controls[1].radio("x axis", ["epoch", "step"], horizontal=True, key="compare_x")
-smoothing = controls[2].slider("Smoothing (EMA of per-step curves)", 0.0, 0.99, 0.6, 0.01, key="compare_smooth")
+panel_titles = [panel.title for panel in charts.PANELS]
+top = st.columns([3, 2, 2])
+shown = top[0].multiselect("Curves", panel_titles, default=panel_titles[:2], key="compare_panels",
+                           bind="query-params")
+x_axis = top[1].radio("x axis", ["epoch", "step", "relative time", "wall time"], horizontal=True, key="compare_x",
+                      bind="query-params")
+smoothing = top[2].slider("Smoothing (EMA of per-step curves; never the LR)", 0.0, 0.99, 0.6, 0.01,
+                          key="compare_smooth", bind="query-params")
+log_scales = st.pills("Log scale", panel_titles, selection_mode="multi", key="compare_log", bind="query-params")
+seed_col, band_col = st.columns([2, 5])
+grouped = seed_col.toggle("Group by seed", key="compare_seeds", bind="query-params",
+                          help=f"Runs whose configs are equal but for {', '.join(tables.SEED_KEYS)} become one "
+                               "line: their mean, with a band.")
+band = band_col.radio("Band", list(charts.BANDS), format_func=charts.BANDS.get, horizontal=True,
+                      key="compare_band", bind="query-params", disabled=not grouped, label_visibility="collapsed")
 
 frames = {}
 for run in chosen:
     frames[run.key], notes = ui.metrics_of(run)
     ui.show_run_problems(run, notes)
+configs = tables.run_configs(chosen)
+groups = tables.seed_groups(configs) if grouped else None
 
 columns = st.columns(2)
-for index, (title, metrics, tickformat) in enumerate(p for p in charts.PANELS if p[0] in shown):
-    figure = charts.metric_figure(frames, metrics, x=x_axis, smoothing=smoothing, title=title, tickformat=tickformat,
-                                  height=380)
-    columns[index % 2].plotly_chart(figure, key=f"compare_chart_{title}", config={"displaylogo": False})
+for index, panel in enumerate(charts.PANELS_BY_TITLE[title] for title in shown):
+    figure = charts.metric_figure(frames, panel, x=x_axis, smoothing=smoothing, log_y=panel.title in (log_scales or []),
+                                  groups=groups, band=band, height=380)
+    columns[index % 2].plotly_chart(figure, key=f"compare_chart_{panel.title}", config={"displaylogo": False})
 
-st.subheader("Summary")
-table = compare_table(chosen, frames)
-st.dataframe(table, hide_index=True, width="stretch", column_config={
-    "params": st.column_config.NumberColumn(format="localized"),
-    "MACs": st.column_config.NumberColumn(format="compact"),
-    **{name: st.column_config.NumberColumn(format="percent") for name in
-       ("best val top-1", "final val top-1", "final val top-5")},
-    "final val macro-F1": st.column_config.NumberColumn(format="%.3f"),
-    "final val loss": st.column_config.NumberColumn(format="%.3f"),
-    "final train loss": st.column_config.NumberColumn(format="%.3f"),
-    "training time s": st.column_config.NumberColumn(format="%.0f"),
-    "images/s": st.column_config.NumberColumn(format="%.1f"),
-})
-left, right = st.columns(2)
-left.download_button("Download table (CSV)", table.to_csv(index=False), "regnet_compare.csv", "text/csv",
-                     key="compare_table_csv")
-right.download_button("Download all curves (CSV)", curves_long(frames).to_csv(index=False), "regnet_curves.csv",
-                      "text/csv", key="compare_curves_csv")
+st.subheader("How the runs differ")
+table = tables.difference_table(chosen, frames, configs)
+if groups:
+    table = tables.grouped_table(table, groups, band)
+    st.caption(f"One line a group of runs that differ only in seed: each metric's mean and its band "
+               f"({charts.BANDS[band]}).")
+differing = tables.differing_keys(configs)
+st.caption(f"Config keys that differ: {', '.join(f'`{key}`' for key in differing)}." if differing else
+           "The chosen runs have the same config.")
+formats = {column: st.column_config.NumberColumn(format="percent" if "top-" in column else "%.3f")
+           for column in table.columns if any(word in column for word in ("top-", "loss", "F1"))}
+st.dataframe(table, hide_index=True, width="stretch", key="compare_table", column_config=formats)
+downloads = st.columns(4)
+for column, (label, data, name, mime) in zip(downloads, (
+        ("table (CSV)", table.to_csv(index=False), "regnet_compare.csv", "text/csv"),
+        ("table (Markdown)", tables.to_markdown(table), "regnet_compare.md", "text/markdown"),
+        ("table (LaTeX)", tables.to_latex(table), "regnet_compare.tex", "application/x-tex"),
+        ("all curves (CSV)", curves_long(frames).to_csv(index=False), "regnet_curves.csv", "text/csv"))):
+    column.download_button(f"Download {label}", data, name, mime, key=f"compare_{name}")

@@ -1,8 +1,22 @@
-"""Live: the selected runs' curves, progress and errors, redrawn whenever an active run writes something."""
+"""Live: the selected runs' curves, progress, errors and log tails, redrawn whenever an active run writes something.
+
+The page's settings are widgets bound to the URL's query parameters, and the chosen runs are in it as
+``?run=``: a refresh, a second tab or a shared link follows the same runs the same way.
+
+Following a run must cost little (the machine that draws is the one that trains): only the part of the
+page that step lines move (progress, loss, LR, images/s) is re-run and re-sent at each check, from the
+new lines of each metrics.jsonl; the per-epoch charts are sent again only when an epoch line arrived.
+"""
 import streamlit as st
 
 from dashboard import charts, launcher, live_regulator, ui
 from dashboard.runs import progress
+from regnet.runs import tail_text
+
+LOG_LINES = 30
+PER_STEP = [panel for panel in charts.PANELS if panel.per_step]
+PER_EPOCH = [panel for panel in charts.PANELS if not panel.per_step]
+EPOCH_VERSION = "live_epoch_version"
 
 st.title("Live")
 runs = ui.all_runs()
@@ -12,59 +26,96 @@ if not runs:
 
 chosen = ui.run_picker(runs, "Runs to follow", key="live")
 if not chosen:
-    # Nothing selected (e.g. after a browser refresh): follow what is running, else the newest run.
+    # Nothing selected: follow what is running, else the newest run.
     chosen = [run for run in runs if run.source == "run" and run.active] or runs[:1]
     st.caption(f"Following {', '.join(f'`{run.key}`' for run in chosen)}; choose runs above or on **Runs**.")
 
-x_col, smooth_col, refresh_col = st.columns([1, 2, 1])
-x_axis = x_col.radio("x axis", ["step", "epoch"], horizontal=True, key="live_x")
-smoothing = smooth_col.slider("Smoothing (EMA weight of per-step curves)", 0.0, 0.99, 0.6, 0.01, key="live_smooth")
+x_col, smooth_col, refresh_col = st.columns([2, 3, 1])
+x_axis = x_col.radio("x axis", list(charts.X_AXES), horizontal=True, key="live_x",
+                     bind="query-params")
+smoothing = smooth_col.slider("Smoothing (EMA of per-step curves; never the LR)", 0.0, 0.99, 0.6, 0.01,
+                              key="live_smooth", bind="query-params")
 default_refresh_s = ui.live_refresh_s()
 refresh_choices = sorted({2.0, 5.0, 10.0, 30.0, default_refresh_s})
-refresh_s = refresh_col.selectbox("Check for new lines every", refresh_choices, format_func=lambda s: f"{s:g} s",
-                                  index=refresh_choices.index(default_refresh_s), key="live_refresh")
-active = any(run.active for run in chosen)
-
-frames = {}
-for run in chosen:
-    frames[run.key], notes = ui.metrics_of(run)
-    state = progress(run)
-    text_col, button_col = st.columns([6, 1])
-    with text_col:
-        st.progress(state.fraction, text=f"`{run.key}` · {run.model or '?'} on {run.dataset or '?'} · {state.text}")
-    if run.source == "run" and run.active:
-        if run.stop_requested_at:
-            button_col.caption("stop requested")
-        elif button_col.button("Stop", key=f"live_stop_{run.key}"):
-            launcher.request_stop(run.path)
-            st.rerun()
-    ui.show_run_problems(run, notes)
-
-columns = st.columns(2)
-# A panel whose metrics got no new values keeps its figure: building figures is much of the page's CPU
-# while it follows a run, and that CPU is taken from the training on a small machine. Step lines only
-# move the loss, LR and images/s panels; the epoch panels change once an epoch.
-built = st.session_state.get("live_figures", {})
-figures = {}
-for index, (title, metrics, tickformat) in enumerate(charts.PANELS):
-    cache_key = (charts.panel_version(frames, metrics), x_axis, smoothing, index)
-    figures[cache_key] = built.get(cache_key) or charts.metric_figure(
-        frames, metrics, x=x_axis, smoothing=smoothing, title=title, tickformat=tickformat)
-    columns[index % 2].plotly_chart(figures[cache_key], key=f"live_chart_{index}", config={"displaylogo": False})
-st.session_state["live_figures"] = figures
-live_regulator.show(chosen, refresh_s if active else None)
+refresh_s = refresh_col.selectbox("Check every", refresh_choices, format_func=lambda s: f"{s:g} s",
+                                  index=refresh_choices.index(default_refresh_s), key="live_refresh",
+                                  bind="query-params", help="How often the page looks for new lines.")
+log_scales = st.pills("Log scale", [panel.title for panel in charts.PANELS], selection_mode="multi",
+                      key="live_log", bind="query-params") or []
+keys = [run.key for run in chosen]
 
 
-def follow(runs: list, seen: tuple) -> None:
-    """Polls the followed runs' files and reruns the page only when one of them wrote something.
+def read_frames(current: list) -> tuple[dict, dict]:
+    """Each run's metrics table and the sentences about its damaged files (only new bytes are read)."""
+    frames, notes = {}, {}
+    for run in current:
+        frames[run.key], notes[run.key] = ui.metrics_of(run)
+    return frames, notes
 
-    The poll draws nothing: redrawing an unchanged page on every tick kept the browser and the server
-    busy, and on a small machine that time is taken from the training being watched. A run that ends
-    changes its status, so the rerun that shows it also turns the poll off.
+
+def run_rows(current: list, notes: dict) -> None:
+    """Each run's progress line, Stop button, problems, and (collapsed) the tail of its train.log."""
+    for run in current:
+        state = progress(run)
+        text_col, button_col = st.columns([6, 1])
+        text_col.progress(state.fraction, text=f"`{run.key}` · {run.model or '?'} on {run.dataset or '?'} · "
+                                               f"{state.text}")
+        if run.source == "run" and run.active:
+            if run.stop_requested_at:
+                button_col.caption("stop requested")
+            elif button_col.button("Stop", key=f"live_stop_{run.key}"):
+                launcher.request_stop(run.path)
+                st.rerun()
+        ui.show_run_problems(run, notes[run.key])
+        log = tail_text(run.log_path, max_lines=LOG_LINES) if run.log_path and run.state not in (
+            "failed", "died") else ""  # a failed run's log tail is in its error box already
+        if log:
+            with st.expander(f"train.log of `{run.key}` (last {LOG_LINES} lines)", expanded=False):
+                st.code(log, language="text")
+
+
+def chart_row(frames: dict, panels: list, row: str) -> None:
+    """One row of panels; a panel whose metrics got no new values keeps its figure object.
+
+    Building figures is much of the page's server CPU while it follows a run.
     """
-    if ui.change_signature(runs) != seen:
+    cache = f"live_figures_{row}"
+    built, figures = st.session_state.get(cache, {}), {}
+    for column, panel in zip(st.columns(len(panels)), panels):
+        log_y = panel.title in log_scales
+        key = (charts.panel_version(frames, panel.metrics), x_axis, smoothing, log_y, panel.title)
+        figures[key] = built.get(key) or charts.metric_figure(frames, panel, x=x_axis, smoothing=smoothing,
+                                                              log_y=log_y)
+        column.plotly_chart(figures[key], key=f"live_chart_{panel.title}", config={"displaylogo": False})
+    st.session_state[cache] = figures
+
+
+def epoch_version(frames: dict) -> tuple:
+    return charts.panel_version(frames, [m for panel in PER_EPOCH for m in panel.metrics])
+
+
+@st.fragment(run_every=refresh_s if any(run.active for run in chosen) else None)
+def live_view() -> None:
+    """Progress and the per-step charts, alone re-run every ``refresh_s`` while a followed run is active.
+
+    A new epoch line, or the end of the last active run, makes one full rerun: it redraws the
+    per-epoch charts, and turns the timer off when nothing is active any more.
+    """
+    by_key = {run.key: run for run in ui.all_runs()}
+    current = [by_key[key] for key in keys if key in by_key]
+    frames, notes = read_frames(current)
+    run_rows(current, notes)
+    chart_row(frames, PER_STEP, "step")
+    still_active = any(run.active for run in current)
+    if st.session_state.get("live_polling") and (not still_active or epoch_version(frames) != st.session_state.get(
+            EPOCH_VERSION)):
         st.rerun()
+    st.session_state["live_polling"] = still_active
 
 
-if active:
-    st.fragment(follow, run_every=refresh_s)(chosen, ui.change_signature(chosen))
+frames, _ = read_frames(chosen)
+st.session_state[EPOCH_VERSION] = epoch_version(frames)
+st.session_state["live_polling"] = False  # the fragment's first run is part of this full run
+live_view()
+chart_row(frames, PER_EPOCH, "epoch")
+live_regulator.show(chosen, refresh_s if any(run.active for run in chosen) else None)

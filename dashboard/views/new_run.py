@@ -7,17 +7,20 @@ from dashboard import launcher, ui
 from dashboard.runs import progress
 
 import regnet.data as rdata
-from regnet.models import list_models, model_info
+from regnet.models import check_options, list_models, model_info
 
 st.title("New run")
 
 # ---------------------------------------------------------------- the config the form starts from
 ready = launcher.ready_configs()
+clone = ui.clone_source()  # (label, config) of the run named by ?clone=<run>, from the Runs page's Clone
 
 
 def base_config() -> dict:
-    """The defaults, or the chosen ready config over them (its extra keys, e.g. milestones, are kept)."""
+    """The defaults, or the chosen ready config (or cloned run's config) over them (extra keys are kept)."""
     name = st.session_state.get("nr_start", "defaults")
+    if clone and name == clone[0]:
+        return launcher.merge_config(clone[1], {})
     if name in ready:
         try:
             return launcher.load_ready_config(ready[name])
@@ -59,6 +62,9 @@ def apply_config() -> None:
 
 if "nr_family" not in st.session_state:
     apply_config()
+if clone and st.session_state.get("nr_cloned") != clone[0]:  # arrived from Clone: fill the form once
+    st.session_state["nr_start"], st.session_state["nr_cloned"] = clone[0], clone[0]
+    apply_config()
 
 models = list_models()
 families = list(dict.fromkeys(family_and_depth(name)[0] for name in models))
@@ -70,7 +76,7 @@ try:
 except ImportError:
     pass
 
-st.selectbox("Start from", ["defaults", *ready], key="nr_start", on_change=apply_config,
+st.selectbox("Start from", ["defaults", *ready, *([clone[0]] if clone else [])], key="nr_start", on_change=apply_config,
              help="A ready config from configs/*.yaml fills the form; anything you change below overrides it.")
 
 # ---------------------------------------------------------------- the form
@@ -96,7 +102,12 @@ with model_col:
             st.session_state[f"nr_opt_{option}"] = (", ".join(map(str, value)) if isinstance(value, (tuple, list))
                                                     else value)
         st.session_state["nr_options_for"] = model_name
-    labels = {"cell": "Regulator cell", "gates": "Gate form", "se": "Squeeze-and-excitation (SE)"}
+    labels = {"cell": "Regulator cell", "gates": "Gate form", "se": "Squeeze-and-excitation (SE)",
+              "sharing": "Regulator cells (one per stage or per block)",
+              "memory": "Regulator memory (carry the state across blocks, or reset it)",
+              "h_norm": "BN+ReLU on H before the fusion", "fusion": "Fusion of H (concat with X2, or replace X2)",
+              "shortcut": "Shortcut (A: zero-pad, B: 1x1 projection)",
+              "regulated_stages": "Regulated stages (numbered from 1)"}
     options = {}
     for option, default in info.options.items():
         key, label, choices = f"nr_opt_{option}", labels.get(option, option.replace("_", " ")), info.choices.get(option)
@@ -158,11 +169,18 @@ except rdata.DataError as error:
     problems.append(str(error))
 if any(value is None for value in options.values()):
     problems.append("Fix the model options above.")
+else:
+    try:
+        check_options(model_name, options)  # e.g. regulated_stages naming a stage the model does not have
+    except ValueError as error:
+        problems.append(str(error))
 for problem in problems:
     st.error(problem)
 
 runs = ui.all_runs()
-running = [run for run in runs if run.source == "run" and run.active]
+# The run just started here is not "another" run sharing the CPU.
+just_started = st.session_state.get("nr_last_launch")
+running = [run for run in runs if run.source == "run" and run.active and run.key != just_started]
 if running:
     st.info(f"{len(running)} run{'s are' if len(running) != 1 else ' is'} running on this machine; "
             "a new run shares the CPU with them.")

@@ -7,14 +7,16 @@ Depends on torch, torchvision and PIL only.
 """
 from .errors import DataError
 from .info import DatasetInfo
-from .registry import Splits, check_data_available, list_datasets, load_splits, resolve_name
+from .registry import (Splits, check_data_available, list_datasets, load_splits, load_test_only, resolve_name,
+                       test_only_tree)
 from .samples import SAMPLES_DIR, has_samples, load_sample_split, read_manifest
 from .shapes import SHAPE_NAMES, ShapesDataset, generate_shapes
 from .splits import DatasetSplit, MaskedDatasetSplit, stratified_split
 from .transforms import build_transform, denormalize
 
 __all__ = [
-    "DataError", "DatasetInfo", "Splits", "check_data_available", "list_datasets", "load_splits", "resolve_name",
+    "DataError", "DatasetInfo", "Splits", "check_data_available", "list_datasets", "load_splits", "load_test_only",
+    "resolve_name", "test_only_tree",
     "SHAPE_NAMES", "ShapesDataset", "generate_shapes", "DatasetSplit", "MaskedDatasetSplit", "stratified_split",
     "build_transform", "denormalize", "SAMPLES_DIR", "has_samples", "load_sample_split", "read_manifest",
 ]

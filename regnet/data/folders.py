@@ -85,11 +85,13 @@ def find_folder_root(root: Path) -> Path:
                     "(optionally val/ or test/ beside it).")
 
 
-def _scan_classes(split_dir: Path, class_to_idx: dict[str, int] | None = None):
+def _scan_classes(split_dir: Path, class_to_idx: dict[str, int] | None = None, known: str = "train/",
+                  fix: str = "give train/ and the held-out split the same class folders."):
     """(samples, classes) of one split folder.
 
     Without ``class_to_idx`` this is the training split: its folders define the classes and each must
-    hold images. A held-out split reuses the training indices so label i means the same class in both.
+    hold images. A held-out split reuses the training indices so label i means the same class in both;
+    ``known`` names where those classes come from and ``fix`` the remedy, for a folder that is not one of them.
     """
     classes = _subdirs(split_dir)
     if not classes:
@@ -102,8 +104,7 @@ def _scan_classes(split_dir: Path, class_to_idx: dict[str, int] | None = None):
         class_to_idx = {name: i for i, name in enumerate(classes)}
     unknown = [name for name in classes if name not in class_to_idx]
     if unknown:
-        raise DataError(f"{split_dir} has class folder(s) {', '.join(unknown[:3])} that train/ lacks; "
-                        "give train/ and the held-out split the same class folders.")
+        raise DataError(f"{split_dir} has class folder(s) {', '.join(unknown[:3])} that {known} lacks; {fix}")
     samples = []
     for name in classes:
         files = _images_under(split_dir / name)
@@ -138,10 +139,52 @@ def load_imagefolder(root: Path, **_) -> RawData:
             samples, _ = _scan_classes(base / name, class_to_idx)
             held_out = ImageFiles(samples, classes)
             break
-    side = _probe_size(train_samples[0][0])
-    family, natural = ("cifar", side) if side <= 32 else ("tiny", side) if side <= 64 else ("imagenet", 224)
+    family, natural = image_regime(_probe_size(train_samples[0][0]))
     return RawData(ImageFiles(train_samples, classes), held_out, classes, 3, natural, family, IMAGENET_STATS,
                    fixed_size=False)
+
+
+def image_regime(side: int) -> tuple[str, int]:
+    """(transform family, natural side) of image files whose longer side is ``side``: CIFAR-like up to 32 px,
+    Tiny-ImageNet-like up to 64 px, ImageNet-like (224 px crops) above."""
+    return ("cifar", side) if side <= 32 else ("tiny", side) if side <= 64 else ("imagenet", 224)
+
+
+def held_out_tree(root: Path) -> Path | None:
+    """The class folders of a copy that holds only a held-out split: ``test/`` (or ``val/``), also one level down
+    as an unpacked archive leaves it, or ``root`` itself (a flat ``<class>/`` tree). None when a ``train/``
+    tree is there (the ordinary layout) or ``root`` is no folder (the ordinary loader says what is wrong)."""
+    if not root.is_dir():
+        return None
+    children = _subdirs(root)
+    if len(children) == 1 and not {"train", "test", "val"} & set(children):
+        inner = root / children[0]
+        if {"train", "test", "val"} & set(_subdirs(inner)):
+            root, children = inner, _subdirs(inner)
+    if "train" in children or not children:
+        return None
+    for name in ("test", "val"):
+        if name in children:
+            return root / name
+    return root
+
+
+def load_held_out(split_dir: Path, class_names: list[str], wnid_words: bool = False) -> ImageFiles:
+    """A held-out-only tree's images, labelled by a run's own class list (a folder it does not know is an error).
+
+    ``wnid_words``: folders may also be Tiny-ImageNet wnids, named through a ``words.txt`` beside the tree.
+    """
+    class_to_idx = {name: i for i, name in enumerate(class_names)}
+    if wnid_words:
+        folders = _subdirs(split_dir)
+        words = _class_names(split_dir.parent, folders)
+        class_to_idx.update({wnid: class_to_idx[word] for wnid, word in zip(folders, words) if word in class_to_idx})
+    known = f"the run's class list ({', '.join(class_names[:5])}{', ...' if len(class_names) > 5 else ''})"
+    samples, _ = _scan_classes(split_dir, class_to_idx, known, "rename or remove them: a model is evaluated "
+                               "on the classes it was trained on.")
+    if not samples:
+        raise DataError(f"No images under {split_dir}; put them in {split_dir}/<class>/<image>.")
+    return ImageFiles(samples, list(class_names))
 
 
 def check_imagefolder(root: Path) -> None:

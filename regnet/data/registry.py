@@ -15,8 +15,9 @@ from typing import Callable
 from torchvision import datasets
 
 from .errors import DataError
-from .folders import check_imagefolder, check_tiny_imagenet, load_imagefolder, load_tiny_imagenet
-from .info import DatasetInfo, RawData
+from .folders import (check_imagefolder, check_tiny_imagenet, held_out_tree, image_regime, load_held_out,
+                      load_imagefolder, load_tiny_imagenet)
+from .info import IMAGENET_STATS, TINY_IMAGENET_STATS, DatasetInfo, RawData
 from .shapes import SHAPE_NAMES, SHAPES_STATS, ShapesDataset
 from .splits import DatasetSplit, make_split, stratified_split
 from .standard import check_cifar, check_mnist, load_cifar, load_mnist
@@ -25,16 +26,21 @@ from .transforms import build_transform
 SHAPES_DEFAULT_SIZE = 6000
 SHAPES_SEED = 0  # the data are fixed, so runs differ only by their split and training seeds
 SHAPES_TEST_SEED = 1
+# Folder data sets whose copies may lack the held-out split (Tiny-ImageNet without val/): with val_ratio 0,
+# validation is carved from the training images instead of failing.
+CARVE_WHEN_NO_HELD_OUT = ("tiny_imagenet",)
+FALLBACK_VAL_RATIO = 0.1
 
 
 @dataclass
 class Splits:
     """The three splits of a data set; ``test`` is the official held-out split, or None where there is none."""
 
-    train: DatasetSplit
-    val: DatasetSplit
+    train: DatasetSplit | None  # None (with val) for a copy that holds only a test split (``load_test_only``)
+    val: DatasetSplit | None
     test: DatasetSplit | None
     info: DatasetInfo
+    note: str | None = None  # a choice the loader made that the run's log should state
 
 
 def load_shapes(root: Path, *, size: int | None = None, image_size: int | None = None, **_) -> RawData:
@@ -112,25 +118,65 @@ def load_splits(name: str, root="data", *, val_ratio: float = 0.1, split_seed: i
         raise DataError(f"val_ratio must be at least 0 and below 1, got {val_ratio}; use e.g. 0.1, "
                         "or 0 to validate on the official held-out split.")
     raw = _DATASETS[name].load(Path(root).expanduser(), download=download, image_size=image_size, size=size)
+    info, transform = _describe(name, raw, image_size, color_jitter)
+    train_tf, eval_tf = transform(train=augment), transform(train=False)
+    note = None
+    if val_ratio == 0 and raw.held_out is None:
+        if name not in CARVE_WHEN_NO_HELD_OUT:
+            raise DataError(f"{name} in {root} has no held-out split to validate on; set val_ratio > 0 "
+                            "(e.g. 0.1) to carve one from the training data.")
+        val_ratio = FALLBACK_VAL_RATIO
+        note = (f"{name} in {root} has no held-out split (no val/ folder): validating on "
+                f"{FALLBACK_VAL_RATIO:.0%} of the training images, carved stratified with split seed {split_seed}")
+    if val_ratio > 0:
+        train_idx, val_idx = stratified_split(raw.train.targets, val_ratio, split_seed)
+        val = make_split(raw.train, val_idx, eval_tf)
+    else:
+        train_idx = range(len(raw.train))
+        val = make_split(raw.held_out, range(len(raw.held_out)), eval_tf)
+    train = make_split(raw.train, train_idx, train_tf)
+    test = make_split(raw.held_out, range(len(raw.held_out)), eval_tf) if raw.held_out is not None else None
+    return Splits(train, val, test, info, note)
+
+
+def _describe(name: str, raw: RawData, image_size: int | None, color_jitter: bool = False):
+    """The DatasetInfo of ``raw`` and its transform (call it with ``train=``), the same for every split."""
     side = image_size or raw.natural_size
     mean, std = raw.stats
     info = DatasetInfo(name, len(raw.class_names), raw.in_channels, side, list(raw.class_names), mean, std,
                        raw.family)
     transform = partial(build_transform, raw.family, side, mean, std, color_jitter=color_jitter,
                         resize=not raw.fixed_size or side != raw.natural_size)
-    train_tf, eval_tf = transform(train=augment), transform(train=False)
-    if val_ratio > 0:
-        train_idx, val_idx = stratified_split(raw.train.targets, val_ratio, split_seed)
-        val = make_split(raw.train, val_idx, eval_tf)
-    elif raw.held_out is None:
-        raise DataError(f"{name} in {root} has no held-out split to validate on; set val_ratio > 0 "
-                        "(e.g. 0.1) to carve one from the training data.")
+    return info, transform
+
+
+def test_only_tree(name: str, root) -> Path | None:
+    """The class folders of a folder data set's copy that holds only a test split; None for any other copy."""
+    if resolve_name(name) not in ("imagefolder", "tiny_imagenet"):
+        return None
+    return held_out_tree(Path(root).expanduser())
+
+
+def load_test_only(name: str, root, class_names: list[str], side: int | None = None) -> Splits | None:
+    """The test split of an image-folder copy that holds only ``test/<class>/`` (or a flat ``<class>/`` tree).
+
+    The images are labelled by the run's ``class_names`` and get its evaluation transform (``side``: the
+    side it was trained on; None probes the first image, as training did). None when ``root`` has a
+    training tree, or the data set is not read from folders: ``load_splits`` then reads it as usual.
+    """
+    name = resolve_name(name)
+    split_dir = test_only_tree(name, root)
+    if split_dir is None:
+        return None
+    images = load_held_out(split_dir, class_names, wnid_words=name == "tiny_imagenet")
+    if name == "tiny_imagenet":
+        family, natural, stats = "tiny", 64, TINY_IMAGENET_STATS
     else:
-        train_idx = range(len(raw.train))
-        val = make_split(raw.held_out, range(len(raw.held_out)), eval_tf)
-    train = make_split(raw.train, train_idx, train_tf)
-    test = make_split(raw.held_out, range(len(raw.held_out)), eval_tf) if raw.held_out is not None else None
-    return Splits(train, val, test, info)
+        family, natural = image_regime(side or max(images[0][0].size))
+        stats = IMAGENET_STATS
+    raw = RawData(None, images, list(class_names), 3, natural, family, stats, fixed_size=False)
+    info, transform = _describe(name, raw, side)
+    return Splits(None, None, make_split(images, range(len(images)), transform(train=False)), info)
 
 
 def check_data_available(name: str, root="data") -> None:

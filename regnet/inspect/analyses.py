@@ -42,14 +42,35 @@ def capture_block_outputs(model: nn.Module) -> Iterator[dict[tuple[int, int], to
             h.remove()
 
 
-@torch.no_grad()
+@contextmanager
+def channels_last_inference(model: nn.Module) -> Iterator[None]:
+    """The model in eval mode and channels-last (faster on CPUs and GPUs) for the block; its format restored after."""
+    first = next((p for p in model.parameters() if p.dim() == 4), None)
+    was_last = first is not None and first.is_contiguous(memory_format=torch.channels_last) \
+        and not first.is_contiguous()
+    model.eval().to(memory_format=torch.channels_last)
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        if not was_last:
+            model.to(memory_format=torch.contiguous_format)
+
+
 def analyze_split(model: nn.Module, batches: Iterable, class_names: list[str], device: str = "cpu",
                   progress: Callable[[int], None] | None = None) -> dict:
     """Every split-level analysis in one intact pass and (for a RegNet) one ablated pass.
 
+    ``batches`` are (images, labels) pairs, e.g. ``regnet.data.device.evaluation_batches``;
     ``progress`` gets the number of images analysed after each batch, for a progress bar.
     """
-    model.eval().to(device)
+    model.to(device)
+    with channels_last_inference(model):
+        return _analyze(model, batches, class_names, device, progress)
+
+
+def _analyze(model: nn.Module, batches: Iterable, class_names: list[str], device: str,
+             progress: Callable[[int], None] | None) -> dict:
     num_classes = len(class_names)
     stages = len(model.stages)
     last = stages - 1
@@ -60,7 +81,7 @@ def analyze_split(model: nn.Module, batches: Iterable, class_names: list[str], d
     logit_change = 0.0
     seen = 0
     for x, y in batches:
-        x, y = x.to(device), y.to(device)
+        x, y = x.to(device).contiguous(memory_format=torch.channels_last), y.to(device)
         with capture_block_outputs(model) as outputs:
             logits = model(x)
         probs = logits.softmax(1)

@@ -80,7 +80,13 @@ class Attribution:
 
 
 def attribution_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """Every block output, and for a RegNet every step's hidden state, by a readable label."""
+    """Every block output, and for a RegNet every step's hidden state, by a readable label.
+
+    A model without stages may name its own (``attribution_layers()``: the detector's backbone output).
+    """
+    own = getattr(model, "attribution_layers", None)
+    if own is not None:
+        return dict(own())
     layers: dict[str, nn.Module] = {}
     regulated = set(map(id, regulated_blocks(model)))
     for s, stage in enumerate(getattr(model, "stages", [])):

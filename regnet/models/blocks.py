@@ -4,6 +4,11 @@ A regulated block (paper Fig. 3) runs a recurrent cell *beside* its
 convolutions: the cell reads the block's first features X2, and its output H is
 fused with the features by a 1x1 convolution. The cell is owned by the stage and
 shared by its blocks, so block t of a stage is time step t of the regulator.
+
+The seeds built the regulator other ways, offered here as ablations (defaults are the paper's):
+one cell per block (``sharing="block"``), a state reset at every block (``memory="reset"``),
+no BN+ReLU on H (``h_norm=False``) and H replacing X2 instead of being fused with it
+(``fusion="replace"``).
 """
 from __future__ import annotations
 
@@ -133,46 +138,57 @@ class _Regulated:
     """A plain block's layers plus a regulator beside them (Fig. 3): its norm, the fusion, taps and recording.
 
     Mixed in before the plain block it regulates: ``first`` and ``last`` are the plain block's, and the cell
-    reads ``first``'s output X2 while its output H is fused with ``middle``'s.
+    reads ``first``'s output X2. With ``fusion="concat"`` (the paper's) H is fused with ``middle``'s output by
+    a 1x1 convolution; with ``"replace"`` (seed 002) H takes X2's place, so ``middle`` reads H and there is
+    no fusion layer.
     """
 
     def __init__(self, in_channels: int, channels: int, stride: int = 1, se: bool = False, shortcut: str | None = None,
-                 *, taps: StepTaps, stage: int = 0, step: int = 0):
+                 *, taps: StepTaps, stage: int = 0, step: int = 0, h_norm: bool = True, fusion: str = "concat"):
         super().__init__(in_channels, channels, stride, se, shortcut or self.default_shortcut)
         self.stage_index = stage
         self.step_index = step
         self.taps = taps
         # BN+ReLU on H before fusion (Fig. 3). A hook replacing this output by zeros ablates the regulator.
-        self.regulator_norm = nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU())
-        self.fuse = conv1x1(2 * channels, channels)
-        self.bn_fuse = nn.BatchNorm2d(channels)
+        self.regulator_norm = nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU()) if h_norm else nn.Identity()
+        if fusion == "concat":
+            self.fuse = conv1x1(2 * channels, channels)
+            self.bn_fuse = nn.BatchNorm2d(channels)
+        elif fusion != "replace":
+            raise ValueError(f"Unknown fusion {fusion!r}; choose 'concat' or 'replace'.")
+        self.fusion = fusion
         self.trace: list[RegulatorRecord] | None = None  # set by regnet.record
 
     def forward(self, x: torch.Tensor, cell: nn.Module, state=None):
         x2 = self.first(x)
-        features = self.middle(x2)
-        h, state, gates = cell(x2, state, self.taps)
+        h, new_state, gates = cell(x2, state, self.taps)
         # The efficient cell computes channels-last; H joins the block's features in their memory format,
         # since element-wise kernels (BN, ReLU and their backward) are slow on mixed formats.
-        fused = torch.cat((features, self.regulator_norm(_in_format_of(h, features))), dim=1)
-        x3 = self.relu(self.bn_fuse(self.fuse(fused)))
+        regulated = self.regulator_norm(_in_format_of(h, x2))
+        if self.fusion == "replace":
+            x3 = self.middle(regulated)
+        else:
+            x3 = self.relu(self.bn_fuse(self.fuse(torch.cat((self.middle(x2), regulated), dim=1))))
         out = self.taps.output(self.last(x3, x))
-        self._record(x2, h, state, gates, out)
-        return out, state
-
-    def _record(self, cell_input, h, state, gates, out) -> None:
         if self.trace is not None:
-            self.trace.append(
-                RegulatorRecord(
-                    stage=self.stage_index,
-                    step=self.step_index,
-                    input=cell_input.detach(),
-                    hidden=h.detach(),
-                    cell=state[1].detach() if len(state) > 1 else None,
-                    gates={k: v.detach() for k, v in gates.items()},
-                    output=out.detach(),
-                )
+            self._record(x2, h, new_state, gates, out, cell.zero_state(x2) if state is None else state)
+        return out, new_state
+
+    def _record(self, cell_input, h, state, gates, out, previous) -> None:
+        """One :class:`RegulatorRecord`; ``previous`` is the state this step read (zeros at a stage's start)."""
+        self.trace.append(
+            RegulatorRecord(
+                stage=self.stage_index,
+                step=self.step_index,
+                input=cell_input.detach(),
+                hidden=h.detach(),
+                cell=state[1].detach() if len(state) > 1 else None,
+                gates={k: v.detach() for k, v in gates.items()},
+                output=out.detach(),
+                previous_hidden=previous[0].detach(),
+                previous_cell=previous[1].detach() if len(previous) > 1 else None,
             )
+        )
 
 
 class RegulatedBasicBlock(_Regulated, BasicBlock):
@@ -191,10 +207,12 @@ REGULATED = {BasicBlock: RegulatedBasicBlock, Bottleneck: RegulatedBottleneck}
 
 
 class Stage(nn.Module):
-    """A run of blocks at one width; with ``cell`` set, one regulator shared by all of them.
+    """A run of blocks at one width; with ``cell`` set, a regulator beside each of them.
 
-    The regulator's state starts at zero at the stage's first block and flows
-    from block to block; it never crosses into the next stage.
+    ``sharing="stage"`` (the paper's): one cell shared by all the blocks, so block t is its time step t;
+    ``"block"``: a cell of each block's own. ``memory="carry"`` (the paper's): the state starts at zero at
+    the stage's first block and flows from block to block; ``"reset"``: every block starts from zero. The
+    state never crosses into the next stage.
     """
 
     def __init__(
@@ -210,31 +228,46 @@ class Stage(nn.Module):
         gates: str = "efficient",
         se: bool = False,
         shortcut: str = "pad",
+        sharing: str = "stage",
+        memory: str = "carry",
+        h_norm: bool = True,
+        fusion: str = "concat",
     ):
         super().__init__()
+        if sharing not in ("stage", "block") or memory not in ("carry", "reset"):
+            raise ValueError(f"Unknown sharing={sharing!r} or memory={memory!r}; choose stage|block and carry|reset.")
         out = channels * block.expansion
-        self.cell = make_cell(cell, channels, channels, gates) if cell else None
+        self.regulated = cell is not None
+        self.memory = memory
+        if self.regulated and sharing == "stage":
+            self.cell = make_cell(cell, channels, channels, gates)  # the paper's name: old checkpoints load
+        elif self.regulated:
+            self.cells = nn.ModuleList(make_cell(cell, channels, channels, gates) for _ in range(num_blocks))
         blocks = []
         for step in range(num_blocks):
             block_in, block_stride = (in_channels, stride) if step == 0 else (out, 1)
-            if self.cell is None:
+            if not self.regulated:
                 blocks.append(block(block_in, channels, block_stride, se, shortcut))
             else:
                 blocks.append(
                     REGULATED[block](
-                        block_in, channels, block_stride, se, shortcut,
-                        taps=self.cell.make_taps(), stage=index, step=step,
+                        block_in, channels, block_stride, se, shortcut, taps=self.cell_for(step).make_taps(),
+                        stage=index, step=step, h_norm=h_norm, fusion=fusion,
                     )
                 )
         self.blocks = nn.ModuleList(blocks)
         self.out_channels = out
 
+    def cell_for(self, step: int) -> nn.Module:
+        """The cell that regulates block ``step``: the stage's one, or the block's own."""
+        return self.cells[step] if hasattr(self, "cells") else self.cell
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.cell is None:
+        if not self.regulated:
             for block in self.blocks:
                 x = block(x)
             return x
         state = None  # zero state at the stage's first block
-        for block in self.blocks:
-            x, state = block(x, self.cell, state)
+        for step, block in enumerate(self.blocks):
+            x, state = block(x, self.cell_for(step), None if self.memory == "reset" else state)
         return x

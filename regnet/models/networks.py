@@ -32,8 +32,14 @@ class ResNetBackbone(nn.Module):
         gates: str = "efficient",
         se: bool = False,
         shortcut: str = "pad",
+        regulated_stages: tuple[int, ...] | None = None,
+        **regulator,
     ):
+        """``regulated_stages``: the stages (numbered from 1) that get ``cell``, default all; the others are
+        plain residual stages. ``regulator``: the :class:`Stage` ablation options (sharing, memory, h_norm,
+        fusion)."""
         super().__init__()
+        regulated_stages = range(1, len(layers) + 1) if regulated_stages is None else regulated_stages
         stem_width = widths[0] if not imagenet_stem else 64
         if imagenet_stem:
             self.stem = nn.Sequential(
@@ -52,7 +58,8 @@ class ResNetBackbone(nn.Module):
         for index, (n, width) in enumerate(zip(layers, widths)):
             stage = Stage(
                 block, channels, width, n, stride=1 if index == 0 else 2,
-                index=index, cell=cell, gates=gates, se=se, shortcut=shortcut,
+                index=index, cell=cell if index + 1 in regulated_stages else None, gates=gates, se=se,
+                shortcut=shortcut, **regulator,
             )
             stages.append(stage)
             channels = stage.out_channels
@@ -76,15 +83,22 @@ class ResNetBackbone(nn.Module):
         return self.head(x)
 
 
-def cifar_net(depth: int, *, regulated: bool, num_classes: int, in_channels: int = 3,
-              cell: str = "lstm", gates: str = "efficient", se: bool = False) -> ResNetBackbone:
-    """6n+2 layers: three stages of n basic blocks at widths 16/32/64 (He et al. 2016, Sec. 4.2)."""
+SHORTCUTS = {"A": "pad", "B": "projection"}  # He et al.'s options A and B
+
+
+def cifar_net(depth: int, *, regulated: bool, num_classes: int, in_channels: int = 3, cell: str = "lstm",
+              shortcut: str = "A", **options) -> ResNetBackbone:
+    """6n+2 layers: three stages of n basic blocks at widths 16/32/64 (He et al. 2016, Sec. 4.2).
+
+    ``shortcut``: ``"A"`` zero-pads (the paper's, no parameters), ``"B"`` projects with a 1x1 convolution
+    where the shape changes (seed 002's blocks).
+    """
     if (depth - 2) % 6:
         raise ValueError(f"A CIFAR ResNet has 6n+2 layers; {depth} is not of that form.")
     n = (depth - 2) // 6
     return ResNetBackbone(
         BasicBlock, [n, n, n], [16, 32, 64], num_classes=num_classes, in_channels=in_channels,
-        cell=cell if regulated else None, gates=gates, se=se, shortcut="pad",
+        cell=cell if regulated else None, shortcut=SHORTCUTS[shortcut], **options,
     )
 
 
@@ -93,12 +107,12 @@ IMAGENET_LAYERS = {18: (BasicBlock, [2, 2, 2, 2]), 34: (BasicBlock, [3, 4, 6, 3]
 
 
 def imagenet_net(depth: int, *, regulated: bool, num_classes: int, in_channels: int = 3,
-                 cell: str = "lstm", gates: str = "efficient", se: bool = False) -> ResNetBackbone:
-    """7x7 stem + max-pool, four stages at widths 64/128/256/512."""
+                 cell: str = "lstm", **options) -> ResNetBackbone:
+    """7x7 stem + max-pool, four stages at widths 64/128/256/512, projection shortcuts."""
     block, layers = IMAGENET_LAYERS[depth]
     return ResNetBackbone(
         block, layers, [64, 128, 256, 512], num_classes=num_classes, in_channels=in_channels,
-        imagenet_stem=True, cell=cell if regulated else None, gates=gates, se=se, shortcut="projection",
+        imagenet_stem=True, cell=cell if regulated else None, shortcut="projection", **options,
     )
 
 

@@ -26,6 +26,10 @@ class RegulatorRecord:
     cell: torch.Tensor | None  # C^t for ConvLSTM, None otherwise
     gates: dict[str, torch.Tensor] = field(default_factory=dict)
     output: torch.Tensor | None = None  # O^t, the block's output
+    # H^{t-1} and C^{t-1} as this step read them: zeros at a stage's first block, and at every block
+    # of a memory="reset" model.
+    previous_hidden: torch.Tensor | None = None
+    previous_cell: torch.Tensor | None = None
 
 
 def regulated_blocks(model: nn.Module) -> list[nn.Module]:

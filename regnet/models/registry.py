@@ -8,6 +8,7 @@ from typing import Callable
 
 from torch import nn
 
+from .detection import BOX_RULES, RCNNClassifier
 from .networks import MnistCNN, TinyResNet, cifar_net, imagenet_net
 
 
@@ -23,28 +24,40 @@ class ModelInfo:
     regulated: bool
     options: dict[str, object] = field(default_factory=dict)  # option -> default
     choices: dict[str, tuple] = field(default_factory=dict)  # option -> allowed values
+    stages: int = 0  # residual stages, the range of ``regulated_stages``
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
-_REGULATOR_OPTIONS = {"cell": "lstm", "gates": "efficient", "se": False}
-_REGULATOR_CHOICES = {"cell": ("lstm", "gru", "rnn"), "gates": ("efficient", "full"), "se": (False, True)}
+# The regulator's options; the defaults are the paper's, the alternatives the seeds' variants (blocks.py).
+_REGULATOR_OPTIONS = {"cell": "lstm", "gates": "efficient", "se": False, "sharing": "stage", "memory": "carry",
+                      "h_norm": True, "fusion": "concat"}
+_REGULATOR_CHOICES = {"cell": ("lstm", "gru", "rnn"), "gates": ("efficient", "full"), "se": (False, True),
+                      "sharing": ("stage", "block"), "memory": ("carry", "reset"), "h_norm": (False, True),
+                      "fusion": ("concat", "replace")}
+_SHORTCUT = ({"shortcut": "A"}, {"shortcut": ("A", "B")})  # CIFAR only: ImageNet nets always project
 
 
 def register(info: ModelInfo) -> None:
     _REGISTRY[info.name] = info
 
 
-for _depth in (20, 32, 44, 56, 110):
-    register(ModelInfo(f"resnet{_depth}", "cifar", partial(cifar_net, _depth, regulated=False), (3, 32, 32), 10,
-                       False, {"se": False}, {"se": (False, True)}))
-    register(ModelInfo(f"regnet{_depth}", "cifar", partial(cifar_net, _depth, regulated=True), (3, 32, 32), 10,
-                       True, dict(_REGULATOR_OPTIONS), dict(_REGULATOR_CHOICES)))
-for _depth in (18, 34, 50, 101):
-    register(ModelInfo(f"resnet{_depth}", "imagenet", partial(imagenet_net, _depth, regulated=False),
-                       (3, 224, 224), 1000, False, {"se": False}, {"se": (False, True)}))
-    register(ModelInfo(f"regnet{_depth}", "imagenet", partial(imagenet_net, _depth, regulated=True),
-                       (3, 224, 224), 1000, True, dict(_REGULATOR_OPTIONS), dict(_REGULATOR_CHOICES)))
+def _register_family(family: str, builder: Callable[..., nn.Module], depths: tuple[int, ...], stages: int,
+                     input_size: tuple[int, int, int], num_classes: int, extra: tuple[dict, dict]) -> None:
+    """``resnet<depth>`` and ``regnet<depth>`` of one family; ``extra``: (defaults, choices) both accept."""
+    for depth in depths:
+        plain = ({"se": False, **extra[0]}, {"se": (False, True), **extra[1]})
+        regulated = ({**_REGULATOR_OPTIONS, **extra[0], "regulated_stages": tuple(range(1, stages + 1))},
+                     {**_REGULATOR_CHOICES, **extra[1]})
+        for prefix, flag, (options, choices) in (("resnet", False, plain), ("regnet", True, regulated)):
+            register(ModelInfo(f"{prefix}{depth}", family, partial(builder, depth, regulated=flag), input_size,
+                               num_classes, flag, dict(options), dict(choices), stages))
+
+
+_register_family("cifar", cifar_net, (20, 32, 44, 56, 110), 3, (3, 32, 32), 10, _SHORTCUT)
+_register_family("imagenet", imagenet_net, (18, 34, 50, 101), 4, (3, 224, 224), 1000, ({}, {}))
 register(ModelInfo("mnist_cnn", "mnist", MnistCNN, (1, 28, 28), 10, False, {"image_size": 28}))
+register(ModelInfo("rcnn_classifier", "mnist", RCNNClassifier, (1, 28, 28), 10, False,
+                   {"image_size": 28, "boxes": "auto"}, {"boxes": BOX_RULES}))
 register(ModelInfo(
     "tiny_resnet", "tiny", TinyResNet, (3, 64, 64), 200, False,
     {"blocks": (2, 2, 2), "dropout": 0.1, "activation": "relu", "batch_norm": True},
@@ -67,8 +80,9 @@ def model_info(name: str) -> ModelInfo:
         raise ValueError(f"Unknown model {name!r}.{hint} `python -m regnet models` lists them all.") from None
 
 
-def build_model(name: str, num_classes: int | None = None, in_channels: int | None = None, **options) -> nn.Module:
-    """Build a registered model; unknown names and options raise one clear ``ValueError``."""
+def check_options(name: str, options: dict) -> None:
+    """One ``ValueError`` sentence for an option ``name`` does not accept, a value outside its choices, or a
+    ``regulated_stages`` that names a stage the model does not have."""
     info = model_info(name)
     unknown = sorted(set(options) - set(info.options))
     if unknown:
@@ -78,6 +92,26 @@ def build_model(name: str, num_classes: int | None = None, in_channels: int | No
         allowed = info.choices.get(key)
         if allowed is not None and value not in allowed:
             raise ValueError(f"Option {key}={value!r} is not valid for {name!r}; choose one of {allowed}.")
+    if "regulated_stages" in options:
+        _check_stages(name, options["regulated_stages"], info.stages)
+
+
+def _check_stages(name: str, stages, count: int) -> None:
+    numbers = ", ".join(map(str, range(1, count + 1)))
+    if (not isinstance(stages, (list, tuple)) or not stages or len(set(stages)) != len(stages)
+            or not all(isinstance(s, int) and not isinstance(s, bool) for s in stages)):
+        raise ValueError(f"regulated_stages for {name!r} must be a non-empty list of distinct stage numbers "
+                         f"from {numbers}, e.g. [1]; got {stages!r}.")
+    missing = [s for s in stages if not 1 <= s <= count]
+    if missing:
+        raise ValueError(f"regulated_stages={list(stages)} names stage(s) {missing} that {name!r} does not have; "
+                         f"its stages are {numbers}.")
+
+
+def build_model(name: str, num_classes: int | None = None, in_channels: int | None = None, **options) -> nn.Module:
+    """Build a registered model; unknown names and options raise one clear ``ValueError``."""
+    check_options(name, options)
+    info = model_info(name)
     return info.builder(
         num_classes=num_classes or info.num_classes,
         in_channels=in_channels or info.input_size[0],

@@ -5,18 +5,23 @@
 - ``read``: tolerant readers of status.json, config.yaml and metrics.jsonl.
 - ``process``: process liveness that survives pid reuse (pid + start time).
 - ``state``: a run's state as readers report it (``died``) and its best (the checkpointed best).
+- ``annotations``: a run's tags and note (the user's, never the engine's).
+- ``trash``: deleting a run into ``<runs root>/.trash/`` and restoring it.
 
 Nothing here imports torch, so the dashboard lists runs without loading it.
 """
 from .atomic import (KILL_AT_WRITE_ENV, atomic_write, atomic_write_json, atomic_write_text, remove_stale_temps,
                      writes_so_far)
-from .layout import (ARTIFACTS, CHECKPOINT_NAMES, CHECKPOINTS, CONFIG, FINAL_EVAL, LAUNCHES, LOG, METRICS,
-                     REGULATOR, RUN_ID_RULE, STATUS, STOP, RefusedPath, check_inside, check_run_id, checkpoint_file,
-                     checkpoint_path, is_inside, is_run_id, new_run_id, run_dir_in, scan_runs, snapshot_epochs,
-                     snapshot_file, snapshot_name)
+from .annotations import (MAX_TAGS, NOTE_CAP, TAG_RULE, clean_tags, parse_tags, read_note, read_tags, write_note,
+                          write_tags)
+from .layout import (ARTIFACTS, CHECKPOINT_NAMES, CHECKPOINTS, CONFIG, FINAL_EVAL, LAUNCH_SUFFIXES, LAUNCHES, LOG,
+                     METRICS, NOTE, REGULATOR, RUN_ID_RULE, STATUS, STOP, STUDY, STUDY_MEMBERS, TAGS, TRASH,
+                     RefusedPath, check_inside, check_run_id, checkpoint_file, checkpoint_path, is_inside, is_run_id,
+                     new_run_id, run_dir_in, scan_runs, snapshot_epochs, snapshot_file, snapshot_name)
 from .process import owner_alive, process_alive, process_identity, process_start
-from .read import (DamagedFile, MetricsChunk, read_all_metrics, read_config_dict, read_metrics, read_metrics_since,
-                   read_regular, read_regulator, read_status, read_yaml_mapping, tail_text)
+from .read import (DamagedFile, MetricsChunk, read_all_metrics, read_config_dict, read_json_object, read_metrics,
+                   read_metrics_since, read_regular, read_regulator, read_status, read_yaml_mapping, tail_text)
 from .state import ACTIVE_STATES, DIED, STATES, Best, best_of, reported_state
+from .trash import Trashed, restore_run, trash_run, trashed_runs
 
 __all__ = [name for name in dir() if not name.startswith("_")]

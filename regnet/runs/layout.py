@@ -23,6 +23,17 @@ FINAL_EVAL = "final_eval.json"
 # The dashboard's launcher keeps its records (command, pid, output) here, beside the run folders, so a
 # launch that dies before its run folder exists still shows up with its error.
 LAUNCHES = ".launches"
+LAUNCH_SUFFIXES = (".json", ".yaml", ".log")  # a launch's record, resolved config and output, per run id
+# What a user adds to a run (the dashboard's Runs page): its tags (a JSON list) and a free-text note.
+TAGS = "tags.json"
+NOTE = "note.md"
+# Deleted runs are moved here (one sub-folder per deletion), so they can be restored; a dot-folder, so
+# no listing takes it for a run.
+TRASH = ".trash"
+# A study folder (``python -m regnet study``) holds its plan and table in study.json, its members' run
+# folders beside it, and the members' configs and console output in .members/.
+STUDY = "study.json"
+STUDY_MEMBERS = ".members"
 CHECKPOINT_NAMES = ("best", "last")
 # Per-epoch regulator statistics of a RegNet run (one JSON object per epoch), in artifacts/.
 REGULATOR = "regulator.jsonl"
@@ -126,8 +137,10 @@ def scan_runs(root: str | Path) -> tuple[list[Path], list[Path]]:
     """(run folders, refused folders) under ``root``, by name.
 
     A run folder is a sub-folder whose name is a run id and that holds a config.yaml or a status.json: what
-    ``python -m regnet train`` creates, and nothing else. One that resolves outside ``root`` (a symlink to a
-    folder elsewhere) is returned as refused and must not be read. A missing ``root`` is a ValueError.
+    ``python -m regnet train`` creates, and nothing else. A study folder (one holding study.json) is looked
+    into, one level deep, by the same rule, so a study's members are listed with every other run. One that
+    resolves outside ``root`` (a symlink to a folder elsewhere) is returned as refused and must not be read.
+    A missing ``root`` is a ValueError.
     """
     root = Path(root)
     try:
@@ -137,6 +150,11 @@ def scan_runs(root: str | Path) -> tuple[list[Path], list[Path]]:
     except NotADirectoryError:
         raise ValueError(f"Runs folder {root} is not a folder; pass --runs-root or run folders.") from None
     runs, refused = [], []
+    _scan_entries(root, entries, runs, refused, studies=True)
+    return runs, refused
+
+
+def _scan_entries(root: Path, entries, runs: list[Path], refused: list[Path], studies: bool) -> None:
     exists, join = os.path.exists, os.path.join  # plain strings: pathlib costs more than the stat on 10,000 runs
     for entry in entries:
         if not is_run_id(entry.name):
@@ -145,4 +163,6 @@ def scan_runs(root: str | Path) -> tuple[list[Path], list[Path]]:
             refused.append(Path(entry.path))
         elif entry.is_dir() and (exists(join(entry.path, STATUS)) or exists(join(entry.path, CONFIG))):
             runs.append(Path(entry.path))
-    return runs, refused
+        elif studies and entry.is_dir() and exists(join(entry.path, STUDY)):
+            members = sorted(os.scandir(entry.path), key=lambda member: member.name)
+            _scan_entries(root, members, runs, refused, studies=False)

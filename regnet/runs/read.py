@@ -73,17 +73,23 @@ def _small_text(path: Path) -> str:
 
 def read_status(run_dir: str | Path) -> dict:
     """The run's status.json as a dict; a one-sentence ValueError if it is missing or damaged."""
-    path = Path(run_dir) / STATUS
     try:
-        text = _small_text(path)
+        return read_json_object(Path(run_dir) / STATUS, "run folder")
     except FileNotFoundError:
         raise ValueError(f"{run_dir} is not a run folder (no {STATUS}); pass a folder under runs/.") from None
+
+
+def read_json_object(path: str | Path, owner: str) -> dict:
+    """A small JSON file that must hold an object; FileNotFoundError if missing, DamagedFile (naming the
+    ``owner``, e.g. "run folder") if it is not valid JSON or not an object."""
+    path = Path(path)
+    text = _small_text(path)
     try:
         data = json.loads(text)
     except ValueError:
-        raise DamagedFile(f"{path} is not valid JSON; the run folder is damaged.") from None
+        raise DamagedFile(f"{path} is not valid JSON; the {owner} is damaged.") from None
     if not isinstance(data, dict):
-        raise DamagedFile(f"{path} holds a JSON {type(data).__name__}, not an object; the run folder is damaged.")
+        raise DamagedFile(f"{path} holds a JSON {type(data).__name__}, not an object; the {owner} is damaged.")
     return data
 
 

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from regnet.models import build_model, model_info
+from regnet.models import build_model, check_options, model_info
+from regnet.models.detection import default_box_rule
 
 from .config import Config
 
@@ -20,17 +21,7 @@ def check_names(config: Config) -> None:
     """Fail fast, before any data is read, on an unknown model, model option or data set."""
     from regnet.data import resolve_name
 
-    info = model_info(config.model.name)
-    unknown = sorted(set(config.model.options) - set(info.options))
-    if unknown:
-        accepted = ", ".join(info.options) or "no options"
-        raise ValueError(f"Unknown option(s) {', '.join(unknown)} for model {config.model.name!r}; "
-                         f"it accepts: {accepted}.")
-    for key, value in config.model.options.items():
-        allowed = info.choices.get(key)
-        if allowed is not None and value not in allowed:
-            raise ValueError(f"Option {key}={value!r} is not valid for {config.model.name!r}; "
-                             f"choose one of {allowed}.")
+    check_options(config.model.name, config.model.options)
     config.data.name = resolve_name(config.data.name)
 
 
@@ -56,10 +47,13 @@ def resolve_model(config: Config, data_info) -> Config:
             raise ValueError(f"model.{key}={given} does not match data set {data_info.name} ({value}); "
                              f"remove model.{key} from the config.")
         setattr(m, key, value)
+    m.class_names, m.input_side = list(data_info.class_names), data_info.image_size
     defaults = model_info(m.name).options
     options = {**defaults, **m.options}
     if "image_size" in defaults and "image_size" not in m.options:
         options["image_size"] = data_info.image_size  # MnistCNN's classifier depends on the input side
+    if options.get("boxes") == "auto":
+        options["boxes"] = default_box_rule(data_info.family)  # rcnn_classifier's training box
     m.options = {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
     return config
 
@@ -67,6 +61,38 @@ def resolve_model(config: Config, data_info) -> Config:
 def build_model_from_config(config: Config) -> nn.Module:
     m = config.model
     return build_model(m.name, num_classes=m.num_classes, in_channels=m.in_channels, **m.options)
+
+
+def make_batches(config: Config, split, info, batch_size: int, sampler, device: torch.device, *, train: bool,
+                 generator: torch.Generator | None = None):
+    """The batches of one split: a DataLoader over the standard transforms, or with ``data.on_device`` the
+    split decoded once onto ``device`` and augmented there (``regnet.data.device``); the same sampler order."""
+    d = config.data
+    if not d.on_device:
+        return make_loader(split, batch_size, sampler, d.workers, device, generator if train else None)
+    from regnet.data.device import DeviceBatches, check_on_device
+
+    check_on_device(info, d.color_jitter)
+    return DeviceBatches(split, info, batch_size, sampler, device, augment=train and d.augment)
+
+
+def compile_model(model: nn.Module, config: Config) -> nn.Module:
+    """``torch.compile`` with the config's mode and backend; the module itself (and its state dict) is unchanged.
+
+    The compiled wrapper shares the module's parameters, so checkpoints are
+    saved from the module and carry no ``_orig_mod.`` prefix.
+    """
+    t = config.train
+    if not t.compile:
+        return model
+    import torch._dynamo
+
+    backends = torch._dynamo.list_backends(exclude_tags=())
+    if t.compile_backend not in backends:
+        raise ValueError(f"train.compile_backend {t.compile_backend!r} is not a torch.compile backend; "
+                         f"choose one of {', '.join(sorted(backends))}.")
+    mode = None if t.compile_mode == "default" or t.compile_backend != "inductor" else t.compile_mode
+    return torch.compile(model, mode=mode, backend=t.compile_backend)
 
 
 def make_loader(dataset: Dataset, batch_size: int, sampler, workers: int, device: torch.device,

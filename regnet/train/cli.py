@@ -5,6 +5,7 @@
     sanity    initial loss, one-batch overfit, baselines
     lr-find   the learning-rate range test
     grid      a grid of overrides, one run each, ranked
+    study     N seeds of several models or variants, with means, spreads and Welch intervals
     compare   a table of runs
     models    every registered model with parameters and MACs
     dashboard serve the dashboard on this machine (localhost only)
@@ -109,10 +110,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .metrics import format_confusion, format_per_class
     from .runs import evaluate_run
 
-    result = evaluate_run(args.run_dir, args.split, args.which, data_root=args.data_root, device=args.device)
+    result = evaluate_run(args.run_dir, args.split, args.which, data_root=args.data_root, device=args.device,
+                          batch_size=args.batch_size, channels_last=args.channels_last)
     state = _reported_state(args.run_dir)
     print(f"{args.run_dir}{f' ({state})' if state else ''}: {args.which}.pt (epoch {result['epoch']}) on "
-          f"{args.split}, {result['count']} images")
+          f"{args.split}, {result['count']} images in {result['seconds']:.1f} s ({result['images_per_s']:.0f} img/s)")
     print(f"loss {result['loss']:.4f}  top-1 {result['top1']:.4f}  top-5 {result['top5']:.4f}  "
           f"macro-F1 {result['macro_f1']:.4f}")
     print()
@@ -183,6 +185,30 @@ def cmd_grid(args: argparse.Namespace) -> int:
     return 0 if all(r["state"] == "finished" for r in rows) else 1
 
 
+# ---- study ------------------------------------------------------------------------------------------------------
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from .study import format_study, parse_models, run_study
+
+    given = [flag for flag in ("model", "run_id") if getattr(args, flag, None) is not None]
+    if given:
+        raise ValueError(f"A study names its models with --models and its members itself; drop "
+                         f"--{given[0].replace('_', '-')}.")
+    models = parse_models(args.models)
+    config = config_from_args(args)
+    name = args.name or f"study-{Path(args.config).stem if args.config else 'default'}"
+    table = run_study(config, models, args.seeds, name=name, parallel=args.parallel, device=args.device)
+    print(format_study(table))
+    if args.json:
+        from regnet.runs import atomic_write_json
+
+        atomic_write_json(args.json, table)
+        print(f"written to {args.json}")
+    if table["stopped"]:
+        print(f"stopped; run the same command again to continue the study in {table['folder']}.")
+    return 0
+
+
 # ---- compare ----------------------------------------------------------------------------------------------------
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -199,9 +225,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
 # ---- models -----------------------------------------------------------------------------------------------------
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from regnet.models import format_table, summarize_registry
+    from regnet.models import format_options, format_table, summarize_registry
 
     print(format_table(summarize_registry()))
+    print()
+    print(format_options())
     return 0
 
 
@@ -245,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--which", choices=["best", "last"], default="best")
     evaluate.add_argument("--data-root", metavar="DIR", help="where the data is, if not where the run found it")
     evaluate.add_argument("--device", help="default: the run's device setting")
+    evaluate.add_argument("--batch-size", type=int, metavar="N", help="default: the run's train.batch_size")
+    evaluate.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                          help="default: the run's train.channels_last (channels-last is faster on CPUs and GPUs)")
     evaluate.add_argument("--json", metavar="FILE", help="also write the full result as JSON")
     evaluate.set_defaults(func=cmd_eval)
 
@@ -271,6 +302,24 @@ def build_parser() -> argparse.ArgumentParser:
                       help="an axis of the grid, e.g. --grid optim.lr=0.1,0.05 --grid model.options.cell=lstm,gru")
     grid.add_argument("--grid-id", help="prefix of the grid's run folders (default grid-<timestamp>)")
     grid.set_defaults(func=cmd_grid)
+
+    study = sub.add_parser(
+        "study", help="N seeds of each of several models or variants: mean, std, Welch intervals and p-values",
+        description="Train --seeds seeds of each --models entry with one recipe, each an ordinary run folder "
+                    "under <runs-root>/<name>/, then print per model the mean and standard deviation over seeds "
+                    "of val top-1, macro-F1, val loss and training time (last epoch), and for each model against "
+                    "the first the mean difference with a 95% Welch t-interval and Welch's t-test p-value. "
+                    "Run the same command again to continue a killed study.")
+    add_config_arguments(study)
+    study.add_argument("--models", required=True, metavar="LIST",
+                       help="comma-separated entries NAME[:OPTION=VALUE...], values as YAML, e.g. "
+                            "resnet20,regnet20,regnet20:memory=reset,regnet20:regulated_stages=[1,2]")
+    study.add_argument("--seeds", type=int, default=3, help="seeds per model: train.seed, +1, ... (default 3)")
+    study.add_argument("--parallel", type=int, default=1, metavar="K",
+                       help="members trained at once, each a subprocess with one thread (default 1)")
+    study.add_argument("--name", help="the study folder's name under --runs-root (default study-<config name>)")
+    study.add_argument("--json", metavar="FILE", help="also write the table as JSON")
+    study.set_defaults(func=cmd_study)
 
     compare = sub.add_parser("compare", help="a table of runs: params, MACs, best and final metrics, time")
     compare.add_argument("runs", nargs="*", type=Path, metavar="RUN_DIR", help="default: every run in --runs-root")

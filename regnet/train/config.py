@@ -22,6 +22,8 @@ from regnet.runs import read_yaml_mapping
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("multistep", "cosine", "warmup_cosine", "onecycle", "constant")
 METRICS = ("val_top1", "val_top5", "val_macro_f1", "val_loss")
+AMP_DTYPES = ("auto", "bfloat16", "float16")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 SECTION_ALIASES = {"optimizer": "optim"}
 
 
@@ -33,6 +35,9 @@ class ModelConfig:
     # (the dashboard must load a CIFAR-100 model without the CIFAR-100 files).
     num_classes: int | None = None
     in_channels: int | None = None
+    # The names of the model's outputs, in order: evaluation on a bare test/<class>/ folder maps folders to them.
+    class_names: list[str] | None = None
+    input_side: int | None = None  # the side of the images it was trained on, for the same evaluation transforms
 
 
 @dataclass
@@ -45,6 +50,9 @@ class DataConfig:
     color_jitter: bool = False
     workers: int = 2
     size: int | None = None  # images of the synthetic `shapes` set; ignored by the others
+    # The decoded split as one tensor on the training device, augmented there in batches (regnet.data.device):
+    # for sets that fit in memory (CIFAR, MNIST, shapes, Tiny-ImageNet); data.workers is then unused.
+    on_device: bool = False
 
 
 @dataclass
@@ -72,7 +80,11 @@ class TrainConfig:
     device: str = "auto"
     seed: int = 0
     amp: bool = False
+    amp_dtype: str = "auto"  # auto: bfloat16 on the CPU, float16 (with loss scaling) on CUDA; or name one
     channels_last: bool = False
+    compile: bool = False  # torch.compile the training step's model (and the evaluation's)
+    compile_mode: str = "default"  # torch.compile's mode: default, reduce-overhead, max-autotune, ...
+    compile_backend: str = "inductor"  # inductor compiles; aot_eager/eager only trace (tests, debugging)
     grad_clip: float | None = None
     label_smoothing: float = 0.0
     early_stop_metric: str = "val_top1"  # also the metric that picks best.pt
@@ -254,6 +266,9 @@ def validate(config: Config) -> None:
                                          f"got {t.early_stop_metric!r}."),
         (t.early_stop_patience is None or t.early_stop_patience >= 1,
          f"train.early_stop_patience must be at least 1 or null, got {t.early_stop_patience}."),
+        (t.amp_dtype in AMP_DTYPES, f"train.amp_dtype must be one of {', '.join(AMP_DTYPES)}, got {t.amp_dtype!r}."),
+        (t.compile_mode in COMPILE_MODES,
+         f"train.compile_mode must be one of {', '.join(COMPILE_MODES)}, got {t.compile_mode!r}."),
         (t.device == "auto" or t.device.split(":")[0] in ("cpu", "cuda", "mps"),
          f"train.device must be auto, cpu, cuda, cuda:N or mps, got {t.device!r}."),
         (0 <= d.val_ratio < 1, f"data.val_ratio must be in [0, 1), got {d.val_ratio}."),

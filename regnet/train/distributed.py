@@ -85,12 +85,18 @@ def broadcast_object(obj, ctx: DistContext):
     return box[0]
 
 
-def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
-    """bf16 on CPU, fp16 on CUDA (with a GradScaler in the loop); a no-op when off or unsupported."""
+def amp_dtype(device: torch.device, name: str = "auto") -> torch.dtype:
+    """The autocast dtype of ``train.amp_dtype``: ``auto`` is bfloat16 on the CPU, float16 on CUDA."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cpu" else torch.float16
+    return getattr(torch, name)
+
+
+def autocast(device: torch.device, enabled: bool, dtype: str = "auto") -> contextlib.AbstractContextManager:
+    """Autocast in ``amp_dtype(device, dtype)`` (float16 needs the loop's GradScaler); a no-op when off, or on MPS."""
     if not enabled or device.type not in ("cpu", "cuda"):
         return contextlib.nullcontext()
-    dtype = torch.bfloat16 if device.type == "cpu" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
+    return torch.autocast(device.type, dtype=amp_dtype(device, dtype))
 
 
 class SeededShardSampler(torch.utils.data.Sampler[int]):

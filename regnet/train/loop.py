@@ -65,10 +65,10 @@ from regnet.models import summary
 from regnet.runs import (ACTIVE_STATES, ARTIFACTS, FINAL_EVAL, STATUS, atomic_write_json, checkpoint_file,
                          process_identity, read_config_dict, read_status, reported_state)
 
-from .build import build_model_from_config, check_names, load_data, make_loader, resolve_model
+from .build import build_model_from_config, check_names, compile_model, load_data, make_batches, resolve_model
 from .checkpoint import capture_rng, load_checkpoint, load_model_weights, restore_rng, save_checkpoint
 from .config import Config, config_from_dict, config_to_dict, dump_config, lower_is_better
-from .distributed import (DistContext, SeededShardSampler, all_reduce_sum, autocast, broadcast_object,
+from .distributed import (DistContext, SeededShardSampler, all_reduce_sum, amp_dtype, autocast, broadcast_object,
                           cleanup_distributed, init_distributed)
 from .metrics import evaluate
 from .regulator_stats import RegulatorLog
@@ -159,7 +159,8 @@ class Run:
     ctx: DistContext
     info: Any  # the data set's DataInfo
     model: nn.Module  # what the step calls (DistributedDataParallel in a distributed run)
-    raw_model: nn.Module
+    raw_model: nn.Module  # the module itself: its state dict is what checkpoints hold
+    eval_model: nn.Module  # what evaluation calls: raw_model, compiled if train.compile
     optimizer: torch.optim.Optimizer
     scheduler: Any
     scaler: torch.amp.GradScaler
@@ -180,6 +181,7 @@ class Run:
     train_end: float = 0.0
     lr: float = 0.0  # the LR of the epoch's last step
     last_saved: float = field(default_factory=time.monotonic)
+    data_note: str | None = None  # a choice the data loader made (e.g. a carved validation split), for the log
 
     @property
     def steps_per_epoch(self) -> int:
@@ -266,21 +268,29 @@ def _build(config: Config, ctx: DistContext, resume: Path | None, checkpoint: di
     local_batch = t.batch_size // ctx.world_size
     train_sampler = SeededShardSampler(len(splits.train), t.seed, ctx.rank, ctx.world_size)
     loader_generator = torch.Generator()  # seeds worker processes; re-seeded every epoch
-    train_loader = make_loader(splits.train, local_batch, train_sampler, config.data.workers, device, loader_generator)
+    train_loader = make_batches(config, splits.train, info, local_batch, train_sampler, device, train=True,
+                                generator=loader_generator)
     val_sampler = SeededShardSampler(len(splits.val), rank=ctx.rank, world_size=ctx.world_size, shuffle=False,
                                      pad=False)
-    val_loader = make_loader(splits.val, local_batch, val_sampler, config.data.workers, device)
+    val_loader = make_batches(config, splits.val, info, local_batch, val_sampler, device, train=False)
     model.to(device)
     if t.channels_last:
         model.to(memory_format=torch.channels_last)
+    if ctx.distributed and hasattr(model, "training_loss"):
+        raise ValueError(f"Model {config.model.name!r} trains through its own loss, which DistributedDataParallel "
+                         f"does not wrap; train it on one process.")
     if ctx.distributed:
         if device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     raw_model = model.module if ctx.distributed else model
+    eval_model = compile_model(raw_model, config)
+    model = compile_model(model, config)
     optimizer = build_optimizer(raw_model, config.optim)
     scheduler = build_scheduler(optimizer, config.schedule, t.epochs, len(train_loader))
-    scaler = torch.amp.GradScaler("cuda", enabled=t.amp and device.type == "cuda")  # fp16 needs loss scaling
+    # float16 needs loss scaling; bfloat16 has float32's range
+    scaler = torch.amp.GradScaler("cuda", enabled=t.amp and device.type == "cuda"
+                                  and amp_dtype(device, t.amp_dtype) == torch.float16)
     state = TrainState.from_checkpoint(checkpoint)
     if checkpoint is not None:
         optimizer.load_state_dict(checkpoint["optimizer"])
@@ -290,9 +300,9 @@ def _build(config: Config, ctx: DistContext, resume: Path | None, checkpoint: di
             restore_rng(checkpoint["rng"])
         elif state.epoch_step:
             seed_everything(epoch_seed(t.seed, state.epoch, ctx.rank) + state.step)
-    return Run(config, ctx, info, model, raw_model, optimizer, scheduler, scaler,
+    return Run(config, ctx, info, model, raw_model, eval_model, optimizer, scheduler, scaler,
                nn.CrossEntropyLoss(label_smoothing=t.label_smoothing), train_loader, val_loader, train_sampler,
-               loader_generator, local_batch, measured, state, progress)
+               loader_generator, local_batch, measured, state, progress, data_note=splits.note)
 
 
 def _open_folder(run: Run, resume: Path | None, status: dict | None, checkpoint: dict | None) -> None:
@@ -332,6 +342,8 @@ def _open_folder(run: Run, resume: Path | None, status: dict | None, checkpoint:
                  f"{run.measured.params:,} params, {len(run.train_loader.dataset)} train / "
                  f"{len(run.val_loader.dataset)} val images, {run.steps_per_epoch} steps per epoch, "
                  f"device {ctx.device}, {ctx.world_size} process(es)")
+    if run.data_note:
+        run.log.info(run.data_note)
 
 
 def _with_run_id(config: Config, run_id: str) -> Config:
@@ -368,8 +380,8 @@ def _run_epochs(run: Run) -> Path:
                 elif st.epoch < t.epochs and _stop_requested(run, signals):
                     if run.ctx.is_main:
                         folder.write_status(state="stopped", finished_at=time.time())
-                    _log(run, f"stopped after epoch {st.epoch}; continue with: python -m regnet train --resume "
-                              f"{folder.path}")
+                    _log(run, f"stopped after epoch {st.epoch} ({st.epoch}/{t.epochs} epochs done); continue with: "
+                              f"python -m regnet train --resume {folder.path}")
                     return folder.path
             _finish(run, last_val)
             return folder.path
@@ -418,8 +430,8 @@ def _train_epoch(run: Run, signals: StopSignals) -> bool:
         st.epoch_sums[:3] = [st.epoch_sums[0] + loss_sum, st.epoch_sums[1] + correct, st.epoch_sums[2] + count]
         window[:2] = [window[0] + loss_sum, window[1] + count]
         bar.update(1)
-        if st.step % t.log_every == 0 or st.epoch_step == run.steps_per_epoch:
-            _log_step(run, window, bar)
+        if stop or st.step % t.log_every == 0 or st.epoch_step == run.steps_per_epoch:
+            _log_step(run, window, bar)  # a stop logs its last step too, so no trained step goes unrecorded
             window = [0.0, 0, time.time()]
         if stop:
             break
@@ -436,8 +448,8 @@ def _train_epoch(run: Run, signals: StopSignals) -> bool:
     if ctx.is_main:
         _save(run, "last")
         run.folder.write_status(state="stopped", step=st.step, elapsed_s=st.elapsed_s, finished_at=time.time())
-    _log(run, f"stopped at epoch {st.epoch + 1}, step {st.step} ({signals.received or 'STOP file'}); "
-              f"continue with: python -m regnet train --resume {run.folder.path}")
+    _log(run, f"stopped in epoch {st.epoch + 1} at step {st.step} ({st.epoch}/{t.epochs} epochs done; "
+              f"{signals.received or 'STOP file'}); continue with: python -m regnet train --resume {run.folder.path}")
     return True
 
 
@@ -448,9 +460,8 @@ def _train_step(run: Run, images, targets, signals: StopSignals) -> tuple[float,
     targets = targets.to(device, non_blocking=True)
     if t.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
-    with autocast(device, t.amp):
-        logits = run.model(images)
-        loss = run.criterion(logits, targets)
+    with autocast(device, t.amp, t.amp_dtype):
+        logits, loss = _forward_and_loss(run, images, targets)
     # One all-reduce per step: the global batch's loss and accuracy, a non-finite loss on any process, and a
     # stop request on any process; checked before the update touches the weights.
     stop_flag = signals.received is not None or (run.ctx.is_main and run.folder.stop_requested())
@@ -475,6 +486,16 @@ def _train_step(run: Run, images, targets, signals: StopSignals) -> tuple[float,
     return loss_sum, correct, count, bool(stop)
 
 
+def _forward_and_loss(run: Run, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, loss) of a training batch: the model's own ``training_loss`` where it defines one (a detector
+    trains on its detection losses), else the config's criterion on its logits."""
+    own_loss = getattr(run.raw_model, "training_loss", None)
+    if own_loss is not None:
+        return own_loss(images, targets)
+    logits = run.model(images)
+    return logits, run.criterion(logits, targets)
+
+
 def _log_step(run: Run, window: list, bar) -> None:
     """A step line in metrics.jsonl and TensorBoard, and the step in status.json."""
     st, now = run.state, time.time()
@@ -487,8 +508,10 @@ def _log_step(run: Run, window: list, bar) -> None:
     run.folder.append_metrics(record)
     for key in ("train_loss", "lr", "images_per_s"):
         run.writer.add_scalar(f"step/{key}", record[key], st.step)
-    run.folder.write_status(step=st.step, images_per_s=record["images_per_s"],
-                            elapsed_s=st.elapsed_s + st.epoch_sums[3] + now - run.epoch_started)
+    train_s = st.epoch_sums[3] + now - run.epoch_started  # this epoch's training seconds so far
+    # status.json's images/s is the epoch's average so far (the step line keeps the window's, for the curve).
+    run.folder.write_status(step=st.step, images_per_s=st.epoch_sums[2] / max(train_s, 1e-9),
+                            elapsed_s=st.elapsed_s + train_s)
 
 
 def _checkpoint_due(run: Run) -> bool:
@@ -502,8 +525,8 @@ def _checkpoint_due(run: Run) -> bool:
 def _validate_and_checkpoint(run: Run) -> dict:
     """Validate, log the epoch line, then write last.pt, best.pt (if improved) and status.json, in that order."""
     t, st, info = run.config.train, run.state, run.info
-    val = evaluate(run.raw_model, run.val_loader, info.num_classes, run.ctx.device, amp=t.amp,
-                   channels_last=t.channels_last)
+    val = evaluate(run.eval_model, run.val_loader, info.num_classes, run.ctx.device, amp=t.amp,
+                   amp_dtype=t.amp_dtype, channels_last=t.channels_last)
     loss_sum, correct, count, train_seconds = st.epoch_sums
     now = time.time()
     st.elapsed_s += now - run.epoch_started
@@ -549,8 +572,8 @@ def _finish(run: Run, last_val: dict | None) -> None:
     """The final model's evaluation (again, if a kill interrupted it), then status ``finished``."""
     t, st, info = run.config.train, run.state, run.info
     if last_val is None:  # resumed after the last epoch's checkpoint
-        last_val = evaluate(run.raw_model, run.val_loader, info.num_classes, run.ctx.device, amp=t.amp,
-                            channels_last=t.channels_last)
+        last_val = evaluate(run.eval_model, run.val_loader, info.num_classes, run.ctx.device, amp=t.amp,
+                            amp_dtype=t.amp_dtype, channels_last=t.channels_last)
     if not run.ctx.is_main:
         return
     final = {"split": "val", "checkpoint": "last", "epoch": st.epoch,

@@ -78,7 +78,7 @@ def find_lr(config: Config, out_dir: str | Path, *, min_lr: float = 1e-6, max_lr
     started = time.time()
     for _, (images, targets) in zip(range(steps), batches()):
         images, targets = images.to(target), targets.to(target)
-        with autocast(target, t.amp):
+        with autocast(target, t.amp, t.amp_dtype):
             loss = criterion(model(images), targets)
         value = loss.item()
         lrs.append(optimizer.param_groups[0]["lr"])

@@ -47,9 +47,9 @@ class ClassificationMeter:
         }
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate(model: nn.Module, loader, num_classes: int, device: torch.device, *, amp: bool = False,
-             channels_last: bool = False) -> dict:
+             amp_dtype: str = "auto", channels_last: bool = False) -> dict:
     """Loss (plain cross-entropy, without label smoothing, so runs compare), top-1, top-5, macro-F1, confusion matrix.
 
     Pass the unwrapped model in a distributed run: each rank evaluates its own
@@ -63,7 +63,7 @@ def evaluate(model: nn.Module, loader, num_classes: int, device: torch.device, *
         targets = targets.to(device, non_blocking=True)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        with autocast(device, amp):
+        with autocast(device, amp, amp_dtype):
             logits = model(images)
         meter.update(logits, targets, F.cross_entropy(logits.float(), targets, reduction="sum"))
     model.train(was_training)

@@ -8,12 +8,12 @@ config and its metrics.
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
-
+from regnet.data.device import evaluation_batches
 from regnet.metrics import per_class_table
 from regnet.models import build_model, model_info
 
@@ -63,22 +63,27 @@ def _load_model(run_dir: str | Path, which: str, device: str | torch.device) -> 
 
 
 def evaluate_run(run_dir: str | Path, split: str = "val", which: str = "best", *, data_root: str | None = None,
-                 device: str | None = None) -> dict:
+                 device: str | None = None, batch_size: int | None = None, channels_last: bool | None = None) -> dict:
     """Loss, top-1, top-5, macro-F1, per-class table and confusion matrix of a checkpoint on one split.
 
-    Uses the run's own split seed, batch size, precision and memory format, so
-    evaluating ``last`` on ``val`` reproduces the run's last validation numbers.
+    Uses the run's own split seed, precision and (unless ``channels_last`` is
+    given) memory format, so evaluating ``last`` on ``val`` reproduces the
+    run's last validation numbers. The split is decoded once and batched
+    (``regnet.data.device.evaluation_batches``): no per-image transforms.
     """
     if split not in SPLITS:
         raise ValueError(f"Unknown split {split!r}; choose val, test or train.")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"The batch size must be at least 1, got {batch_size}.")
     config = load_run_config(run_dir)
     if data_root is not None:
         config.data.root = data_root
     target = resolve_device(device or config.train.device)
     model, _, checkpoint = _load_model(run_dir, which, target)
-    if config.train.channels_last:
+    channels_last = config.train.channels_last if channels_last is None else channels_last
+    if channels_last:
         model.to(memory_format=torch.channels_last)
-    splits = load_data(config, augment=False)
+    splits = (split == "test" and _test_only_splits(run_dir, config)) or load_data(config, augment=False)
     dataset = {"val": splits.val, "test": splits.test, "train": splits.train}[split]
     if dataset is None:
         raise ValueError(f"Data set {splits.info.name} has no official test split; evaluate on val instead.")
@@ -86,13 +91,31 @@ def evaluate_run(run_dir: str | Path, split: str = "val", which: str = "best", *
     if config.model.num_classes not in (None, num_classes):
         raise ValueError(f"The run's model predicts {config.model.num_classes} classes but {splits.info.name} "
                          f"has {num_classes}; evaluate it on the data set it was trained on.")
-    loader = DataLoader(dataset, batch_size=config.train.batch_size, shuffle=False, num_workers=config.data.workers,
-                        pin_memory=target.type == "cuda")
-    result = evaluate(model, loader, num_classes, target, amp=config.train.amp,
-                      channels_last=config.train.channels_last)
+    batches = evaluation_batches(dataset, splits.info, batch_size or config.train.batch_size, target,
+                                 workers=config.data.workers)
+    start = time.perf_counter()
+    result = evaluate(model, batches, num_classes, target, amp=config.train.amp, amp_dtype=config.train.amp_dtype,
+                      channels_last=channels_last)
+    seconds = time.perf_counter() - start
     return {"split": split, "checkpoint": which, "epoch": checkpoint.get("epoch"), **result,
+            "seconds": seconds, "images_per_s": result["count"] / max(seconds, 1e-9),
             "class_names": splits.info.class_names,
             "per_class": per_class_table(result["confusion_matrix"], splits.info.class_names)}
+
+
+def _test_only_splits(run_dir: Path, config: Config):
+    """A folder copy holding only ``test/<class>/`` (or flat ``<class>/``), read with the run's own class list.
+
+    None where the root has a training tree (or the data set is not read from folders).
+    """
+    from regnet.data import load_test_only, test_only_tree
+
+    if test_only_tree(config.data.name, config.data.root) is None:
+        return None
+    if not config.model.class_names:
+        raise ValueError(f"Run {run_dir} predates the recorded class list, so a folder without train/ cannot be "
+                         f"labelled for it; evaluate it on a copy with the train/ tree beside test/.")
+    return load_test_only(config.data.name, config.data.root, config.model.class_names, config.model.input_side)
 
 
 def list_runs(runs_root: str | Path) -> list[Path]:
@@ -133,7 +156,7 @@ def _compare_row(run_dir: Path) -> dict:
     options = config.model.options if config else {}
     return {
         "run": run_dir.name, "model": config.model.name if config else status.get("model"),
-        "options": ",".join(f"{k}={v}" for k, v in options.items() if k in ("cell", "gates", "se") and v is not False),
+        "options": _options_label(config.model.name, options) if config else "",
         "dataset": config.data.name if config else status.get("dataset"),
         "state": reported_state(status) if status else "damaged",
         "epochs": f"{status.get('epoch', len(epochs))}/{status.get('epochs', config.train.epochs if config else '?')}",
@@ -144,6 +167,21 @@ def _compare_row(run_dir: Path) -> dict:
         "final_val_macro_f1": final.get("val_macro_f1"), "train_time_s": status.get("elapsed_s"),
         "note": "; ".join(notes) or None,
     }
+
+
+def _options_label(model: str, options: dict) -> str:
+    """The cell and gates of a RegNet, and every other option that is not the model's default (a variant)."""
+    try:
+        defaults = model_info(model).options
+    except ValueError:
+        defaults = {}
+
+    def default(key):
+        value = defaults.get(key)
+        return list(value) if isinstance(value, tuple) else value
+
+    shown = {k: v for k, v in options.items() if k in ("cell", "gates") or (k in defaults and v != default(k))}
+    return ",".join(f"{k}={v}" for k, v in shown.items())
 
 
 def rank_rows(rows: list[dict]) -> list[dict]:

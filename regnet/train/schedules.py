@@ -5,7 +5,9 @@ Each schedule is a multiplier of the base LR as a function of the global step
 plain numbers (so checkpoints load with ``weights_only=True``), and a curve
 that a test can check point by point. Multistep milestones are fractions of
 all epochs and fall on epoch boundaries, as in the paper's recipes (LR / 10
-at 50% and 75% of training). One-cycle follows torch's ``OneCycleLR`` for the
+at 50% and 75% of training); a milestone that would round to epoch 0 moves
+to the end of epoch 1, so a short run (1 or 2 epochs) trains at the
+configured LR first instead of never seeing it. One-cycle follows torch's ``OneCycleLR`` for the
 LR (cosine up from lr/25 over ``warmup_epochs``, or 30% of the steps, then
 cosine down to lr/25/1e4) but leaves momentum fixed.
 """
@@ -43,7 +45,7 @@ def lr_multiplier(config: ScheduleConfig, step: int, epochs: int, steps_per_epoc
     if config.name == "constant":
         return 1.0
     if config.name == "multistep":
-        milestone_steps = [round(m * epochs) * steps_per_epoch for m in config.milestones]
+        milestone_steps = [max(round(m * epochs), 1) * steps_per_epoch for m in config.milestones]
         return config.gamma ** sum(step >= m for m in milestone_steps)
     if config.name == "cosine":
         return 0.5 * (1 + math.cos(math.pi * min(step / total, 1.0)))
