@@ -20,6 +20,9 @@ if __package__ in (None, ""):
 
 from bench._browser import chromium, dashboard, wait_for
 
+SCROLL_TO_STRIP_JS = """() => { for (const div of document.querySelectorAll('.js-plotly-plot')) {
+    const t = div.layout && div.layout.title && div.layout.title.text;
+    if (t && t.includes('per block and epoch')) { div.scrollIntoView({block: 'start'}); window.scrollBy(0, -200); } } }"""
 STRIP_EPOCHS_JS = """() => { for (const div of document.querySelectorAll('.js-plotly-plot')) {
     const t = div.layout && div.layout.title && div.layout.title.text;
     if (t && t.includes('per block and epoch')) return div.data[0].x.length; } return 0; }"""
@@ -93,7 +96,7 @@ def shipped_tour(page, url: str, out: Path) -> None:
     page.keyboard.press("Enter")
     wait_for(lambda: page.evaluate(STRIP_EPOCHS_JS) >= 5, 240, "the shipped run's 5-epoch strip", interval=1)
     page.wait_for_timeout(2000)
-    page.get_by_role("heading", name="Regulator").scroll_into_view_if_needed()
+    page.evaluate(SCROLL_TO_STRIP_JS)
     page.screenshot(path=str(out / "shipped_live.png"))
     nav(page, "Inspect")
     page.get_by_role("slider").first.wait_for(timeout=240_000)
