@@ -25,7 +25,9 @@ class Panel:
 
     ``unit_range`` panels (accuracy, F1) are drawn on [0, 1] whatever the points, so the first epoch does
     not stretch the axis to -50 %; ``smooth`` is False for curves that are a setting, not a noisy
-    measurement (the learning rate), which are drawn exactly as logged.
+    measurement (the learning rate), which are drawn exactly as logged. ``steps`` False draws a metric
+    that step lines also carry from the epoch lines only: images/s as each epoch's average, not the
+    last window's, and a panel that changes once an epoch (cheaper to follow).
     """
 
     title: str
@@ -34,11 +36,12 @@ class Panel:
     tickformat: str | None = None
     unit_range: bool = False
     smooth: bool = True
+    steps: bool = True
 
     @property
     def per_step(self) -> bool:
         """Whether step lines move this panel (so it changes at every check while a run trains)."""
-        return bool(set(self.metrics) & set(STEP_METRICS))
+        return self.steps and bool(set(self.metrics) & set(STEP_METRICS))
 
     @property
     def hoverformat(self) -> str:
@@ -51,7 +54,7 @@ PANELS = (
     Panel("Top-5 accuracy", ("val_top5",), "top-5 accuracy", ".0%", unit_range=True),
     Panel("Macro-F1", ("val_macro_f1",), "macro-F1 (0 to 1)", ".2f", unit_range=True),
     Panel("Learning rate", ("lr",), "learning rate", "~g", smooth=False),
-    Panel("Images per second", ("images_per_s",), "training images / s"),
+    Panel("Images per second", ("images_per_s",), "training images / s (epoch average)", steps=False),
 )
 PANELS_BY_TITLE = {panel.title: panel for panel in PANELS}
 # x-axis choices: value -> axis title (with its unit).
@@ -87,32 +90,33 @@ def _first_time(frame: pd.DataFrame) -> float:
     return float(times.min()) if not times.empty else 0.0
 
 
-def _rows(frame: pd.DataFrame, metric: str, x: str) -> tuple[pd.DataFrame, bool]:
-    """The rows that hold ``metric`` (step lines for per-step metrics when there are any) and whether dense."""
+def _rows(frame: pd.DataFrame, metric: str, x: str, steps: bool = True) -> tuple[pd.DataFrame, bool]:
+    """The rows that hold ``metric`` (step lines for per-step metrics when there are any and ``steps``) and
+    whether they are dense."""
     x_column = {"step": "step", "epoch": "x_epoch"}.get(x, "time")
     if frame.empty or metric not in frame or x_column not in frame:
         return frame.iloc[0:0], False
     has_value = pd.to_numeric(frame[metric], errors="coerce").notna() & pd.to_numeric(
         frame[x_column], errors="coerce").notna()
-    dense = metric in STEP_METRICS and bool((has_value & (frame["kind"] == "step")).any())
+    dense = steps and metric in STEP_METRICS and bool((has_value & (frame["kind"] == "step")).any())
     return frame[has_value & (frame["kind"] == ("step" if dense else "epoch"))], dense
 
 
-def series(frame: pd.DataFrame, metric: str, x: str = "step") -> tuple[list, np.ndarray, bool]:
+def series(frame: pd.DataFrame, metric: str, x: str = "step", steps: bool = True) -> tuple[list, np.ndarray, bool]:
     """(x, y, dense) for one metric of one run, x as plotly draws it.
 
     Metrics logged on step lines (train loss, LR, images/s) are read from those when there are any, and
     are ``dense``; the rest come from epoch lines. ``x`` is a key of ``X_AXES``: "step", "epoch"
     (fractional for step lines), "relative time" (minutes since the run's first line) or "wall time".
     """
-    rows, dense = _rows(frame, metric, x)
+    rows, dense = _rows(frame, metric, x, steps)
     if rows.empty:
         return [], np.array([]), False
     return _plot_x(_x_values(rows, x), x, _first_time(frame)), rows[metric].to_numpy(dtype=float), dense
 
 
-def group_series(frames: Sequence[pd.DataFrame], metric: str, x: str = "step",
-                 band: str = "min-max") -> tuple[list, np.ndarray, np.ndarray, np.ndarray, bool]:
+def group_series(frames: Sequence[pd.DataFrame], metric: str, x: str = "step", band: str = "min-max",
+                 steps: bool = True) -> tuple[list, np.ndarray, np.ndarray, np.ndarray, bool]:
     """(x, mean, low, high, dense) of ``metric`` over runs that differ only in seed.
 
     Runs are aligned on the step (per-step metrics) or the epoch (per-epoch ones), not on time; a time
@@ -121,7 +125,7 @@ def group_series(frames: Sequence[pd.DataFrame], metric: str, x: str = "step",
     """
     parts = []
     for frame in frames:
-        rows, dense = _rows(frame, metric, x)
+        rows, dense = _rows(frame, metric, x, steps)
         if rows.empty:
             continue
         key = rows["step"] if dense else rows["epoch"]
@@ -139,12 +143,17 @@ def group_series(frames: Sequence[pd.DataFrame], metric: str, x: str = "step",
             stats["high"].to_numpy(), dense)
 
 
-def panel_version(frames: Mapping[str, pd.DataFrame], metrics: Sequence[str]) -> tuple:
-    """What a panel of ``metrics`` shows, in short: each run's count of values per metric.
-
-    Metric files only grow, so an unchanged version means an unchanged figure.
+def panel_version(frames: Mapping[str, pd.DataFrame], panels: Sequence[Panel]) -> tuple:
+    """What ``panels`` show, in short: each run's count of values per metric (epoch lines only for a panel
+    that does not draw step lines). Metric files only grow, so an unchanged version means unchanged figures.
     """
-    return tuple((label, tuple(int(frame[m].notna().sum()) if m in frame else 0 for m in metrics))
+    def count(frame: pd.DataFrame, metric: str, steps: bool) -> int:
+        if metric not in frame:
+            return 0
+        values = frame[metric] if steps else frame.loc[frame["kind"] == "epoch", metric]
+        return int(values.notna().sum())
+
+    return tuple((label, tuple(count(frame, m, panel.steps) for panel in panels for m in panel.metrics))
                  for label, frame in frames.items())
 
 
@@ -182,13 +191,15 @@ def _layout(figure: go.Figure, panel: Panel, *, x: str, log_y: bool, height: int
     """Titles with units, the y range the panel's metric can take, and the legend below the x-axis title.
 
     The legend lives in the figure's bottom margin (container coordinates), one row an entry, and the
-    figure grows by its rows: it never covers the axis and never needs a scrollbar.
+    figure grows by its rows: it never covers the axis and never needs a scrollbar. No plotly template:
+    Streamlit's theme styles the chart, and a template is 6.5 kB of JSON that the Live page would send
+    and the browser parse and apply at every check (a fifth of the page's CPU while following a run).
     """
     entries = sum(1 for trace in figure.data if trace.showlegend is not False)
     legend_px = _LEGEND_ROW_PX * entries + 8
     figure.update_layout(
         title=dict(text=panel.title, x=0, xanchor="left"), height=height + legend_px,
-        margin=dict(l=10, r=10, t=40, b=50 + legend_px), template="plotly_white", hovermode="x unified",
+        margin=dict(l=10, r=10, t=40, b=50 + legend_px), hovermode="x unified", template=None,
         hoverlabel=dict(namelength=-1), showlegend=entries > 0,
         legend=dict(orientation="v", traceorder="normal", yref="container", y=0, yanchor="bottom", x=0, xanchor="left"),
     )
@@ -231,12 +242,12 @@ def metric_figure(frames: Mapping[str, pd.DataFrame], panel: Panel, *, x: str = 
             full = f"{label} · {name}"
             dash = _DASH.get(metric.split("_")[0], "solid")
             if groups:
-                xs, ys, low, high, dense = group_series(member_frames, metric, x, band)
+                xs, ys, low, high, dense = group_series(member_frames, metric, x, band, panel.steps)
                 if len(member_frames) > 1 and xs:
                     _add_band(figure, xs, low, high, color=color, smoothing=smoothing if dense and panel.smooth else 0)
                 full = f"{label} · {name} (mean of {len(member_frames)})" if len(member_frames) > 1 else full
             else:
-                xs, ys, dense = series(member_frames[0], metric, x)
+                xs, ys, dense = series(member_frames[0], metric, x, panel.steps)
             if not xs:
                 continue
             _add_curve(figure, xs, ys, name=full if len(lines) > 1 or groups else name, hover=full, color=color, dash=dash,

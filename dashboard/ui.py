@@ -58,14 +58,15 @@ def checkpoints_root() -> Path:
 def live_refresh_s() -> float:
     """Seconds between checks for new run output (env override for tests and slow machines).
 
-    10 s by default (TensorBoard reloads every 30 s): each check that finds new lines redraws the per-step
-    charts, which is most of what following a run costs the browser, and on a 2-core machine that work is
-    taken from the training being watched. The Live page offers shorter and longer intervals.
+    20 s by default (TensorBoard reloads every 30 s): each check that finds new lines re-renders the
+    progress and the per-step charts, about 0.3-0.7 CPU-s of the browser's and the server's time however
+    few lines came (bench/dashboard_overhead.py), and on a 2-core machine that is taken from the training
+    being watched. The Live page offers 2, 5, 10 and 30 s too.
     """
     try:
-        return max(0.5, float(os.environ.get(LIVE_REFRESH_ENV, "10")))
+        return max(0.5, float(os.environ.get(LIVE_REFRESH_ENV, "20")))
     except ValueError:
-        return 10.0
+        return 20.0
 
 
 def is_local_client(ip: str | None) -> bool:

@@ -180,8 +180,9 @@ def test_no_page_makes_a_request_that_leaves_this_machine(page, server, path, he
 
 
 # The chosen runs' chips in the page's run picker, and each chart's x-axis title.
-CHIPS_JS = """() => Array.from(document.querySelectorAll('[data-testid="stMultiSelect"] [data-baseweb="tag"]'))
-    .map(tag => tag.textContent.trim())"""
+# (the picker's text: its label, then one line a chosen run; options are not in the page until it opens)
+CHIPS_JS = """() => document.querySelector('[data-testid="stMultiSelect"]').innerText.split('\\n')
+    .map(line => line.trim()).filter(line => line && line !== 'Runs to follow')"""
 X_TITLES_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot'))
     .map(div => ((div.layout || {}).xaxis || {}).title).map(title => title && (title.text || title))"""
 

@@ -4,7 +4,7 @@ The page's settings are widgets bound to the URL's query parameters, and the cho
 ``?run=``: a refresh, a second tab or a shared link follows the same runs the same way.
 
 Following a run must cost little (the machine that draws is the one that trains): only the part of the
-page that step lines move (progress, loss, LR, images/s) is re-run and re-sent at each check, from the
+page that step lines move (progress, loss, LR) is re-run and re-sent at each check, from the
 new lines of each metrics.jsonl; the per-epoch charts are sent again only when an epoch line arrived.
 """
 import streamlit as st
@@ -74,16 +74,17 @@ def run_rows(current: list, notes: dict) -> None:
                 st.code(log, language="text")
 
 
-def chart_row(frames: dict, panels: list, row: str) -> None:
-    """One row of panels; a panel whose metrics got no new values keeps its figure object.
+def chart_rows(frames: dict, panels: list, part: str) -> None:
+    """Panels two a row; a panel whose metrics got no new values keeps its figure object.
 
     Building figures is much of the page's server CPU while it follows a run.
     """
-    cache = f"live_figures_{row}"
+    cache = f"live_figures_{part}"
     built, figures = st.session_state.get(cache, {}), {}
-    for column, panel in zip(st.columns(len(panels)), panels):
+    columns = [column for _ in range(0, len(panels), 2) for column in st.columns(2)]
+    for column, panel in zip(columns, panels):
         log_y = panel.title in log_scales
-        key = (charts.panel_version(frames, panel.metrics), x_axis, smoothing, log_y, panel.title)
+        key = (charts.panel_version(frames, [panel]), x_axis, smoothing, log_y, panel.title)
         figures[key] = built.get(key) or charts.metric_figure(frames, panel, x=x_axis, smoothing=smoothing,
                                                               log_y=log_y)
         column.plotly_chart(figures[key], key=f"live_chart_{panel.title}", config={"displaylogo": False})
@@ -91,7 +92,7 @@ def chart_row(frames: dict, panels: list, row: str) -> None:
 
 
 def epoch_version(frames: dict) -> tuple:
-    return charts.panel_version(frames, [m for panel in PER_EPOCH for m in panel.metrics])
+    return charts.panel_version(frames, PER_EPOCH)
 
 
 @st.fragment(run_every=refresh_s if any(run.active for run in chosen) else None)
@@ -105,7 +106,7 @@ def live_view() -> None:
     current = [by_key[key] for key in keys if key in by_key]
     frames, notes = read_frames(current)
     run_rows(current, notes)
-    chart_row(frames, PER_STEP, "step")
+    chart_rows(frames, PER_STEP, "step")
     still_active = any(run.active for run in current)
     if st.session_state.get("live_polling") and (not still_active or epoch_version(frames) != st.session_state.get(
             EPOCH_VERSION)):
@@ -117,5 +118,5 @@ frames, _ = read_frames(chosen)
 st.session_state[EPOCH_VERSION] = epoch_version(frames)
 st.session_state["live_polling"] = False  # the fragment's first run is part of this full run
 live_view()
-chart_row(frames, PER_EPOCH, "epoch")
+chart_rows(frames, PER_EPOCH, "epoch")
 live_regulator.show(chosen, refresh_s if any(run.active for run in chosen) else None)
