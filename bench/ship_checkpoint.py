@@ -2,7 +2,8 @@
 
 A shipped checkpoint is a small run folder (config.yaml, status.json,
 metrics.jsonl, checkpoints/best.pt with only the model, its config and its
-final metrics) so the dashboard lists it beside the runs and ``load_run_model``
+final metrics; a run trained with ``train.keep_every`` also ships its
+checkpoints/epoch-NNN.pt snapshots and artifacts/regulator.jsonl) so the dashboard lists it beside the runs and ``load_run_model``
 reads it like any run. Two sources:
 
     python bench/ship_checkpoint.py --run runs/<id> --name shapes-regnet20
@@ -23,7 +24,8 @@ from pathlib import Path
 import torch
 
 from regnet.models import model_info
-from regnet.train.checkpoint import save_checkpoint
+from regnet.runs import ARTIFACTS, REGULATOR, atomic_write_text, snapshot_epochs, snapshot_file
+from regnet.train.checkpoint import load_checkpoint, save_checkpoint
 from regnet.train.config import Config, config_from_dict, config_to_dict, save_config
 from regnet.train.runfolder import atomic_write_json, read_metrics, read_status
 from regnet.train.runs import load_run_model
@@ -56,6 +58,20 @@ def from_run(run_dir: Path, out: Path, data_root: str | None = None) -> None:
     metrics = {k: final[k] for k in ("loss", "top1", "top5", "macro_f1")}
     status = {**status, "state": "finished", "pid": None, "run_id": out.name}
     write_shipped(out, config, model.state_dict(), metrics, history, status)
+    ship_regulator_history(run_dir, out, config)
+
+
+def ship_regulator_history(run_dir: Path, out: Path, config: dict) -> None:
+    """The run's epoch snapshots (with the shipped config) and its per-epoch regulator statistics, if any:
+    what lets a newcomer watch the shipped model's regulator form, on Live and in Inspect."""
+    for epoch, path in snapshot_epochs(run_dir).items():
+        snapshot = load_checkpoint(path)
+        save_checkpoint({"model": snapshot["model"], "config": config, "epoch": epoch,
+                         "metrics": snapshot.get("metrics", {})}, snapshot_file(out, epoch))
+    regulator = run_dir / ARTIFACTS / REGULATOR
+    if regulator.is_file():
+        (out / ARTIFACTS).mkdir(exist_ok=True)
+        atomic_write_text(out / ARTIFACTS / REGULATOR, regulator.read_text())
 
 
 def from_cifar_result(result_path: Path, weights: Path, out: Path) -> None:

@@ -191,3 +191,37 @@ def gallery_figure(images: Sequence[np.ndarray], titles: Sequence[str], correct:
     fig.update_xaxes(**bare).update_yaxes(**bare)
     fig.update_layout(height=150 * rows + 20, margin=dict(l=5, r=5, t=30, b=5))
     return fig
+
+
+def epochs_animation_figure(grids: Mapping[int, Sequence[dict]], field: str) -> go.Figure:
+    """One ``state_grid_figure`` per epoch as animation frames on one colour scale, with play and an epoch slider.
+
+    ``grids`` maps epoch to ``regnet.inspect.state_grid`` rows of the same image and field; every epoch has
+    the same maps, so each frame only replaces the traces' values.
+    """
+    epochs = list(grids)
+    fig = state_grid_figure(grids[epochs[0]], field, shared_scale=True)
+    values = [_np(m) for rows in grids.values() for r in rows for _, m in r["maps"]]
+    lo, hi = min(float(v.min()) for v in values), max(float(v.max()) for v in values)
+    diverging = field != "output" and lo < 0 < hi
+    if diverging:
+        lo, hi = -max(-lo, hi), max(-lo, hi)
+    fig.update_traces(zmin=lo, zmax=hi, colorscale="RdBu_r" if diverging else "Viridis")
+    count = len(fig.data)
+    fig.frames = [go.Frame(name=str(epoch), traces=list(range(count)),
+                           data=[go.Heatmap(z=_np(m)[::-1]) for r in grids[epoch] for _, m in r["maps"]])
+                  for epoch in epochs]
+    animate = {"frame": {"duration": 600, "redraw": True}, "transition": {"duration": 0}, "mode": "immediate"}
+    fig.update_layout(
+        title=dict(text=f"{field} per stage and step, epoch by epoch"),
+        updatemenus=[{"type": "buttons", "direction": "left", "x": 0, "y": -0.02, "xanchor": "left", "yanchor": "top",
+                      "buttons": [{"label": "▶ Play", "method": "animate", "args": [None, {**animate, "fromcurrent": True}]},
+                                  {"label": "❚❚ Pause", "method": "animate",
+                                   "args": [[None], {**animate, "frame": {"duration": 0, "redraw": False}}]}]}],
+        sliders=[{"active": 0, "x": 0.18, "len": 0.82, "y": -0.02, "yanchor": "top", "currentvalue": {"prefix": "epoch "},
+                  "steps": [{"label": str(epoch), "method": "animate",
+                             "args": [[str(epoch)], {**animate, "frame": {"duration": 0, "redraw": True}}]}
+                            for epoch in epochs]}],
+    )
+    fig.update_layout(height=fig.layout.height + 70, margin=dict(b=80))
+    return fig

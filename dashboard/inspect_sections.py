@@ -16,14 +16,13 @@ import torch
 
 from dashboard import inspect_charts as charts
 from dashboard import lab, ui
+from dashboard.live_regulator import GATE_LABELS
 from dashboard.runs import RunInfo
 from regnet import inspect as ri
 from regnet.data import denormalize
 
 FIELD_LABELS = {"input": "input I (the block's X2)", "hidden": "hidden state H", "cell": "cell state C",
                 "output": "block output O"}
-GATE_LABELS = {"i": "input gate i", "f": "forget gate f", "o": "output gate o", "g": "candidate g",
-               "z": "update gate z", "r": "reset gate r", "candidate": "candidate"}
 PREDICTED = -1  # the target-class choice that follows the image's prediction (None would read as "no choice")
 QUALITY_LABELS = {"method": "method", "pointing_game": "pointing game", "mass_on_object": "mass on object"}
 
@@ -82,6 +81,24 @@ def default_run(runs: list[RunInfo], selected: list[str]) -> str:
     return runs[0].key
 
 
+def choose_epoch(run: RunInfo, default: Path) -> Path:
+    """For a run with epoch snapshots, which weights every view uses: one epoch's snapshot or ``default``.
+
+    Each choice is its own checkpoint (its own identity), so the model, the traces and the split analyses
+    of each epoch are computed once and kept apart.
+    """
+    snapshots = lab.snapshots_of(run.path)
+    if not snapshots:
+        return default
+    options = [*snapshots, default.stem]
+    label = {default.stem: f"{default.stem}.pt", **{epoch: f"epoch {epoch}" for epoch in snapshots}}
+    choice = st.select_slider("Weights at epoch", options, value=default.stem, key=f"inspect_epoch_{run.key}",
+                              format_func=label.get,
+                              help="This run kept its weights every few epochs (train.keep_every): every view "
+                                   "below shows the model as it was after the chosen epoch.")
+    return default if choice == default.stem else snapshots[choice]
+
+
 def choose_subject(every_run: list[RunInfo]) -> Subject | None:
     """The run picker, the checkpoint loaded once, and its images; one sentence when either fails."""
     runs = [run for run in every_run if lab.checkpoint_path(run.path)]
@@ -95,7 +112,7 @@ def choose_subject(every_run: list[RunInfo]) -> Subject | None:
     key = st.selectbox("Run or shipped checkpoint", keys, index=keys.index(default_run(runs, selected)),
                        key="inspect_run")
     run = by_key[key]
-    checkpoint = lab.checkpoint_path(run.path)
+    checkpoint = choose_epoch(run, lab.checkpoint_path(run.path))
     identity = ri.file_identity(checkpoint)
     try:
         model, config = lab.model_of(str(run.path), checkpoint.stem, identity)
@@ -200,6 +217,25 @@ def show_states(subject: Subject, picked: Picked) -> None:
     shared = c5.checkbox("Shared colour scale", True, key="inspect_shared")
     grid = ri.state_grid(shown, field, mode, channel=int(number), top=int(number))
     st.plotly_chart(charts.state_grid_figure(grid, FIELD_LABELS[field], shared), key="inspect_states")
+    if lab.snapshots_of(subject.run.path):
+        show_across_epochs(subject, picked, field, stage, mode, int(number))
+
+
+def show_across_epochs(subject: Subject, picked: Picked, field: str, stage, mode: str, number: int) -> None:
+    """The map chosen above at every kept epoch, as animation frames: how the regulator's view of this
+    image formed during training."""
+    snapshots = lab.snapshots_of(subject.run.path)
+    if not st.toggle(f"Play this map across the {len(snapshots)} kept epochs", key="inspect_play_epochs"):
+        return
+    grids = {}
+    with st.spinner("Recording the image at every kept epoch..."):
+        for epoch, path in snapshots.items():
+            identity = ri.file_identity(path)
+            model, _ = lab.model_of(str(subject.run.path), path.stem, identity)
+            _, trace = lab.trace_of(identity, picked.key, model, picked.x)
+            shown = [r for r in trace if stage == "all" or r.stage == stage]
+            grids[epoch] = ri.state_grid(shown, field, mode, channel=number, top=number)
+    st.plotly_chart(charts.epochs_animation_figure(grids, FIELD_LABELS[field]), key="inspect_states_epochs")
 
 
 @st.fragment

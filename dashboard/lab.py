@@ -58,12 +58,17 @@ def checkpoint_path(run_dir: Path) -> Path | None:
         return None
 
 
+def snapshots_of(run_dir: Path) -> dict[int, Path]:
+    """{epoch: checkpoints/epoch-NNN.pt} of a run kept with ``train.keep_every`` (empty without snapshots)."""
+    return runs.snapshot_epochs(run_dir)
+
+
 def cache_folder(runs_root: Path) -> Path:
     """Where Inspect keeps what it computed: under the runs folder, whichever run it was computed for."""
     return Path(runs_root) / CACHE_FOLDER
 
 
-@st.cache_resource(show_spinner="Loading the model...", max_entries=6)
+@st.cache_resource(show_spinner="Loading the model...", max_entries=24)  # a run's snapshots too
 def model_of(run_dir: str, which: str, identity: str):
     """(model, config dict) of a run; ``identity`` makes a retrained checkpoint load again."""
     return load_run_model(run_dir, which=which)

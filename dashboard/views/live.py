@@ -9,7 +9,7 @@ new lines of each metrics.jsonl; the per-epoch charts are sent again only when a
 """
 import streamlit as st
 
-from dashboard import charts, launcher, ui
+from dashboard import charts, launcher, live_regulator, ui
 from dashboard.runs import progress
 from regnet.runs import tail_text
 
@@ -119,3 +119,4 @@ st.session_state[EPOCH_VERSION] = epoch_version(frames)
 st.session_state["live_polling"] = False  # the fragment's first run is part of this full run
 live_view()
 chart_rows(frames, PER_EPOCH, "epoch")
+live_regulator.show(chosen, refresh_s if any(run.active for run in chosen) else None)

@@ -41,6 +41,7 @@ FIELDS = {
     "nr_batch": ("train", "batch_size"), "nr_optim": ("optim", "name"), "nr_lr": ("optim", "lr"),
     "nr_schedule": ("schedule", "name"), "nr_wd": ("optim", "weight_decay"), "nr_seed": ("train", "seed"),
     "nr_device": ("train", "device"), "nr_log_every": ("train", "log_every"), "nr_workers": ("data", "workers"),
+    "nr_keep_every": ("train", "keep_every"),
 }
 
 
@@ -156,6 +157,9 @@ with train_col:
         st.session_state["nr_device"] = "auto"
     device = st.selectbox("Device", devices, key="nr_device")
     log_every = st.number_input("Log every N steps", min_value=1, step=1, key="nr_log_every")
+    keep_every = st.number_input("Keep weights every N epochs (0 = none)", min_value=0, step=1, key="nr_keep_every",
+                                 help="Snapshots checkpoints/epoch-NNN.pt (first and last epoch too), so Inspect "
+                                      "can show the model at any kept epoch.")
 
 # ---------------------------------------------------------------- checks, then Start
 problems = []
@@ -189,7 +193,7 @@ if st.button("Start", type="primary", disabled=bool(problems), key="nr_start_but
         "optim": {"name": optimiser, "lr": float(lr), "weight_decay": float(weight_decay)},
         "schedule": {"name": schedule},
         "train": {"epochs": int(epochs), "batch_size": int(batch_size), "seed": int(seed), "device": device,
-                  "log_every": int(log_every)},
+                  "log_every": int(log_every), "keep_every": int(keep_every)},
     })
     config["model"]["options"] = options  # the model's own options only, never another model's
     try:

@@ -18,7 +18,7 @@ from torch import nn
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from regnet.metrics import macro_f1, per_class_table
-from regnet.models import regulated_blocks
+from regnet.models import regulated_blocks, regulator_ablated
 from regnet.runs import atomic_write
 
 
@@ -37,18 +37,6 @@ def capture_block_outputs(model: nn.Module) -> Iterator[dict[tuple[int, int], to
              for s, t, module in block_output_modules(model)]
     try:
         yield outputs
-    finally:
-        for h in hooks:
-            h.remove()
-
-
-@contextmanager
-def regulator_ablated(model: nn.Module) -> Iterator[None]:
-    """Replace the regulator's output H by zeros where it enters the fusion; the state still flows."""
-    hooks = [block.regulator_norm.register_forward_hook(lambda m, i, o: torch.zeros_like(o))
-             for block in regulated_blocks(model)]
-    try:
-        yield
     finally:
         for h in hooks:
             h.remove()

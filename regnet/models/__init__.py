@@ -2,7 +2,7 @@
 from .blocks import BasicBlock, Bottleneck, RegulatedBasicBlock, RegulatedBottleneck, Stage
 from .cells import ConvGRUCell, ConvLSTMCell, ConvRNNCell, StepTaps, make_cell
 from .networks import MnistCNN, ResNetBackbone, TinyResNet
-from .recording import RegulatorRecord, record, regulated_blocks
+from .recording import RegulatorRecord, record, regulated_blocks, regulator_ablated
 from .registry import ModelInfo, build_model, check_options, list_models, model_info, natural_input_size
 from .summary import ModelSummary, count_params, format_options, format_table, summarize_registry, summary
 
@@ -10,7 +10,7 @@ __all__ = [
     "BasicBlock", "Bottleneck", "RegulatedBasicBlock", "RegulatedBottleneck", "Stage",
     "ConvRNNCell", "ConvGRUCell", "ConvLSTMCell", "StepTaps", "make_cell",
     "MnistCNN", "ResNetBackbone", "TinyResNet",
-    "RegulatorRecord", "record", "regulated_blocks",
+    "RegulatorRecord", "record", "regulated_blocks", "regulator_ablated",
     "ModelInfo", "build_model", "check_options", "list_models", "model_info", "natural_input_size",
     "ModelSummary", "count_params", "format_options", "format_table", "summarize_registry", "summary",
 ]

@@ -54,3 +54,19 @@ def record(model: nn.Module) -> Iterator[list[RegulatorRecord]]:
     finally:
         for block in blocks:
             block.trace = None
+
+
+@contextmanager
+def regulator_ablated(model: nn.Module) -> Iterator[None]:
+    """Replace the regulator's output H by zeros where it enters the fusion; the state still flows.
+
+    Here beside ``record`` because both the engine (its per-epoch reliance on H) and the Inspect
+    analyses use it, and the engine may not import ``regnet.inspect``.
+    """
+    hooks = [block.regulator_norm.register_forward_hook(lambda m, i, o: torch.zeros_like(o))
+             for block in regulated_blocks(model)]
+    try:
+        yield
+    finally:
+        for h in hooks:
+            h.remove()

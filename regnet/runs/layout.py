@@ -35,6 +35,10 @@ TRASH = ".trash"
 STUDY = "study.json"
 STUDY_MEMBERS = ".members"
 CHECKPOINT_NAMES = ("best", "last")
+# Per-epoch regulator statistics of a RegNet run (one JSON object per epoch), in artifacts/.
+REGULATOR = "regulator.jsonl"
+# Weights-only snapshots kept every ``train.keep_every`` epochs: checkpoints/epoch-NNN.pt.
+SNAPSHOT_PATTERN = re.compile(r"epoch-(\d{3,6})")
 
 RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 RUN_ID_RULE = "1 to 128 letters, digits, '.', '_' or '-', starting with a letter or digit"
@@ -85,10 +89,35 @@ def run_dir_in(root: str | Path, run_id: str) -> Path:
 
 
 def checkpoint_file(run_dir: str | Path, which: str) -> Path:
-    """``checkpoints/<which>.pt`` of a run (``which`` is best or last)."""
-    if which not in CHECKPOINT_NAMES:
-        raise ValueError(f"Unknown checkpoint {which!r}; choose best or last.")
+    """``checkpoints/<which>.pt`` of a run (``which`` is best, last, or a snapshot's ``epoch-NNN``)."""
+    if which not in CHECKPOINT_NAMES and not SNAPSHOT_PATTERN.fullmatch(str(which)):
+        raise ValueError(f"Unknown checkpoint {which!r}; choose best, last or an epoch snapshot (epoch-NNN).")
     return Path(run_dir) / CHECKPOINTS / f"{which}.pt"
+
+
+def snapshot_name(epoch: int) -> str:
+    """The checkpoint name of epoch ``epoch``'s snapshot (``epoch-007``): sorts by epoch up to 999."""
+    return f"epoch-{int(epoch):03d}"
+
+
+def snapshot_file(run_dir: str | Path, epoch: int) -> Path:
+    """``checkpoints/epoch-NNN.pt``: the weights after epoch ``epoch`` (1-based), kept by ``train.keep_every``."""
+    return checkpoint_file(run_dir, snapshot_name(epoch))
+
+
+def snapshot_epochs(run_dir: str | Path) -> dict[int, Path]:
+    """{epoch: snapshot file} of a run, by epoch; snapshots that resolve outside the run folder are left out."""
+    try:
+        entries = list(os.scandir(Path(run_dir) / CHECKPOINTS))
+    except OSError:
+        return {}
+    found = {}
+    for entry in entries:
+        stem, dot, ext = entry.name.partition(".")
+        match = SNAPSHOT_PATTERN.fullmatch(stem)
+        if match and dot and ext == "pt" and entry.is_file() and is_inside(run_dir, entry.path):
+            found[int(match.group(1))] = Path(entry.path)
+    return dict(sorted(found.items()))
 
 
 def checkpoint_path(run_dir: str | Path, which: str | None = None) -> Path | None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from .layout import CONFIG, METRICS, STATUS
+from .layout import ARTIFACTS, CONFIG, METRICS, REGULATOR, STATUS
 
 SMALL_FILE_CAP = 4 * 2**20  # status.json and config.yaml are a few kB; anything this big is not ours
 METRICS_CHUNK_CAP = 64 * 2**20  # read per call; the rest is read on the next call
@@ -182,3 +182,15 @@ def tail_text(path: str | Path, max_lines: int = 40, max_bytes: int = 32_000) ->
     except (OSError, ValueError):
         return ""
     return "\n".join(data.decode("utf-8", errors="replace").splitlines()[-max_lines:])
+
+
+def read_regulator(run_dir: str | Path) -> list[dict]:
+    """The per-epoch regulator statistics of a run (artifacts/regulator.jsonl), one dict per epoch, by epoch.
+
+    Read like metrics.jsonl: a missing file is no rows, a damaged line is skipped, and a line without an
+    integer epoch is left out; should an epoch appear twice, the later line wins.
+    """
+    path = Path(run_dir) / ARTIFACTS / REGULATOR
+    chunk = read_metrics_since(path, 0)
+    rows = {row["epoch"]: row for row in chunk.rows if isinstance(row.get("epoch"), int)}
+    return [rows[epoch] for epoch in sorted(rows)]

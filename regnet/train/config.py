@@ -92,6 +92,8 @@ class TrainConfig:
     log_every: int = 20
     # A mid-epoch last.pt at most this often (seconds; null: only at epoch ends), so a kill loses little work.
     checkpoint_every_s: float | None = 300.0
+    # Keep the weights every K epochs as checkpoints/epoch-NNN.pt (the first and last epochs too); 0: none.
+    keep_every: int = 0
 
 
 @dataclass
@@ -255,6 +257,7 @@ def validate(config: Config) -> None:
         (t.epochs >= 1, f"train.epochs must be at least 1, got {t.epochs}."),
         (t.batch_size >= 1, f"train.batch_size must be at least 1, got {t.batch_size}."),
         (t.log_every >= 1, f"train.log_every must be at least 1, got {t.log_every}."),
+        (t.keep_every >= 0, f"train.keep_every must be 0 (no snapshots) or a number of epochs, got {t.keep_every}."),
         (t.checkpoint_every_s is None or t.checkpoint_every_s >= 0,
          f"train.checkpoint_every_s must be >= 0 or null, got {t.checkpoint_every_s}."),
         (0 <= t.label_smoothing < 1, f"train.label_smoothing must be in [0, 1), got {t.label_smoothing}."),

@@ -71,8 +71,10 @@ from .config import Config, config_from_dict, config_to_dict, dump_config, lower
 from .distributed import (DistContext, SeededShardSampler, all_reduce_sum, amp_dtype, autocast, broadcast_object,
                           cleanup_distributed, init_distributed)
 from .metrics import evaluate
+from .regulator_stats import RegulatorLog
 from .runfolder import RunFolder, create_run_folder
 from .schedules import build_optimizer, build_scheduler
+from .snapshots import drop_snapshots_after, save_snapshot, snapshot_due
 
 STATE_FIELDS = ("epoch", "step", "epoch_step", "epoch_sums", "best_value", "best_epoch", "bad_epochs", "elapsed_s")
 # What last.pt must hold to be resumed (a shipped checkpoint holds only model, config and metrics).
@@ -174,6 +176,7 @@ class Run:
     folder: RunFolder | None = None
     log: logging.Logger | None = None
     writer: Any = None
+    regulator: RegulatorLog | None = None  # per-epoch regulator statistics (rank 0 of a RegNet run)
     epoch_started: float = 0.0  # this process's start of the current epoch
     train_end: float = 0.0
     lr: float = 0.0  # the LR of the epoch's last step
@@ -332,6 +335,9 @@ def _open_folder(run: Run, resume: Path | None, status: dict | None, checkpoint:
     from torch.utils.tensorboard import SummaryWriter
 
     run.writer = SummaryWriter(log_dir=str(folder.path), purge_step=st.step if resume is not None else None)
+    run.regulator = RegulatorLog.open(run.raw_model, run.val_loader.dataset, config.train.seed, folder.path,
+                                      ctx.device, st.epoch, run.writer, config.train.channels_last)
+    drop_snapshots_after(folder.path, st.epoch)
     run.log.info(f"{'resumed' if resume else 'started'} {folder.path}: {config.model.name} on {run.info.name}, "
                  f"{run.measured.params:,} params, {len(run.train_loader.dataset)} train / "
                  f"{len(run.val_loader.dataset)} val images, {run.steps_per_epoch} steps per epoch, "
@@ -545,7 +551,11 @@ def _validate_and_checkpoint(run: Run) -> dict:
         for key, number in st.last_record.items():
             if key not in ("kind", "epoch", "step", "time"):
                 run.writer.add_scalar(f"epoch/{key}", number, st.step)
+        if run.regulator is not None:
+            run.regulator.epoch_end(st.epoch, st.step)
         run.writer.flush()
+        if snapshot_due(st.epoch, t.keep_every, last=st.epoch >= t.epochs or _early_stopped(run)):
+            save_snapshot(run.folder.path, st.epoch, run.raw_model, config_to_dict(run.config), st.last_record)
         _save(run, "last")
         if improved:
             _save(run, "best")

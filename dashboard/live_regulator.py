@@ -1,0 +1,139 @@
+"""Live's regulator section: how a followed RegNet run's gates, saturation and reliance on H change by epoch.
+
+It reads only artifacts/regulator.jsonl through the contract's tolerant reader (one small line per epoch,
+written by the engine's probe), redraws in a fragment every few seconds while the run is active, and
+rebuilds its figures only when a new epoch arrived or the choice of gate changed. The chart builders are
+plain functions (rows in, plotly figure out), tested without a browser.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from dashboard.runs import RunInfo
+from regnet.runs import read_regulator
+
+GATE_LABELS = {"i": "input gate i", "f": "forget gate f", "o": "output gate o", "g": "candidate g",
+               "z": "update gate z", "r": "reset gate r", "candidate": "candidate"}
+# The gates whose saturation says whether the regulator keeps or overwrites its state: LSTM's forget and
+# input gates, GRU's update and reset gates.
+SATURATION_GATES = (("f", "i"), ("z", "r"))
+
+
+def block_labels(rows: Sequence[dict]) -> list[str]:
+    """``S1 t=1`` ... for every (stage, step) the rows know, in forward order."""
+    keys = sorted({(b["stage"], b["step"]) for row in rows for b in row["blocks"]})
+    return [f"S{s} t={t}" for s, t in keys]
+
+
+def gate_names(rows: Sequence[dict]) -> list[str]:
+    """The gates the run records (none for a ConvRNN cell), in the cell's order."""
+    for row in rows:
+        for block in row["blocks"]:
+            return list(block["gates"])
+    return []
+
+
+def gate_strip_figure(rows: Sequence[dict], gate: str, statistic: str = "mean") -> go.Figure:
+    """A heat strip: one gate's ``statistic`` per (stage, step) down, epoch across.
+
+    The colour scale spans the values shown, not [0, 1]: a trained regulator's gate means often stay
+    within a few hundredths of 0.5, and on a fixed scale that reads as one flat colour.
+    """
+    labels = block_labels(rows)
+    epochs = [row["epoch"] for row in rows]
+    z = [[None] * len(rows) for _ in labels]
+    for col, row in enumerate(rows):
+        for block in row["blocks"]:
+            numbers = block["gates"].get(gate)
+            if numbers is not None:
+                z[labels.index(f"S{block['stage']} t={block['step']}")][col] = numbers[statistic]
+    label = GATE_LABELS.get(gate, gate)
+    fig = go.Figure(go.Heatmap(z=z, x=epochs, y=labels, colorscale="Viridis",
+                               colorbar=dict(title=statistic, tickformat=".3f"),
+                               hovertemplate="epoch %{x}, %{y}<br>" + f"{label} {statistic}" + " %{z:.3f}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed", title="stage, step")
+    fig.update_xaxes(title="epoch", dtick=1 if len(epochs) <= 20 else None)
+    fig.update_layout(title=f"{label}: {statistic} per block and epoch", height=120 + 28 * len(labels),
+                      margin=dict(l=10, r=10, t=50, b=10))
+    return fig
+
+
+def saturation_figure(rows: Sequence[dict]) -> go.Figure:
+    """The shares of the keep/overwrite gates' values below 0.05 and above 0.95, averaged over blocks, by epoch."""
+    names = gate_names(rows)
+    pair = next((p for p in SATURATION_GATES if all(g in names for g in p)), ())
+    epochs = [row["epoch"] for row in rows]
+    fig = go.Figure()
+    for gate in pair:
+        for share, dash in (("below_05", "dot"), ("above_95", "solid")):
+            values = [sum(b["gates"][gate][share] for b in row["blocks"]) / max(len(row["blocks"]), 1)
+                      for row in rows]
+            fig.add_trace(go.Scatter(x=epochs, y=values, mode="lines+markers", line=dict(dash=dash),
+                                     name=f"{GATE_LABELS.get(gate, gate)} {'< 0.05' if share == 'below_05' else '> 0.95'}"))
+    fig.update_yaxes(title="share of values (all blocks)", tickformat=".1%", rangemode="tozero")
+    fig.update_xaxes(title="epoch", dtick=1 if len(epochs) <= 20 else None)
+    fig.update_layout(title="Saturation of the gates", height=320, margin=dict(l=10, r=10, t=50, b=10))
+    return fig
+
+
+def reliance_figure(rows: Sequence[dict]) -> go.Figure:
+    """The probe's top-1 intact and with H zeroed at the fusion, by epoch: the gap is the reliance on H."""
+    epochs = [row["epoch"] for row in rows]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=epochs, y=[row["top1"] for row in rows], mode="lines+markers", name="intact"))
+    fig.add_trace(go.Scatter(x=epochs, y=[row["top1_h_zeroed"] for row in rows], mode="lines+markers",
+                             name="H zeroed at the fusion", line=dict(dash="dash")))
+    fig.add_trace(go.Bar(x=epochs, y=[row["reliance"] for row in rows], name="reliance (the drop)", opacity=0.35))
+    fig.update_yaxes(title="probe top-1", tickformat=".0%", range=[min(0, *(r["reliance"] for r in rows)), 1])
+    fig.update_xaxes(title="epoch", dtick=1 if len(epochs) <= 20 else None)
+    fig.update_layout(title="Reliance on the regulator", height=320, margin=dict(l=10, r=10, t=50, b=10))
+    return fig
+
+
+def _figures(run: RunInfo, rows: list[dict], gate: str) -> list[go.Figure]:
+    """The three figures, rebuilt only when the run has a new epoch or another gate was chosen."""
+    key = (run.key, len(rows), rows[-1]["epoch"], rows[-1].get("time"), gate)
+    built = st.session_state.get("live_regulator_figures", {})
+    if key not in built:
+        built = {key: [gate_strip_figure(rows, gate), saturation_figure(rows), reliance_figure(rows)]}
+        st.session_state["live_regulator_figures"] = built
+    return built[key]
+
+
+def _section(runs: list[RunInfo]) -> None:
+    with_stats = [(run, read_regulator(run.path)) for run in runs if not run.refused]
+    with_stats = [(run, rows) for run, rows in with_stats if rows]
+    st.subheader("Regulator")
+    if not with_stats:
+        regulated = any((run.model or "").startswith("regnet") for run in runs)
+        st.caption("The regulator's gates and states appear here after the first epoch of a RegNet run."
+                   if regulated else "The followed runs have no regulator (ResNet runs have none to show).")
+        return
+    pick, gate_col = st.columns([2, 1])
+    keys = [run.key for run, _ in with_stats]
+    chosen = pick.selectbox("Run", keys, key="live_regulator_run") if len(keys) > 1 else keys[0]
+    run, rows = with_stats[keys.index(chosen)]
+    names = gate_names(rows)
+    if not names:
+        st.caption(f"`{run.key}` has a ConvRNN regulator: no gates, only H (its reliance is below).")
+        st.plotly_chart(reliance_figure(rows), key="live_regulator_reliance")
+        return
+    gate = gate_col.selectbox("Gate", names, index=names.index("f") if "f" in names else 0, key="live_regulator_gate",
+                              format_func=lambda g: GATE_LABELS.get(g, g))
+    strip, saturation, reliance = _figures(run, rows, gate)
+    last = rows[-1]
+    st.caption(f"`{run.key}`, {len(rows)} epoch{'s' if len(rows) != 1 else ''}, probe of {last['probe']['images']} "
+               f"validation images (the same every epoch): after epoch {last['epoch']}, top-1 "
+               f"{last['top1']:.1%} intact, {last['top1_h_zeroed']:.1%} with H zeroed.")
+    st.plotly_chart(strip, key="live_regulator_strip")
+    left, right = st.columns(2)
+    left.plotly_chart(saturation, key="live_regulator_saturation")
+    right.plotly_chart(reliance, key="live_regulator_reliance")
+
+
+def show(runs: list[RunInfo], refresh_s: float | None) -> None:
+    """The section for the followed ``runs``; it re-reads its file every ``refresh_s`` seconds (None: never)."""
+    st.fragment(_section, run_every=refresh_s)(runs)
