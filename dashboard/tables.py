@@ -14,10 +14,14 @@ from typing import Mapping, Sequence
 import pandas as pd
 
 from dashboard.runs import RunInfo, compare_table
+from regnet.models import model_info
 from regnet.runs import read_config_dict
+from regnet.train.config import Config, config_to_dict
 
 SEED_KEYS = ("train.seed", "data.split_seed")  # what "differ only in seed" may differ in
-IGNORED_PREFIXES = ("run.",)  # the run id and runs root differ for every run and say nothing about it
+# The run id and runs root differ for every run and say nothing about it; the class list and input side are
+# what the engine recorded of the data, not settings.
+IGNORED_PREFIXES = ("run.", "model.class_names", "model.input_side")
 BANDS = {"min-max": ("min", "max"), "std": ("std",)}
 
 
@@ -34,14 +38,32 @@ def flat_config(config: Mapping, prefix: str = "") -> dict[str, object]:
 
 
 def run_configs(runs: Sequence[RunInfo]) -> dict[str, dict[str, object]]:
-    """Each run's flattened config.yaml, read through the contract's reader; {} for a missing or damaged one."""
+    """Each run's flattened config.yaml, read through the contract's reader, with the defaults of the keys
+    it does not spell out; {} for a missing or damaged one."""
     configs = {}
     for run in runs:
         try:
-            configs[run.key] = flat_config(read_config_dict(run.path))
+            configs[run.key] = with_defaults(flat_config(read_config_dict(run.path)))
         except ValueError:
             configs[run.key] = {}
     return configs
+
+
+def with_defaults(flat: dict[str, object]) -> dict[str, object]:
+    """``flat`` with every config key and model option it lacks set to its default (the config's, the
+    model's). A run recorded before a key existed ran at that key's default, so a run from an older
+    version does not differ from a new one in every key added since (``data.on_device``,
+    ``model.options.memory``, ...). An empty config stays empty: nothing is known of it.
+    """
+    if not flat:
+        return flat
+    defaults = flat_config(config_to_dict(Config()))
+    try:
+        options = model_info(str(flat.get("model.name"))).options
+    except ValueError:  # a model this version does not know: only what the run recorded
+        options = {}
+    defaults.update(flat_config({"model": {"options": dict(options)}}))
+    return {**defaults, **flat}
 
 
 def differing_keys(configs: Mapping[str, Mapping[str, object]], ignore: Sequence[str] = ()) -> list[str]:

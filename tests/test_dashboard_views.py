@@ -159,3 +159,18 @@ def test_seed_groups_are_found_by_config_whatever_the_folders():
     assert tables.seed_groups(configs) == {"study/a +1 seeds": ["study/a", "b"], "c": ["c"]}
     assert tables.differing_keys(configs) == ["optim.lr", "train.seed"]
     assert tables.flat_config({"run": {"run_id": "x"}, "optim": {"betas": [0.9, 0.99]}}) == {"optim.betas": (0.9, 0.99)}
+
+
+def test_a_key_an_older_run_does_not_spell_out_is_its_default_not_a_difference():
+    from regnet.train.config import Config, config_to_dict
+
+    new = tables.flat_config(config_to_dict(Config()))  # a run of today's engine, at the defaults
+    new.update({"model.name": "regnet20", "model.options.memory": "carry", "model.class_names": ("a", "b")})
+    old = {key: value for key, value in new.items() if key not in ("data.on_device", "model.options.memory")}
+    configs = {"old": tables.with_defaults(old), "new": tables.with_defaults(new)}
+    assert tables.differing_keys(configs) == []
+    configs["reset"] = tables.with_defaults({**new, "model.options.memory": "reset"})
+    assert tables.differing_keys(configs) == ["model.options.memory"]
+    assert tables.with_defaults({}) == {}  # nothing known of a damaged config: no invented defaults
+    assert tables.with_defaults({"model.name": "gone"})["data.on_device"] is False  # an unknown model: config defaults only
+    assert tables.flat_config({"model": {"class_names": ["a"], "input_side": 32, "name": "x"}}) == {"model.name": "x"}
