@@ -12,9 +12,8 @@ from dashboard.inspect_charts import epochs_animation_figure
 from dashboard.live_regulator import gate_strip_figure, reliance_figure, saturation_figure
 from regnet.models import build_model
 from regnet.train.checkpoint import save_checkpoint
+from test_dashboard_app import open_page
 from test_dashboard_fixtures import write_run, write_shipped_run
-
-APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
 
 
 def regulator_rows(epochs: int, gates=("i", "f", "o", "g")) -> list[dict]:
@@ -77,11 +76,7 @@ def _strip(at: AppTest) -> dict:
 
 
 def test_live_regulator_section_grows_with_the_run_and_follows_the_gate(live_root):
-    at = AppTest.from_file(str(APP), default_timeout=90)
-    at.session_state["selected_runs"] = ["r-regnet"]
-    at.run()
-    at.switch_page("views/live.py").run()
-    assert not at.exception, [e.value for e in at.exception]
+    at = open_page("views/live.py", ["r-regnet"])
     assert "Regulator" in [s.value for s in at.subheader]
     assert _strip(at)["x"] == [1, 2, 3] and len(_strip(at)["y"]) == 9
     write_regulator(live_root / "r-regnet", regulator_rows(4))  # the engine's epoch-4 line
@@ -92,11 +87,7 @@ def test_live_regulator_section_grows_with_the_run_and_follows_the_gate(live_roo
 
 
 def test_live_regulator_section_says_a_resnet_has_none(live_root):
-    at = AppTest.from_file(str(APP), default_timeout=90)
-    at.session_state["selected_runs"] = ["r-resnet"]
-    at.run()
-    at.switch_page("views/live.py").run()
-    assert not at.exception
+    at = open_page("views/live.py", ["r-resnet"])
     assert any("no regulator" in c.value for c in at.caption)
     assert len(at.get("plotly_chart")) == 6  # the metric panels alone
 
@@ -127,10 +118,7 @@ def snapshot_root(tmp_path, monkeypatch):
 
 
 def test_inspect_epoch_selector_switches_every_view_to_that_epochs_weights(snapshot_root):
-    at = AppTest.from_file(str(APP), default_timeout=240)
-    at.run()
-    at.switch_page("views/inspect.py").run()
-    assert not at.exception, [e.value for e in at.exception]
+    at = open_page("views/inspect.py", timeout=240)
     slider = at.select_slider(key="inspect_epoch_shipped/snap")
     assert slider.options == ["epoch 1", "epoch 2", "best.pt"] and slider.value == "best"
     assert any("checkpoint `best.pt`" in c.value for c in at.caption)

@@ -8,24 +8,21 @@ from regnet.models import build_model
 from regnet.runs import read_regulator, snapshot_epochs
 from regnet.train import loop
 from regnet.train.checkpoint import load_checkpoint
-from regnet.train.config import Config, apply_override
+from regnet.train.config import Config
 from regnet.train.loop import RunFailed, train
 from regnet.train.regulator_stats import probe_indices, regulator_statistics
 from regnet.train.runs import load_run_model
 from regnet.train.snapshots import snapshot_due
+from test_train_run import tiny_config
 
 torch.set_num_threads(1)
 
 
 def regnet_config(runs_root, run_id, *overrides: str) -> Config:
-    """regnet20 on 120 shapes images (110 train, 10 val), batch 54: 3 steps an epoch, 2 epochs."""
-    config = Config()
-    for override in (f"run.runs_root={runs_root}", "train.device=cpu", "model.name=regnet20", "data.size=120",
-                     "data.workers=0", "train.batch_size=54", "train.epochs=2", "optim.name=adam", "optim.lr=0.002",
-                     "schedule.name=constant", "train.log_every=2", "train.keep_every=1", *overrides):
-        apply_override(config, override)
-    config.run.run_id = run_id
-    return config
+    """regnet20 on 120 shapes images (110 train, 10 val), batch 54: 3 steps an epoch, 2 epochs, a snapshot
+    every epoch; the rest as the engine tests' tiny run."""
+    return tiny_config(runs_root, run_id, "model.name=regnet20", "data.size=120", "train.batch_size=54",
+                       "train.log_every=2", "train.keep_every=1", *overrides)
 
 
 def test_statistics_have_one_entry_per_block_and_every_number_in_range():
