@@ -226,7 +226,7 @@ def test_the_new_run_form_offers_the_rcnn_classifier_from_the_registry(runs_root
     assert "rcnn_classifier" in at.selectbox(key="nr_family").options
     at.selectbox(key="nr_family").select("rcnn_classifier").run()
     assert not at.exception
-    assert list(at.selectbox(key="nr_opt_boxes").options) == ["auto", "image", "foreground"]
+    assert list(at.selectbox(key="nr_opt_boxes").options) == ["auto", "image", "foreground", "mask"]
     assert at.selectbox(key="nr_opt_boxes").value == "auto" and at.number_input(key="nr_opt_image_size").value == 28
 
 

@@ -33,9 +33,9 @@ def _digits(n: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
 def test_registered_and_listed():
     assert "rcnn_classifier" in list_models()
     info = model_info("rcnn_classifier")
-    assert info.options["boxes"] == "auto" and set(info.choices["boxes"]) == {"auto", "image", "foreground"}
+    assert info.options["boxes"] == "auto" and set(info.choices["boxes"]) == {"auto", "image", "foreground", "mask"}
     with pytest.raises(ValueError, match="boxes"):
-        build_model("rcnn_classifier", boxes="mask")
+        build_model("rcnn_classifier", boxes="edges")
 
 
 def test_forward_gives_class_logits_in_eval_and_train(model):
@@ -59,7 +59,8 @@ def test_foreground_boxes_are_the_pixel_extent():
 
 def test_box_rule_follows_the_data_family():
     assert default_box_rule("mnist") == "foreground"
-    assert default_box_rule("shapes") == default_box_rule("cifar") == "image"
+    assert default_box_rule("shapes") == "mask"
+    assert default_box_rule("cifar") == default_box_rule("imagenet") == "image"
 
 
 def test_training_loss_decreases_on_a_tiny_batch(model):
@@ -77,6 +78,57 @@ def test_training_loss_decreases_on_a_tiny_batch(model):
     assert sum(losses[-3:]) / 3 < 0.7 * sum(losses[:3]) / 3, losses
 
 
+def test_mask_rule_trains_on_the_data_boxes_and_says_when_there_are_none():
+    torch.manual_seed(0)
+    model = build_model("rcnn_classifier", in_channels=1, boxes="mask").train()
+    x, y = _digits(4)
+    given = torch.tensor([[4.0, 2.0, 12.0, 11.0]] * 4)
+    assert model.target_boxes(x, given).tolist() == given.tolist()
+    _, loss = model.training_loss(x, y, given)
+    assert loss.requires_grad and torch.isfinite(loss)
+    with pytest.raises(ValueError, match="boxes='mask'.*has none"):
+        model.training_loss(x, y)
+
+
+def test_shapes_object_boxes_follow_the_crop_and_flip_of_their_image():
+    from regnet.data import load_splits
+    from regnet.data.errors import DataError
+    from regnet.data.splits import with_object_boxes
+
+    splits = load_splits("shapes", size=100, val_ratio=0.1)
+    plain = with_object_boxes(splits.val)  # no augmentation: the mask's own extent, exclusive ends
+    mask = splits.val.mask(3)
+    ys, xs = mask.nonzero().unbind(1)
+    image, label, box = plain[3]
+    assert label == splits.val.targets[3] and image.shape == (3, 32, 32)
+    assert box.tolist() == [xs.min().item(), ys.min().item(), xs.max().item() + 1, ys.max().item() + 1]
+    torch.manual_seed(0)
+    augmented = with_object_boxes(splits.train)
+    sides = {tuple(augmented[i][2][2:] - augmented[i][2][:2]) for i in range(20)}
+    for i in range(20):
+        x0, y0, x1, y1 = augmented[i][2].tolist()
+        assert 0 <= x0 < x1 <= 32 and 0 <= y0 < y1 <= 32
+    assert len(sides) > 1  # a box per image, not one box for all
+    with pytest.raises(DataError, match="no object masks"):
+        with_object_boxes(_plain_split())
+
+
+def _plain_split():
+    """A two-image split of a data set without masks."""
+    from regnet.data.splits import DatasetSplit
+
+    class Base(torch.utils.data.Dataset):
+        targets = [0, 1]
+
+        def __getitem__(self, i):
+            return torch.zeros(3, 8, 8), i
+
+        def __len__(self):
+            return 2
+
+    return DatasetSplit(Base(), [0, 1], lambda x: x)
+
+
 def test_summary_counts_the_detector(model):
     s = summary(model, (1, 28, 28))
     assert s.params == sum(p.numel() for p in model.parameters()) and s.macs > 1_000_000
@@ -92,7 +144,13 @@ def test_every_attribution_method_runs_on_the_detector(model):
         assert ra.attribute(model, x, method, target=3, settings=settings).raw.shape == (1, 28, 28)
 
 
-def test_trains_and_evaluates_through_the_engine(tmp_path):
+def test_trains_and_evaluates_through_the_engine(tmp_path, monkeypatch):
+    from regnet.models.detection import RCNNClassifier
+
+    given = []
+    real = RCNNClassifier.target_boxes
+    monkeypatch.setattr(RCNNClassifier, "target_boxes",
+                        lambda self, images, boxes=None: given.append(boxes) or real(self, images, boxes))
     config = Config()
     config.model.name = "rcnn_classifier"
     config.data.name, config.data.size, config.data.workers = "shapes", 60, 0
@@ -105,7 +163,8 @@ def test_trains_and_evaluates_through_the_engine(tmp_path):
         p.numel() for p in build_model("rcnn_classifier", in_channels=3, image_size=32).parameters())
     import yaml
     options = yaml.safe_load((run / "config.yaml").read_text())["model"]["options"]
-    assert options == {"image_size": 32, "boxes": "image"}  # "auto" resolved for shapes
+    assert options == {"image_size": 32, "boxes": "mask"}  # "auto" resolved for shapes: its object masks' boxes
+    assert [tuple(b.shape) for b in given] == [(30, 4), (20, 4)]  # the loader's boxes, 50 training images
     result = evaluate_run(run, "val", "last")
     assert result["count"] == 10 and len(result["confusion_matrix"]) == 10  # stratified: one per class
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

@@ -9,6 +9,8 @@ from typing import Callable, Sequence
 
 import torch
 from torch.utils.data import Dataset
+from torchvision import tv_tensors
+from torchvision.ops import masks_to_boxes
 
 from .errors import DataError
 
@@ -70,6 +72,27 @@ class MaskedDatasetSplit(DatasetSplit):
 
     def mask(self, i: int) -> torch.Tensor:
         return self.base.mask(self.indices[i])
+
+
+class BoxedDatasetSplit(MaskedDatasetSplit):
+    """A masked split that yields (image, label, box): the object mask's box (x0, y0, x1, y1, exclusive ends),
+    cropped and flipped together with its image by the same v2 transform, for a detector's training target."""
+
+    def __getitem__(self, i: int):
+        image, label = self.base[self.indices[i]]
+        mask = self.mask(i)
+        box = masks_to_boxes(mask[None]) + torch.tensor([0.0, 0.0, 1.0, 1.0])
+        box = tv_tensors.BoundingBoxes(box, format="XYXY", canvas_size=tuple(mask.shape))
+        image, box = self.transform(image, box)
+        return image, int(label), box[0]
+
+
+def with_object_boxes(split: DatasetSplit) -> BoxedDatasetSplit:
+    """The same split (base, indices, transform), yielding each image's object box as well."""
+    if not isinstance(split, MaskedDatasetSplit):
+        raise DataError("This data set has no object masks, so it has no object boxes; choose boxes='image' "
+                        "(or 'foreground' for digits on black), or train on shapes.")
+    return BoxedDatasetSplit(split.base, split.indices, split.transform)
 
 
 def make_split(base: Dataset, indices: Sequence[int], transform: Callable) -> DatasetSplit:

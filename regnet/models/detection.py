@@ -8,9 +8,11 @@ proposal is detected as an object. So training, metrics, evaluation and the dash
 any classifier: ``forward(images)`` returns (N, classes) logits, and the loop trains it through its
 ``training_loss(images, labels)`` instead of cross-entropy.
 
-Where the box comes from: the data pipeline carries labels only, so the box is derived from the
-batch itself. ``boxes="foreground"`` (digits on black: MNIST, Fashion-MNIST) takes the pixel extent
-of everything brighter than the image's background (its minimum, also after normalisation and the
+Where the box comes from: ``boxes="mask"`` (``shapes``) is the box of the image's object mask, which
+the data set knows: the training split then yields (image, label, box), the box cropped and flipped
+with its image (``regnet.data.splits.with_object_boxes``). The other rules derive it from the batch
+itself: ``boxes="foreground"`` (digits on black: MNIST, Fashion-MNIST) takes the pixel extent of
+everything brighter than the image's background (its minimum, also after normalisation and the
 zero-padded random crop); ``boxes="image"`` (any other data set) uses the whole image; ``boxes="auto"``
 (the default) is resolved to the data set's rule when a run starts, and means the whole image before that.
 
@@ -31,15 +33,16 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import MultiScaleRoIAlign
 
-BOX_RULES = ("auto", "image", "foreground")  # auto: the data set's rule (``default_box_rule``), set at training
+BOX_RULES = ("auto", "image", "foreground", "mask")  # auto: the data set's rule (``default_box_rule``), set at training
 FEATURE_STRIDE = 4
 ROI_SIDE = 5
 HEAD_WIDTH = 128
 
 
 def default_box_rule(family: str) -> str:
-    """The box each data-set family trains with: the digit's extent on the black MNIST images, else the image."""
-    return "foreground" if family == "mnist" else "image"
+    """The box each data-set family trains with: the digit's extent on the black MNIST images, the object
+    mask's box on ``shapes`` (the only data set with masks), else the whole image."""
+    return {"mnist": "foreground", "shapes": "mask"}.get(family, "image")
 
 
 def whole_image_boxes(images: torch.Tensor) -> torch.Tensor:
@@ -114,8 +117,18 @@ class RCNNClassifier(nn.Module):
         """Grad-CAM's layer: the backbone's feature map, which every proposal is pooled from."""
         return {"backbone output": self.detector.backbone}
 
-    def target_boxes(self, images: torch.Tensor) -> torch.Tensor:
-        """The one training box of each image, by the model's box rule."""
+    @property
+    def needs_data_boxes(self) -> bool:
+        """Whether training needs each image's box from the data set (the ``mask`` rule)."""
+        return self.boxes == "mask"
+
+    def target_boxes(self, images: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
+        """The one training box of each image: the data's ``boxes`` under the ``mask`` rule, else by the rule."""
+        if self.needs_data_boxes:
+            if boxes is None:
+                raise ValueError("rcnn_classifier with boxes='mask' trains on the data set's object boxes, and this "
+                                 "batch has none; train it on shapes, or choose boxes='image' or 'foreground'.")
+            return boxes.to(images.device, images.dtype)
         return foreground_boxes(images) if self.boxes == "foreground" else whole_image_boxes(images)
 
     def _features(self, images: torch.Tensor) -> tuple[ImageList, dict]:
@@ -149,12 +162,14 @@ class RCNNClassifier(nn.Module):
             chosen.append(logits[best, 1:])
         return torch.stack(chosen)
 
-    def training_loss(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def training_loss(self, images: torch.Tensor, labels: torch.Tensor,
+                      boxes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits, loss): the detector's four losses summed, for one box per image labelled with its class.
 
-        The logits (the classifier's reading of the same batch, without gradient) feed the training accuracy.
+        ``boxes`` (N, 4) are the data's boxes, used under the ``mask`` rule. The logits (the classifier's
+        reading of the same batch, without gradient) feed the training accuracy.
         """
-        boxes = self.target_boxes(images)
+        boxes = self.target_boxes(images, boxes)
         targets = [{"boxes": boxes[i:i + 1], "labels": labels[i:i + 1] + 1} for i in range(len(images))]
         image_list, features = self._features(images)
         proposals, rpn_losses = self.detector.rpn(image_list, features, targets)

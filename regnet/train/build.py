@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from regnet.data.splits import with_object_boxes
 from regnet.models import build_model, check_options, model_info
 from regnet.models.detection import default_box_rule
 
@@ -66,9 +67,15 @@ def build_model_from_config(config: Config) -> nn.Module:
 def make_batches(config: Config, split, info, batch_size: int, sampler, device: torch.device, *, train: bool,
                  generator: torch.Generator | None = None):
     """The batches of one split: a DataLoader over the standard transforms, or with ``data.on_device`` the
-    split decoded once onto ``device`` and augmented there (``regnet.data.device``); the same sampler order."""
+    split decoded once onto ``device`` and augmented there (``regnet.data.device``); the same sampler order.
+    A model that trains on the data's object boxes (``boxes="mask"``) gets (images, labels, boxes) batches."""
     d = config.data
+    object_boxes = train and config.model.options.get("boxes") == "mask"  # rcnn_classifier's shapes boxes
+    if object_boxes and d.on_device:
+        raise ValueError("boxes='mask' takes each image's object box from the data loader, which data.on_device "
+                         "skips; set data.on_device=false, or choose boxes='image'.")
     if not d.on_device:
+        split = with_object_boxes(split) if object_boxes else split
         return make_loader(split, batch_size, sampler, d.workers, device, generator if train else None)
     from regnet.data.device import DeviceBatches, check_on_device
 

@@ -422,9 +422,9 @@ def _train_epoch(run: Run, signals: StopSignals) -> bool:
                disable=not (run.progress and ctx.is_main), leave=False, dynamic_ncols=True)
     window = [0.0, 0, time.time()]  # since the last step line: loss sum, images, start
     stop = False
-    for images, targets in run.train_loader:
+    for images, targets, *boxes in run.train_loader:  # boxes: a detector's object boxes, where the data has them
         run.lr = run.optimizer.param_groups[0]["lr"]
-        loss_sum, correct, count, stop = _train_step(run, images, targets, signals)
+        loss_sum, correct, count, stop = _train_step(run, images, targets, signals, boxes)
         st.step += 1
         st.epoch_step += 1
         st.epoch_sums[:3] = [st.epoch_sums[0] + loss_sum, st.epoch_sums[1] + correct, st.epoch_sums[2] + count]
@@ -453,15 +453,16 @@ def _train_epoch(run: Run, signals: StopSignals) -> bool:
     return True
 
 
-def _train_step(run: Run, images, targets, signals: StopSignals) -> tuple[float, float, float, bool]:
+def _train_step(run: Run, images, targets, signals: StopSignals, boxes: list) -> tuple[float, float, float, bool]:
     """One optimizer step; returns the global batch's loss sum, correct count, size, and whether to stop."""
     t, device = run.config.train, run.ctx.device
     images = images.to(device, non_blocking=True)
     targets = targets.to(device, non_blocking=True)
+    boxes = [b.to(device, non_blocking=True) for b in boxes]
     if t.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     with autocast(device, t.amp, t.amp_dtype):
-        logits, loss = _forward_and_loss(run, images, targets)
+        logits, loss = _forward_and_loss(run, images, targets, boxes)
     # One all-reduce per step: the global batch's loss and accuracy, a non-finite loss on any process, and a
     # stop request on any process; checked before the update touches the weights.
     stop_flag = signals.received is not None or (run.ctx.is_main and run.folder.stop_requested())
@@ -486,12 +487,14 @@ def _train_step(run: Run, images, targets, signals: StopSignals) -> tuple[float,
     return loss_sum, correct, count, bool(stop)
 
 
-def _forward_and_loss(run: Run, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _forward_and_loss(run: Run, images: torch.Tensor, targets: torch.Tensor,
+                      boxes: list) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits, loss) of a training batch: the model's own ``training_loss`` where it defines one (a detector
-    trains on its detection losses), else the config's criterion on its logits."""
+    trains on its detection losses, and on the batch's object ``boxes`` where it has them), else the config's
+    criterion on its logits."""
     own_loss = getattr(run.raw_model, "training_loss", None)
     if own_loss is not None:
-        return own_loss(images, targets)
+        return own_loss(images, targets, *boxes)
     logits = run.model(images)
     return logits, run.criterion(logits, targets)
 
