@@ -23,6 +23,7 @@ import math
 import os
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -273,9 +274,8 @@ def summarize(folder: Path, plan: list[Member]) -> dict:
 def mean_std(values: list[float]) -> dict:
     """Mean and sample standard deviation (n - 1); None where there are too few values."""
     n = len(values)
-    mean = sum(values) / n if n else None
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
-    return {"n": n, "mean": mean, "std": std}
+    return {"n": n, "mean": statistics.fmean(values) if n else None,
+            "std": statistics.stdev(values) if n > 1 else None}
 
 
 def welch(a: list[float], b: list[float], confidence: float = 0.95) -> dict:
