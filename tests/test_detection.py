@@ -94,6 +94,7 @@ def test_shapes_object_boxes_follow_the_crop_and_flip_of_their_image():
     from regnet.data import load_splits
     from regnet.data.errors import DataError
     from regnet.data.splits import with_object_boxes
+    from torchvision.transforms import v2
 
     splits = load_splits("shapes", size=100, val_ratio=0.1)
     plain = with_object_boxes(splits.val)  # no augmentation: the mask's own extent, exclusive ends
@@ -102,13 +103,17 @@ def test_shapes_object_boxes_follow_the_crop_and_flip_of_their_image():
     image, label, box = plain[3]
     assert label == splits.val.targets[3] and image.shape == (3, 32, 32)
     assert box.tolist() == [xs.min().item(), ys.min().item(), xs.max().item() + 1, ys.max().item() + 1]
+    flipped = with_object_boxes(splits.val)
+    flipped.transform = v2.Compose([v2.RandomHorizontalFlip(p=1.0), splits.val.transform])
+    flipped_image, _, flipped_box = flipped[3]
+    assert torch.equal(flipped_image, image.flip(-1))  # the image is mirrored, and its box with it
+    assert flipped_box.tolist() == [32 - xs.max().item() - 1, ys.min().item(), 32 - xs.min().item(), ys.max().item() + 1]
     torch.manual_seed(0)
     augmented = with_object_boxes(splits.train)
-    sides = {tuple(augmented[i][2][2:] - augmented[i][2][:2]) for i in range(20)}
-    for i in range(20):
-        x0, y0, x1, y1 = augmented[i][2].tolist()
+    boxes = [augmented[i][2].tolist() for i in range(20)]
+    for x0, y0, x1, y1 in boxes:
         assert 0 <= x0 < x1 <= 32 and 0 <= y0 < y1 <= 32
-    assert len(sides) > 1  # a box per image, not one box for all
+    assert len({(x1 - x0, y1 - y0) for x0, y0, x1, y1 in boxes}) > 1  # a box per image, not one box for all
     with pytest.raises(DataError, match="no object masks"):
         with_object_boxes(_plain_split())
 
