@@ -117,14 +117,9 @@ class RCNNClassifier(nn.Module):
         """Grad-CAM's layer: the backbone's feature map, which every proposal is pooled from."""
         return {"backbone output": self.detector.backbone}
 
-    @property
-    def needs_data_boxes(self) -> bool:
-        """Whether training needs each image's box from the data set (the ``mask`` rule)."""
-        return self.boxes == "mask"
-
     def target_boxes(self, images: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
         """The one training box of each image: the data's ``boxes`` under the ``mask`` rule, else by the rule."""
-        if self.needs_data_boxes:
+        if self.boxes == "mask":
             if boxes is None:
                 raise ValueError("rcnn_classifier with boxes='mask' trains on the data set's object boxes, and this "
                                  "batch has none; train it on shapes, or choose boxes='image' or 'foreground'.")
