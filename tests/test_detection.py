@@ -196,3 +196,13 @@ def test_inspect_page_runs_the_attributions_on_the_detector(tmp_path, monkeypatc
     figures = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
     titles = [a.get("text") for f in figures for a in f["layout"].get("annotations", [])]
     assert any("Integrated Gradients" in str(t) for t in titles) and any("Grad-CAM" in str(t) for t in titles)
+
+
+def test_mask_boxes_with_on_device_data_is_one_sentence(tmp_path):
+    config = Config()
+    config.model.name = "rcnn_classifier"
+    config.data.name, config.data.size, config.data.on_device = "shapes", 60, True
+    config.train.epochs = 1
+    config.run.runs_root = str(tmp_path)
+    with pytest.raises(ValueError, match=r"^boxes='mask' takes each image's object box from the data loader"):
+        train(config, progress=False)
