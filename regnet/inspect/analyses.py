@@ -18,7 +18,7 @@ from torch import nn
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from regnet.metrics import macro_f1, per_class_table
-from regnet.models import regulated_blocks, regulator_ablated
+from regnet.models import folded_for_inference, regulated_blocks, regulator_ablated
 from regnet.runs import atomic_write
 
 
@@ -63,8 +63,9 @@ def analyze_split(model: nn.Module, batches: Iterable, class_names: list[str], d
 
     ``batches`` are (images, labels) pairs, e.g. ``regnet.data.device.evaluation_batches``;
     ``progress`` gets the number of images analysed after each batch, for a progress bar.
+    The passes run on a copy of ``model`` with its batch norms folded (:func:`folded_for_inference`).
     """
-    model.to(device)
+    model = folded_for_inference(model).to(device)
     with channels_last_inference(model):
         return _analyze(model, batches, class_names, device, progress)
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from regnet.data.device import evaluation_batches
 from regnet.metrics import per_class_table
-from regnet.models import build_model, model_info
+from regnet.models import build_model, folded_for_inference, model_info
 
 from .build import load_data
 from .checkpoint import load_checkpoint, load_model_weights
@@ -69,7 +69,8 @@ def evaluate_run(run_dir: str | Path, split: str = "val", which: str = "best", *
     Uses the run's own split seed, precision and (unless ``channels_last`` is
     given) memory format, so evaluating ``last`` on ``val`` reproduces the
     run's last validation numbers. The split is decoded once and batched
-    (``regnet.data.device.evaluation_batches``): no per-image transforms.
+    (``regnet.data.device.evaluation_batches``): no per-image transforms. The model's batch norms are
+    folded into its convolutions (:func:`folded_for_inference`): the same logits to about 1e-5, faster.
     """
     if split not in SPLITS:
         raise ValueError(f"Unknown split {split!r}; choose val, test or train.")
@@ -80,6 +81,7 @@ def evaluate_run(run_dir: str | Path, split: str = "val", which: str = "best", *
         config.data.root = data_root
     target = resolve_device(device or config.train.device)
     model, _, checkpoint = _load_model(run_dir, which, target)
+    model = folded_for_inference(model)
     channels_last = config.train.channels_last if channels_last is None else channels_last
     if channels_last:
         model.to(memory_format=torch.channels_last)
