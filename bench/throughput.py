@@ -51,7 +51,7 @@ from torch.profiler import profile as torch_profile
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from bench._common import environment, format_goals, format_table, goal, load_average, result_path, write_json
-from regnet.models import build_model, cells, summary
+from regnet.models import build_model, cells, folded_for_inference, summary
 
 NAME = "throughput"
 INPUT = (3, 32, 32)
@@ -194,9 +194,9 @@ def paired_row(c: Candidate, ratios: list[float], batch: int) -> dict:
 def lab_inference(images: int, threads: int, batch: int) -> list[dict]:
     """regnet20 (lstm/efficient) evaluated and analysed on ``images`` shapes validation images, the lab's way.
 
-    ``regnet eval``'s path (``regnet.train.metrics.evaluate`` over
-    ``evaluation_batches``: the split decoded once, inference mode,
-    channels-last) and Inspect's (``analyze_split``: an intact and an ablated
+    ``regnet eval``'s path (``regnet.train.metrics.evaluate`` of the model
+    with its batch norms folded, over ``evaluation_batches``: the split
+    decoded once, inference mode, channels-last) and Inspect's (``analyze_split``: an intact and an ablated
     pass with every block's output hooked); wall-clock images/s at ``threads``
     torch threads and images per process CPU-second.
     """
@@ -210,8 +210,8 @@ def lab_inference(images: int, threads: int, batch: int) -> list[dict]:
     model = build_model("regnet20", num_classes=splits.info.num_classes).eval().to(memory_format=torch.channels_last)
     batches = evaluation_batches(splits.val, splits.info, batch, count=images)
     device = torch.device("cpu")
-    tasks = [("regnet eval (evaluate)", lambda: evaluate(model, batches, splits.info.num_classes, device,
-                                                         channels_last=True)),
+    tasks = [("regnet eval (evaluate)", lambda: evaluate(folded_for_inference(model), batches,
+                                                         splits.info.num_classes, device, channels_last=True)),
              ("split analyses (analyze_split)", lambda: analyze_split(model, batches, splits.info.class_names))]
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)
