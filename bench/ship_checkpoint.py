@@ -56,6 +56,7 @@ def from_run(run_dir: Path, out: Path, data_root: str | None = None) -> None:
     status = read_status(run_dir)
     history = read_metrics(run_dir)
     metrics = {k: final[k] for k in ("loss", "top1", "top5", "macro_f1")}
+    status = {k: v for k, v in status.items() if k not in ("pid_start", "host")}  # which process ran it: not shipped
     status = {**status, "state": "finished", "pid": None, "run_id": out.name}
     write_shipped(out, config, model.state_dict(), metrics, history, status)
     ship_regulator_history(run_dir, out, config)
