@@ -98,14 +98,19 @@ def compare(kind, gates, channels_last, carried, *, fused=True, batch=2, channel
 @pytest.mark.parametrize("gates", ["efficient", "full"])
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
 @pytest.mark.parametrize("carried", [False, True], ids=["zero_state", "carried_state"])
-def test_fused_cells_equal_the_papers_formulas_in_values_and_gradients(kind, gates, channels_last, carried):
+@pytest.mark.parametrize("native", [True, False], ids=["torch_tanh", "sigmoid_form"])
+def test_fused_cells_equal_the_papers_formulas_in_values_and_gradients(kind, gates, channels_last, carried, native,
+                                                                      monkeypatch):
     assert cells.fused(torch.zeros(1))
+    monkeypatch.setattr(cells, "native_tanh", lambda: native)  # both of tanh's CPU forms, whichever this CPU picks
     compare(kind, gates, channels_last, carried)
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("gates", ["efficient", "full"])
-def test_plain_torch_path_equals_the_papers_formulas_too(kind, gates, monkeypatch):
+@pytest.mark.parametrize("native", [True, False], ids=["torch_tanh", "sigmoid_form"])
+def test_plain_torch_path_equals_the_papers_formulas_too(kind, gates, native, monkeypatch):
+    monkeypatch.setattr(cells, "native_tanh", lambda: native)
     compare(kind, gates, True, True, fused=False, monkeypatch=monkeypatch)
     compare(kind, gates, False, False, fused=False, monkeypatch=monkeypatch)
 
@@ -115,6 +120,25 @@ def test_the_fallback_without_onednn_fused_convolutions_is_exact(kind, monkeypat
     monkeypatch.setattr(cells, "_ONEDNN", False)
     compare(kind, "efficient", True, True)
     compare(kind, "efficient", False, False)
+
+
+@pytest.mark.parametrize("native_s,form_s,expected", [(0.5, 1.0, True), (0.8, 1.0, False), (2.0, 1.0, False)])
+def test_torch_tanh_is_chosen_only_when_clearly_faster_than_the_sigmoid_form(native_s, form_s, expected,
+                                                                             monkeypatch):
+    times = iter([native_s + 0.1] * 4 + [native_s] + [form_s] * 5)  # five of each form; the best of each counts
+    monkeypatch.setattr(cells, "_cpu_seconds", lambda work: next(times))
+    cells.native_tanh.cache_clear()
+    try:
+        assert cells.native_tanh() is expected
+        assert cells.native_tanh() is expected and next(times, None) is None  # timed once, then cached
+    finally:
+        cells.native_tanh.cache_clear()
+
+
+def test_both_tanh_forms_agree_on_a_cpu():
+    x = torch.linspace(-12, 12, 100_001)
+    form = torch.addcmul(torch.tensor(-1.0), torch.sigmoid(2 * x), torch.tensor(2.0))
+    torch.testing.assert_close(form, torch.tanh(x), atol=5e-7, rtol=0)
 
 
 def test_the_fused_path_is_taken_on_cpu_float32_only():

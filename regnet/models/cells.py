@@ -29,6 +29,9 @@ autocast a step runs in float32 (see :meth:`_ConvCell.forward`).
 """
 from __future__ import annotations
 
+import functools
+import time
+
 import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
@@ -189,26 +192,55 @@ class GateConv(nn.Module):
 
 
 def tanh(x: torch.Tensor) -> torch.Tensor:
-    """tanh; on a CPU in float32 computed as ``2*sigmoid(2x) - 1``, the same function (values agree to about 2e-7).
+    """tanh; on a CPU in float32 either ``torch.tanh`` or ``2*sigmoid(2x) - 1``, whichever is faster here.
 
-    PyTorch's CPU tanh is about ten times slower than its sigmoid, and the
-    cells' tanh maps are as large as the block's features. ``addcmul`` with
-    scalar tensors does ``-1 + 2*s`` in one pass, forward and backward. In a
-    16-bit dtype (a bf16 model) the sigmoid form is not used: sigmoid's
-    output near 0.5 keeps 8 bits, so ``2s - 1`` is off by up to 0.004 near 0,
-    where ``torch.tanh`` keeps the relative precision of a small value.
+    The two are the same function (values agree to about 2e-7), but which
+    is faster depends on the CPU: on an AMD EPYC (Zen 4) PyTorch's tanh was
+    about ten times slower than its sigmoid, on an Intel Xeon (Sapphire
+    Rapids) it is about five times faster than the sigmoid form, and the
+    cells' tanh maps are as large as the block's features
+    (:func:`native_tanh`). ``addcmul`` with scalar tensors does ``-1 + 2*s``
+    in one pass. In a 16-bit dtype (a bf16 model) the sigmoid form is never
+    used: sigmoid's output near 0.5 keeps 8 bits, so ``2s - 1`` is off by up
+    to 0.004 near 0, where ``torch.tanh`` keeps the relative precision of a
+    small value.
     """
-    if x.device.type != "cpu" or x.dtype != torch.float32:
-        return torch.tanh(x)
+    if x.device.type != "cpu" or x.dtype != torch.float32 or torch.compiler.is_compiling() or native_tanh():
+        return torch.tanh(x)  # (a compiler fuses the plain ops itself: nothing to time there)
     return torch.addcmul(_MINUS_ONE, torch.sigmoid(2 * x), _TWO)
+
+
+@functools.cache
+def native_tanh() -> bool:
+    """Whether this CPU runs ``torch.tanh`` faster than the sigmoid form of :func:`tanh`: timed once per process.
+
+    A map of 256K floats (a batch slice's gate, see :func:`_chunks`), each
+    form five times by process CPU time, best of each; the sigmoid form is
+    kept unless ``torch.tanh`` takes under 3/4 of its time, so a CPU where
+    the two are close does not flip between runs. Both forms give the same
+    values to about 2e-7, so the choice moves a model's logits by about 1e-6.
+    """
+    x, out = torch.randn(64, 16, 16, 16), torch.empty(64, 16, 16, 16)
+    native = [_cpu_seconds(lambda: torch.tanh(x, out=out)) for _ in range(5)]
+    form = [_cpu_seconds(lambda: torch.addcmul(_MINUS_ONE, torch.sigmoid(2 * x), _TWO, out=out)) for _ in range(5)]
+    return min(native) < 0.75 * min(form)
+
+
+def _cpu_seconds(work) -> float:
+    start = time.process_time()
+    work()
+    return time.process_time() - start
 
 
 _MINUS_ONE, _TWO = torch.tensor(-1.0), torch.tensor(2.0)
 ACTIVATIONS = {"sigmoid": torch.sigmoid, "tanh": tanh}
 
 
-def _tanh_of_doubled_(t: torch.Tensor) -> torch.Tensor:
-    """In place, ``tanh(p)`` from ``t = 2p``, as ``2*sigmoid(2p) - 1`` (see :func:`tanh`): two passes, no allocation."""
+def _fused_tanh(c: torch.Tensor) -> torch.Tensor:
+    """``tanh(c)`` in a new tensor, the way :func:`tanh` computes it here: one pass, or three in the sigmoid form."""
+    if native_tanh():
+        return torch.tanh(c)
+    t = torch.mul(c, 2)
     return torch.addcmul(_MINUS_ONE, t.sigmoid_(), _TWO, out=t)
 
 
@@ -299,8 +331,8 @@ class _FoldedGates(torch.autograd.Function):
     ``h_gate * H`` where ``h_gate`` is given (the GRU's reset). Forward, per
     batch slice (:func:`_chunks`) and gate: a depthwise conv of X, H's conv
     summed into it in place (none at a zero state), and the activation
-    written to the gate (a tanh gate uses doubled kernels and the sigmoid
-    form of :func:`tanh`): the same float operations as
+    written to the gate (a tanh gate in :func:`tanh`'s form for this CPU,
+    the sigmoid form from doubled kernels): the same float operations as
     :meth:`GateConv._efficient` and :func:`tanh`, so the same values to the
     bit. Only the inputs and the activated gates are saved: both derivatives
     follow from an activation's output. Backward, per slice and gate: the
@@ -311,7 +343,9 @@ class _FoldedGates(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, h, h_gate, kernels, bias, acts):
-        scales = [2.0 if act == "tanh" else 1.0 for act in acts]  # exact: doubling the kernels doubles every sum
+        sigmoid_form = not native_tanh()
+        # exact: doubling the kernels doubles every sum (the sigmoid form of tanh(p) needs 2p)
+        scales = [2.0 if act == "tanh" and sigmoid_form else 1.0 for act in acts]
         kx = [kernels[k, 0] * s for k, s in enumerate(scales)]
         kh = [kernels[k, 1] * s for k, s in enumerate(scales)]
         bs = [bias[k] * s for k, s in enumerate(scales)]
@@ -325,8 +359,10 @@ class _FoldedGates(torch.autograd.Function):
                 out = gates[k][part]
                 if act == "sigmoid":
                     torch.sigmoid(pre, out=out)
-                else:
+                elif sigmoid_form:
                     torch.addcmul(_MINUS_ONE, pre.sigmoid_(), _TWO, out=out)
+                else:
+                    torch.tanh(pre, out=out)
         ctx.acts = acts
         ctx.save_for_backward(x, h, h_gate, kernels, *gates)
         ctx.set_materialize_grads(False)
@@ -432,7 +468,7 @@ class _GatedTanh(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, o, c):
-        t = _tanh_of_doubled_(torch.mul(c, 2))
+        t = _fused_tanh(c)
         ctx.save_for_backward(o, t)
         ctx.set_materialize_grads(False)
         return torch.mul(o, t)
