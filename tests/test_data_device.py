@@ -166,16 +166,16 @@ def test_evaluation_batches_serve_the_first_images_decoded_or_through_a_dataload
     assert torch.equal(torch.cat([x for x, _ in loader]), want)
 
 
-def test_the_split_analyses_leave_the_models_memory_format_as_they_found_it():
+def test_the_split_analyses_leave_the_model_as_they_found_it():
     from regnet.inspect import analyze_split
     from regnet.models import build_model
 
     splits = load_splits("shapes", size=40, val_ratio=0.5)
-    model = build_model("regnet20", num_classes=splits.info.num_classes)
+    model = build_model("regnet20", num_classes=splits.info.num_classes).train()
     batches = evaluation_batches(splits.val, splits.info, 8)
     result = analyze_split(model, batches, splits.info.class_names)
-    assert result["num_images"] == 20 and not model.training
-    assert model.stem[0].weight.is_contiguous()  # NCHW again, as it came in
+    assert result["num_images"] == 20 and model.training  # the analyses ran on a folded eval copy
+    assert model.stem[0].weight.is_contiguous()  # still NCHW, as it came in
     with torch.no_grad():
-        eager = torch.cat([model(x).argmax(1) for x, _ in batches])
+        eager = torch.cat([model.eval()(x).argmax(1) for x, _ in batches])
     assert torch.equal(result["preds"], eager)

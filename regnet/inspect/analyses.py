@@ -42,31 +42,17 @@ def capture_block_outputs(model: nn.Module) -> Iterator[dict[tuple[int, int], to
             h.remove()
 
 
-@contextmanager
-def channels_last_inference(model: nn.Module) -> Iterator[None]:
-    """The model in eval mode and channels-last (faster on CPUs and GPUs) for the block; its format restored after."""
-    first = next((p for p in model.parameters() if p.dim() == 4), None)
-    was_last = first is not None and first.is_contiguous(memory_format=torch.channels_last) \
-        and not first.is_contiguous()
-    model.eval().to(memory_format=torch.channels_last)
-    try:
-        with torch.inference_mode():
-            yield
-    finally:
-        if not was_last:
-            model.to(memory_format=torch.contiguous_format)
-
-
 def analyze_split(model: nn.Module, batches: Iterable, class_names: list[str], device: str = "cpu",
                   progress: Callable[[int], None] | None = None) -> dict:
     """Every split-level analysis in one intact pass and (for a RegNet) one ablated pass.
 
     ``batches`` are (images, labels) pairs, e.g. ``regnet.data.device.evaluation_batches``;
     ``progress`` gets the number of images analysed after each batch, for a progress bar.
-    The passes run on a copy of ``model`` with its batch norms folded (:func:`folded_for_inference`).
+    The passes run in inference mode on a channels-last copy of ``model`` with its batch norms folded
+    (:func:`folded_for_inference`), so ``model`` itself (its mode, memory format, device) is left as it was.
     """
-    model = folded_for_inference(model).to(device)
-    with channels_last_inference(model):
+    model = folded_for_inference(model).to(device, memory_format=torch.channels_last)
+    with torch.inference_mode():
         return _analyze(model, batches, class_names, device, progress)
 
 
