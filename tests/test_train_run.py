@@ -173,7 +173,10 @@ def test_a_shipped_run_carries_the_weights_and_scores_of_its_final_evaluation(tr
     assert shipped["metrics"]["top1"] == final["top1"] and shipped["metrics"]["loss"] == final["loss"]
     config = yaml.safe_load((tmp_path / "shipped" / "config.yaml").read_text())
     assert config["data"]["root"] == "data/portable" and config["run"]["runs_root"] == "runs"
-    assert json.loads((tmp_path / "shipped" / "status.json").read_text())["state"] == "finished"
+    status = json.loads((tmp_path / "shipped" / "status.json").read_text())
+    assert {"pid_start", "host"} <= set(read_status(run))  # the run records which process trained it
+    assert status["state"] == "finished" and status["pid"] is None
+    assert not {"pid_start", "host"} & set(status)  # the shipped folder does not
     model, _ = load_run_model(tmp_path / "shipped")
     assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
 
