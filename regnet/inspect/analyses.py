@@ -8,8 +8,10 @@
 """
 from __future__ import annotations
 
+import copy
 import hashlib
-from contextlib import contextmanager
+import threading
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -19,6 +21,7 @@ from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from regnet.metrics import macro_f1, per_class_table
 from regnet.models import folded_for_inference, regulated_blocks, regulator_ablated
+from regnet.models.parallel import map_batches
 from regnet.runs import atomic_write
 
 
@@ -29,14 +32,29 @@ def block_output_modules(model: nn.Module) -> list[tuple[int, int, nn.Module]]:
             for s, stage in enumerate(model.stages) for t, block in enumerate(stage.blocks)]
 
 
+class BlockOutputs(threading.local):
+    """Every block's output in the calling thread's last forward pass, keyed by (stage, step).
+
+    Per thread, so that batches analysed side by side (``map_batches``) each read their own.
+    """
+
+    def __init__(self):
+        self.latest: dict[tuple[int, int], torch.Tensor] = {}
+
+    def take(self) -> dict[tuple[int, int], torch.Tensor]:
+        """This thread's outputs, cleared for its next pass."""
+        latest, self.latest = self.latest, {}
+        return latest
+
+
 @contextmanager
-def capture_block_outputs(model: nn.Module) -> Iterator[dict[tuple[int, int], torch.Tensor]]:
-    """A dict filled, at each forward pass, with every block's output keyed by (stage, step)."""
-    outputs: dict[tuple[int, int], torch.Tensor] = {}
-    hooks = [module.register_forward_hook(lambda m, i, o, key=(s, t): outputs.__setitem__(key, o))
+def capture_block_outputs(model: nn.Module) -> Iterator[BlockOutputs]:
+    """A :class:`BlockOutputs` filled, at each forward pass, with every block's output."""
+    store = BlockOutputs()
+    hooks = [module.register_forward_hook(lambda m, i, o, key=(s, t): store.latest.__setitem__(key, o))
              for s, t, module in block_output_modules(model)]
     try:
-        yield outputs
+        yield store
     finally:
         for h in hooks:
             h.remove()
@@ -49,67 +67,86 @@ def analyze_split(model: nn.Module, batches: Iterable, class_names: list[str], d
     ``batches`` are (images, labels) pairs, e.g. ``regnet.data.device.evaluation_batches``;
     ``progress`` gets the number of images analysed after each batch, for a progress bar.
     The passes run in inference mode on a channels-last copy of ``model`` with its batch norms folded
-    (:func:`folded_for_inference`), so ``model`` itself (its mode, memory format, device) is left as it was.
+    (:func:`folded_for_inference`), so ``model`` itself (its mode, memory format, device) is left as it was;
+    the ablated pass on a second copy, so that batches can run side by side (``map_batches``).
     """
     model = folded_for_inference(model).to(device, memory_format=torch.channels_last)
-    with torch.inference_mode():
-        return _analyze(model, batches, class_names, device, progress)
+    ablated = copy.deepcopy(model) if regulated_blocks(model) else None
+    with torch.inference_mode(), regulator_ablated(ablated) if ablated is not None else nullcontext():
+        return _analyze(model, ablated, batches, class_names, device, progress)
 
 
-def _analyze(model: nn.Module, batches: Iterable, class_names: list[str], device: str,
+def _batch_results(model: nn.Module, ablated: nn.Module | None, store: BlockOutputs, batch, device: str) -> dict:
+    """One batch's predictions and its sums for the read-out, the redundancy and the ablation."""
+    x, y = batch
+    x, y = x.to(device).contiguous(memory_format=torch.channels_last), y.to(device)
+    logits = model(x)
+    outputs = store.take()
+    conf, pred = logits.softmax(1).max(1)
+    last = len(model.stages) - 1
+    result = {
+        "targets": y.cpu(), "preds": pred.cpu(), "confidence": conf.cpu(),
+        "readout": {t: int((model.head(out).argmax(1) == y).sum()) for (s, t), out in outputs.items() if s == last},
+        "cosine": {(s, t): float(nn.functional.cosine_similarity(out.flatten(1), outputs[(s, t + 1)].flatten(1),
+                                                                  dim=1).sum())
+                   for (s, t), out in outputs.items() if (s, t + 1) in outputs},
+    }
+    if ablated is not None:
+        zeroed = ablated(x)
+        result["ablated"] = zeroed.argmax(1).cpu()
+        result["logit_change"] = float((zeroed - logits).abs().mean(1).sum())
+    return result
+
+
+def _analyze(model: nn.Module, ablated: nn.Module | None, batches: Iterable, class_names: list[str], device: str,
              progress: Callable[[int], None] | None) -> dict:
-    num_classes = len(class_names)
-    stages = len(model.stages)
-    last = stages - 1
-    regulated = bool(regulated_blocks(model))
-    targets, preds, confidence, ablated_preds = [], [], [], []
+    parts: dict[str, list] = {"targets": [], "preds": [], "confidence": [], "ablated": []}
     readout_hits: dict[int, int] = {}
     cosine_sums: dict[tuple[int, int], float] = {}
     logit_change = 0.0
     seen = 0
-    for x, y in batches:
-        x, y = x.to(device).contiguous(memory_format=torch.channels_last), y.to(device)
-        with capture_block_outputs(model) as outputs:
-            logits = model(x)
-        probs = logits.softmax(1)
-        conf, pred = probs.max(1)
-        targets.append(y.cpu()), preds.append(pred.cpu()), confidence.append(conf.cpu())
-        for (s, t), out in outputs.items():
-            if s == last:
-                readout_hits[t] = readout_hits.get(t, 0) + int((model.head(out).argmax(1) == y).sum())
-            if (s, t + 1) in outputs:
-                nxt = outputs[(s, t + 1)]
-                cos = nn.functional.cosine_similarity(out.flatten(1), nxt.flatten(1), dim=1)
-                cosine_sums[(s, t)] = cosine_sums.get((s, t), 0.0) + float(cos.sum())
-        if regulated:
-            with regulator_ablated(model):
-                ablated = model(x)
-            ablated_preds.append(ablated.argmax(1).cpu())
-            logit_change += float((ablated - logits).abs().mean(1).sum())
-        seen += len(y)
-        if progress is not None:
-            progress(seen)
+    with capture_block_outputs(model) as store:
+        for r in map_batches(lambda batch: _batch_results(model, ablated, store, batch, device), batches, device):
+            for key, values in parts.items():
+                if key in r:
+                    values.append(r[key])
+            for t, hits in r["readout"].items():
+                readout_hits[t] = readout_hits.get(t, 0) + hits
+            for key, total in r["cosine"].items():
+                cosine_sums[key] = cosine_sums.get(key, 0.0) + total
+            logit_change += r.get("logit_change", 0.0)
+            seen += len(r["targets"])
+            if progress is not None:
+                progress(seen)
     if seen == 0:
         raise ValueError("The split is empty; there is nothing to analyse.")
-    targets_t, preds_t = torch.cat(targets), torch.cat(preds)
+    return _summarize(parts, readout_hits, cosine_sums, logit_change, seen, class_names, len(model.stages))
+
+
+def _summarize(parts: dict[str, list], readout_hits: dict[int, int], cosine_sums: dict[tuple[int, int], float],
+               logit_change: float, seen: int, class_names: list[str], stages: int) -> dict:
+    """The analyses' result from the per-batch sums."""
+    num_classes = len(class_names)
+    targets_t, preds_t = torch.cat(parts["targets"]), torch.cat(parts["preds"])
     confusion = multiclass_confusion_matrix(preds_t, targets_t, num_classes)
     table = per_class_table(confusion, class_names)
+    regulated = bool(parts["ablated"])
     result = {
         "num_images": seen,
         "class_names": list(class_names),
-        "targets": targets_t, "preds": preds_t, "confidence": torch.cat(confidence),
+        "targets": targets_t, "preds": preds_t, "confidence": torch.cat(parts["confidence"]),
         "accuracy": float((preds_t == targets_t).double().mean()),
         "macro_f1": macro_f1(confusion),
         "confusion_matrix": confusion,
         "per_class": table,
-        "readout": [{"stage": last + 1, "block": t + 1, "accuracy": hits / seen}
+        "readout": [{"stage": stages, "block": t + 1, "accuracy": hits / seen}
                     for t, hits in sorted(readout_hits.items())],
         "redundancy": [{"stage": s + 1, "pair": f"{t + 1}->{t + 2}", "cosine": total / seen}
                        for (s, t), total in sorted(cosine_sums.items())],
         "regulated": regulated,
     }
     if regulated:
-        ablated_t = torch.cat(ablated_preds)
+        ablated_t = torch.cat(parts["ablated"])
         ablated_table = per_class_table(multiclass_confusion_matrix(ablated_t, targets_t, num_classes), class_names)
         result["ablation"] = {
             "accuracy": float((ablated_t == targets_t).double().mean()),

@@ -158,21 +158,40 @@ class _Regulated:
             raise ValueError(f"Unknown fusion {fusion!r}; choose 'concat' or 'replace'.")
         self.fusion = fusion
         self.trace: list[RegulatorRecord] | None = None  # set by regnet.record
+        self.ablated = False  # set by regnet.models.regulator_ablated: H enters the fusion as zeros
 
-    def forward(self, x: torch.Tensor, cell: nn.Module, state=None):
+    def forward(self, x: torch.Tensor, cell: nn.Module | None, state=None):
+        """``(out, state)``; ``cell=None`` when nothing reads the cell (see :meth:`cell_unused`): it is not run."""
         x2 = self.first(x)
-        h, new_state, gates = cell(x2, state, self.taps)
+        h = new_state = None
+        if cell is not None:
+            h, new_state, gates = cell(x2, state, self.taps, keep_gates=self.trace is not None)
         # The efficient cell computes channels-last; H joins the block's features in their memory format,
         # since element-wise kernels (BN, ReLU and their backward) are slow on mixed formats.
-        regulated = self.regulator_norm(_in_format_of(h, x2))
-        if self.fusion == "replace":
-            x3 = self.middle(regulated)
-        else:
-            x3 = self.relu(self.bn_fuse(self.fuse(torch.cat((self.middle(x2), regulated), dim=1))))
-        out = self.taps.output(self.last(x3, x))
+        regulated = None if self.ablated else self.regulator_norm(_in_format_of(h, x2))
+        out = self.taps.output(self.last(self._fused(x2, regulated), x))
         if self.trace is not None:
             self._record(x2, h, new_state, gates, out, cell.zero_state(x2) if state is None else state)
         return out, new_state
+
+    def cell_unused(self) -> bool:
+        """Whether nothing reads this block's cell: its output ablated, and no autograd, trace or hook on a tap."""
+        return self.ablated and self.trace is None and not torch.is_grad_enabled() and not self.taps.observed()
+
+    def _fused(self, x2: torch.Tensor, regulated: torch.Tensor | None) -> torch.Tensor:
+        """X3, the features fused with the regulated H; ``regulated=None``: ablated, H taken as zeros.
+
+        An ablated H's half of the 1x1 conv over ``cat[features, H]`` adds
+        exactly nothing, so it is skipped with the concatenation.
+        """
+        if self.fusion == "replace":
+            return self.middle(torch.zeros_like(x2) if regulated is None else regulated)
+        features = self.middle(x2)
+        if regulated is None:
+            x3 = nn.functional.conv2d(features, self.fuse.weight[:, : features.shape[1]], self.fuse.bias)
+        else:
+            x3 = self.fuse(torch.cat((features, regulated), dim=1))
+        return self.relu(self.bn_fuse(x3))
 
     def _record(self, cell_input, h, state, gates, out, previous) -> None:
         """One :class:`RegulatorRecord`; ``previous`` is the state this step read (zeros at a stage's start)."""
@@ -267,7 +286,8 @@ class Stage(nn.Module):
             for block in self.blocks:
                 x = block(x)
             return x
+        skip = all(block.cell_unused() for block in self.blocks)  # an ablated pass that nothing observes
         state = None  # zero state at the stage's first block
         for step, block in enumerate(self.blocks):
-            x, state = block(x, self.cell_for(step), None if self.memory == "reset" else state)
+            x, state = block(x, None if skip else self.cell_for(step), None if self.memory == "reset" else state)
         return x

@@ -72,6 +72,15 @@ class StepTaps(nn.Module):
         self.cell = nn.Identity() if has_cell else None
         self.gates = nn.ModuleDict({name: nn.Identity() for name in gate_names})
 
+    def observed(self) -> bool:
+        """Whether a forward hook watches the cell's part of the step (every tap but ``output``).
+
+        Only then must each gate and state of an autograd-free step be written
+        out and passed through its tap (see :meth:`_ConvCell.forward`).
+        """
+        parts = [self.hidden, self.cell, *self.gates.values()]
+        return any(m is not None and (m._forward_hooks or m._forward_pre_hooks) for m in parts)
+
 
 class GateConv(nn.Module):
     """One convolution producing ``num_gates`` maps of ``hidden_channels`` each from ``[X, H]``."""
@@ -349,26 +358,12 @@ class _FoldedGates(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, h, h_gate, kernels, bias, acts):
-        sigmoid_form = not native_tanh()
-        # exact: doubling the kernels doubles every sum (the sigmoid form of tanh(p) needs 2p)
-        scales = [2.0 if act == "tanh" and sigmoid_form else 1.0 for act in acts]
-        kx = [kernels[k, 0] * s for k, s in enumerate(scales)]
-        kh = [kernels[k, 1] * s for k, s in enumerate(scales)]
-        bs = [bias[k] * s for k, s in enumerate(scales)]
+        per_gate = _gate_kernels(kernels, bias, acts)
         gates = [torch.empty_like(x, memory_format=CHANNELS_LAST) for _ in acts]
         for part in _chunks(x):
             x_part, h_part = x[part], _gated(h, h_gate, part)
             for k, act in enumerate(acts):
-                pre = _depthwise(x_part, kx[k], bs[k])
-                if h_part is not None:
-                    pre = _depthwise(h_part, kh[k], into=pre)
-                out = gates[k][part]
-                if act == "sigmoid":
-                    torch.sigmoid(pre, out=out)
-                elif sigmoid_form:
-                    torch.addcmul(_MINUS_ONE, pre.sigmoid_(), _TWO, out=out)
-                else:
-                    torch.tanh(pre, out=out)
+                _gate(x_part, h_part, *per_gate[k], act, out=gates[k][part])
         ctx.acts = acts
         ctx.save_for_backward(x, h, h_gate, kernels, *gates)
         ctx.set_materialize_grads(False)
@@ -416,6 +411,36 @@ class _FoldedGates(torch.autograd.Function):
         dx, dh, dgate = (_zero_like(t) if need and d is None else d
                          for t, need, d in ((x, need_x, dx), (h, need_h, dh), (h_gate, need_gate, dgate)))
         return dx, dh, dgate, dk, db, None
+
+
+def _gate_kernels(kernels: torch.Tensor, bias: torch.Tensor, acts: tuple[str, ...]
+                  ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Per gate, ``(Kx, Kh, b)`` as :func:`_gate` convolves them: doubled for a tanh gate in the sigmoid form.
+
+    Exact: doubling the kernels doubles every sum, and the sigmoid form of ``tanh(p)`` needs ``2p``.
+    """
+    sigmoid_form = not native_tanh()
+    scales = [2.0 if act == "tanh" and sigmoid_form else 1.0 for act in acts]
+    return [(kernels[k, 0] * s, kernels[k, 1] * s, bias[k] * s) for k, s in enumerate(scales)]
+
+
+def _gate(x: torch.Tensor, h: torch.Tensor | None, kx: torch.Tensor, kh: torch.Tensor, b: torch.Tensor,
+          act: str, out: torch.Tensor | None = None) -> torch.Tensor:
+    """One activated gate of one batch slice, ``act(Kx * X + Kh * H + b)``, into ``out`` or over its pre-activation.
+
+    A depthwise conv of X, H's summed into it in place (none at a zero
+    state), then the activation: a tanh gate in :func:`tanh`'s form for this
+    CPU, the sigmoid form from kernels doubled by :func:`_gate_kernels`.
+    """
+    pre = _depthwise(x, kx, b)
+    if h is not None:
+        pre = _depthwise(h, kh, into=pre)
+    out = pre if out is None else out
+    if act == "sigmoid":
+        return torch.sigmoid(pre, out=out)
+    if native_tanh():
+        return torch.tanh(pre, out=out)
+    return torch.addcmul(_MINUS_ONE, pre.sigmoid_(), _TWO, out=out)
 
 
 def _put(full: torch.Tensor, part: slice, values: torch.Tensor) -> torch.Tensor:
@@ -500,26 +525,41 @@ class _ConvCell(nn.Module):
 
     gate_names: tuple[str, ...] = ()
     has_cell_state = False
+    _streamed = None  # a cell with a streamed inference step (efficient gates only) defines it
 
     def __init__(self, in_channels: int, hidden_channels: int):
         super().__init__()
         self.in_channels = in_channels
         self.hidden_channels = hidden_channels
 
-    def forward(self, x: torch.Tensor, state=None, taps: StepTaps | None = None):
+    def forward(self, x: torch.Tensor, state=None, taps: StepTaps | None = None, keep_gates: bool = True):
         """One time step: ``(h, state, gates)``, the output, the state for the next step and the gates by name.
 
-        Under CPU autocast the step runs in float32 with autocast off (so on
-        the fused path): the regulator's state is a recurrence, and in bf16
-        its rounding compounds from block to block (a bf16 regnet20's loss
-        lagged fp32's by 5-10 steps on a fixed batch, where resnet20's
-        tracked it). Its convolutions are depthwise and a small share of the
-        MACs, so little of autocast's speed is given up.
+        With ``keep_gates=False`` a step that nothing can observe (no
+        autograd, no hook on ``taps``, the fused path) runs streamed
+        (:meth:`_streamed`): only its state is written, and its gates come
+        back as ``{}``. Under CPU autocast the step runs in float32 with
+        autocast off (so on the fused path): the regulator's state is a
+        recurrence, and in bf16 its rounding compounds from block to block
+        (a bf16 regnet20's loss lagged fp32's by 5-10 steps on a fixed batch,
+        where resnet20's tracked it). Its convolutions are depthwise and a
+        small share of the MACs, so little of autocast's speed is given up.
         """
         state = self._check(x, state)
         if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
             with torch.autocast("cpu", enabled=False):
-                return self._step(x.float(), None if state is None else tuple(s.float() for s in state), taps)
+                x, state = x.float(), None if state is None else tuple(s.float() for s in state)
+                return self._run(x, state, taps, keep_gates)
+        return self._run(x, state, taps, keep_gates)
+
+    def _run(self, x, state, taps, keep_gates: bool):
+        streams = (not keep_gates and self._streamed is not None and not torch.is_grad_enabled() and fused(x)
+                   and all(m.form == "efficient" for m in self.children())
+                   and (taps is None or not taps.observed()))
+        if streams:
+            x = x.contiguous(memory_format=CHANNELS_LAST)
+            state = None if state is None else tuple(s.contiguous(memory_format=CHANNELS_LAST) for s in state)
+            return (*self._streamed(x, state), {})
         return self._step(x, state, taps)
 
     def make_taps(self) -> StepTaps:
@@ -600,6 +640,27 @@ class ConvGRUCell(_ConvCell):
             h = taps.hidden(h)
         return h, (h,), g
 
+    def _streamed(self, x, state):
+        """``(h, (h,))`` slice by slice (:func:`_chunks`): z, r, the candidate and H while the slice is in the cache.
+
+        The same float operations as :meth:`_step` on the fused path (``r * H``
+        is ``H * r``), so the same values to the bit; only H is written.
+        """
+        h_prev = None if state is None else state[0]
+        zr = _gate_kernels(*self.gates._folded(), ("sigmoid", "sigmoid"))
+        (candidate_kernels,) = _gate_kernels(*self.candidate._folded(), ("tanh",))
+        h = torch.empty_like(x, memory_format=CHANNELS_LAST)
+        for part in _chunks(x):
+            x_part, h_part = x[part], None if h_prev is None else h_prev[part]
+            z, r = (_gate(x_part, h_part, *kernels, "sigmoid") for kernels in zr)
+            reset = None if h_part is None else r.mul_(h_part)
+            candidate = _gate(x_part, reset, *candidate_kernels, "tanh")
+            if h_part is None:
+                torch.mul(z, candidate, out=h[part])
+            else:
+                torch.lerp(h_part, candidate, z, out=h[part])
+        return h, (h,)
+
 
 class ConvLSTMCell(_ConvCell):
     """Gates i, f, o and candidate g from one convolution; C = f*C + i*g, H = o*tanh(C)."""
@@ -627,6 +688,26 @@ class ConvLSTMCell(_ConvCell):
         if taps is not None:
             h = taps.hidden(h)
         return h, (h, c), gates
+
+    def _streamed(self, x, state):
+        """``(h, (h, c))`` slice by slice (:func:`_chunks`): the four gates, C and H while the slice is in the cache.
+
+        The same float operations as :meth:`_step` on the fused path, so the
+        same values to the bit; only C and H are written, where the step
+        writes and rereads four gate maps and ``tanh(C)`` as well.
+        """
+        h_prev, c_prev = (None, None) if state is None else state
+        acts = ("sigmoid", "sigmoid", "sigmoid", "tanh")
+        per_gate = _gate_kernels(*self.conv._folded(), acts)
+        h, c = (torch.empty_like(x, memory_format=CHANNELS_LAST) for _ in range(2))
+        for part in _chunks(x):
+            x_part, h_part = x[part], None if h_prev is None else h_prev[part]
+            i, f, o, g = (_gate(x_part, h_part, *kernels, act) for kernels, act in zip(per_gate, acts))
+            c_part = torch.mul(i, g, out=c[part])
+            if c_prev is not None:
+                c_part.addcmul_(f, c_prev[part])
+            torch.mul(o, _fused_tanh(c_part), out=h[part])
+        return h, (h, c)
 
 
 CELLS = {"rnn": ConvRNNCell, "gru": ConvGRUCell, "lstm": ConvLSTMCell}

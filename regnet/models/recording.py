@@ -58,15 +58,19 @@ def record(model: nn.Module) -> Iterator[list[RegulatorRecord]]:
 
 @contextmanager
 def regulator_ablated(model: nn.Module) -> Iterator[None]:
-    """Replace the regulator's output H by zeros where it enters the fusion; the state still flows.
+    """Take the regulator's output H as zeros where it enters the fusion, in every regulated block.
 
-    Here beside ``record`` because both the engine (its per-epoch reliance on H) and the Inspect
+    The state still flows where something reads it (a trace, a hook on a tap,
+    autograd); where nothing does, the stages skip their cells, whose output
+    no longer reaches the logits (``Stage.forward``). Here beside ``record``
+    because both the engine (its per-epoch reliance on H) and the Inspect
     analyses use it, and the engine may not import ``regnet.inspect``.
     """
-    hooks = [block.regulator_norm.register_forward_hook(lambda m, i, o: torch.zeros_like(o))
-             for block in regulated_blocks(model)]
+    blocks = regulated_blocks(model)
+    for block in blocks:
+        block.ablated = True
     try:
         yield
     finally:
-        for h in hooks:
-            h.remove()
+        for block in blocks:
+            block.ablated = False

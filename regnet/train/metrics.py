@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
+from regnet.models.parallel import map_batches
+
 from .distributed import all_reduce_sum, autocast
 
 
@@ -53,18 +55,21 @@ def evaluate(model: nn.Module, loader, num_classes: int, device: torch.device, *
     """Loss (plain cross-entropy, without label smoothing, so runs compare), top-1, top-5, macro-F1, confusion matrix.
 
     Pass the unwrapped model in a distributed run: each rank evaluates its own
-    shard and the meter sums the shards.
+    shard and the meter sums the shards. On a CPU the batches run side by side,
+    one per torch thread (:func:`regnet.models.parallel.map_batches`).
     """
     was_training = model.training
     model.eval()
     meter = ClassificationMeter(num_classes, device)
-    for images, targets in loader:
-        images = images.to(device, non_blocking=True)
-        targets = targets.to(device, non_blocking=True)
+
+    def logits_of(batch):
+        images, targets = (t.to(device, non_blocking=True) for t in batch)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast(device, amp, amp_dtype):
-            logits = model(images)
+            return model(images), targets
+
+    for logits, targets in map_batches(logits_of, loader, device):
         meter.update(logits, targets, F.cross_entropy(logits.float(), targets, reduction="sum"))
     model.train(was_training)
     return meter.compute()

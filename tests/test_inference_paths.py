@@ -1,0 +1,170 @@
+"""The autograd-free fast paths: streamed cell steps, ablated stages that skip their cells, batches side by side.
+
+Each must give what the general path gives (to the bit where the float
+operations are the same), and must step aside wherever something observes
+what it skips: a hook on a tap, a trace, autograd.
+"""
+import threading
+
+import pytest
+import torch
+
+import regnet.models.cells as cells
+from regnet.models import build_model, record, regulated_blocks, regulator_ablated
+from regnet.models.cells import make_cell
+from regnet.models.parallel import map_batches
+
+torch.set_num_threads(2)
+
+
+def _inputs(kind, channels_last, carried, batch=3, channels=6, size=7):
+    torch.manual_seed(0)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(batch, channels, size, size).contiguous(memory_format=fmt)
+    n = 2 if kind == "lstm" else 1
+    state = tuple(torch.randn_like(x) for _ in range(n)) if carried else None
+    return x, state
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("carried", [False, True], ids=["zero_state", "carried_state"])
+@pytest.mark.parametrize("native", [True, False], ids=["torch_tanh", "sigmoid_form"])
+@pytest.mark.parametrize("slices", [1, 3], ids=["one_slice", "per_image"])
+def test_a_streamed_step_equals_the_fused_step_to_the_bit(kind, channels_last, carried, native, slices, monkeypatch):
+    monkeypatch.setattr(cells, "native_tanh", lambda: native)
+    if slices == 3:
+        monkeypatch.setattr(cells, "_CHUNK_BYTES", 1)  # one image per batch slice
+    x, state = _inputs(kind, channels_last, carried)
+    cell = make_cell(kind, 6, 6)
+    assert _streams(cell, x, state, cell.make_taps())
+    with torch.inference_mode():
+        h, new_state, gates = cell(x, state, cell.make_taps(), keep_gates=False)
+        h_ref, state_ref, _ = cell(x, state, cell.make_taps())
+    assert gates == {} and torch.equal(h, h_ref) and len(new_state) == len(state_ref)
+    assert all(torch.equal(a, b) for a, b in zip(new_state, state_ref))
+
+
+def _streams(cell, x, state, taps, keep_gates=False, grad=False):
+    """Whether this call takes the streamed step (counted through the class's ``_streamed``)."""
+    calls = []
+    original = type(cell)._streamed
+    type(cell)._streamed = lambda self, *a: calls.append(1) or original(self, *a)
+    try:
+        with torch.set_grad_enabled(grad):
+            cell(x, state, taps, keep_gates=keep_gates)
+    finally:
+        type(cell)._streamed = original
+    return bool(calls)
+
+
+def test_a_step_streams_only_where_nothing_observes_it():
+    x, state = _inputs("lstm", True, True)
+    cell = make_cell("lstm", 6, 6)
+    assert _streams(cell, x, state, cell.make_taps())
+    assert _streams(cell, x, state, None)
+    assert not _streams(cell, x, state, cell.make_taps(), keep_gates=True)  # a trace wants the gates
+    assert not _streams(cell, x, state, cell.make_taps(), grad=True)  # autograd needs the graph
+    double = make_cell("lstm", 6, 6).double()
+    assert not _streams(double, x.double(), tuple(s.double() for s in state), None)  # off the fused path
+    assert not _streams(make_cell("lstm", 6, 6, "full"), x, state, None)  # no folded kernels to stream
+    taps = cell.make_taps()
+    seen = {}
+    taps.gates["g"].register_forward_hook(lambda m, args, out: seen.setdefault("g", out))
+    assert not _streams(cell, x, state, taps) and seen["g"].shape == x.shape
+    output_only = cell.make_taps()  # a hook on the block's output is not the cell's concern
+    output_only.output.register_forward_hook(lambda m, args, out: None)
+    assert not output_only.observed() and taps.observed()
+
+
+def _cell_calls(model) -> list:
+    calls = []
+    for stage in model.stages:
+        stage.cell.register_forward_hook(lambda m, args, out: calls.append(1))
+    return calls
+
+
+def _zeroed_by_hook(model, x):
+    """The ablation's definition: the regulator's output replaced by zeros where it enters the fusion."""
+    hooks = [b.regulator_norm.register_forward_hook(lambda m, i, o: torch.zeros_like(o))
+             for b in regulated_blocks(model)]
+    try:
+        return model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+@pytest.mark.parametrize("name,cell", [("regnet20", "lstm"), ("regnet20", "gru"), ("regnet32", "rnn")])
+def test_an_ablated_pass_skips_the_cells_and_gives_the_zeroed_logits(name, cell):
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=10, cell=cell).eval()
+    for m in model.modules():  # running statistics away from 0/1, so the regulator's norm matters
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(4, 3, 32, 32)
+    with torch.inference_mode():
+        reference = _zeroed_by_hook(model, x)
+        intact = model(x)
+        calls = _cell_calls(model)
+        with regulator_ablated(model):
+            ablated = model(x)
+    assert calls == [] and not any(b.ablated for b in regulated_blocks(model))
+    torch.testing.assert_close(ablated, reference, atol=1e-6, rtol=1e-6)
+    assert not torch.allclose(ablated, intact)
+
+
+def test_an_ablated_pass_that_is_traced_still_runs_and_records_the_cells():
+    torch.manual_seed(0)
+    model = build_model("regnet20", num_classes=10).eval()
+    x = torch.randn(2, 3, 32, 32)
+    calls = _cell_calls(model)
+    with torch.no_grad(), regulator_ablated(model), record(model) as trace:
+        ablated = model(x)
+    assert len(calls) == 9 and len(trace) == 9 and set(trace[-1].gates) == {"i", "f", "o", "g"}
+    with torch.no_grad():
+        torch.testing.assert_close(ablated, _zeroed_by_hook(model, x), atol=1e-6, rtol=1e-6)
+
+
+def test_batches_side_by_side_come_back_in_order_in_the_callers_mode():
+    active, peak, lock = [0], [0], threading.Lock()
+
+    def work(i):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        try:
+            assert torch.get_num_threads() == 1  # one intra-op thread per batch
+            return i, torch.is_inference_mode_enabled(), torch.is_grad_enabled()
+        finally:
+            with lock:
+                active[0] -= 1
+
+    torch.set_num_threads(2)
+    with torch.inference_mode():
+        got = list(map_batches(work, range(20), "cpu"))
+    assert [g[0] for g in got] == list(range(20)) and all(g[1] and not g[2] for g in got)
+    assert peak[0] <= 2 and torch.get_num_threads() == 2
+    with pytest.raises(ValueError, match="batch 3"):
+        list(map_batches(lambda i: (_ for _ in ()).throw(ValueError(f"batch {i}")) if i == 3 else i, range(6), "cpu"))
+    assert torch.get_num_threads() == 2  # restored after a failure too
+
+
+def test_the_split_analyses_are_the_same_with_one_thread_or_two():
+    from regnet.data import load_splits
+    from regnet.data.device import evaluation_batches
+    from regnet.inspect import analyze_split
+
+    splits = load_splits("shapes", size=96, val_ratio=0.5, split_seed=0)
+    torch.manual_seed(0)
+    model = build_model("regnet20", num_classes=splits.info.num_classes).eval()
+    batches = evaluation_batches(splits.val, splits.info, 16)
+    results = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        results.append(analyze_split(model, batches, splits.info.class_names))
+    one, two = results
+    assert torch.equal(one["preds"], two["preds"]) and torch.equal(one["confidence"], two["confidence"])
+    assert one["readout"] == two["readout"] and one["ablation"] == two["ablation"]
+    assert one["redundancy"] == pytest.approx(two["redundancy"])
+    assert one["num_images"] == len(splits.val) > 16  # more than one batch, so two ran side by side
