@@ -19,8 +19,8 @@ Batch = TypeVar("Batch")
 Result = TypeVar("Result")
 
 
-def map_batches(fn: Callable[[Batch], Result], batches: Iterable[Batch], device: torch.device | str
-                ) -> Iterator[Result]:
+def map_batches(fn: Callable[[Batch], Result], batches: Iterable[Batch], device: torch.device | str,
+                side_by_side: bool = True) -> Iterator[Result]:
     """``fn(batch)`` for every batch, in order; on a CPU with N > 1 torch threads, N batches at a time.
 
     Each worker runs with one intra-op thread (torch's thread count is set
@@ -28,10 +28,12 @@ def map_batches(fn: Callable[[Batch], Result], batches: Iterable[Batch], device:
     inference mode, which are per-thread in torch. ``fn`` must not depend on
     state another batch changes: the model is shared, so hooks that store
     what they see must store it per thread. At most N batches are in flight,
-    so memory stays that of N batches.
+    so memory stays that of N batches. ``side_by_side=False`` runs them one
+    after the other on the calling thread (a ``torch.compile``-d model: its
+    compiled code and guards belong to the thread that made them).
     """
     workers = torch.get_num_threads()
-    if torch.device(device).type != "cpu" or workers < 2:
+    if not side_by_side or torch.device(device).type != "cpu" or workers < 2:
         yield from map(fn, batches)
         return
     grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()

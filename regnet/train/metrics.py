@@ -69,7 +69,8 @@ def evaluate(model: nn.Module, loader, num_classes: int, device: torch.device, *
         with autocast(device, amp, amp_dtype):
             return model(images), targets
 
-    for logits, targets in map_batches(logits_of, loader, device):
+    compiled = hasattr(model, "_orig_mod")  # what torch.compile returns wraps the module as _orig_mod
+    for logits, targets in map_batches(logits_of, loader, device, side_by_side=not compiled):
         meter.update(logits, targets, F.cross_entropy(logits.float(), targets, reduction="sum"))
     model.train(was_training)
     return meter.compute()
