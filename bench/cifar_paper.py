@@ -17,7 +17,6 @@ import argparse
 import io
 import json
 import math
-import os
 import tarfile
 import time
 from pathlib import Path

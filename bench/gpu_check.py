@@ -129,7 +129,7 @@ def data_overrides(args: argparse.Namespace, workdir: Path) -> tuple[list[str], 
     tar = None if args.smoke else find_tar(args.tar)
     if tar is None:
         size = 480 if args.smoke else 6000
-        return [f"data.name=shapes", f"data.size={size}"], f"shapes ({size} synthetic images)"
+        return ["data.name=shapes", f"data.size={size}"], f"shapes ({size} synthetic images)"
     with tarfile.open(tar) as archive:
         archive.extractall(workdir / "cifar10", filter="data")
     root = next(p.parent for p in sorted((workdir / "cifar10").rglob("train")) if p.is_dir())

@@ -202,7 +202,7 @@ def general_inference_paths():
     streamed = {c: c.__dict__["_streamed"] for c in (cells.ConvLSTMCell, cells.ConvGRUCell)}
     saved_unused, saved_map = blocks._Regulated.cell_unused, metrics.map_batches
     blocks._Regulated.cell_unused = lambda self: False
-    metrics.map_batches = analyses.map_batches = lambda fn, batches, device: map(fn, batches)
+    metrics.map_batches = analyses.map_batches = lambda fn, batches, device, side_by_side=True: map(fn, batches)
     for c in streamed:
         c._streamed = None
     try:

@@ -18,7 +18,7 @@ import zlib
 
 import numpy as np
 import torch
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps
 from torchvision.transforms.v2 import functional as TF
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
