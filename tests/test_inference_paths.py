@@ -168,3 +168,32 @@ def test_the_split_analyses_are_the_same_with_one_thread_or_two():
     assert one["readout"] == two["readout"] and one["ablation"] == two["ablation"]
     assert one["redundancy"] == pytest.approx(two["redundancy"])
     assert one["num_images"] == len(splits.val) > 16  # more than one batch, so two ran side by side
+
+
+class _ThreadRecorder(torch.nn.Module):
+    """A 10-class linear model that notes which thread ran each forward pass."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(12, 10)
+        self.threads: list[int] = []
+
+    def forward(self, x):
+        self.threads.append(threading.get_ident())
+        return self.linear(x.flatten(1))
+
+
+def test_evaluate_runs_batches_on_worker_threads_but_keeps_a_compiled_model_on_its_own():
+    from regnet.train.metrics import evaluate
+
+    batches = [(torch.randn(4, 3, 2, 2), torch.randint(0, 10, (4,))) for _ in range(6)]
+    torch.set_num_threads(2)
+    plain = _ThreadRecorder()
+    side_by_side = evaluate(plain, batches, 10, torch.device("cpu"))
+    assert len(plain.threads) == 6 and threading.get_ident() not in plain.threads
+    compiled = _ThreadRecorder()
+    compiled._orig_mod = torch.nn.Identity()  # what torch.compile's wrapper carries
+    compiled.load_state_dict(plain.state_dict())
+    one_thread = evaluate(compiled, batches, 10, torch.device("cpu"))
+    assert compiled.threads == [threading.get_ident()] * 6
+    assert one_thread["top1"] == side_by_side["top1"] and one_thread["loss"] == pytest.approx(side_by_side["loss"])
