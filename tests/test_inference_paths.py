@@ -2,7 +2,9 @@
 
 Each must give what the general path gives (to the bit where the float
 operations are the same), and must step aside wherever something observes
-what it skips: a hook on a tap, a trace, autograd.
+what it skips: a hook on a tap, a trace, autograd. These are the paths
+where the C++ cell step is not built, so it is off here
+(``tests/test_native_cells.py`` tests that one).
 """
 import threading
 
@@ -10,11 +12,16 @@ import pytest
 import torch
 
 import regnet.models.cells as cells
-from regnet.models import build_model, record, regulated_blocks, regulator_ablated
+from regnet.models import build_model, native, record, regulated_blocks, regulator_ablated
 from regnet.models.cells import make_cell
 from regnet.models.parallel import map_batches
 
 torch.set_num_threads(2)
+
+
+@pytest.fixture(autouse=True)
+def _no_native_step(monkeypatch):
+    monkeypatch.setattr(native, "kernels", lambda: None)
 
 
 def _inputs(kind, channels_last, carried, batch=3, channels=6, size=7):

@@ -37,6 +37,8 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
+from . import native
+
 GATE_FORMS = ("efficient", "full")
 CHANNELS_LAST = torch.channels_last
 
@@ -73,13 +75,14 @@ class StepTaps(nn.Module):
         self.gates = nn.ModuleDict({name: nn.Identity() for name in gate_names})
 
     def observed(self) -> bool:
-        """Whether a forward hook watches the cell's part of the step (every tap but ``output``).
+        """Whether a hook watches the cell's part of the step (every tap but ``output``).
 
-        Only then must each gate and state of an autograd-free step be written
-        out and passed through its tap (see :meth:`_ConvCell.forward`).
+        Only then must each gate and state of a step be written out and passed
+        through its tap (see :meth:`_ConvCell._run`).
         """
-        parts = [self.hidden, self.cell, *self.gates.values()]
-        return any(m is not None and (m._forward_hooks or m._forward_pre_hooks) for m in parts)
+        parts = [m for m in (self.hidden, self.cell, *self.gates.values()) if m is not None]
+        return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+                   for m in parts)
 
 
 class GateConv(nn.Module):
@@ -456,6 +459,12 @@ def _put(full: torch.Tensor, part: slice, values: torch.Tensor) -> torch.Tensor:
     return full
 
 
+def _channels_last(x: torch.Tensor, state):
+    """``x`` and the state (None: zero) as dense channels-last maps, as the streamed and C++ steps read them."""
+    state = None if state is None else tuple(t.contiguous(memory_format=CHANNELS_LAST) for t in state)
+    return x.contiguous(memory_format=CHANNELS_LAST), state
+
+
 def _gated(h: torch.Tensor | None, h_gate: torch.Tensor | None, part: slice) -> torch.Tensor | None:
     """Slice ``part`` of the state as it enters the gates: ``h_gate * H``, or H, or None for a zero state."""
     if h is None:
@@ -526,6 +535,7 @@ class _ConvCell(nn.Module):
     gate_names: tuple[str, ...] = ()
     has_cell_state = False
     _streamed = None  # a cell with a streamed inference step (efficient gates only) defines it
+    _native = None  # a cell with a C++ step (efficient gates only, see .native) defines it
 
     def __init__(self, in_channels: int, hidden_channels: int):
         super().__init__()
@@ -553,12 +563,22 @@ class _ConvCell(nn.Module):
         return self._run(x, state, taps, keep_gates)
 
     def _run(self, x, state, taps, keep_gates: bool):
-        streams = (not keep_gates and self._streamed is not None and not torch.is_grad_enabled() and fused(x)
-                   and all(m.form == "efficient" for m in self.children())
-                   and (taps is None or not taps.observed()))
-        if streams:
-            x = x.contiguous(memory_format=CHANNELS_LAST)
-            state = None if state is None else tuple(s.contiguous(memory_format=CHANNELS_LAST) for s in state)
+        """The step on the fastest path that loses nothing observable (see :meth:`forward`).
+
+        With no hook on ``taps`` on the fused path, a cell with a C++ step
+        (:mod:`.native`) runs it where it is built: with autograd when no
+        gates are asked for, and without autograd with or without them (so a
+        recorded pass gives the same logits as an unrecorded one). Else a
+        step that keeps no gates, without autograd, runs streamed.
+        """
+        unobserved = (fused(x) and all(m.form == "efficient" for m in self.children())
+                      and (taps is None or not taps.observed()))
+        grad = torch.is_grad_enabled()
+        if unobserved and self._native is not None and not (keep_gates and grad) and native.kernels() is not None:
+            x, state = _channels_last(x, state)
+            return self._native(x, state, keep_gates)
+        if unobserved and self._streamed is not None and not keep_gates and not grad:
+            x, state = _channels_last(x, state)
             return (*self._streamed(x, state), {})
         return self._step(x, state, taps)
 
@@ -708,6 +728,15 @@ class ConvLSTMCell(_ConvCell):
                 c_part.addcmul_(f, c_prev[part])
             torch.mul(o, _fused_tanh(c_part), out=h[part])
         return h, (h, c)
+
+
+    def _native(self, x, state, keep_gates: bool):
+        """``(h, (h, c), gates)`` by the C++ step (:func:`.native.lstm_step`): the same function to about 1e-6.
+
+        The gates (``{}`` unless ``keep_gates``) come without autograd.
+        """
+        h, c, *gates = native.lstm_step(x, state, *self.conv._folded(), keep_gates=keep_gates)
+        return h, (h, c), dict(zip(self.gate_names, gates))
 
 
 CELLS = {"rnn": ConvRNNCell, "gru": ConvGRUCell, "lstm": ConvLSTMCell}
