@@ -28,14 +28,16 @@ FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-ffp-contract=fas
 
 @functools.cache
 def kernels():
-    """The compiled module (``lstm_forward``, ``lstm_backward``), or None where it is off or cannot be built."""
+    """The compiled operators (``torch.ops.regnet``: ``lstm_forward``, ``lstm_backward``), or None where they are
+    off or cannot be built."""
     if os.environ.get("REGNET_NATIVE", "1") == "0":
         return None
     try:
         from torch.utils import cpp_extension
 
-        return cpp_extension.load(name=f"regnet_cells_{_cpu_key()}", sources=[str(p) for p in SOURCES],
-                                  extra_cflags=list(FLAGS), verbose=False)
+        cpp_extension.load(name=f"regnet_cells_{_cpu_key()}", sources=[str(p) for p in SOURCES],
+                           extra_cflags=list(FLAGS), is_python_module=False, verbose=False)
+        return torch.ops.regnet
     except Exception as error:  # noqa: BLE001 - any failed build leaves the (equal, slower) eager path
         warnings.warn(f"RegNet's C++ cell kernels could not be built, so the cells run as PyTorch ops "
                       f"(slower on a CPU, same results): {str(error).strip().splitlines()[-1:]}", stacklevel=2)
