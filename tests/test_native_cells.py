@@ -1,0 +1,240 @@
+"""The C++ ConvLSTM step (regnet/models/native.py, csrc/conv_lstm.cpp) against the paper's formulas, and when it runs.
+
+Values and every gradient must match the literal float64 formulas of
+``test_cells_fast`` to 1e-5: vector and scalar channel blocks, both memory
+formats, zero and carried state, a gradient on H only or C only, border-only
+maps. The step must run wherever nothing can observe the gates it does not
+write, and step aside wherever something can (a hook, a trace with autograd,
+another dtype), and a machine that cannot build it must still train.
+"""
+import shutil
+import warnings
+
+import pytest
+import torch
+
+import regnet.models.cells as cells
+from regnet.models import build_model, native, record
+from regnet.models.cells import make_cell
+from test_cells_fast import paper_step
+
+torch.set_num_threads(2)
+
+needs_build = pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
+                                 reason="no C++ compiler on this machine: the cells run the PyTorch path")
+
+
+def _inputs(channels, size, carried, channels_last, batch=3, seed=0):
+    torch.manual_seed(seed)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    shape = (batch, channels, *size)
+    x = torch.randn(shape).contiguous(memory_format=fmt).requires_grad_()
+    state = tuple(torch.randn(shape).contiguous(memory_format=fmt).requires_grad_() for _ in range(2)) \
+        if carried else None
+    return x, state
+
+
+def _cell(channels, seed=1):
+    torch.manual_seed(seed)
+    cell = make_cell("lstm", channels, channels)
+    with torch.no_grad():  # larger than the default init, so every gate works away from 0.5 and tanh's slope 1
+        for p in cell.parameters():
+            p.normal_(0, 0.6)
+    return cell
+
+
+def _calls(monkeypatch):
+    """A list that gets one entry per C++ step taken."""
+    calls, original = [], native.lstm_step
+    monkeypatch.setattr(native, "lstm_step", lambda *a, **k: calls.append(1) or original(*a, **k))
+    return calls
+
+
+@needs_build
+def test_the_cpp_step_is_built_on_this_machine():
+    assert native.kernels() is not None
+    assert hasattr(native.kernels(), "lstm_forward") and hasattr(native.kernels(), "lstm_backward")
+
+
+@needs_build
+@pytest.mark.parametrize("channels", [16, 5, 37], ids=["one_vector_block", "scalar_tail", "blocks_and_tail"])
+@pytest.mark.parametrize("carried", [False, True], ids=["zero_state", "carried_state"])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("loss_on", ["h_and_c", "h", "c"])
+def test_the_cpp_step_matches_the_paper_in_values_and_gradients(channels, carried, channels_last, loss_on,
+                                                                monkeypatch):
+    calls = _calls(monkeypatch)
+    x, state = _inputs(channels, (6, 5), carried, channels_last)
+    cell = _cell(channels)
+    h, (h2, c), gates = cell(x, state, keep_gates=False)
+    assert calls and gates == {} and h2 is h
+    ref_h, (_, ref_c), _ = paper_step(cell, x.double(), None if state is None else tuple(s.double() for s in state))
+    torch.manual_seed(2)
+    wh, wc = torch.randn_like(ref_h), torch.randn_like(ref_c)
+    use_h, use_c = loss_on in ("h_and_c", "h"), loss_on in ("h_and_c", "c")
+    loss = (h * wh.float()).sum() * use_h + (c * wc.float()).sum() * use_c
+    ref_loss = (ref_h * wh).sum() * use_h + (ref_c * wc).sum() * use_c
+    leaves = [x, *(state or ()), *cell.parameters()]
+    grads = torch.autograd.grad(loss, leaves, allow_unused=True)
+    ref_grads = torch.autograd.grad(ref_loss, leaves, allow_unused=True)
+    torch.testing.assert_close(h.double(), ref_h, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(c.double(), ref_c, rtol=1e-5, atol=1e-5)
+    for g, ref in zip(grads, ref_grads):
+        torch.testing.assert_close(g, ref, rtol=1e-5, atol=1e-5)
+
+
+@needs_build
+@pytest.mark.parametrize("size", [(1, 1), (1, 4), (2, 3)], ids=["1x1", "1x4", "2x3"])
+def test_border_only_maps_match_the_paper(size):
+    x, state = _inputs(16, size, True, True)
+    cell = _cell(16)
+    h, (_, c), _ = cell(x, state, keep_gates=False)
+    ref_h, (_, ref_c), _ = paper_step(cell, x.double(), tuple(s.double() for s in state))
+    leaves = [x, *state, *cell.parameters()]
+    grads = torch.autograd.grad(h.sum() + 2 * c.sum(), leaves)
+    ref_grads = torch.autograd.grad(ref_h.sum() + 2 * ref_c.sum(), leaves)
+    torch.testing.assert_close(h.double(), ref_h, rtol=1e-5, atol=1e-5)
+    for g, ref in zip(grads, ref_grads):
+        torch.testing.assert_close(g, ref, rtol=1e-5, atol=1e-5)
+
+
+@needs_build
+@pytest.mark.parametrize("keep_gates", [False, True], ids=["state_only", "with_gates"])
+def test_without_autograd_the_step_matches_the_pytorch_path_and_returns_its_gates(keep_gates, monkeypatch):
+    calls = _calls(monkeypatch)
+    x, state = _inputs(21, (5, 5), True, True)
+    cell = _cell(21)
+    with torch.inference_mode():
+        h, (_, c), gates = cell(x, state, keep_gates=keep_gates)
+        assert calls
+        monkeypatch.setattr(native, "kernels", lambda: None)
+        ref_h, (_, ref_c), ref_gates = cell(x, state)
+    torch.testing.assert_close(h, ref_h, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(c, ref_c, rtol=1e-5, atol=1e-5)
+    assert set(gates) == (set(ref_gates) if keep_gates else set())
+    for name, g in gates.items():
+        torch.testing.assert_close(g, ref_gates[name], rtol=1e-5, atol=1e-5)
+
+
+@needs_build
+def test_the_gradients_do_not_depend_on_the_thread_count():
+    x, state = _inputs(16, (8, 8), True, True, batch=6)
+    cell = _cell(16)
+    results = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        h, (_, c), _ = cell(x, state, keep_gates=False)
+        results.append((h, c, *torch.autograd.grad(h.sum() + c.sum(), [x, *state, *cell.parameters()])))
+    torch.set_num_threads(2)
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+@needs_build
+def test_a_regnet20_forward_and_backward_match_the_pytorch_path(monkeypatch):
+    """In eval mode: a 4-image batch's BN statistics amplify any 1e-7 difference about 1e5-fold in the early
+    layers' gradients (the PyTorch path's own two tanh forms differ by 0.04 there in train mode)."""
+    torch.manual_seed(0)
+    model = build_model("regnet20").to(memory_format=torch.channels_last).eval()
+    x = torch.randn(4, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    y = torch.tensor([0, 1, 2, 3])
+    calls = _calls(monkeypatch)
+    results = []
+    for kernels in (native.kernels, lambda: None):
+        monkeypatch.setattr(native, "kernels", kernels)
+        model.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
+    assert len(calls) == 9  # every block of the three stages, in the first pass only
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-6)
+    for a, b in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@needs_build
+def test_a_recorded_pass_runs_the_cpp_step_and_keeps_the_logits(monkeypatch):
+    torch.manual_seed(0)
+    model = build_model("regnet20").eval()
+    x = torch.randn(2, 3, 32, 32)
+    calls = _calls(monkeypatch)
+    with torch.no_grad():
+        plain = model(x)
+        with record(model) as trace:
+            recorded = model(x)
+    assert len(calls) == 18 and torch.equal(plain, recorded)
+    assert set(trace[0].gates) == {"i", "f", "o", "g"} and trace[0].cell is not None
+
+
+def _hooked_forward(kind):
+    def hook(cell):
+        taps = cell.make_taps()
+        if kind == "forward":
+            taps.gates["f"].register_forward_hook(lambda m, i, o: o)
+        else:
+            taps.hidden.register_full_backward_hook(lambda m, gi, go: None)
+        return taps
+    return hook
+
+
+@pytest.mark.parametrize("case", ["forward_hook", "backward_hook", "gates_with_autograd", "float64", "bf16_autocast",
+                                  "full_gates", "built_off"])
+def test_the_step_steps_aside_where_its_gates_could_be_observed_or_it_does_not_apply(case, monkeypatch):
+    calls = _calls(monkeypatch)
+    x, state = _inputs(8, (4, 4), True, True)
+    cell = make_cell("lstm", 8, 8, "full" if case == "full_gates" else "efficient")
+    taps, keep_gates = None, False
+    if case.endswith("_hook"):
+        taps = _hooked_forward(case.split("_")[0])(cell)
+    if case == "gates_with_autograd":
+        keep_gates = True
+    if case == "float64":
+        cell = cell.double()
+        x, *state = (t.detach().double().requires_grad_() for t in (x, *state))
+    if case == "built_off":
+        monkeypatch.setattr(native, "kernels", lambda: None)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=case == "bf16_autocast"):
+        h, _, gates = cell(x, state, taps, keep_gates=keep_gates)
+    h.sum().backward()
+    expected = case == "bf16_autocast" and native.kernels() is not None  # a step under autocast runs in float32
+    assert bool(calls) == expected
+    assert x.grad is not None and x.grad.shape == x.shape
+    if case == "gates_with_autograd":
+        assert gates["f"].requires_grad
+
+
+def test_a_machine_that_cannot_build_the_step_warns_once_and_trains(monkeypatch):
+    from torch.utils import cpp_extension
+
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("Ninja is required to load C++ extensions")
+
+    native.kernels.cache_clear()
+    monkeypatch.setattr(cpp_extension, "load", no_compiler)
+    try:
+        with pytest.warns(UserWarning, match="could not be built.*Ninja is required"):
+            assert native.kernels() is None
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert native.kernels() is None  # cached: no second warning
+        model = build_model("regnet20")
+        loss = model(torch.randn(2, 3, 32, 32)).sum()
+        loss.backward()
+        assert all(p.grad is not None for p in model.parameters())
+    finally:
+        native.kernels.cache_clear()
+
+
+def test_regnet_native_0_turns_the_step_off(monkeypatch):
+    native.kernels.cache_clear()
+    monkeypatch.setenv("REGNET_NATIVE", "0")
+    try:
+        assert native.kernels() is None
+    finally:
+        native.kernels.cache_clear()
+
+
+def test_the_cpu_key_names_this_machine_and_torch():
+    key = native._cpu_key()
+    assert len(key) == 10 and int(key, 16) >= 0 and key == native._cpu_key()
+    assert cells.native is native
