@@ -51,7 +51,7 @@ from torch.profiler import profile as torch_profile
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from bench._common import environment, format_goals, format_table, goal, load_average, result_path, write_json
-from regnet.models import build_model, cells, folded_for_inference, summary
+from regnet.models import build_model, cells, folded_for_inference, native, summary
 
 NAME = "throughput"
 INPUT = (3, 32, 32)
@@ -86,7 +86,7 @@ class Candidate:
     options: dict
     channels_last: bool
     batch: int
-    plain: bool = False  # headline only: run on the cells' plain torch-ops path (see plain_path)
+    path: str = "fast"  # headline only: the cells' path, a key of PATHS
     macs: int = 0
     params: int = 0
     train_s: list[float] = field(default_factory=list)
@@ -146,8 +146,25 @@ def plain_path():
         cells.fused = saved
 
 
-def paired(batch: int, pairs: int, warmup: int, cells_: tuple[str, ...] = PAIRED_CELLS, plain: bool = False
-           ) -> list[dict]:
+@contextmanager
+def eager_path():
+    """The cells without their C++ step (``regnet.models.native.kernels`` off): the fused autograd functions
+    and streamed steps of PyTorch ops, as the C++ step's before in one process."""
+    saved = native.kernels
+    native.kernels = lambda: None
+    try:
+        yield
+    finally:
+        native.kernels = saved
+
+
+# The cells' paths the headline can compare: the default (C++ step where built), and its befores.
+PATHS = {"fast": nullcontext, "eager": eager_path, "plain": plain_path}
+PATH_NOTES = {"fast": "", "eager": " (no C++ step)", "plain": " (plain path)"}
+
+
+def paired(batch: int, pairs: int, warmup: int, cells_: tuple[str, ...] = PAIRED_CELLS,
+           paths: tuple[str, ...] = ("fast",)) -> list[dict]:
     """The headline: per regulator, regnet20's training step CPU time over resnet20's, in interleaved pairs.
 
     One torch thread, so that process CPU time is the work done and not the
@@ -155,24 +172,25 @@ def paired(batch: int, pairs: int, warmup: int, cells_: tuple[str, ...] = PAIRED
     Each pair times resnet20's step then regnet20's, back to back, so a drift
     in the machine's state (cache, frequency, a neighbour's memory traffic)
     falls on both; the median of the pairs' ratios is the figure, their range
-    its spread. With ``plain``, each regulator also runs on the plain path
-    (:func:`plain_path`) in pairs of its own, interleaved with the others.
+    its spread. Each regulator runs on each of ``paths`` (keys of
+    :data:`PATHS`: ``eager`` without the C++ step, ``plain`` on the plain
+    torch-ops path) in pairs of its own, interleaved with the others.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         base = Candidate("resnet20", {}, True, batch)
-        others = [Candidate("regnet20", {"cell": c, "gates": "efficient"}, True, batch, plain=p)
-                  for p in ((False, True) if plain else (False,)) for c in cells_]
+        others = [Candidate("regnet20", {"cell": c, "gates": "efficient"}, True, batch, path=p)
+                  for p in paths for c in cells_]
         for c in [base, *others]:
-            with plain_path() if c.plain else nullcontext():
+            with PATHS[c.path]():
                 for _ in range(warmup):
                     c.train_step()
                     c.eval_step()
         ratios = {id(c): [] for c in others}
         for _ in range(pairs):
             for c in others:
-                with plain_path() if c.plain else nullcontext():
+                with PATHS[c.path]():
                     base.train_s.append(cpu_seconds(base.train_step))
                     c.train_s.append(cpu_seconds(c.train_step))
                     ratios[id(c)].append(c.train_s[-1] / base.train_s[-1])
@@ -184,8 +202,8 @@ def paired(batch: int, pairs: int, warmup: int, cells_: tuple[str, ...] = PAIRED
 
 
 def paired_row(c: Candidate, ratios: list[float], batch: int) -> dict:
-    name = label(c.model_name, c.options) + (" (plain path)" if c.plain else "")
-    return {"label": name, "model": c.model_name, "options": c.options, "plain_path": c.plain,
+    name = label(c.model_name, c.options) + PATH_NOTES[c.path]
+    return {"label": name, "model": c.model_name, "options": c.options, "path": c.path,
             "train_ms_cpu": 1e3 * statistics.median(c.train_s), "train_s_cpu_pairs": c.train_s,
             "ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
             "ratios": ratios, "eval_img_per_cpu_s": batch / statistics.median(c.eval_s)}
@@ -193,15 +211,16 @@ def paired_row(c: Candidate, ratios: list[float], batch: int) -> dict:
 
 @contextmanager
 def general_inference_paths():
-    """The lab's inference without its autograd-free fast paths, as a before/after in one process: no streamed
-    cell steps, no skipped cells in the ablated pass, one batch at a time over torch's intra-op threads."""
+    """The lab's inference without its fast paths, as a before/after in one process: no C++ cell step, no
+    streamed cell steps, no skipped cells in the ablated pass, one batch at a time over torch's intra-op threads."""
     import regnet.inspect.analyses as analyses
     import regnet.train.metrics as metrics
     from regnet.models import blocks
 
     streamed = {c: c.__dict__["_streamed"] for c in (cells.ConvLSTMCell, cells.ConvGRUCell)}
-    saved_unused, saved_map = blocks._Regulated.cell_unused, metrics.map_batches
+    saved_unused, saved_map, saved_kernels = blocks._Regulated.cell_unused, metrics.map_batches, native.kernels
     blocks._Regulated.cell_unused = lambda self: False
+    native.kernels = lambda: None
     metrics.map_batches = analyses.map_batches = lambda fn, batches, device, side_by_side=True: map(fn, batches)
     for c in streamed:
         c._streamed = None
@@ -209,6 +228,7 @@ def general_inference_paths():
         yield
     finally:
         blocks._Regulated.cell_unused = saved_unused
+        native.kernels = saved_kernels
         metrics.map_batches = analyses.map_batches = saved_map
         for c, f in streamed.items():
             c._streamed = f
@@ -323,7 +343,7 @@ def headline_goals(rows: list[dict], pairs: int) -> list[dict]:
     """The 1.8x goal on lstm/efficient; gru and rnn beside it as figures (no goal of their own)."""
     out = []
     for r in rows:
-        if r["model"] != "regnet20" or r["plain_path"]:
+        if r["model"] != "regnet20" or r["path"] != "fast":
             continue
         spread = f"median of {pairs} pairs, range {r['ratio_min']:.2f}-{r['ratio_max']:.2f}; CPU time, 1 thread"
         name = f"{r['label']} training step / resnet20's (CPU time)"
@@ -492,6 +512,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="each round also on the general inference paths (the fast paths' before), interleaved")
     p.add_argument("--plain", action="store_true",
                    help="headline: also each regulator on the cells' plain torch-ops path (the fused path's before)")
+    p.add_argument("--eager", action="store_true",
+                   help="headline: also each regulator without the cells' C++ step (its before)")
     p.add_argument("--repeats", type=int, default=None, help="timed round-robin repeats (default 5, quick 1)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads of the wall-clock table (default: every core; quick: 1, which stays fast "
@@ -534,9 +556,10 @@ def main(argv: list[str] | None = None) -> dict:
     pairs = args.pairs or (2 if args.quick else 7)
     print(f"{NAME}: batch {batch}, {env['cpu']}, load average {env['load_average']}")
     headline, summary_rows = [], []
+    paths = ("fast", *(["eager"] if args.eager else []), *(["plain"] if args.plain else []))
     if not args.lab_only:
         print(f"headline: {pairs} interleaved pairs per regulator, 1 thread, process CPU time, channels-last")
-        headline = paired(batch, pairs, warmup=1 if args.quick else 2, plain=args.plain)
+        headline = paired(batch, pairs, warmup=1 if args.quick else 2, paths=paths)
         summary_rows = headline_goals(headline, pairs)
         print_headline(headline, summary_rows)
     lab_images = args.lab_images or (500 if args.quick else LAB_IMAGES)
@@ -547,7 +570,8 @@ def main(argv: list[str] | None = None) -> dict:
     summary_rows = summary_rows + lab_rows
     payload = {"name": NAME, "quick": args.quick, "label": args.label, "environment": env, "batch": batch,
                "summary": summary_rows, "paired": {"pairs": pairs, "threads": 1, "clock": "process CPU time",
-                                                   "plain_path_compared": args.plain,
+                                                   "paths": [] if args.lab_only else list(paths),
+                                                   "native_step": native.kernels() is not None,
                                                    "format": "channels_last", "rows": headline},
                "lab_inference": lab}
     if not (args.headline or args.lab_only):

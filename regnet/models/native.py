@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import os
 import platform
 import warnings
@@ -32,6 +33,8 @@ def kernels():
     off or cannot be built."""
     if os.environ.get("REGNET_NATIVE", "1") == "0":
         return None
+    # A CUDA build of torch on a machine without CUDA logs a warning when cpp_extension is imported: noise here.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     try:
         from torch.utils import cpp_extension
 
