@@ -182,7 +182,7 @@ def test_shipped_checkpoints_give_the_same_logits_on_both_paths(run, monkeypatch
         fused = model(x)
         monkeypatch.setattr(cells, "fused", lambda t: False)
         plain = model(x)
-    torch.testing.assert_close(fused, plain, atol=1e-5, rtol=0)
+    torch.testing.assert_close(fused, plain, atol=1e-5, rtol=1e-5)  # logits up to about 7: the C++ step's 1e-6
 
 
 def test_tanh_keeps_a_small_values_precision_in_bf16():

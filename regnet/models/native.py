@@ -1,15 +1,19 @@
-"""The regulator's own C++ kernels (``csrc/``), built on first use for this CPU; the eager path where they cannot be.
+"""The cells' own C++ steps (``csrc/``), built on first use for this CPU; the PyTorch path where they cannot be.
 
-A ConvLSTM step of the efficient form is, in PyTorch ops, 8 depthwise
-convolutions and a dozen element-wise passes, each bound by memory traffic
-on a CPU; ``csrc/conv_lstm.cpp`` does the step's forward in one pass over
-its maps and its backward in two (see its header). It is compiled by
+A cell step of the efficient form is, in PyTorch ops, a depthwise
+convolution per gate and input and a dozen element-wise passes, each bound
+by memory traffic on a CPU; ``csrc/`` does a ConvLSTM or ConvGRU step's
+forward in one or two passes over its maps and its backward image by image
+(see ``csrc/depthwise.h``). (A ConvRNN step, one gate, was slower that way
+than oneDNN's two depthwise convolutions, so it has none.) The kernels are compiled by
 ``torch.utils.cpp_extension`` (g++ and ninja) the first time a process needs
-it, for the CPU it runs on, and cached (``TORCH_EXTENSIONS_DIR``, by default
-``~/.cache/torch_extensions``); later processes load it in a second. Where
-it cannot be built (no compiler, no ninja, a failed build) or where
-``REGNET_NATIVE=0`` is set, :func:`kernels` is None and the cells run the
-PyTorch path, which computes the same function (to about 1e-6).
+them, for the CPU it runs on (about 20 s), and cached
+(``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``); later
+processes load them in a second. Where they cannot be built (no compiler, no
+ninja, a failed build) or where ``REGNET_NATIVE=0`` is set, :func:`kernels`
+is None and the cells run the PyTorch path, which computes the same function
+(to about 1e-6). They are registered as ``torch.ops.regnet.*``, so the
+profiler and dispatch modes see them.
 """
 from __future__ import annotations
 
@@ -23,14 +27,15 @@ from pathlib import Path
 
 import torch
 
-SOURCES = (Path(__file__).with_name("csrc") / "conv_lstm.cpp",)
+CSRC = Path(__file__).with_name("csrc")
+SOURCES = tuple(CSRC / name for name in ("conv_lstm.cpp", "conv_gru.cpp"))
+HEADERS = (CSRC / "depthwise.h",)
 FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-ffp-contract=fast", "-fno-math-errno")
 
 
 @functools.cache
 def kernels():
-    """The compiled operators (``torch.ops.regnet``: ``lstm_forward``, ``lstm_backward``), or None where they are
-    off or cannot be built."""
+    """The compiled operators (``torch.ops.regnet``), or None where they are off or cannot be built."""
     if os.environ.get("REGNET_NATIVE", "1") == "0":
         return None
     # A CUDA build of torch on a machine without CUDA logs a warning when cpp_extension is imported: noise here.
@@ -38,49 +43,66 @@ def kernels():
     try:
         from torch.utils import cpp_extension
 
-        cpp_extension.load(name=f"regnet_cells_{_cpu_key()}", sources=[str(p) for p in SOURCES],
+        cpp_extension.load(name=f"regnet_cells_{_build_key()}", sources=[str(p) for p in SOURCES],
                            extra_cflags=list(FLAGS), is_python_module=False, verbose=False)
         return torch.ops.regnet
-    except Exception as error:  # noqa: BLE001 - any failed build leaves the (equal, slower) eager path
+    except Exception as error:  # noqa: BLE001 - any failed build leaves the (equal, slower) PyTorch path
         warnings.warn(f"RegNet's C++ cell kernels could not be built, so the cells run as PyTorch ops "
                       f"(slower on a CPU, same results): {str(error).strip().splitlines()[-1:]}", stacklevel=2)
         return None
 
 
-def _cpu_key() -> str:
-    """A short hash of this CPU's model and instruction sets: ``-march=native`` code is built per CPU."""
+def _build_key() -> str:
+    """A short hash of this CPU (``-march=native`` code is built per CPU), torch's version and the sources.
+
+    The sources are in the key because cpp_extension decides whether to
+    rebuild from the ``.cpp`` files alone, not the header they include.
+    """
     try:
         info = Path("/proc/cpuinfo").read_text()
         lines = [ln for ln in info.splitlines() if ln.startswith(("model name", "flags", "Features"))][:2]
     except OSError:
         lines = []
-    text = "\n".join([platform.machine(), torch.__version__, *lines])
-    return hashlib.sha1(text.encode()).hexdigest()[:10]
+    digest = hashlib.sha1("\n".join([platform.machine(), torch.__version__, *lines, *FLAGS]).encode())
+    for path in (*SOURCES, *HEADERS):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:10]
 
 
-def lstm_kernels(kernels_: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``GateConv._folded``'s ``[4, (x, h), C, 1, 3, 3]`` kernels as the C++ step reads them: ``[4, 9, C]`` each."""
+def layout(kernels_: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``GateConv._folded``'s ``[G, (x, h), C, 1, 3, 3]`` kernels as the C++ steps read them: ``[G, 9, C]`` each."""
     g, _, c = kernels_.shape[:3]
     kx, kh = (kernels_[:, j].reshape(g, c, 9).transpose(1, 2).contiguous() for j in range(2))
     return kx, kh, bias.contiguous()
 
 
+def _kernel_grad(dkx: torch.Tensor, dkh: torch.Tensor) -> torch.Tensor:
+    """The C++ steps' ``[G, 9, C]`` kernel gradients in ``GateConv._folded``'s layout."""
+    g, _, c = dkx.shape
+    return torch.stack((dkx, dkh), dim=1).transpose(2, 3).reshape(g, 2, c, 1, 3, 3)
+
+
+def _or_empty(t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    """``t``, or the empty tensor that stands for a zero state or gradient in the C++ steps."""
+    return like.new_empty(0) if t is None else t
+
+
+def _grad(t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    return _or_empty(None if t is None else t.contiguous(memory_format=torch.channels_last), like)
+
+
 def lstm_step(x: torch.Tensor, state, kernels_: torch.Tensor, bias: torch.Tensor, keep_gates: bool = False):
     """``(h, c)``, then the gates i, f, o, g if ``keep_gates``, of a ConvLSTM step on channels-last float32 maps.
 
-    ``state=None`` is the zero state. With autograd on, through
-    :class:`_LSTMStep` (gates are not returned then: they would not be part
-    of the graph); without, the forward alone, which writes only H and C
-    unless the gates are asked for.
+    ``state=None`` is the zero state. With autograd on, through one autograd
+    node (:class:`_LSTMStep`; no gates then: they would not be in the graph).
     """
     h, c = (None, None) if state is None else state
     if torch.is_grad_enabled():
         if keep_gates:
             raise ValueError("lstm_step returns gates only without autograd.")
         return _LSTMStep.apply(x, h, c, kernels_, bias)
-    none = x.new_empty(0)
-    kx, kh, b = lstm_kernels(kernels_, bias)
-    return tuple(kernels().lstm_forward(x, none if h is None else h, none if c is None else c, kx, kh, b, keep_gates))
+    return tuple(kernels().lstm_forward(x, _or_empty(h, x), _or_empty(c, x), *layout(kernels_, bias), keep_gates))
 
 
 class _LSTMStep(torch.autograd.Function):
@@ -88,10 +110,8 @@ class _LSTMStep(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, h, c, kernels_, bias):
-        none = x.new_empty(0)
-        kx, kh, b = lstm_kernels(kernels_, bias)
-        h_out, c_out, *gates = kernels().lstm_forward(
-            x, none if h is None else h, none if c is None else c, kx, kh, b, True)
+        kx, kh, b = layout(kernels_, bias)
+        h_out, c_out, *gates = kernels().lstm_forward(x, _or_empty(h, x), _or_empty(c, x), kx, kh, b, True)
         ctx.save_for_backward(x, h, c, kx, kh, c_out, *gates)
         ctx.set_materialize_grads(False)
         return h_out, c_out
@@ -101,10 +121,42 @@ class _LSTMStep(torch.autograd.Function):
         x, h, c, kx, kh, c_out, *gates = ctx.saved_tensors
         if dh is None and dc is None:
             return None, None, None, None, None
-        none = x.new_empty(0)
-        dh, dc = (none if d is None else d.contiguous(memory_format=torch.channels_last) for d in (dh, dc))
         dx, dh_prev, dc_prev, dkx, dkh, db = kernels().lstm_backward(
-            dh, dc, gates, c_out, x, none if h is None else h, none if c is None else c, kx, kh)
-        g, _, ch = kx.shape
-        dk = torch.stack((dkx, dkh), dim=1).transpose(2, 3).reshape(g, 2, ch, 1, 3, 3)
-        return (dx, dh_prev if h is not None else None, dc_prev if c is not None else None, dk, db)
+            _grad(dh, x), _grad(dc, x), gates, c_out, x, _or_empty(h, x), _or_empty(c, x), kx, kh)
+        return dx, None if h is None else dh_prev, None if c is None else dc_prev, _kernel_grad(dkx, dkh), db
+
+
+def gru_step(x: torch.Tensor, h: torch.Tensor | None, gates_: tuple, candidate: tuple, keep_gates: bool = False):
+    """``(h,)``, then z, r and the candidate if ``keep_gates``, of a ConvGRU step; ``h=None`` is the zero state.
+
+    ``gates_`` and ``candidate`` are the two ``GateConv._folded`` pairs.
+    With autograd on, through one autograd node (:class:`_GRUStep`).
+    """
+    if torch.is_grad_enabled():
+        if keep_gates:
+            raise ValueError("gru_step returns gates only without autograd.")
+        return (_GRUStep.apply(x, h, *gates_, *candidate),)
+    out = kernels().gru_forward(x, _or_empty(h, x), *layout(*gates_), *layout(*candidate), keep_gates)
+    return tuple(out)
+
+
+class _GRUStep(torch.autograd.Function):
+    """A ConvGRU step as one autograd node: saves X, H, z, r and the candidate."""
+
+    @staticmethod
+    def forward(ctx, x, h, k_zr, b_zr, k_c, b_c):
+        (kx_zr, kh_zr, b1), (kx_c, kh_c, b2) = layout(k_zr, b_zr), layout(k_c, b_c)
+        h_out, *saved = kernels().gru_forward(x, _or_empty(h, x), kx_zr, kh_zr, b1, kx_c, kh_c, b2, True)
+        ctx.save_for_backward(x, h, kx_zr, kh_zr, kx_c, kh_c, *saved)
+        ctx.set_materialize_grads(False)
+        return h_out
+
+    @staticmethod
+    def backward(ctx, dh):
+        x, h, kx_zr, kh_zr, kx_c, kh_c, *saved = ctx.saved_tensors
+        if dh is None:
+            return None, None, None, None, None, None
+        dx, dh_prev, dkx_zr, dkh_zr, db_zr, dkx_c, dkh_c, db_c = kernels().gru_backward(
+            _grad(dh, x), saved, x, _or_empty(h, x), kx_zr, kh_zr, kx_c, kh_c)
+        return (dx, None if h is None else dh_prev, _kernel_grad(dkx_zr, dkh_zr), db_zr,
+                _kernel_grad(dkx_c, dkh_c), db_c)
