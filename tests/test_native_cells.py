@@ -274,3 +274,14 @@ def test_the_build_key_names_this_machine_torch_and_the_sources():
     key = native._build_key()
     assert len(key) == 10 and int(key, 16) >= 0 and key == native._build_key()
     assert cells.native is native
+
+
+def test_a_cpu_runs_log_names_the_cells_path(monkeypatch):
+    assert native.describe(build_model("resnet20")) is None
+    assert native.describe(build_model("regnet20", cell="rnn")) is None
+    line = native.describe(build_model("regnet20"))
+    assert line == ("regulator cells: C++ steps for this CPU (regnet/models/native.py)" if native.kernels()
+                    else "regulator cells: PyTorch ops (the C++ steps could not be built)")
+    monkeypatch.setattr(native, "kernels", lambda: None)
+    monkeypatch.setenv("REGNET_NATIVE", "0")
+    assert native.describe(build_model("regnet20", cell="gru")) == "regulator cells: PyTorch ops (REGNET_NATIVE=0)"

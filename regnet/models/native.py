@@ -52,6 +52,19 @@ def kernels():
         return None
 
 
+def describe(model: torch.nn.Module) -> str | None:
+    """One line for a CPU run's log on the path its regulator's cells take; None for a model without such cells.
+
+    Calling it builds the kernels if they are not in the cache yet (about 20 s, once per machine).
+    """
+    if not any(getattr(type(m), "_native", None) is not None for m in model.modules()):
+        return None
+    if kernels() is not None:
+        return "regulator cells: C++ steps for this CPU (regnet/models/native.py)"
+    why = "REGNET_NATIVE=0" if os.environ.get("REGNET_NATIVE", "1") == "0" else "the C++ steps could not be built"
+    return f"regulator cells: PyTorch ops ({why})"
+
+
 def _build_key() -> str:
     """A short hash of this CPU (``-march=native`` code is built per CPU), torch's version and the sources.
 
