@@ -204,3 +204,15 @@ def test_evaluate_runs_batches_on_worker_threads_but_keeps_a_compiled_model_on_i
     one_thread = evaluate(compiled, batches, 10, torch.device("cpu"))
     assert compiled.threads == [threading.get_ident()] * 6
     assert one_thread["top1"] == side_by_side["top1"] and one_thread["loss"] == pytest.approx(side_by_side["loss"])
+
+
+def test_the_redundancy_cosine_is_the_same_in_either_memory_order():
+    from regnet.inspect.analyses import _cosine_sum
+
+    torch.manual_seed(0)
+    a, b = torch.randn(5, 16, 8, 8), torch.randn(5, 16, 8, 8)
+    b = 0.5 * a + b  # correlated, so the cosine is far from 0
+    expected = float(torch.nn.functional.cosine_similarity(a.flatten(1), b.flatten(1), dim=1).sum())
+    cl = [t.contiguous(memory_format=torch.channels_last) for t in (a, b)]
+    assert abs(_cosine_sum(*cl) - expected) < 1e-5 and abs(expected) > 0.5
+    assert abs(_cosine_sum(cl[0], b) - expected) < 1e-5  # mixed formats: NCHW order for both

@@ -87,15 +87,25 @@ def _batch_results(model: nn.Module, ablated: nn.Module | None, store: BlockOutp
     result = {
         "targets": y.cpu(), "preds": pred.cpu(), "confidence": conf.cpu(),
         "readout": {t: int((model.head(out).argmax(1) == y).sum()) for (s, t), out in outputs.items() if s == last},
-        "cosine": {(s, t): float(nn.functional.cosine_similarity(out.flatten(1), outputs[(s, t + 1)].flatten(1),
-                                                                  dim=1).sum())
-                   for (s, t), out in outputs.items() if (s, t + 1) in outputs},
+        "cosine": {(s, t): _cosine_sum(out, outputs[(s, t + 1)]) for (s, t), out in outputs.items()
+                   if (s, t + 1) in outputs},
     }
     if ablated is not None:
         zeroed = ablated(x)
         result["ablated"] = zeroed.argmax(1).cpu()
         result["logit_change"] = float((zeroed - logits).abs().mean(1).sum())
     return result
+
+
+def _cosine_sum(a: torch.Tensor, b: torch.Tensor) -> float:
+    """The sum over images of the cosine similarity of two maps, each flattened in its memory order.
+
+    A cosine is the same in any order of the values, as long as both maps
+    use the same one; flattening a channels-last map in NCHW order would copy it.
+    """
+    if a.is_contiguous(memory_format=torch.channels_last) and b.is_contiguous(memory_format=torch.channels_last):
+        a, b = a.permute(0, 2, 3, 1), b.permute(0, 2, 3, 1)
+    return float(nn.functional.cosine_similarity(a.flatten(1), b.flatten(1), dim=1).sum())
 
 
 def _analyze(model: nn.Module, ablated: nn.Module | None, batches: Iterable, class_names: list[str], device: str,
