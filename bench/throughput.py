@@ -397,6 +397,7 @@ def print_result(result: dict, summary_rows: list[dict]) -> None:
 # --- profiling: where one configuration's training step spends its time ---------------------------------------
 
 CATEGORIES = (
+    ("C++ cell step", ("regnet::",)),  # the cells' own operators (regnet/models/native.py)
     ("conv", ("convolution",)),
     ("batch norm", ("batch_norm",)),
     ("copy/layout", ("copy_", "clone", "cat", "stack", "contiguous", "_to_copy")),
@@ -442,7 +443,7 @@ class CpuClock(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         start = time.process_time()
         out = func(*args, **(kwargs or {}))
-        key = (f"aten::{func.overloadpacket.__name__}",
+        key = (f"{func.namespace}::{func.overloadpacket.__name__}",
                str([list(a.shape) if isinstance(a, torch.Tensor) else [] for a in args]))
         self.seconds[key] = self.seconds.get(key, 0.0) + time.process_time() - start
         self.calls[key] = self.calls.get(key, 0) + 1
