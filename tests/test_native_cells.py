@@ -285,3 +285,16 @@ def test_a_cpu_runs_log_names_the_cells_path(monkeypatch):
     monkeypatch.setattr(native, "kernels", lambda: None)
     monkeypatch.setenv("REGNET_NATIVE", "0")
     assert native.describe(build_model("regnet20", cell="gru")) == "regulator cells: PyTorch ops (REGNET_NATIVE=0)"
+
+
+def test_a_lock_left_by_a_build_killed_midway_is_cleared_under_the_build_flock(tmp_path):
+    import fcntl
+
+    (tmp_path / "lock").write_text("")  # cpp_extension's marker, left by a killed build
+    with native.exclusive_build(tmp_path):
+        assert not (tmp_path / "lock").exists()
+        with open(tmp_path / "regnet.flock") as other:  # a second process would wait here
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with open(tmp_path / "regnet.flock") as other:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released after the build

@@ -23,6 +23,7 @@ import logging
 import os
 import platform
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -43,13 +44,40 @@ def kernels():
     try:
         from torch.utils import cpp_extension
 
-        cpp_extension.load(name=f"regnet_cells_{_build_key()}", sources=[str(p) for p in SOURCES],
-                           extra_cflags=list(FLAGS), is_python_module=False, verbose=False)
+        name = f"regnet_cells_{_build_key()}"
+        build_directory = Path(cpp_extension._get_build_directory(name, False))
+        with exclusive_build(build_directory):
+            cpp_extension.load(name=name, sources=[str(p) for p in SOURCES], extra_cflags=list(FLAGS),
+                               build_directory=str(build_directory), is_python_module=False, verbose=False)
         return torch.ops.regnet
     except Exception as error:  # noqa: BLE001 - any failed build leaves the (equal, slower) PyTorch path
         warnings.warn(f"RegNet's C++ cell kernels could not be built, so the cells run as PyTorch ops "
                       f"(slower on a CPU, same results): {str(error).strip().splitlines()[-1:]}", stacklevel=2)
         return None
+
+
+@contextmanager
+def exclusive_build(build_directory: Path):
+    """Hold this build's own lock, released by the OS when its holder dies, and clear cpp_extension's.
+
+    cpp_extension marks a build with a ``lock`` file that every later process
+    waits on for ever if the builder was killed midway. Builds of these
+    kernels happen only under this flock, so a ``lock`` file found while
+    holding it was left by a dead build and is removed.
+    """
+    build_directory.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: cpp_extension's own lock alone
+        yield
+        return
+    with open(build_directory / "regnet.flock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            (build_directory / "lock").unlink(missing_ok=True)
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def describe(model: torch.nn.Module) -> str | None:
