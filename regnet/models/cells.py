@@ -550,10 +550,10 @@ class _ConvCell(nn.Module):
     def forward(self, x: torch.Tensor, state=None, taps: StepTaps | None = None, keep_gates: bool = True):
         """One time step: ``(h, state, gates)``, the output, the state for the next step and the gates by name.
 
-        With ``keep_gates=False`` a step that nothing can observe (no
-        autograd, no hook on ``taps``, the fused path) runs streamed
-        (:meth:`_streamed`): only its state is written, and its gates come
-        back as ``{}``. Under CPU autocast the step runs in float32 with
+        With ``keep_gates=False`` the gates come back as ``{}``, and a step
+        that no hook on ``taps`` observes may skip writing them: a C++ step
+        (:mod:`.native`) or, without autograd, a streamed one
+        (:meth:`_streamed`); see :meth:`_run`. Under CPU autocast the step runs in float32 with
         autocast off (so on the fused path): the regulator's state is a
         recurrence, and in bf16 its rounding compounds from block to block
         (a bf16 regnet20's loss lagged fp32's by 5-10 steps on a fixed batch,
