@@ -550,7 +550,7 @@ class _ConvCell(nn.Module):
     def forward(self, x: torch.Tensor, state=None, taps: StepTaps | None = None, keep_gates: bool = True):
         """One time step: ``(h, state, gates)``, the output, the state for the next step and the gates by name.
 
-        With ``keep_gates=False`` the gates come back as ``{}``, and a step
+        With ``keep_gates=False`` the gates may come back as ``{}``: a step
         that no hook on ``taps`` observes may skip writing them: a C++ step
         (:mod:`.native`) or, without autograd, a streamed one
         (:meth:`_streamed`); see :meth:`_run`. Under CPU autocast the step runs in float32 with
