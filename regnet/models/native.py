@@ -31,7 +31,9 @@ import torch
 CSRC = Path(__file__).with_name("csrc")
 SOURCES = tuple(CSRC / name for name in ("conv_lstm.cpp", "conv_gru.cpp"))
 HEADERS = (CSRC / "depthwise.h",)
-FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-ffp-contract=fast", "-fno-math-errno")
+# -fopenmp: at::parallel_for is a header template whose OpenMP pragma does nothing without it (the steps
+# would run on one thread whatever torch.set_num_threads says).
+FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-ffp-contract=fast", "-fno-math-errno", "-fopenmp")
 
 
 @functools.cache
@@ -48,7 +50,8 @@ def kernels():
         build_directory = Path(cpp_extension._get_build_directory(name, False))
         with exclusive_build(build_directory):
             cpp_extension.load(name=name, sources=[str(p) for p in SOURCES], extra_cflags=list(FLAGS),
-                               build_directory=str(build_directory), is_python_module=False, verbose=False)
+                               extra_ldflags=["-fopenmp"], build_directory=str(build_directory),
+                               is_python_module=False, verbose=False)
         return torch.ops.regnet
     except Exception as error:  # noqa: BLE001 - any failed build leaves the (equal, slower) PyTorch path
         warnings.warn(f"RegNet's C++ cell kernels could not be built, so the cells run as PyTorch ops "

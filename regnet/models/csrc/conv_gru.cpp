@@ -104,10 +104,10 @@ std::vector<at::Tensor> gru_forward(const at::Tensor& x, const at::Tensor& h, co
   std::vector<at::Tensor> out{empty_map(s, x)};
   for (int j = 0; j < 3 && save; ++j) out.push_back(empty_map(s, x));
   at::parallel_for(0, s.n, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> buffers(3 * s.map());  // z, r (when not saved) and r*H of one image
+    float* buffers = scratch(3 * s.map());  // z, r (when not saved) and r*H of one image
     for (int64_t n = begin; n < end; ++n) {
-      GruImage m{image(x.data_ptr<float>(), s, n), image(data_or_null(h), s, n), buffers.data(),
-                 buffers.data() + s.map(), buffers.data() + 2 * s.map(), nullptr, image(out[0].data_ptr<float>(), s, n)};
+      GruImage m{image(x.data_ptr<float>(), s, n), image(data_or_null(h), s, n), buffers,
+                 buffers + s.map(), buffers + 2 * s.map(), nullptr, image(out[0].data_ptr<float>(), s, n)};
       if (save) {
         m.z = image(out[1].data_ptr<float>(), s, n), m.r = image(out[2].data_ptr<float>(), s, n);
         m.candidate = image(out[3].data_ptr<float>(), s, n);
@@ -130,10 +130,9 @@ std::vector<at::Tensor> gru_backward(const at::Tensor& dh, at::TensorList saved,
   const int64_t nc = 2 * kTaps * s.c + s.c, nzr = 2 * (2 * kTaps * s.c) + 2 * s.c;
   ThreadSums sums(nc + nzr);
   at::parallel_for(0, s.n, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> buffers(6 * s.map());  // Dc, Dzr (two maps), rh, drh
+    float* b = scratch(6 * s.map());  // Dc, Dzr (two maps), rh, drh
     double* mine = sums.mine();
     for (int64_t n = begin; n < end; ++n) {
-      float* b = buffers.data();
       const GruGrads m{image(dh.data_ptr<float>(), s, n), image(saved[0].data_ptr<float>(), s, n),
                        image(saved[1].data_ptr<float>(), s, n), image(saved[2].data_ptr<float>(), s, n),
                        image(x.data_ptr<float>(), s, n), image(data_or_null(h), s, n),

@@ -98,7 +98,7 @@ std::vector<at::Tensor> lstm_backward(const at::Tensor& dh, const at::Tensor& dc
   const int64_t nk = kGates * kTaps * s.c;
   ThreadSums sums(2 * nk + kGates * s.c);
   at::parallel_for(0, s.n, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> D(s.h * s.w * kGates * s.c);
+    float* D = scratch(s.h * s.w * kGates * s.c);
     double* mine = sums.mine();
     for (int64_t n = begin; n < end; ++n) {
       const LstmGrads m{{image(gates[0].data_ptr<float>(), s, n), image(gates[1].data_ptr<float>(), s, n),
@@ -106,11 +106,11 @@ std::vector<at::Tensor> lstm_backward(const at::Tensor& dh, const at::Tensor& dc
                         image(c_out.data_ptr<float>(), s, n), image(data_or_null(dh), s, n),
                         image(data_or_null(dc), s, n), image(data_or_null(c), s, n), image(data_or_null(dc_prev), s, n)};
       for (int64_t p = 0; p < s.h * s.w; ++p)
-        for_blocks(s.c, [&](auto lanes, int64_t c0) { lstm_grads_at<decltype(lanes)>(m, s, p, c0, D.data()); });
+        for_blocks(s.c, [&](auto lanes, int64_t c0) { lstm_grads_at<decltype(lanes)>(m, s, p, c0, D); });
       const float *x_n = image(x.data_ptr<float>(), s, n), *h_n = image(data_or_null(h), s, n);
-      transposed<kGates, false>(D.data(), kx.data_ptr<float>(), kh.data_ptr<float>(), s,
+      transposed<kGates, false>(D, kx.data_ptr<float>(), kh.data_ptr<float>(), s,
                                 image(dx.data_ptr<float>(), s, n), image(data_or_null(dh_prev), s, n));
-      weight_grads<kGates>(D.data(), x_n, h_n, s, mine);
+      weight_grads<kGates>(D, x_n, h_n, s, mine);
     }
   });
   auto grads = sums.totals({{kGates, kTaps, s.c}, {kGates, kTaps, s.c}, {kGates, s.c}}, x.options());

@@ -147,6 +147,14 @@ inline at::Tensor empty_map(const Shape& s, const at::Tensor& like) {
 
 inline at::Tensor none_like(const at::Tensor& like) { return at::empty({0}, like.options()); }
 
+// A per-thread buffer of at least n floats, kept between calls: one image's working maps (hundreds of KB)
+// allocated afresh on every call would come from mmap, and their page faults serialise the threads.
+inline float* scratch(size_t n) {
+  thread_local std::vector<float> buffer;
+  if (buffer.size() < n) buffer.resize(n);
+  return buffer.data();
+}
+
 // a[k] += the 3x3 taps of M around pixel (y, x) weighted by w[k, tap], for a channel block from c0.
 template <int G, class T>
 ALWAYS_INLINE void add_taps(const float* M, const float* w, const Shape& s, int64_t y, int64_t x, int64_t c0,
