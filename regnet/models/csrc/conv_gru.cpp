@@ -20,28 +20,34 @@ struct GruKernels {
 };
 
 void gru_image(const GruImage& m, const GruKernels& k, const Shape& s) {
-  for_pixels(s.h, s.w, s.c, [&](int64_t y, int64_t x, auto lanes, int64_t c0) {
+  for_pixel_pairs(s.h, s.w, s.c, [&](int64_t y, int64_t x, auto pixels, auto lanes, int64_t c0) {
+    constexpr int P = decltype(pixels)::value;
     using T = decltype(lanes);
-    const int64_t p = s.at(y, x) + c0;
-    T a[2];
-    gate_sums<2, T>(m.x, m.h, k.kx_zr, k.kh_zr, k.b_zr, s, y, x, c0, a);
-    const T r = sigmoid(a[1]);
-    store(m.z + p, sigmoid(a[0]));
-    store(m.r + p, r);
-    if (m.h) store(m.rh + p, r * load<T>(m.h + p));
+    T a[P][2];
+    gate_sums<2, P, T>(m.x, m.h, k.kx_zr, k.kh_zr, k.b_zr, s, y, x, c0, a);
+    for (int q = 0; q < P; ++q) {
+      const int64_t p = s.at(y, x + q) + c0;
+      const T r = sigmoid(a[q][1]);
+      store(m.z + p, sigmoid(a[q][0]));
+      store(m.r + p, r);
+      if (m.h) store(m.rh + p, r * load<T>(m.h + p));
+    }
   });
-  for_pixels(s.h, s.w, s.c, [&](int64_t y, int64_t x, auto lanes, int64_t c0) {
+  for_pixel_pairs(s.h, s.w, s.c, [&](int64_t y, int64_t x, auto pixels, auto lanes, int64_t c0) {
+    constexpr int P = decltype(pixels)::value;
     using T = decltype(lanes);
-    const int64_t p = s.at(y, x) + c0;
-    T a[1];
-    gate_sums<1, T>(m.x, m.h ? m.rh : nullptr, k.kx_c, k.kh_c, k.b_c, s, y, x, c0, a);
-    const T candidate = tanh_approx(a[0]), z = load<T>(m.z + p);
-    if (m.candidate) store(m.candidate + p, candidate);
-    if (m.h) {
-      const T h = load<T>(m.h + p);
-      store(m.h_out + p, h + z * (candidate - h));
-    } else {
-      store(m.h_out + p, z * candidate);
+    T a[P][1];
+    gate_sums<1, P, T>(m.x, m.h ? m.rh : nullptr, k.kx_c, k.kh_c, k.b_c, s, y, x, c0, a);
+    for (int q = 0; q < P; ++q) {
+      const int64_t p = s.at(y, x + q) + c0;
+      const T candidate = tanh_approx(a[q][0]), z = load<T>(m.z + p);
+      if (m.candidate) store(m.candidate + p, candidate);
+      if (m.h) {
+        const T h = load<T>(m.h + p);
+        store(m.h_out + p, h + z * (candidate - h));
+      } else {
+        store(m.h_out + p, z * candidate);
+      }
     }
   });
 }

@@ -17,23 +17,26 @@ struct LstmImage {
   float *c, *h_out, *gate[kGates];
 };
 
-// One pixel's channel block of a forward step: gates, cell update, output, and the gates if they are saved.
-template <class T>
+// P neighbouring pixels' channel block of a forward step: gates, cell update, output, and the gates if saved.
+template <int P, class T>
 ALWAYS_INLINE void lstm_at(const LstmImage& m, const float* kx, const float* kh, const float* bias, const Shape& s,
                            int64_t y, int64_t x, int64_t c0) {
-  const int64_t p = s.at(y, x) + c0;
-  T a[kGates];
-  gate_sums<kGates, T>(m.x, m.h, kx, kh, bias, s, y, x, c0, a);
-  const T i = sigmoid(a[0]), f = sigmoid(a[1]), o = sigmoid(a[2]), g = tanh_approx(a[3]);
-  T cell = i * g;
-  if (m.c_prev) cell += f * load<T>(m.c_prev + p);
-  store(m.c + p, cell);
-  store(m.h_out + p, o * tanh_approx(cell));
-  if (!m.gate[0]) return;
-  store(m.gate[0] + p, i);
-  store(m.gate[1] + p, f);
-  store(m.gate[2] + p, o);
-  store(m.gate[3] + p, g);
+  T a[P][kGates];
+  gate_sums<kGates, P, T>(m.x, m.h, kx, kh, bias, s, y, x, c0, a);
+#pragma GCC unroll 2
+  for (int q = 0; q < P; ++q) {
+    const int64_t p = s.at(y, x + q) + c0;
+    const T i = sigmoid(a[q][0]), f = sigmoid(a[q][1]), o = sigmoid(a[q][2]), g = tanh_approx(a[q][3]);
+    T cell = i * g;
+    if (m.c_prev) cell += f * load<T>(m.c_prev + p);
+    store(m.c + p, cell);
+    store(m.h_out + p, o * tanh_approx(cell));
+    if (!m.gate[0]) continue;
+    store(m.gate[0] + p, i);
+    store(m.gate[1] + p, f);
+    store(m.gate[2] + p, o);
+    store(m.gate[3] + p, g);
+  }
 }
 
 // The maps one image's backward reads and writes (null: a zero state, a zero gradient).
@@ -77,8 +80,9 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& x, const at::Tensor& h, c
       LstmImage m{image(x.data_ptr<float>(), s, n), image(data_or_null(h), s, n), image(data_or_null(c), s, n),
                   image(out[1].data_ptr<float>(), s, n), image(out[0].data_ptr<float>(), s, n), {}};
       for (int k = 0; k < kGates && save; ++k) m.gate[k] = image(out[2 + k].data_ptr<float>(), s, n);
-      for_pixels(s.h, s.w, s.c, [&](int64_t y, int64_t xw, auto lanes, int64_t c0) {
-        lstm_at<decltype(lanes)>(m, kx.data_ptr<float>(), kh.data_ptr<float>(), bias.data_ptr<float>(), s, y, xw, c0);
+      for_pixel_pairs(s.h, s.w, s.c, [&](int64_t y, int64_t xw, auto pixels, auto lanes, int64_t c0) {
+        lstm_at<decltype(pixels)::value, decltype(lanes)>(m, kx.data_ptr<float>(), kh.data_ptr<float>(),
+                                                           bias.data_ptr<float>(), s, y, xw, c0);
       });
     }
   });

@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
@@ -155,33 +156,59 @@ inline float* scratch(size_t n) {
   return buffer.data();
 }
 
-// a[k] += the 3x3 taps of M around pixel (y, x) weighted by w[k, tap], for a channel block from c0.
-template <int G, class T>
+// a[p][k] += the 3x3 taps of M around pixel (y, x + p) weighted by w[k, tap], for a channel block from c0, for
+// P neighbouring pixels of a row (x + P - 1 < width): each kernel value loaded serves all P. A tap outside the
+// image reads zero.
+template <int G, int P, class T>
 ALWAYS_INLINE void add_taps(const float* M, const float* w, const Shape& s, int64_t y, int64_t x, int64_t c0,
-                            T (&a)[G]) {
+                            T (&a)[P][G]) {
 #pragma GCC unroll 3
   for (int ky = 0; ky < 3; ++ky) {
     const int64_t yy = y + ky - 1;
     if (yy < 0 || yy >= s.h) continue;
 #pragma GCC unroll 3
     for (int kx = 0; kx < 3; ++kx) {
-      const int64_t xx = x + kx - 1;
-      if (xx < 0 || xx >= s.w) continue;
-      const T m = load<T>(M + s.at(yy, xx) + c0);
+      T m[P];
 #pragma GCC unroll 4
-      for (int k = 0; k < G; ++k) a[k] += load<T>(w + (k * kTaps + ky * 3 + kx) * s.c + c0) * m;
+      for (int p = 0; p < P; ++p) {
+        const int64_t xx = x + p + kx - 1;
+        m[p] = xx >= 0 && xx < s.w ? load<T>(M + s.at(yy, xx) + c0) : T{};
+      }
+#pragma GCC unroll 4
+      for (int k = 0; k < G; ++k) {
+        const T wk = load<T>(w + (k * kTaps + ky * 3 + kx) * s.c + c0);
+#pragma GCC unroll 4
+        for (int p = 0; p < P; ++p) a[p][k] += wk * m[p];
+      }
     }
   }
 }
 
-// The G pre-activations at (y, x): bias + kx * X + kh * H (H null: a zero state).
-template <int G, class T>
+// The G pre-activations at (y, x + p) for P neighbouring pixels: bias + kx * X + kh * H (H null: a zero state).
+template <int G, int P, class T>
 ALWAYS_INLINE void gate_sums(const float* X, const float* H, const float* kx, const float* kh, const float* bias,
-                             const Shape& s, int64_t y, int64_t x, int64_t c0, T (&a)[G]) {
+                             const Shape& s, int64_t y, int64_t x, int64_t c0, T (&a)[P][G]) {
 #pragma GCC unroll 4
-  for (int k = 0; k < G; ++k) a[k] = load<T>(bias + k * s.c + c0);
-  add_taps<G, T>(X, kx, s, y, x, c0, a);
-  if (H) add_taps<G, T>(H, kh, s, y, x, c0, a);
+  for (int k = 0; k < G; ++k) {
+    const T b = load<T>(bias + k * s.c + c0);
+#pragma GCC unroll 4
+    for (int p = 0; p < P; ++p) a[p][k] = b;
+  }
+  add_taps<G, P, T>(X, kx, s, y, x, c0, a);
+  if (H) add_taps<G, P, T>(H, kh, s, y, x, c0, a);
+}
+
+// body(y, x, P, T{}, c0) over an image's pixels, two neighbours of a row at a time (P = 2, the last one of an
+// odd row alone), and their channel blocks; P arrives as std::integral_constant.
+template <class Body>
+ALWAYS_INLINE void for_pixel_pairs(int64_t height, int64_t width, int64_t channels, Body&& body) {
+  for (int64_t y = 0; y < height; ++y) {
+    int64_t x = 0;
+    for (; x + 1 < width; x += 2)
+      for_blocks(channels, [&](auto lanes, int64_t c0) { body(y, x, std::integral_constant<int, 2>{}, lanes, c0); });
+    if (x < width)
+      for_blocks(channels, [&](auto lanes, int64_t c0) { body(y, x, std::integral_constant<int, 1>{}, lanes, c0); });
+  }
 }
 
 // dX (and dH, if dh is given) at (y, x): the transposed depthwise convolutions of D [H*W, G, C], the sum over
