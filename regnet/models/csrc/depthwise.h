@@ -211,43 +211,56 @@ ALWAYS_INLINE void for_pixel_pairs(int64_t height, int64_t width, int64_t channe
   }
 }
 
-// dX (and dH, if dh is given) at (y, x): the transposed depthwise convolutions of D [H*W, G, C], the sum over
-// taps and gates of w[k, tap] * D[the output pixel whose tap reads (y, x), k]; both in one pass, so that each
-// D value loaded serves both. With kAdd the results are added to what dx and dh hold.
-template <int G, bool kWithH, bool kAdd, class T>
-ALWAYS_INLINE void transposed_at(const float* D, const float* kx, const float* kh, const Shape& s, int64_t y,
-                                 int64_t x, int64_t c0, float* dx, float* dh) {
-  T ax{}, ah{};
+// dX (and dH, if dh is given) at (y, x + p) for P neighbouring pixels of a row: the transposed depthwise
+// convolutions of D [H*W, G, C], the sum over taps and gates of w[k, tap] * D[the output pixel whose tap reads
+// (y, x + p), k]. Each kernel value loaded serves the P pixels and each D value both sums; a tap outside the
+// image reads `zeros` (G*C zeros). With kAdd the results are added to what dx and dh hold.
+template <int G, int P, bool kWithH, bool kAdd, class T>
+ALWAYS_INLINE void transposed_at(const float* D, const float* zeros, const float* kx, const float* kh,
+                                 const Shape& s, int64_t y, int64_t x, int64_t c0, float* dx, float* dh) {
+  T ax[P] = {}, ah[P] = {};
 #pragma GCC unroll 3
   for (int ky = 0; ky < 3; ++ky) {
     const int64_t ry = y - ky + 1;
     if (ry < 0 || ry >= s.h) continue;
 #pragma GCC unroll 3
     for (int kx_ = 0; kx_ < 3; ++kx_) {
-      const int64_t rx = x - kx_ + 1;
-      if (rx < 0 || rx >= s.w) continue;
-      const float* d = D + (ry * s.w + rx) * G * s.c + c0;
+      const float* d[P];
+#pragma GCC unroll 4
+      for (int p = 0; p < P; ++p) {
+        const int64_t rx = x + p - kx_ + 1;
+        d[p] = (rx >= 0 && rx < s.w ? D + (ry * s.w + rx) * G * s.c : zeros) + c0;
+      }
 #pragma GCC unroll 4
       for (int k = 0; k < G; ++k) {
         const int64_t w = (k * kTaps + ky * 3 + kx_) * s.c + c0;
-        const T dk = load<T>(d + k * s.c);
-        ax += load<T>(kx + w) * dk;
-        if (kWithH) ah += load<T>(kh + w) * dk;
+        const T wx = load<T>(kx + w), wh = kWithH ? load<T>(kh + w) : T{};
+#pragma GCC unroll 4
+        for (int p = 0; p < P; ++p) {
+          const T dk = load<T>(d[p] + k * s.c);
+          ax[p] += wx * dk;
+          if (kWithH) ah[p] += wh * dk;
+        }
       }
     }
   }
-  const int64_t p = s.at(y, x) + c0;
-  store(dx + p, kAdd ? load<T>(dx + p) + ax : ax);
-  if (kWithH) store(dh + p, kAdd ? load<T>(dh + p) + ah : ah);
+#pragma GCC unroll 4
+  for (int p = 0; p < P; ++p) {
+    const int64_t q = s.at(y, x + p) + c0;
+    store(dx + q, kAdd ? load<T>(dx + q) + ax[p] : ax[p]);
+    if (kWithH) store(dh + q, kAdd ? load<T>(dh + q) + ah[p] : ah[p]);
+  }
 }
 
 // X's (and H's) gradients of one image from D, over every pixel (see transposed_at).
 template <int G, bool kAdd>
 void transposed(const float* D, const float* kx, const float* kh, const Shape& s, float* dx, float* dh) {
-  for_pixels(s.h, s.w, s.c, [&](int64_t y, int64_t x, auto lanes, int64_t c0) {
+  const std::vector<float> zeros(G * s.c, 0.0f);
+  for_pixel_pairs(s.h, s.w, s.c, [&](int64_t y, int64_t x, auto pixels, auto lanes, int64_t c0) {
+    constexpr int P = decltype(pixels)::value;
     using T = decltype(lanes);
-    if (dh) transposed_at<G, true, kAdd, T>(D, kx, kh, s, y, x, c0, dx, dh);
-    else transposed_at<G, false, kAdd, T>(D, kx, kh, s, y, x, c0, dx, nullptr);
+    if (dh) transposed_at<G, P, true, kAdd, T>(D, zeros.data(), kx, kh, s, y, x, c0, dx, dh);
+    else transposed_at<G, P, false, kAdd, T>(D, zeros.data(), kx, kh, s, y, x, c0, dx, nullptr);
   });
 }
 
