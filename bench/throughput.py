@@ -37,9 +37,10 @@ import os
 import statistics
 import sys
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from unittest.mock import patch
 
 if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -134,28 +135,16 @@ def cpu_seconds(fn) -> float:
     return time.process_time() - start
 
 
-@contextmanager
 def plain_path():
     """The cells on their plain torch-ops path (``regnet.models.cells.fused`` off): the operations the CPU path
     ran before the fused autograd functions, as a before/after in one process."""
-    saved = cells.fused
-    cells.fused = lambda x: False
-    try:
-        yield
-    finally:
-        cells.fused = saved
+    return patch.object(cells, "fused", lambda x: False)
 
 
-@contextmanager
 def eager_path():
     """The cells without their C++ step (``regnet.models.native.kernels`` off): the fused autograd functions
     and streamed steps of PyTorch ops, as the C++ step's before in one process."""
-    saved = native.kernels
-    native.kernels = lambda: None
-    try:
-        yield
-    finally:
-        native.kernels = saved
+    return patch.object(native, "kernels", lambda: None)
 
 
 # The cells' paths the headline can compare: the default (C++ step where built), and its befores.
@@ -217,21 +206,15 @@ def general_inference_paths():
     import regnet.train.metrics as metrics
     from regnet.models import blocks
 
-    streamed = {c: c.__dict__["_streamed"] for c in (cells.ConvLSTMCell, cells.ConvGRUCell)}
-    saved_unused, saved_map, saved_kernels = blocks._Regulated.cell_unused, metrics.map_batches, native.kernels
-    blocks._Regulated.cell_unused = lambda self: False
-    native.kernels = lambda: None
-    metrics.map_batches = analyses.map_batches = lambda fn, batches, device, side_by_side=True: map(fn, batches)
-    for c in streamed:
-        c._streamed = None
-    try:
+    one_at_a_time = lambda fn, batches, device, side_by_side=True: map(fn, batches)  # noqa: E731
+    with ExitStack() as stack:
+        stack.enter_context(eager_path())
+        stack.enter_context(patch.object(blocks._Regulated, "cell_unused", lambda self: False))
+        for module in (metrics, analyses):
+            stack.enter_context(patch.object(module, "map_batches", one_at_a_time))
+        for cell in (cells.ConvLSTMCell, cells.ConvGRUCell):
+            stack.enter_context(patch.object(cell, "_streamed", None))
         yield
-    finally:
-        blocks._Regulated.cell_unused = saved_unused
-        native.kernels = saved_kernels
-        metrics.map_batches = analyses.map_batches = saved_map
-        for c, f in streamed.items():
-            c._streamed = f
 
 
 def lab_inference(images: int, threads: int, batch: int, rounds: int = 1, compare: bool = False) -> list[dict]:

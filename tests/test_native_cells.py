@@ -298,3 +298,17 @@ def test_a_lock_left_by_a_build_killed_midway_is_cleared_under_the_build_flock(t
                 fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
     with open(tmp_path / "regnet.flock") as other:
         fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released after the build
+
+
+@needs_build
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_gates_are_refused_while_autograd_records(kind):
+    """Gates from the C++ step are not nodes of the graph: asked for under autograd, the step says so."""
+    x, state = _inputs(8, (4, 4), True, True, kind=kind)
+    cell = _cell(8, kind=kind)
+    step = (lambda: native.lstm_step(x, state, *cell.conv._folded(), keep_gates=True)) if kind == "lstm" else \
+        (lambda: native.gru_step(x, state[0], cell.gates._folded(), cell.candidate._folded(), keep_gates=True))
+    with pytest.raises(ValueError, match="gates only without autograd"):
+        step()
+    with torch.no_grad():
+        assert len(step()) == (6 if kind == "lstm" else 4)

@@ -743,7 +743,6 @@ class ConvLSTMCell(_ConvCell):
             torch.mul(o, _fused_tanh(c_part), out=h[part])
         return h, (h, c)
 
-
     def _native(self, x, state, keep_gates: bool):
         """``(h, (h, c), gates)`` by the C++ step (:func:`.native.lstm_step`): the same function to about 1e-6.
 

@@ -39,7 +39,7 @@ FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-ffp-contract=fas
 @functools.cache
 def kernels():
     """The compiled operators (``torch.ops.regnet``), or None where they are off or cannot be built."""
-    if os.environ.get("REGNET_NATIVE", "1") == "0":
+    if _turned_off():
         return None
     # A CUDA build of torch on a machine without CUDA logs a warning when cpp_extension is imported: noise here.
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
@@ -74,13 +74,10 @@ def exclusive_build(build_directory: Path):
     except ImportError:  # not POSIX: cpp_extension's own lock alone
         yield
         return
-    with open(build_directory / "regnet.flock", "w") as handle:
+    with open(build_directory / "regnet.flock", "w") as handle:  # closing it releases the flock
         fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            (build_directory / "lock").unlink(missing_ok=True)
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        (build_directory / "lock").unlink(missing_ok=True)
+        yield
 
 
 def describe(model: torch.nn.Module) -> str | None:
@@ -92,8 +89,12 @@ def describe(model: torch.nn.Module) -> str | None:
         return None
     if kernels() is not None:
         return "regulator cells: C++ steps for this CPU (regnet/models/native.py)"
-    why = "REGNET_NATIVE=0" if os.environ.get("REGNET_NATIVE", "1") == "0" else "the C++ steps could not be built"
+    why = "REGNET_NATIVE=0" if _turned_off() else "the C++ steps could not be built"
     return f"regulator cells: PyTorch ops ({why})"
+
+
+def _turned_off() -> bool:
+    return os.environ.get("REGNET_NATIVE", "1") == "0"
 
 
 def _build_key() -> str:

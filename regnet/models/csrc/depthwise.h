@@ -105,13 +105,6 @@ ALWAYS_INLINE void for_blocks(int64_t channels, Body&& body) {
   for (; c0 < channels; ++c0) body(0.0f, c0);
 }
 
-// body(y, x, T{}, c0) over every pixel and channel block of an image.
-template <class Body>
-ALWAYS_INLINE void for_pixels(int64_t height, int64_t width, int64_t channels, Body&& body) {
-  for (int64_t y = 0; y < height; ++y)
-    for (int64_t x = 0; x < width; ++x) for_blocks(channels, [&](auto lanes, int64_t c0) { body(y, x, lanes, c0); });
-}
-
 struct Shape {
   int64_t n, h, w, c;
   int64_t map() const { return h * w * c; }
