@@ -16,7 +16,8 @@ import torch
 from torch import nn
 from torchvision.ops import SqueezeExcitation
 
-from .cells import StepTaps, make_cell
+from . import native
+from .cells import StepTaps, fused, hooked, make_cell
 from .recording import RegulatorRecord
 
 
@@ -134,6 +135,13 @@ def _in_format_of(tensor: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return tensor.contiguous(memory_format=torch.channels_last)
 
 
+def _native_norm(t: torch.Tensor, norm: nn.Module, *replaced: nn.Module) -> bool:
+    """Whether a BN (+ReLU) on ``t`` can run as the C++ steps' (:mod:`.native`): a CPU float32 channels-last map
+    (:func:`.cells.fused`), the paper's BN, the kernels built, and no hook on the modules it stands in for."""
+    return (fused(t) and t.is_contiguous(memory_format=torch.channels_last) and native.norm_supported(norm)
+            and not any(hooked(m) for m in replaced) and native.kernels() is not None)
+
+
 class _Regulated:
     """A plain block's layers plus a regulator beside them (Fig. 3): its norm, the fusion, taps and recording.
 
@@ -163,35 +171,65 @@ class _Regulated:
     def forward(self, x: torch.Tensor, cell: nn.Module | None, state=None):
         """``(out, state)``; ``cell=None`` when nothing reads the cell (see :meth:`cell_unused`): it is not run."""
         x2 = self.first(x)
+        if cell is not None and self._folds_norm(cell, x2):
+            concatenated, new_state = cell.step_into_fusion(x2, self.middle(x2), state, self.regulator_norm[0])
+            return self.taps.output(self.last(self._fusion_of(concatenated), x)), new_state
         h = new_state = None
         if cell is not None:
             h, new_state, gates = cell(x2, state, self.taps, keep_gates=self.trace is not None)
-        # The efficient cell computes channels-last; H joins the block's features in their memory format,
-        # since element-wise kernels (BN, ReLU and their backward) are slow on mixed formats.
-        regulated = None if self.ablated else self.regulator_norm(_in_format_of(h, x2))
-        out = self.taps.output(self.last(self._fused(x2, regulated), x))
+        out = self.taps.output(self.last(self._fused(x2, None if self.ablated else h), x))
         if self.trace is not None:
             self._record(x2, h, new_state, gates, out, cell.zero_state(x2) if state is None else state)
         return out, new_state
+
+    def _folds_norm(self, cell: nn.Module, x2: torch.Tensor) -> bool:
+        """Whether the cell's C++ step can fold in the norm on H and the concatenation (:meth:`~.cells._ConvCell.step_into_fusion`).
+
+        Only for the paper's regulator (BN+ReLU on H, concatenated; see
+        :meth:`_norm_in_cpp`), neither ablated nor recorded.
+        """
+        return (not self.ablated and self.trace is None and self._norm_in_cpp(x2)
+                and cell.folds_norm(x2, self.taps))
+
+    def _norm_in_cpp(self, h: torch.Tensor) -> bool:
+        """Whether the norm on H and the concatenation can run as :func:`.native.norm_relu_cat`: the paper's
+        regulator (BN+ReLU on H, concatenated) on maps :func:`_native_norm` takes."""
+        norm = self.regulator_norm
+        return (self.fusion == "concat" and isinstance(norm, nn.Sequential)
+                and _native_norm(h, norm[0], norm))
 
     def cell_unused(self) -> bool:
         """Whether nothing reads this block's cell: its output ablated, and no autograd, trace or hook on a tap."""
         return self.ablated and self.trace is None and not torch.is_grad_enabled() and not self.taps.observed()
 
-    def _fused(self, x2: torch.Tensor, regulated: torch.Tensor | None) -> torch.Tensor:
-        """X3, the features fused with the regulated H; ``regulated=None``: ablated, H taken as zeros.
+    def _fused(self, x2: torch.Tensor, h: torch.Tensor | None) -> torch.Tensor:
+        """X3, the features fused with H after its norm; ``h=None``: ablated, the regulated H taken as zeros.
 
         An ablated H's half of the 1x1 conv over ``cat[features, H]`` adds
-        exactly nothing, so it is skipped with the concatenation.
+        exactly nothing, so it is skipped with the concatenation. The efficient
+        cell computes channels-last; H joins the block's features in their
+        memory format, since element-wise kernels are slow on mixed formats.
         """
         if self.fusion == "replace":
-            return self.middle(torch.zeros_like(x2) if regulated is None else regulated)
+            return self.middle(torch.zeros_like(x2) if h is None else self.regulator_norm(_in_format_of(h, x2)))
         features = self.middle(x2)
-        if regulated is None:
-            x3 = nn.functional.conv2d(features, self.fuse.weight[:, : features.shape[1]], self.fuse.bias)
-        else:
-            x3 = self.fuse(torch.cat((features, regulated), dim=1))
-        return self.relu(self.bn_fuse(x3))
+        if h is None:
+            return self._fusion_norm(nn.functional.conv2d(features, self.fuse.weight[:, : features.shape[1]],
+                                                          self.fuse.bias))
+        if self._norm_in_cpp(x2) and h.is_contiguous(memory_format=torch.channels_last):
+            return self._fusion_of(native.norm_relu_cat(features, h, self.regulator_norm[0]))
+        return self._fusion_of(torch.cat((features, self.regulator_norm(_in_format_of(h, x2))), dim=1))
+
+    def _fusion_of(self, concatenated: torch.Tensor) -> torch.Tensor:
+        """X3 from ``cat[features, regulated H]``: the 1x1 fusion, its BN and ReLU."""
+        return self._fusion_norm(self.fuse(concatenated))
+
+    def _fusion_norm(self, fused_: torch.Tensor) -> torch.Tensor:
+        """ReLU(bn_fuse(.)): by :func:`.native.bn_relu` where :func:`_native_norm` allows, the same function in
+        fewer passes."""
+        if _native_norm(fused_, self.bn_fuse, self.bn_fuse, self.relu):
+            return native.bn_relu(fused_, self.bn_fuse)
+        return self.relu(self.bn_fuse(fused_))
 
     def _record(self, cell_input, h, state, gates, out, previous) -> None:
         """One :class:`RegulatorRecord`; ``previous`` is the state this step read (zeros at a stage's start)."""

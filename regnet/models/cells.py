@@ -85,9 +85,13 @@ class StepTaps(nn.Module):
         Only then must each gate and state of a step be written out and passed
         through its tap (see :meth:`_ConvCell._run`).
         """
-        parts = [m for m in (self.hidden, self.cell, *self.gates.values()) if m is not None]
-        return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
-                   for m in parts)
+        return any(hooked(m) for m in (self.hidden, self.cell, *self.gates.values()) if m is not None)
+
+
+def hooked(module: nn.Module) -> bool:
+    """Whether a forward or backward hook is registered on ``module`` or a module inside it."""
+    return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+               for m in module.modules())
 
 
 class GateConv(nn.Module):
@@ -541,6 +545,7 @@ class _ConvCell(nn.Module):
     has_cell_state = False
     _streamed = None  # a cell with a streamed inference step (efficient gates only) defines it
     _native = None  # a cell with a C++ step (efficient gates only, see .native) defines it
+    _native_into_fusion = None  # and one whose C++ step can fold in the block's norm on H (see .native)
 
     def __init__(self, in_channels: int, hidden_channels: int):
         super().__init__()
@@ -576,8 +581,7 @@ class _ConvCell(nn.Module):
         recorded pass gives the same logits as an unrecorded one). Else a
         step that keeps no gates, without autograd, runs streamed.
         """
-        unobserved = (fused(x) and all(m.form == "efficient" for m in self.children())
-                      and (taps is None or not taps.observed()))
+        unobserved = self._unobserved(x, taps)
         grad = torch.is_grad_enabled()
         if unobserved and self._native is not None and not (keep_gates and grad) and native.kernels() is not None:
             x, state = _channels_last(x, state)
@@ -586,6 +590,26 @@ class _ConvCell(nn.Module):
             x, state = _channels_last(x, state)
             return (*self._streamed(x, state), {})
         return self._step(x, state, taps)
+
+    def _unobserved(self, x: torch.Tensor, taps: StepTaps | None) -> bool:
+        """Whether a step on ``x`` may skip its taps: the fused path, efficient gates and no hook on ``taps``."""
+        return (fused(x) and all(m.form == "efficient" for m in self.children())
+                and (taps is None or not taps.observed()))
+
+    def folds_norm(self, x: torch.Tensor, taps: StepTaps | None) -> bool:
+        """Whether :meth:`step_into_fusion` can take a step on ``x``: a cell with such a C++ step, built, and
+        nothing observing the step (the caller checks the norm, :func:`.native.norm_supported`)."""
+        return self._native_into_fusion is not None and self._unobserved(x, taps) and native.kernels() is not None
+
+    def step_into_fusion(self, x: torch.Tensor, features: torch.Tensor, state, norm: nn.Module):
+        """``(cat[features, ReLU(norm(H))], state)``: a step and what a regulated block fuses, by one C++ step.
+
+        The same function as the step, ``norm`` and ``torch.cat`` one after the
+        other, to about 1e-6, in fewer passes over memory (see
+        :func:`.native.lstm_step_into_fusion`); only where :meth:`folds_norm`.
+        """
+        return self._native_into_fusion(x, features.contiguous(memory_format=CHANNELS_LAST), self._check(x, state),
+                                        norm)
 
     def make_taps(self) -> StepTaps:
         return StepTaps(self.gate_names, self.has_cell_state)
@@ -750,6 +774,9 @@ class ConvLSTMCell(_ConvCell):
         """
         h, c, *gates = native.lstm_step(x, state, *self.conv._folded(), keep_gates=keep_gates)
         return h, (h, c), dict(zip(self.gate_names, gates))
+
+    def _native_into_fusion(self, x, features, state, norm):
+        return native.lstm_step_into_fusion(x, features, state, *self.conv._folded(), norm)
 
 
 CELLS = {"rnn": ConvRNNCell, "gru": ConvGRUCell, "lstm": ConvLSTMCell}

@@ -27,10 +27,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from torch import nn
+from torch.autograd.function import once_differentiable
 
 CSRC = Path(__file__).with_name("csrc")
-SOURCES = tuple(CSRC / name for name in ("conv_lstm.cpp", "conv_gru.cpp"))
-HEADERS = (CSRC / "depthwise.h",)
+SOURCES = tuple(CSRC / name for name in ("conv_lstm.cpp", "conv_gru.cpp", "norm.cpp"))
+HEADERS = (CSRC / "depthwise.h", CSRC / "norm.h")
 # -fopenmp: at::parallel_for is a header template whose OpenMP pragma does nothing without it (the steps
 # would run on one thread whatever torch.set_num_threads says).
 FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-ffp-contract=fast", "-fno-math-errno", "-fopenmp")
@@ -147,7 +149,8 @@ def lstm_step(x: torch.Tensor, state, kernels_: torch.Tensor, bias: torch.Tensor
         if keep_gates:
             raise ValueError("lstm_step returns gates only without autograd.")
         return _LSTMStep.apply(x, h, c, kernels_, bias)
-    return tuple(kernels().lstm_forward(x, _or_empty(h, x), _or_empty(c, x), *layout(kernels_, bias), keep_gates))
+    return tuple(kernels().lstm_forward(x, _or_empty(h, x), _or_empty(c, x), *layout(kernels_, bias), keep_gates,
+                                        False))
 
 
 class _LSTMStep(torch.autograd.Function):
@@ -156,7 +159,7 @@ class _LSTMStep(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, h, c, kernels_, bias):
         kx, kh, b = layout(kernels_, bias)
-        h_out, c_out, *gates = kernels().lstm_forward(x, _or_empty(h, x), _or_empty(c, x), kx, kh, b, True)
+        h_out, c_out, *gates = kernels().lstm_forward(x, _or_empty(h, x), _or_empty(c, x), kx, kh, b, True, False)
         ctx.save_for_backward(x, h, c, kx, kh, c_out, *gates)
         ctx.set_materialize_grads(False)
         return h_out, c_out
@@ -166,8 +169,10 @@ class _LSTMStep(torch.autograd.Function):
         x, h, c, kx, kh, c_out, *gates = ctx.saved_tensors
         if dh is None and dc is None:
             return None, None, None, None, None
+        none = x.new_empty(0)
         dx, dh_prev, dc_prev, dkx, dkh, db = kernels().lstm_backward(
-            _grad(dh, x), _grad(dc, x), gates, c_out, x, _or_empty(h, x), _or_empty(c, x), kx, kh)
+            _grad(dh, x), _grad(dc, x), gates, c_out, x, _or_empty(h, x), _or_empty(c, x), kx, kh, none, none, none,
+            False)
         return dx, None if h is None else dh_prev, None if c is None else dc_prev, _kernel_grad(dkx, dkh), db
 
 
@@ -205,3 +210,164 @@ class _GRUStep(torch.autograd.Function):
             _grad(dh, x), saved, x, _or_empty(h, x), kx_zr, kh_zr, kx_c, kh_c)
         return (dx, None if h is None else dh_prev, _kernel_grad(dkx_zr, dkh_zr), db_zr,
                 _kernel_grad(dkx_c, dkh_c), db_c)
+
+
+def norm_supported(norm: nn.Module) -> bool:
+    """Whether the C++ steps can take over a regulator norm: an affine ``nn.BatchNorm2d``, the paper's."""
+    return type(norm) is nn.BatchNorm2d and norm.affine
+
+
+def lstm_step_into_fusion(x: torch.Tensor, features: torch.Tensor, state, kernels_: torch.Tensor,
+                          bias: torch.Tensor, norm: nn.BatchNorm2d):
+    """``(B, (h, c))``: a ConvLSTM step, then the fusion's input ``B = cat[features, ReLU(norm(H))]``.
+
+    What a regulated block's ``cat((features, regulator_norm(H)))`` computes,
+    ``norm`` a :class:`torch.nn.BatchNorm2d` updated as its ``forward`` would
+    be, with the norm and the concatenation folded into the step (``csrc/norm.h``):
+    H's moments from the step's forward, one pass for B, and in the backward
+    H's gradient through the norm and the features' (when ``features is x``)
+    added as the step reads them. Channels-last float32 maps.
+    """
+    h, c = (None, None) if state is None else state
+    if torch.is_grad_enabled():
+        b, h_out, c_out = _LSTMStepIntoFusion.apply(x, None if features is x else features, h, c, kernels_, bias,
+                                                    norm.weight, norm.bias, norm)
+        return b, (h_out, c_out)
+    h_out, c_out, *moments = kernels().lstm_forward(x, _or_empty(h, x), _or_empty(c, x), *layout(kernels_, bias),
+                                                    False, _batch_statistics(norm))
+    _, _, _, scale, shift = _norm_terms(norm, norm.weight, norm.bias, h_out, *moments)
+    return kernels().relu_cat(features, h_out, scale, shift), (h_out, c_out)
+
+
+class _LSTMStepIntoFusion(torch.autograd.Function):
+    """:func:`lstm_step_into_fusion` as one autograd node; ``features=None``: the features are X."""
+
+    @staticmethod
+    def forward(ctx, x, features, h, c, kernels_, bias, weight, norm_bias, norm):
+        kx, kh, b = layout(kernels_, bias)
+        h_out, c_out, *rest = kernels().lstm_forward(x, _or_empty(h, x), _or_empty(c, x), kx, kh, b, True,
+                                                     _batch_statistics(norm))
+        gates = rest[:4]
+        ctx.batch, mean, invstd, scale, shift = _norm_terms(norm, weight, norm_bias, h_out, *rest[4:])
+        concatenated = kernels().relu_cat(x if features is None else features, h_out, scale, shift)
+        ctx.save_for_backward(x, h, c, kx, kh, c_out, h_out, weight, mean, invstd, scale, shift, *gates)
+        ctx.separate_features = features is not None
+        ctx.set_materialize_grads(False)
+        return concatenated, h_out, c_out
+
+    @staticmethod
+    def backward(ctx, d_concat, dh, dc):
+        x, h, c, kx, kh, c_out, h_out, weight, mean, invstd, scale, shift, *gates = ctx.saved_tensors
+        if d_concat is None and dh is None and dc is None:
+            return (None,) * 9
+        coef, d_weight, d_bias, d_features = x.new_empty(0), None, None, None
+        if d_concat is not None:
+            d_concat = d_concat.contiguous(memory_format=torch.channels_last)
+            coef, d_weight, d_bias = _norm_backward(ctx.batch, d_concat, h_out, weight, mean, invstd, scale, shift)
+            d_features = d_concat[:, : x.shape[1]] if ctx.separate_features else None
+        adds_features = d_concat is not None and not ctx.separate_features
+        dx, dh_prev, dc_prev, dkx, dkh, db = kernels().lstm_backward(
+            _grad(dh, x), _grad(dc, x), gates, c_out, x, _or_empty(h, x), _or_empty(c, x), kx, kh,
+            _or_empty(d_concat, x), h_out, coef, adds_features)
+        return (dx, d_features, None if h is None else dh_prev, None if c is None else dc_prev,
+                _kernel_grad(dkx, dkh), db, d_weight, d_bias, None)
+
+
+def norm_relu_cat(features: torch.Tensor, h: torch.Tensor, norm: nn.BatchNorm2d) -> torch.Tensor:
+    """``cat[features, ReLU(norm(h))]`` in one pass (``csrc/norm.cpp``), ``norm`` updated as its ``forward`` would be.
+
+    For a cell whose step cannot fold the norm in (:func:`lstm_step_into_fusion`)
+    and for a recorded step, which then gives the same numbers as the folded
+    one. Channels-last float32 maps, ``norm`` as :func:`norm_supported`.
+    """
+    if torch.is_grad_enabled():
+        return _NormReLU.apply(features, h, norm.weight, norm.bias, norm)
+    _, _, _, scale, shift = _norm_terms(norm, norm.weight, norm.bias, h)
+    return kernels().relu_cat(features, h, scale, shift)
+
+
+def bn_relu(x: torch.Tensor, norm: nn.BatchNorm2d) -> torch.Tensor:
+    """``ReLU(norm(x))`` in two passes forward and two backward (``csrc/norm.cpp``), ``norm`` updated as its ``forward`` would be.
+
+    PyTorch's channels-last batch norm and ReLU take five passes over ``x``'s
+    size and an extra write each way; a regulated block has one such pair
+    after its fusion. Channels-last float32 ``x``, ``norm`` as :func:`norm_supported`.
+    """
+    if torch.is_grad_enabled():
+        return _NormReLU.apply(None, x, norm.weight, norm.bias, norm)
+    _, _, _, scale, shift = _norm_terms(norm, norm.weight, norm.bias, x)
+    return kernels().norm_relu(x, scale, shift)
+
+
+class _NormReLU(torch.autograd.Function):
+    """:func:`bn_relu` (``features=None``) or :func:`norm_relu_cat` as one autograd node: saves x and the statistics."""
+
+    @staticmethod
+    def forward(ctx, features, x, weight, bias, norm):
+        ctx.batch, mean, invstd, scale, shift = _norm_terms(norm, weight, bias, x)
+        ctx.save_for_backward(x, weight, mean, invstd, scale, shift)
+        ctx.concatenated = features is not None
+        if features is None:
+            return kernels().norm_relu(x, scale, shift)
+        return kernels().relu_cat(features, x, scale, shift)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy):
+        x, weight, mean, invstd, scale, shift = ctx.saved_tensors
+        dy = dy.contiguous(memory_format=torch.channels_last)
+        coef, d_weight, d_bias = _norm_backward(ctx.batch, dy, x, weight, mean, invstd, scale, shift)
+        d_features = dy[:, : x.shape[1]] if ctx.concatenated else None
+        return d_features, kernels().norm_relu_backward(dy, x, coef), d_weight, d_bias, None
+
+
+def _count(x: torch.Tensor) -> int:
+    return x.shape[0] * x.shape[2] * x.shape[3]
+
+
+def _batch_statistics(norm: nn.BatchNorm2d) -> bool:
+    """Whether ``norm`` normalises by the batch's statistics (as ``BatchNorm2d.forward`` decides)."""
+    return norm.training or norm.running_mean is None
+
+
+def _norm_terms(norm: nn.BatchNorm2d, weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor,
+                moments: torch.Tensor | None = None):
+    """``(batch, mean, invstd, scale, shift)`` of ``norm`` on ``x``, ``norm(x) = scale * x + shift`` per channel.
+
+    ``batch``: whether the batch's statistics are used; they are then
+    ``moments`` (``[mean, biased var]``, from a C++ step) or computed from
+    ``x``, and the running ones are updated as ``BatchNorm2d.forward`` does.
+    Detached: the C++ steps' inputs.
+    """
+    batch, count = _batch_statistics(norm), _count(x)
+    mean, var = norm.running_mean, norm.running_var
+    if batch:
+        mean, var = kernels().channel_moments(x) if moments is None else moments
+    if batch and norm.training and norm.track_running_stats:
+        if count < 2:
+            raise ValueError(f"Expected more than 1 value per channel when training, got {count}.")
+        with torch.no_grad():
+            norm.num_batches_tracked.add_(1)
+            momentum = 1.0 / float(norm.num_batches_tracked) if norm.momentum is None else norm.momentum
+            norm.running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
+            norm.running_var.mul_(1 - momentum).add_(var, alpha=momentum * count / (count - 1))
+    with torch.no_grad():
+        invstd = torch.rsqrt(var + norm.eps)
+        scale = weight * invstd
+        return batch, mean, invstd, scale.contiguous(), (bias - mean * scale).contiguous()
+
+
+def _norm_backward(batch: bool, dy: torch.Tensor, x: torch.Tensor, weight, mean, invstd, scale, shift):
+    """``(coef, d_weight, d_bias)`` of a BN + ReLU from its output's gradient ``dy`` (see ``csrc/norm.h``).
+
+    x's gradient is ``a * g - b0 - b1 * x`` with ``a = weight * invstd`` and
+    g = dy where the output is positive; with batch statistics,
+    ``b1 = a * invstd^2 * sum(g (x - mean)) / count`` and
+    ``b0 = a * sum(g) / count - b1 * mean`` (BN's backward), else zero.
+    """
+    total, centred = kernels().norm_relu_sums(dy, x, scale, shift, mean)
+    count = _count(x)
+    a = weight.detach() * invstd
+    b1 = a * invstd ** 2 * centred / count if batch else torch.zeros_like(a)
+    b0 = a * total / count - b1 * mean if batch else torch.zeros_like(a)
+    return torch.stack((scale, shift, a, b0, b1)).contiguous(), centred * invstd, total

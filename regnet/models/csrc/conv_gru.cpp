@@ -73,7 +73,7 @@ void gru_image_backward(const GruGrads& m, const GruKernels& k, const Shape& s, 
       store(m.dh_prev + q, dh * (1.0f - z));
       store(m.rh + q, load<T>(m.r + q) * h);
     });
-  transposed<1, false>(m.Dc, k.kx_c, k.kh_c, s, m.dx, m.h ? m.drh : nullptr);
+  transposed<1, false, false>(m.Dc, k.kx_c, k.kh_c, s, m.dx, m.h ? m.drh : nullptr);
   weight_grads<1>(m.Dc, m.x, m.h ? m.rh : nullptr, s, sums);
   for (int64_t p = 0; p < hw && m.h; ++p)
     for_blocks(s.c, [&](auto lanes, int64_t c0) {
@@ -83,7 +83,7 @@ void gru_image_backward(const GruGrads& m, const GruKernels& k, const Shape& s, 
       store(m.Dzr + (2 * p + 1) * s.c + c0, drh * load<T>(m.h + q) * r * (1.0f - r));
       store(m.dh_prev + q, load<T>(m.dh_prev + q) + drh * r);
     });
-  transposed<2, true>(m.Dzr, k.kx_zr, k.kh_zr, s, m.dx, m.dh_prev);
+  transposed<2, true, true>(m.Dzr, k.kx_zr, k.kh_zr, s, m.dx, m.dh_prev);
   weight_grads<2>(m.Dzr, m.x, m.h, s, sums + nc);
 }
 

@@ -4,7 +4,7 @@
 // gradients in L2.
 #include <torch/library.h>
 
-#include "depthwise.h"
+#include "norm.h"
 
 namespace regnet {
 namespace {
@@ -43,6 +43,7 @@ ALWAYS_INLINE void lstm_at(const LstmImage& m, const float* kx, const float* kh,
 struct LstmGrads {
   const float *gate[kGates], *c, *dh, *dc, *c_prev;
   float *dc_prev;
+  NormGrad norm;  // H's gradient through the regulator's norm, when the step ran with it (see norm.h)
 };
 
 // One pixel's channel block of the gates' pre-activation gradients, into D [H*W, 4, C]; and C_prev's gradient.
@@ -52,7 +53,8 @@ ALWAYS_INLINE void lstm_grads_at(const LstmGrads& m, const Shape& s, int64_t p, 
   const T i = load<T>(m.gate[0] + q), f = load<T>(m.gate[1] + q), o = load<T>(m.gate[2] + q),
           g = load<T>(m.gate[3] + q);
   const T t = tanh_approx(load<T>(m.c + q));
-  const T gh = m.dh ? load<T>(m.dh + q) : T{};
+  T gh = m.dh ? load<T>(m.dh + q) : T{};
+  if (m.norm.dB) gh += m.norm.template at<T>(s, p, c0);
   const T cell = (m.dc ? load<T>(m.dc + q) : T{}) + gh * o * (1.0f - t * t);
   float* d = D + p * kGates * s.c + c0;
   store(d, cell * g * i * (1.0f - i));
@@ -64,9 +66,11 @@ ALWAYS_INLINE void lstm_grads_at(const LstmGrads& m, const Shape& s, int64_t p, 
 
 }  // namespace
 
-// Forward: (h, c) and, if `save`, the activated gates i, f, o, g (the backward's input).
+// Forward: (h, c), then, if `save`, the activated gates i, f, o, g (the backward's input), then, if `moments`,
+// H's mean and biased variance per channel [2, C] (for the regulator's norm in training, see norm.h).
 std::vector<at::Tensor> lstm_forward(const at::Tensor& x, const at::Tensor& h, const at::Tensor& c,
-                                     const at::Tensor& kx, const at::Tensor& kh, const at::Tensor& bias, bool save) {
+                                     const at::Tensor& kx, const at::Tensor& kh, const at::Tensor& bias, bool save,
+                                     bool moments) {
   const Shape s = shape_of(x);
   for (const auto* t : {&x, &h, &c}) check_map(*t, s);
   check_kernels(kx, bias, kGates, s);
@@ -75,6 +79,7 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& x, const at::Tensor& h, c
   // The saved gates as four maps, not one [N, H, W, 4, C] tensor: a stage-1 batch's would be 32 MB, which the
   // allocator takes from the kernel (mmap and page faults) on every call instead of reusing freed memory.
   for (int k = 0; k < kGates && save; ++k) out.push_back(empty_map(s, x));
+  ThreadSums sums(moments ? 3 * s.c : 0);
   at::parallel_for(0, s.n, 1, [&](int64_t begin, int64_t end) {
     for (int64_t n = begin; n < end; ++n) {
       LstmImage m{image(x.data_ptr<float>(), s, n), image(data_or_null(h), s, n), image(data_or_null(c), s, n),
@@ -84,19 +89,26 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& x, const at::Tensor& h, c
         lstm_at<decltype(pixels)::value, decltype(lanes)>(m, kx.data_ptr<float>(), kh.data_ptr<float>(),
                                                            bias.data_ptr<float>(), s, y, xw, c0);
       });
+      if (moments) add_moments(m.h_out, s, sums.mine());
     }
   });
+  if (moments) out.push_back(moments_of(sums, s, x.options()));
   return out;
 }
 
 // Backward: (dx, dh_prev, dc_prev, dkx, dkh, dbias); dh_prev / dc_prev are empty where the state was zero, and
-// an empty dh or dc stands for a zero gradient.
+// an empty dh or dc stands for a zero gradient. With the regulator's norm (dB, the concatenation's gradient,
+// not empty; see norm.h): H's gradient through it is added to dh, and with `add_features` (the features are
+// X) dB's features half to dx.
 std::vector<at::Tensor> lstm_backward(const at::Tensor& dh, const at::Tensor& dc, at::TensorList gates,
                                       const at::Tensor& c_out, const at::Tensor& x, const at::Tensor& h,
-                                      const at::Tensor& c, const at::Tensor& kx, const at::Tensor& kh) {
+                                      const at::Tensor& c, const at::Tensor& kx, const at::Tensor& kh,
+                                      const at::Tensor& dB, const at::Tensor& h_out, const at::Tensor& coef,
+                                      bool add_features) {
   const Shape s = shape_of(x);
   TORCH_CHECK(gates.size() == kGates, "four gate maps expected");
   for (const auto* t : {&dh, &dc, &c_out, &h, &c, &gates[0], &gates[1], &gates[2], &gates[3]}) check_map(*t, s);
+  check_norm(dB, h_out, coef, s);
   auto dx = empty_map(s, x), dh_prev = h.numel() ? empty_map(s, x) : none_like(x);
   auto dc_prev = c.numel() ? empty_map(s, x) : none_like(x);
   const int64_t nk = kGates * kTaps * s.c;
@@ -108,12 +120,18 @@ std::vector<at::Tensor> lstm_backward(const at::Tensor& dh, const at::Tensor& dc
       const LstmGrads m{{image(gates[0].data_ptr<float>(), s, n), image(gates[1].data_ptr<float>(), s, n),
                          image(gates[2].data_ptr<float>(), s, n), image(gates[3].data_ptr<float>(), s, n)},
                         image(c_out.data_ptr<float>(), s, n), image(data_or_null(dh), s, n),
-                        image(data_or_null(dc), s, n), image(data_or_null(c), s, n), image(data_or_null(dc_prev), s, n)};
+                        image(data_or_null(dc), s, n), image(data_or_null(c), s, n), image(data_or_null(dc_prev), s, n),
+                        norm_grad(dB, h_out, coef, s, n)};
       for (int64_t p = 0; p < s.h * s.w; ++p)
         for_blocks(s.c, [&](auto lanes, int64_t c0) { lstm_grads_at<decltype(lanes)>(m, s, p, c0, D); });
       const float *x_n = image(x.data_ptr<float>(), s, n), *h_n = image(data_or_null(h), s, n);
-      transposed<kGates, false>(D, kx.data_ptr<float>(), kh.data_ptr<float>(), s,
-                                image(dx.data_ptr<float>(), s, n), image(data_or_null(dh_prev), s, n));
+      float *dx_n = image(dx.data_ptr<float>(), s, n), *dh_n = image(data_or_null(dh_prev), s, n);
+      if (add_features) {
+        features_grad_into(m.norm, s, dx_n);
+        transposed<kGates, true, false>(D, kx.data_ptr<float>(), kh.data_ptr<float>(), s, dx_n, dh_n);
+      } else {
+        transposed<kGates, false, false>(D, kx.data_ptr<float>(), kh.data_ptr<float>(), s, dx_n, dh_n);
+      }
       weight_grads<kGates>(D, x_n, h_n, s, mine);
     }
   });
@@ -125,9 +143,10 @@ std::vector<at::Tensor> lstm_backward(const at::Tensor& dh, const at::Tensor& dc
 
 // Registered as torch operators (torch.ops.regnet.*), so that the profiler and dispatch modes see them.
 TORCH_LIBRARY_FRAGMENT(regnet, m) {
-  m.def("lstm_forward(Tensor x, Tensor h, Tensor c, Tensor kx, Tensor kh, Tensor bias, bool save) -> Tensor[]");
+  m.def("lstm_forward(Tensor x, Tensor h, Tensor c, Tensor kx, Tensor kh, Tensor bias, bool save, bool moments) "
+        "-> Tensor[]");
   m.def("lstm_backward(Tensor dh, Tensor dc, Tensor[] gates, Tensor c_out, Tensor x, Tensor h, Tensor c, "
-        "Tensor kx, Tensor kh) -> Tensor[]");
+        "Tensor kx, Tensor kh, Tensor dB, Tensor h_out, Tensor coef, bool add_features) -> Tensor[]");
 }
 
 TORCH_LIBRARY_IMPL(regnet, CPU, m) {

@@ -207,8 +207,8 @@ ALWAYS_INLINE void for_pixel_pairs(int64_t height, int64_t width, int64_t channe
 // dX (and dH, if dh is given) at (y, x + p) for P neighbouring pixels of a row: the transposed depthwise
 // convolutions of D [H*W, G, C], the sum over taps and gates of w[k, tap] * D[the output pixel whose tap reads
 // (y, x + p), k]. Each kernel value loaded serves the P pixels and each D value both sums; a tap outside the
-// image reads `zeros` (G*C zeros). With kAdd the results are added to what dx and dh hold.
-template <int G, int P, bool kWithH, bool kAdd, class T>
+// image reads `zeros` (G*C zeros). With kAddX (kAddH) the results are added to what dx (dh) holds.
+template <int G, int P, bool kWithH, bool kAddX, bool kAddH, class T>
 ALWAYS_INLINE void transposed_at(const float* D, const float* zeros, const float* kx, const float* kh,
                                  const Shape& s, int64_t y, int64_t x, int64_t c0, float* dx, float* dh) {
   T ax[P] = {}, ah[P] = {};
@@ -240,20 +240,20 @@ ALWAYS_INLINE void transposed_at(const float* D, const float* zeros, const float
 #pragma GCC unroll 4
   for (int p = 0; p < P; ++p) {
     const int64_t q = s.at(y, x + p) + c0;
-    store(dx + q, kAdd ? load<T>(dx + q) + ax[p] : ax[p]);
-    if (kWithH) store(dh + q, kAdd ? load<T>(dh + q) + ah[p] : ah[p]);
+    store(dx + q, kAddX ? load<T>(dx + q) + ax[p] : ax[p]);
+    if (kWithH) store(dh + q, kAddH ? load<T>(dh + q) + ah[p] : ah[p]);
   }
 }
 
 // X's (and H's) gradients of one image from D, over every pixel (see transposed_at).
-template <int G, bool kAdd>
+template <int G, bool kAddX, bool kAddH>
 void transposed(const float* D, const float* kx, const float* kh, const Shape& s, float* dx, float* dh) {
   const std::vector<float> zeros(G * s.c, 0.0f);
   for_pixel_pairs(s.h, s.w, s.c, [&](int64_t y, int64_t x, auto pixels, auto lanes, int64_t c0) {
     constexpr int P = decltype(pixels)::value;
     using T = decltype(lanes);
-    if (dh) transposed_at<G, P, true, kAdd, T>(D, zeros.data(), kx, kh, s, y, x, c0, dx, dh);
-    else transposed_at<G, P, false, kAdd, T>(D, zeros.data(), kx, kh, s, y, x, c0, dx, nullptr);
+    if (dh) transposed_at<G, P, true, kAddX, kAddH, T>(D, zeros.data(), kx, kh, s, y, x, c0, dx, dh);
+    else transposed_at<G, P, false, kAddX, kAddH, T>(D, zeros.data(), kx, kh, s, y, x, c0, dx, nullptr);
   });
 }
 
@@ -320,13 +320,18 @@ class ThreadSums {
     return sums_.data() + thread * size_;
   }
 
-  // The totals as float32 tensors of the given sizes and shapes, in order.
-  std::vector<at::Tensor> totals(const std::vector<std::vector<int64_t>>& shapes, const at::TensorOptions& opts) {
-    auto total = at::zeros({size_}, opts.dtype(at::kDouble));
+  // The totals, a float64 tensor of `size` values.
+  at::Tensor totals64() const {
+    auto total = at::zeros({size_}, at::TensorOptions().dtype(at::kDouble));
     double* out = total.data_ptr<double>();
     for (int t = 0; t < threads_; ++t)
       for (int64_t j = 0; j < size_; ++j) out[j] += sums_[t * size_ + j];
-    auto grads = total.to(at::kFloat);
+    return total;
+  }
+
+  // The totals as float32 tensors of the given sizes and shapes, in order.
+  std::vector<at::Tensor> totals(const std::vector<std::vector<int64_t>>& shapes, const at::TensorOptions& opts) {
+    auto grads = totals64().to(opts.dtype(at::kFloat));
     std::vector<at::Tensor> parts;
     int64_t start = 0;
     for (const auto& shape : shapes) {
