@@ -172,8 +172,9 @@ class _Regulated:
         """``(out, state)``; ``cell=None`` when nothing reads the cell (see :meth:`cell_unused`): it is not run."""
         x2 = self.first(x)
         if cell is not None and self._folds_norm(cell, x2):
-            concatenated, new_state = cell.step_into_fusion(x2, self.middle(x2), state, self.regulator_norm[0])
-            return self.taps.output(self.last(self._fusion_of(concatenated), x)), new_state
+            fused_, moments, new_state = cell.step_into_fusion(x2, self.middle(x2), state, self.regulator_norm[0],
+                                                               self.fuse, self._fusion_moments(x2))
+            return self.taps.output(self.last(self._fusion_norm(fused_, moments), x)), new_state
         h = new_state = None
         if cell is not None:
             h, new_state, gates = cell(x2, state, self.taps, keep_gates=self.trace is not None)
@@ -192,11 +193,15 @@ class _Regulated:
                 and cell.folds_norm(x2, self.taps))
 
     def _norm_in_cpp(self, h: torch.Tensor) -> bool:
-        """Whether the norm on H and the concatenation can run as :func:`.native.norm_relu_cat`: the paper's
-        regulator (BN+ReLU on H, concatenated) on maps :func:`_native_norm` takes."""
+        """Whether the norm on H, the concatenation and the fusion can run as :func:`.native.norm_relu_fuse`: the
+        paper's regulator (BN+ReLU on H, concatenated, fused by its 1x1) on maps :func:`_native_norm` takes."""
         norm = self.regulator_norm
-        return (self.fusion == "concat" and isinstance(norm, nn.Sequential)
-                and _native_norm(h, norm[0], norm))
+        return (self.fusion == "concat" and isinstance(norm, nn.Sequential) and _native_norm(h, norm[0], norm)
+                and native.fusion_supported(self.fuse) and not hooked(self.fuse))
+
+    def _fusion_moments(self, t: torch.Tensor) -> bool:
+        """Whether the fusion's C++ kernel should give its output's moments: bn_fuse runs in C++ on batch statistics."""
+        return _native_norm(t, self.bn_fuse, self.bn_fuse, self.relu) and native.batch_statistics(self.bn_fuse)
 
     def cell_unused(self) -> bool:
         """Whether nothing reads this block's cell: its output ablated, and no autograd, trace or hook on a tap."""
@@ -217,18 +222,16 @@ class _Regulated:
             return self._fusion_norm(nn.functional.conv2d(features, self.fuse.weight[:, : features.shape[1]],
                                                           self.fuse.bias))
         if self._norm_in_cpp(x2) and h.is_contiguous(memory_format=torch.channels_last):
-            return self._fusion_of(native.norm_relu_cat(features, h, self.regulator_norm[0]))
-        return self._fusion_of(torch.cat((features, self.regulator_norm(_in_format_of(h, x2))), dim=1))
-
-    def _fusion_of(self, concatenated: torch.Tensor) -> torch.Tensor:
-        """X3 from ``cat[features, regulated H]``: the 1x1 fusion, its BN and ReLU."""
+            return self._fusion_norm(*native.norm_relu_fuse(features, h, self.regulator_norm[0], self.fuse,
+                                                            self._fusion_moments(x2)))
+        concatenated = torch.cat((features, self.regulator_norm(_in_format_of(h, x2))), dim=1)
         return self._fusion_norm(self.fuse(concatenated))
 
-    def _fusion_norm(self, fused_: torch.Tensor) -> torch.Tensor:
-        """ReLU(bn_fuse(.)): by :func:`.native.bn_relu` where :func:`_native_norm` allows, the same function in
-        fewer passes."""
+    def _fusion_norm(self, fused_: torch.Tensor, moments: torch.Tensor | None = None) -> torch.Tensor:
+        """ReLU(bn_fuse(.)): by :func:`.native.bn_relu` (with ``moments``, the batch's, if the fusion's kernel gave
+        them) where :func:`_native_norm` allows, the same function in fewer passes."""
         if _native_norm(fused_, self.bn_fuse, self.bn_fuse, self.relu):
-            return native.bn_relu(fused_, self.bn_fuse)
+            return native.bn_relu(fused_, self.bn_fuse, moments)
         return self.relu(self.bn_fuse(fused_))
 
     def _record(self, cell_input, h, state, gates, out, previous) -> None:

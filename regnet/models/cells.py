@@ -601,15 +601,16 @@ class _ConvCell(nn.Module):
         nothing observing the step (the caller checks the norm, :func:`.native.norm_supported`)."""
         return self._native_into_fusion is not None and self._unobserved(x, taps) and native.kernels() is not None
 
-    def step_into_fusion(self, x: torch.Tensor, features: torch.Tensor, state, norm: nn.Module):
-        """``(cat[features, ReLU(norm(H))], state)``: a step and what a regulated block fuses, by one C++ step.
+    def step_into_fusion(self, x: torch.Tensor, features: torch.Tensor, state, norm: nn.Module, fuse: nn.Module,
+                         moments: bool):
+        """``(fuse(cat[features, ReLU(norm(H))]), its moments, state)``: a step and a regulated block's fusion.
 
-        The same function as the step, ``norm`` and ``torch.cat`` one after the
-        other, to about 1e-6, in fewer passes over memory (see
+        The same function as the step, ``norm``, ``torch.cat`` and ``fuse`` one
+        after the other, to about 1e-6, in fewer passes over memory (see
         :func:`.native.lstm_step_into_fusion`); only where :meth:`folds_norm`.
         """
         return self._native_into_fusion(x, features.contiguous(memory_format=CHANNELS_LAST), self._check(x, state),
-                                        norm)
+                                        norm, fuse, moments)
 
     def make_taps(self) -> StepTaps:
         return StepTaps(self.gate_names, self.has_cell_state)
@@ -775,8 +776,10 @@ class ConvLSTMCell(_ConvCell):
         h, c, *gates = native.lstm_step(x, state, *self.conv._folded(), keep_gates=keep_gates)
         return h, (h, c), dict(zip(self.gate_names, gates))
 
-    def _native_into_fusion(self, x, features, state, norm):
-        return native.lstm_step_into_fusion(x, features, state, *self.conv._folded(), norm)
+    def _native_into_fusion(self, x, features, state, norm, fuse, moments):
+        f, f_moments, state = native.lstm_step_into_fusion(x, features, state, *self.conv._folded(), norm, fuse,
+                                                           moments)
+        return f, f_moments, state
 
 
 CELLS = {"rnn": ConvRNNCell, "gru": ConvGRUCell, "lstm": ConvLSTMCell}

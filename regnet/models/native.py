@@ -217,115 +217,180 @@ def norm_supported(norm: nn.Module) -> bool:
     return type(norm) is nn.BatchNorm2d and norm.affine
 
 
-def lstm_step_into_fusion(x: torch.Tensor, features: torch.Tensor, state, kernels_: torch.Tensor,
-                          bias: torch.Tensor, norm: nn.BatchNorm2d):
-    """``(B, (h, c))``: a ConvLSTM step, then the fusion's input ``B = cat[features, ReLU(norm(H))]``.
+def fusion_supported(fuse: nn.Module) -> bool:
+    """Whether the C++ steps can run a block's fusion: a 1x1 convolution (its own) and BLAS found in torch."""
+    return (type(fuse) is nn.Conv2d and fuse.kernel_size == (1, 1) and fuse.groups == 1 and fuse.stride == (1, 1)
+            and kernels() is not None and kernels().has_gemm())
 
-    What a regulated block's ``cat((features, regulator_norm(H)))`` computes,
-    ``norm`` a :class:`torch.nn.BatchNorm2d` updated as its ``forward`` would
-    be, with the norm and the concatenation folded into the step (``csrc/norm.h``):
-    H's moments from the step's forward, one pass for B, and in the backward
-    H's gradient through the norm and the features' (when ``features is x``)
-    added as the step reads them. Channels-last float32 maps.
+
+def lstm_step_into_fusion(x: torch.Tensor, features: torch.Tensor, state, kernels_: torch.Tensor,
+                          bias: torch.Tensor, norm: nn.BatchNorm2d, fuse: nn.Conv2d, moments: bool):
+    """``(F, F's moments or None, (h, c))``: a ConvLSTM step, then ``F = fuse(cat[features, ReLU(norm(H))])``.
+
+    What a regulated block computes from X2 to its fusion's output, ``norm``
+    a :class:`torch.nn.BatchNorm2d` updated as its ``forward`` would be, with
+    the norm and the fusion folded into the step (``csrc/norm.h``): H's
+    moments from the step's forward, the concatenation built image by image
+    in L2 and never written out, F's moments (``[mean, var]``, for bn_fuse's
+    batch statistics, if ``moments``), and in the backward H's gradient
+    through the norm and the features' (when ``features is x``) added as the
+    step reads them. Channels-last float32 maps.
     """
     h, c = (None, None) if state is None else state
+    weight, fuse_bias = _fusion_weights(fuse)
     if torch.is_grad_enabled():
-        b, h_out, c_out = _LSTMStepIntoFusion.apply(x, None if features is x else features, h, c, kernels_, bias,
-                                                    norm.weight, norm.bias, norm)
-        return b, (h_out, c_out)
-    h_out, c_out, *moments = kernels().lstm_forward(x, _or_empty(h, x), _or_empty(c, x), *layout(kernels_, bias),
-                                                    False, _batch_statistics(norm))
-    _, _, _, scale, shift = _norm_terms(norm, norm.weight, norm.bias, h_out, *moments)
-    return kernels().relu_cat(features, h_out, scale, shift), (h_out, c_out)
+        f, h_out, c_out, f_moments = _LSTMStepIntoFusion.apply(
+            x, None if features is x else features, h, c, kernels_, bias, norm.weight, norm.bias, weight, fuse_bias,
+            norm, moments)
+        return f, f_moments if moments else None, (h_out, c_out)
+    h_out, c_out, *h_moments = kernels().lstm_forward(x, _or_empty(h, x), _or_empty(c, x), *layout(kernels_, bias),
+                                                      False, batch_statistics(norm))
+    _, _, _, scale, shift = _norm_terms(norm, norm.weight, norm.bias, h_out, *h_moments)
+    f, *f_moments = kernels().fuse_forward(features, h_out, scale, shift, weight, _or_empty(fuse_bias, x), moments)
+    return f, f_moments[0] if moments else None, (h_out, c_out)
 
 
 class _LSTMStepIntoFusion(torch.autograd.Function):
     """:func:`lstm_step_into_fusion` as one autograd node; ``features=None``: the features are X."""
 
     @staticmethod
-    def forward(ctx, x, features, h, c, kernels_, bias, weight, norm_bias, norm):
+    def forward(ctx, x, features, h, c, kernels_, bias, weight, norm_bias, fuse_weight, fuse_bias, norm, moments):
         kx, kh, b = layout(kernels_, bias)
         h_out, c_out, *rest = kernels().lstm_forward(x, _or_empty(h, x), _or_empty(c, x), kx, kh, b, True,
-                                                     _batch_statistics(norm))
+                                                     batch_statistics(norm))
         gates = rest[:4]
         ctx.batch, mean, invstd, scale, shift = _norm_terms(norm, weight, norm_bias, h_out, *rest[4:])
-        concatenated = kernels().relu_cat(x if features is None else features, h_out, scale, shift)
-        ctx.save_for_backward(x, h, c, kx, kh, c_out, h_out, weight, mean, invstd, scale, shift, *gates)
-        ctx.separate_features = features is not None
+        f, *f_moments = kernels().fuse_forward(x if features is None else features, h_out, scale, shift,
+                                               fuse_weight, _or_empty(fuse_bias, x), moments)
+        ctx.save_for_backward(x, features, h, c, kx, kh, c_out, h_out, weight, mean, invstd, scale, shift,
+                              fuse_weight, *gates)
+        ctx.has_fuse_bias = fuse_bias is not None
+        f_moments = f_moments[0] if moments else x.new_empty(0)
+        ctx.mark_non_differentiable(f_moments)
         ctx.set_materialize_grads(False)
-        return concatenated, h_out, c_out
+        return f, h_out, c_out, f_moments
 
     @staticmethod
-    def backward(ctx, d_concat, dh, dc):
-        x, h, c, kx, kh, c_out, h_out, weight, mean, invstd, scale, shift, *gates = ctx.saved_tensors
-        if d_concat is None and dh is None and dc is None:
-            return (None,) * 9
-        coef, d_weight, d_bias, d_features = x.new_empty(0), None, None, None
-        if d_concat is not None:
-            d_concat = d_concat.contiguous(memory_format=torch.channels_last)
-            coef, d_weight, d_bias = _norm_backward(ctx.batch, d_concat, h_out, weight, mean, invstd, scale, shift)
-            d_features = d_concat[:, : x.shape[1]] if ctx.separate_features else None
-        adds_features = d_concat is not None and not ctx.separate_features
+    def backward(ctx, df, dh, dc, _):
+        x, features, h, c, kx, kh, c_out, h_out, weight, mean, invstd, scale, shift, fuse_weight, *gates = (
+            ctx.saved_tensors)
+        if df is None and dh is None and dc is None:
+            return (None,) * 12
+        none = x.new_empty(0)
+        d_concat, coef, fusion_grads, d_features = none, none, ((None, None), None, None), None
+        if df is not None:
+            d_concat, coef, *fusion_grads = _fusion_backward(
+                ctx.batch, df, x if features is None else features, h_out, weight, mean, invstd, scale, shift,
+                fuse_weight)
+            d_features = None if features is None else d_concat[:, : x.shape[1]]
         dx, dh_prev, dc_prev, dkx, dkh, db = kernels().lstm_backward(
-            _grad(dh, x), _grad(dc, x), gates, c_out, x, _or_empty(h, x), _or_empty(c, x), kx, kh,
-            _or_empty(d_concat, x), h_out, coef, adds_features)
+            _grad(dh, x), _grad(dc, x), gates, c_out, x, _or_empty(h, x), _or_empty(c, x), kx, kh, d_concat, h_out,
+            coef, df is not None and features is None)
+        d_weight, d_norm_bias, d_fuse_weight, d_fuse_bias = _norm_and_fusion_grads(fusion_grads, ctx.has_fuse_bias)
         return (dx, d_features, None if h is None else dh_prev, None if c is None else dc_prev,
-                _kernel_grad(dkx, dkh), db, d_weight, d_bias, None)
+                _kernel_grad(dkx, dkh), db, d_weight, d_norm_bias, d_fuse_weight, d_fuse_bias, None, None)
 
 
-def norm_relu_cat(features: torch.Tensor, h: torch.Tensor, norm: nn.BatchNorm2d) -> torch.Tensor:
-    """``cat[features, ReLU(norm(h))]`` in one pass (``csrc/norm.cpp``), ``norm`` updated as its ``forward`` would be.
+def norm_relu_fuse(features: torch.Tensor, h: torch.Tensor, norm: nn.BatchNorm2d, fuse: nn.Conv2d,
+                   moments: bool):
+    """``(fuse(cat[features, ReLU(norm(h))]), its moments or None)`` image by image (``csrc/norm.cpp``).
 
-    For a cell whose step cannot fold the norm in (:func:`lstm_step_into_fusion`)
-    and for a recorded step, which then gives the same numbers as the folded
-    one. Channels-last float32 maps, ``norm`` as :func:`norm_supported`.
+    ``norm`` is updated as its ``forward`` would be. For a cell whose step
+    cannot fold the norm in (:func:`lstm_step_into_fusion`), and for a
+    recorded step, which then gives the same numbers as the folded one.
+    Channels-last float32 maps.
     """
+    weight, fuse_bias = _fusion_weights(fuse)
     if torch.is_grad_enabled():
-        return _NormReLU.apply(features, h, norm.weight, norm.bias, norm)
+        f, f_moments = _NormReLUFuse.apply(features, h, norm.weight, norm.bias, weight, fuse_bias, norm, moments)
+        return f, f_moments if moments else None
     _, _, _, scale, shift = _norm_terms(norm, norm.weight, norm.bias, h)
-    return kernels().relu_cat(features, h, scale, shift)
+    f, *f_moments = kernels().fuse_forward(features, h, scale, shift, weight, _or_empty(fuse_bias, h), moments)
+    return f, f_moments[0] if moments else None
 
 
-def bn_relu(x: torch.Tensor, norm: nn.BatchNorm2d) -> torch.Tensor:
-    """``ReLU(norm(x))`` in two passes forward and two backward (``csrc/norm.cpp``), ``norm`` updated as its ``forward`` would be.
+class _NormReLUFuse(torch.autograd.Function):
+    """:func:`norm_relu_fuse` as one autograd node: saves the features, H and the norm's statistics."""
+
+    @staticmethod
+    def forward(ctx, features, h, weight, bias, fuse_weight, fuse_bias, norm, moments):
+        ctx.batch, mean, invstd, scale, shift = _norm_terms(norm, weight, bias, h)
+        f, *f_moments = kernels().fuse_forward(features, h, scale, shift, fuse_weight, _or_empty(fuse_bias, h),
+                                               moments)
+        ctx.save_for_backward(features, h, weight, mean, invstd, scale, shift, fuse_weight)
+        ctx.has_fuse_bias = fuse_bias is not None
+        f_moments = f_moments[0] if moments else h.new_empty(0)
+        ctx.mark_non_differentiable(f_moments)
+        return f, f_moments
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, df, _):
+        features, h, weight, mean, invstd, scale, shift, fuse_weight = ctx.saved_tensors
+        d_concat, coef, *fusion_grads = _fusion_backward(ctx.batch, df, features, h, weight, mean, invstd, scale,
+                                                         shift, fuse_weight)
+        dh = kernels().norm_relu_backward(d_concat, h, coef)
+        return (d_concat[:, : h.shape[1]], dh, *_norm_and_fusion_grads(fusion_grads, ctx.has_fuse_bias), None, None)
+
+
+def bn_relu(x: torch.Tensor, norm: nn.BatchNorm2d, moments: torch.Tensor | None = None) -> torch.Tensor:
+    """``ReLU(norm(x))`` in one pass forward and two backward (``csrc/norm.cpp``), ``norm`` updated as its ``forward`` would be.
 
     PyTorch's channels-last batch norm and ReLU take five passes over ``x``'s
     size and an extra write each way; a regulated block has one such pair
-    after its fusion. Channels-last float32 ``x``, ``norm`` as :func:`norm_supported`.
+    after its fusion, whose C++ kernel also gives x's ``moments`` (else one
+    more pass). Channels-last float32 ``x``, ``norm`` as :func:`norm_supported`.
     """
     if torch.is_grad_enabled():
-        return _NormReLU.apply(None, x, norm.weight, norm.bias, norm)
-    _, _, _, scale, shift = _norm_terms(norm, norm.weight, norm.bias, x)
+        return _BatchNormReLU.apply(x, norm.weight, norm.bias, norm, moments)
+    _, _, _, scale, shift = _norm_terms(norm, norm.weight, norm.bias, x, moments)
     return kernels().norm_relu(x, scale, shift)
 
 
-class _NormReLU(torch.autograd.Function):
-    """:func:`bn_relu` (``features=None``) or :func:`norm_relu_cat` as one autograd node: saves x and the statistics."""
+class _BatchNormReLU(torch.autograd.Function):
+    """:func:`bn_relu` as one autograd node: saves x and the per-channel statistics."""
 
     @staticmethod
-    def forward(ctx, features, x, weight, bias, norm):
-        ctx.batch, mean, invstd, scale, shift = _norm_terms(norm, weight, bias, x)
+    def forward(ctx, x, weight, bias, norm, moments):
+        ctx.batch, mean, invstd, scale, shift = _norm_terms(norm, weight, bias, x, moments)
         ctx.save_for_backward(x, weight, mean, invstd, scale, shift)
-        ctx.concatenated = features is not None
-        if features is None:
-            return kernels().norm_relu(x, scale, shift)
-        return kernels().relu_cat(features, x, scale, shift)
+        return kernels().norm_relu(x, scale, shift)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dy):
         x, weight, mean, invstd, scale, shift = ctx.saved_tensors
         dy = dy.contiguous(memory_format=torch.channels_last)
-        coef, d_weight, d_bias = _norm_backward(ctx.batch, dy, x, weight, mean, invstd, scale, shift)
-        d_features = dy[:, : x.shape[1]] if ctx.concatenated else None
-        return d_features, kernels().norm_relu_backward(dy, x, coef), d_weight, d_bias, None
+        sums = kernels().norm_relu_sums(dy, x, scale, shift, mean)
+        coef, d_weight, d_bias = _norm_backward(ctx.batch, sums, _count(x), weight, mean, invstd, scale, shift)
+        return kernels().norm_relu_backward(dy, x, coef), d_weight, d_bias, None, None
 
 
 def _count(x: torch.Tensor) -> int:
     return x.shape[0] * x.shape[2] * x.shape[3]
 
 
-def _batch_statistics(norm: nn.BatchNorm2d) -> bool:
+def _fusion_weights(fuse: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The fusion's weight as ``[C, 2C]`` (a view: its gradient reaches the parameter) and its bias."""
+    return fuse.weight.view(fuse.weight.shape[0], -1), fuse.bias
+
+
+def _fusion_backward(batch: bool, df, features, h, weight, mean, invstd, scale, shift, fuse_weight):
+    """``(d_concat, coef, (d_norm_weight, d_norm_bias), d_fuse_weight, d_fuse_bias)`` from F's gradient."""
+    df = df.contiguous(memory_format=torch.channels_last)
+    d_concat, d_fuse_weight, d_fuse_bias, sums = kernels().fuse_backward(df, features, h, scale, shift, mean,
+                                                                         fuse_weight)
+    coef, d_weight, d_bias = _norm_backward(batch, sums, _count(h), weight, mean, invstd, scale, shift)
+    return d_concat, coef, (d_weight, d_bias), d_fuse_weight, d_fuse_bias
+
+
+def _norm_and_fusion_grads(fusion_grads, has_fuse_bias: bool) -> tuple:
+    """``_fusion_backward``'s gradients as the norm's weight and bias, the fusion's weight and bias (or None)."""
+    (d_weight, d_bias), d_fuse_weight, d_fuse_bias = fusion_grads
+    return d_weight, d_bias, d_fuse_weight, d_fuse_bias if has_fuse_bias else None
+
+
+def batch_statistics(norm: nn.BatchNorm2d) -> bool:
     """Whether ``norm`` normalises by the batch's statistics (as ``BatchNorm2d.forward`` decides)."""
     return norm.training or norm.running_mean is None
 
@@ -339,7 +404,7 @@ def _norm_terms(norm: nn.BatchNorm2d, weight: torch.Tensor, bias: torch.Tensor, 
     ``x``, and the running ones are updated as ``BatchNorm2d.forward`` does.
     Detached: the C++ steps' inputs.
     """
-    batch, count = _batch_statistics(norm), _count(x)
+    batch, count = batch_statistics(norm), _count(x)
     mean, var = norm.running_mean, norm.running_var
     if batch:
         mean, var = kernels().channel_moments(x) if moments is None else moments
@@ -357,16 +422,15 @@ def _norm_terms(norm: nn.BatchNorm2d, weight: torch.Tensor, bias: torch.Tensor, 
         return batch, mean, invstd, scale.contiguous(), (bias - mean * scale).contiguous()
 
 
-def _norm_backward(batch: bool, dy: torch.Tensor, x: torch.Tensor, weight, mean, invstd, scale, shift):
-    """``(coef, d_weight, d_bias)`` of a BN + ReLU from its output's gradient ``dy`` (see ``csrc/norm.h``).
+def _norm_backward(batch: bool, sums: torch.Tensor, count: int, weight, mean, invstd, scale, shift):
+    """``(coef, d_weight, d_bias)`` of a BN + ReLU from its ``[sum g, sum g * (x - mean)]`` (see ``csrc/norm.h``).
 
-    x's gradient is ``a * g - b0 - b1 * x`` with ``a = weight * invstd`` and
-    g = dy where the output is positive; with batch statistics,
+    g is the output's gradient where the output is positive; x's gradient is
+    ``a * g - b0 - b1 * x`` with ``a = weight * invstd``; with batch statistics,
     ``b1 = a * invstd^2 * sum(g (x - mean)) / count`` and
     ``b0 = a * sum(g) / count - b1 * mean`` (BN's backward), else zero.
     """
-    total, centred = kernels().norm_relu_sums(dy, x, scale, shift, mean)
-    count = _count(x)
+    total, centred = sums
     a = weight.detach() * invstd
     b1 = a * invstd ** 2 * centred / count if batch else torch.zeros_like(a)
     b0 = a * total / count - b1 * mean if batch else torch.zeros_like(a)

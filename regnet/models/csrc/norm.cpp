@@ -1,5 +1,5 @@
-// The regulator's BN + ReLU pairs (see norm.h): on H, fused with the concatenation the fusion reads, and after
-// the fusion; forward passes given the per-channel scale and shift, and the backward's sums and pass.
+// The regulator's BN + ReLU pairs (see norm.h): on H, with the fusion's 1x1 convolution of [features,
+// ReLU(BN(H))], and after the fusion; forward passes given the per-channel scale and shift, and their backward.
 #include <torch/library.h>
 
 #include "norm.h"
@@ -25,25 +25,97 @@ ALWAYS_INLINE T relu(const T& y) {
   return y > T{} ? y : T{};
 }
 
+// One image's concatenation [H*W, 2C] = [features, ReLU(scale * h + shift)] per pixel, into buffer (L2).
+void concat_image(const float* f, const float* h, const float* scale, const float* shift, const Shape& s,
+                  float* buffer) {
+  for (int64_t p = 0; p < s.h * s.w; ++p)
+    for_blocks(s.c, [&](auto lanes, int64_t c0) {
+      using T = decltype(lanes);
+      store(buffer + p * 2 * s.c + c0, load<T>(f + p * s.c + c0));
+      store(buffer + p * 2 * s.c + s.c + c0,
+            relu(load<T>(scale + c0) * load<T>(h + p * s.c + c0) + load<T>(shift + c0)));
+    });
+}
+
 }  // namespace
 
-// B [N, 2C, H, W] (channels-last) = [features, ReLU(scale * h + shift)] per pixel.
-at::Tensor relu_cat(const at::Tensor& features, const at::Tensor& h, const at::Tensor& scale,
-                    const at::Tensor& shift) {
+bool has_gemm() { return sgemm_ != nullptr; }
+
+// F = fuse(cat[features, ReLU(scale * h + shift)]), the regulated block's 1x1 fusion (weight [C, 2C], bias [C]
+// or empty), image by image: the concatenation is built in L2 and never written out. Then, if `moments`, F's
+// mean and biased variance [2, C] (for bn_fuse's batch statistics).
+std::vector<at::Tensor> fuse_forward(const at::Tensor& features, const at::Tensor& h, const at::Tensor& scale,
+                                     const at::Tensor& shift, const at::Tensor& weight, const at::Tensor& bias,
+                                     bool moments) {
   const Shape s = shape_of(h);
   check_map(features, s);
   check_map(h, s);
   check_vectors({&scale, &shift}, s);
-  auto B = at::empty({s.n, 2 * s.c, s.h, s.w}, h.options().memory_format(at::MemoryFormat::ChannelsLast));
-  const float *f = features.data_ptr<float>(), *hv = h.data_ptr<float>();
-  const float *a = scale.data_ptr<float>(), *b = shift.data_ptr<float>();
-  float* out = B.data_ptr<float>();
-  for_all_pixels(s, [&](int64_t p, auto lanes, int64_t c0) {
-    using T = decltype(lanes);
-    store(out + p * 2 * s.c + c0, load<T>(f + p * s.c + c0));
-    store(out + p * 2 * s.c + s.c + c0, relu(load<T>(a + c0) * load<T>(hv + p * s.c + c0) + load<T>(b + c0)));
+  if (bias.numel()) check_vectors({&bias}, s);
+  check_fusion_weight(weight, s);
+  auto F = empty_map(s, h);
+  ThreadSums sums(moments ? 3 * s.c : 0);
+  const int64_t hw = s.h * s.w;
+  at::parallel_for(0, s.n, 1, [&](int64_t begin, int64_t end) {
+    float* buffer = scratch(hw * 2 * s.c);
+    for (int64_t n = begin; n < end; ++n) {
+      concat_image(image(features.data_ptr<float>(), s, n), image(h.data_ptr<float>(), s, n),
+                   scale.data_ptr<float>(), shift.data_ptr<float>(), s, buffer);
+      float* f = image(F.data_ptr<float>(), s, n);
+      for (int64_t p = 0; p < hw && bias.numel(); ++p) std::memcpy(f + p * s.c, bias.data_ptr<float>(), s.c * 4);
+      // Column-major, F^T [C, HW] = W [C, 2C] . B^T [2C, HW].
+      gemm('T', 'N', s.c, hw, 2 * s.c, weight.data_ptr<float>(), 2 * s.c, buffer, 2 * s.c, bias.numel() ? 1.0f : 0.0f,
+           f, s.c);
+      if (moments) add_moments(f, s, sums.mine());
+    }
   });
-  return B;
+  std::vector<at::Tensor> out{F};
+  if (moments) out.push_back(moments_of(sums, s, h.options()));
+  return out;
+}
+
+// fuse_forward's backward from F's gradient dF: (dB, the concatenation's gradient [N, 2C, H, W]; dW [C, 2C];
+// d_bias [C]; and the norm's sums [2, C] of g and g * (h - mean), g = dB's H half where the ReLU passed).
+std::vector<at::Tensor> fuse_backward(const at::Tensor& dF, const at::Tensor& features, const at::Tensor& h,
+                                      const at::Tensor& scale, const at::Tensor& shift, const at::Tensor& mean,
+                                      const at::Tensor& weight) {
+  const Shape s = shape_of(h);
+  for (const auto* t : {&dF, &features, &h}) check_map(*t, s);
+  check_vectors({&scale, &shift, &mean}, s);
+  check_fusion_weight(weight, s);
+  auto dB = at::empty({s.n, 2 * s.c, s.h, s.w}, h.options().memory_format(at::MemoryFormat::ChannelsLast));
+  const int64_t hw = s.h * s.w, nw = 2 * s.c * s.c;
+  const float *a = scale.data_ptr<float>(), *b = shift.data_ptr<float>(), *m = mean.data_ptr<float>();
+  ThreadSums sums(nw + 3 * s.c);
+  at::parallel_for(0, s.n, 1, [&](int64_t begin, int64_t end) {
+    float* buffer = scratch(hw * 2 * s.c + nw);  // the image's concatenation, then its dW
+    double* mine = sums.mine();
+    for (int64_t n = begin; n < end; ++n) {
+      const float *d = image(dF.data_ptr<float>(), s, n), *hv = image(h.data_ptr<float>(), s, n);
+      float* dBn = dB.data_ptr<float>() + n * 2 * s.map();
+      concat_image(image(features.data_ptr<float>(), s, n), hv, a, b, s, buffer);
+      // Column-major: dB^T [2C, HW] = W^T [2C, C] . dF^T [C, HW]; dW^T [2C, C] = B^T [2C, HW] . dF [HW, C].
+      gemm('N', 'N', 2 * s.c, hw, s.c, weight.data_ptr<float>(), 2 * s.c, d, s.c, 0.0f, dBn, 2 * s.c);
+      gemm('N', 'T', 2 * s.c, s.c, hw, buffer, 2 * s.c, d, s.c, 0.0f, buffer + hw * 2 * s.c, 2 * s.c);
+      for (int64_t j = 0; j < nw; ++j) mine[j] += buffer[hw * 2 * s.c + j];
+      for_blocks(s.c, [&](auto lanes, int64_t c0) {
+        using T = decltype(lanes);
+        T bias_grad{}, total{}, centred{};
+        for (int64_t p = 0; p < hw; ++p) {
+          const T x = load<T>(hv + p * s.c + c0), g = load<T>(dBn + p * 2 * s.c + s.c + c0);
+          const T passed = load<T>(a + c0) * x + load<T>(b + c0) > T{} ? g : T{};
+          bias_grad += load<T>(d + p * s.c + c0);
+          total += passed;
+          centred += passed * (x - load<T>(m + c0));
+        }
+        add_lanes(mine + nw + c0, bias_grad);
+        add_lanes(mine + nw + s.c + c0, total);
+        add_lanes(mine + nw + 2 * s.c + c0, centred);
+      });
+    }
+  });
+  auto g = sums.totals({{s.c, 2 * s.c}, {s.c}, {2, s.c}}, h.options());
+  return {dB, g[0], g[1], g[2]};
 }
 
 // ReLU(scale * x + shift): a BN + ReLU's forward.
@@ -121,15 +193,22 @@ at::Tensor norm_relu_backward(const at::Tensor& dy, const at::Tensor& x, const a
 }  // namespace regnet
 
 TORCH_LIBRARY_FRAGMENT(regnet, m) {
-  m.def("relu_cat(Tensor features, Tensor h, Tensor scale, Tensor shift) -> Tensor");
+  m.def("has_gemm() -> bool");
+  m.def("fuse_forward(Tensor features, Tensor h, Tensor scale, Tensor shift, Tensor weight, Tensor bias, "
+        "bool moments) -> Tensor[]");
+  m.def("fuse_backward(Tensor dF, Tensor features, Tensor h, Tensor scale, Tensor shift, Tensor mean, "
+        "Tensor weight) -> Tensor[]");
   m.def("norm_relu(Tensor x, Tensor scale, Tensor shift) -> Tensor");
   m.def("channel_moments(Tensor x) -> Tensor");
   m.def("norm_relu_sums(Tensor d, Tensor h, Tensor scale, Tensor shift, Tensor mean) -> Tensor");
   m.def("norm_relu_backward(Tensor dy, Tensor x, Tensor coef) -> Tensor");
 }
 
+TORCH_LIBRARY_IMPL(regnet, CompositeExplicitAutograd, m) { m.impl("has_gemm", &regnet::has_gemm); }
+
 TORCH_LIBRARY_IMPL(regnet, CPU, m) {
-  m.impl("relu_cat", &regnet::relu_cat);
+  m.impl("fuse_forward", &regnet::fuse_forward);
+  m.impl("fuse_backward", &regnet::fuse_backward);
   m.impl("norm_relu", &regnet::norm_relu);
   m.impl("channel_moments", &regnet::channel_moments);
   m.impl("norm_relu_sums", &regnet::norm_relu_sums);

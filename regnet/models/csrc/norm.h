@@ -12,7 +12,26 @@
 
 #include "depthwise.h"
 
+// BLAS's single-precision GEMM, which torch's CPU library carries (MKL or OpenBLAS) and exports. Weak: where a
+// build of torch does not export it, the fusion's kernels report has_gemm() false and are not used.
+extern "C" void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
+                       const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
+                       const float* beta, float* c, const int* ldc) __attribute__((weak));
+
 namespace regnet {
+
+// Column-major C [m, n] = op(A) [m, k] . op(B) [k, n] + beta * C, as BLAS.
+inline void gemm(char transa, char transb, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+                 const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  const int mi = m, ni = n, ki = k, la = lda, lb = ldb, lc = ldc;
+  const float one = 1.0f;
+  sgemm_(&transa, &transb, &mi, &ni, &ki, &one, a, &la, b, &lb, &beta, c, &lc);
+}
+
+inline void check_fusion_weight(const at::Tensor& w, const Shape& s) {
+  TORCH_CHECK(w.is_contiguous() && w.numel() == 2 * s.c * s.c && w.dtype() == at::kFloat,
+              "the fusion's weight must be a contiguous float32 [C, 2C]");
+}
 
 // H's gradient through the norm (BN + ReLU), a pixel's channel block at a time. With y = scale * h + shift,
 // g = the output's gradient where y > 0 (else 0), it is a * g - b0 - b1 * h: a = weight * invstd, and b0, b1
