@@ -171,23 +171,36 @@ def paired(batch: int, pairs: int, warmup: int, cells_: tuple[str, ...] = PAIRED
         base = Candidate("resnet20", {}, True, batch)
         others = [Candidate("regnet20", {"cell": c, "gates": "efficient"}, True, batch, path=p)
                   for p in paths for c in cells_]
+        for _ in range(warmup):  # whole untimed rounds: each step then finds the allocator as the rounds leave it
+            _paired_round(base, others)
         for c in [base, *others]:
-            with PATHS[c.path]():
-                for _ in range(warmup):
-                    c.train_step()
-                    c.eval_step()
+            c.train_s.clear(), c.eval_s.clear()
         ratios = {id(c): [] for c in others}
         for _ in range(pairs):
-            for c in others:
-                with PATHS[c.path]():
-                    base.train_s.append(cpu_seconds(base.train_step))
-                    c.train_s.append(cpu_seconds(c.train_step))
-                    ratios[id(c)].append(c.train_s[-1] / base.train_s[-1])
-                    base.eval_s.append(cpu_seconds(base.eval_step))
-                    c.eval_s.append(cpu_seconds(c.eval_step))
+            for c, ratio in _paired_round(base, others):
+                ratios[id(c)].append(ratio)
     finally:
         torch.set_num_threads(threads)
     return [paired_row(c, ratios.get(id(c), [1.0]), batch) for c in [base, *others]]
+
+
+def _paired_round(base: Candidate, others: list[Candidate]) -> list[tuple[Candidate, float]]:
+    """One round of the headline: per candidate, resnet20's step then its own, timed; each one's ratio.
+
+    Untimed (warm-up) rounds run the same steps in the same order: a step's
+    cost depends on the memory the steps before it left (glibc returns
+    freed maps to the system, and the next step faults them back in), so a
+    warm-up of each model on its own would leave the first rounds slower.
+    """
+    out = []
+    for c in others:
+        with PATHS[c.path]():
+            base.train_s.append(cpu_seconds(base.train_step))
+            c.train_s.append(cpu_seconds(c.train_step))
+            out.append((c, c.train_s[-1] / base.train_s[-1]))
+            base.eval_s.append(cpu_seconds(base.eval_step))
+            c.eval_s.append(cpu_seconds(c.eval_step))
+    return out
 
 
 def paired_row(c: Candidate, ratios: list[float], batch: int) -> dict:
