@@ -217,3 +217,16 @@ def test_without_blas_the_fusion_runs_as_modules(monkeypatch):
 @needs_build
 def test_the_kernels_find_blas_in_torch():
     assert native.kernels().has_gemm()
+
+
+@needs_build
+@pytest.mark.parametrize("offset", [0.0, 100.0])
+def test_the_moments_keep_float64_precision_far_from_zero(offset):
+    """A fusion's output can sit far from 0; a float32 sum of squares over a stage-1 image would be 4e-6 off there."""
+    torch.manual_seed(0)
+    x = (offset + torch.randn(4, 37, 32, 32) * torch.linspace(0.5, 2, 37).view(1, 37, 1, 1)).contiguous(
+        memory_format=CL)
+    var, mean = torch.var_mean(x.double(), dim=(0, 2, 3), unbiased=False)
+    got = native.kernels().channel_moments(x).double()
+    torch.testing.assert_close(got[0], mean, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(got[1], var, rtol=1e-6, atol=0)

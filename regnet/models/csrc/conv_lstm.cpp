@@ -79,7 +79,7 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& x, const at::Tensor& h, c
   // The saved gates as four maps, not one [N, H, W, 4, C] tensor: a stage-1 batch's would be 32 MB, which the
   // allocator takes from the kernel (mmap and page faults) on every call instead of reusing freed memory.
   for (int k = 0; k < kGates && save; ++k) out.push_back(empty_map(s, x));
-  ThreadSums sums(moments ? 3 * s.c : 0);
+  ImageMoments h_moments(s, moments);
   at::parallel_for(0, s.n, 1, [&](int64_t begin, int64_t end) {
     for (int64_t n = begin; n < end; ++n) {
       LstmImage m{image(x.data_ptr<float>(), s, n), image(data_or_null(h), s, n), image(data_or_null(c), s, n),
@@ -89,10 +89,10 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& x, const at::Tensor& h, c
         lstm_at<decltype(pixels)::value, decltype(lanes)>(m, kx.data_ptr<float>(), kh.data_ptr<float>(),
                                                            bias.data_ptr<float>(), s, y, xw, c0);
       });
-      if (moments) add_moments(m.h_out, s, sums.mine());
+      if (moments) h_moments.add(m.h_out, n);
     }
   });
-  if (moments) out.push_back(moments_of(sums, s, x.options()));
+  if (moments) out.push_back(h_moments.result(x.options()));
   return out;
 }
 

@@ -320,18 +320,13 @@ class ThreadSums {
     return sums_.data() + thread * size_;
   }
 
-  // The totals, a float64 tensor of `size` values.
-  at::Tensor totals64() const {
-    auto total = at::zeros({size_}, at::TensorOptions().dtype(at::kDouble));
+  // The totals as float32 tensors of the given sizes and shapes, in order.
+  std::vector<at::Tensor> totals(const std::vector<std::vector<int64_t>>& shapes, const at::TensorOptions& opts) {
+    auto total = at::zeros({size_}, opts.dtype(at::kDouble));
     double* out = total.data_ptr<double>();
     for (int t = 0; t < threads_; ++t)
       for (int64_t j = 0; j < size_; ++j) out[j] += sums_[t * size_ + j];
-    return total;
-  }
-
-  // The totals as float32 tensors of the given sizes and shapes, in order.
-  std::vector<at::Tensor> totals(const std::vector<std::vector<int64_t>>& shapes, const at::TensorOptions& opts) {
-    auto grads = totals64().to(opts.dtype(at::kFloat));
+    auto grads = total.to(at::kFloat);
     std::vector<at::Tensor> parts;
     int64_t start = 0;
     for (const auto& shape : shapes) {

@@ -54,7 +54,7 @@ std::vector<at::Tensor> fuse_forward(const at::Tensor& features, const at::Tenso
   if (bias.numel()) check_vectors({&bias}, s);
   check_fusion_weight(weight, s);
   auto F = empty_map(s, h);
-  ThreadSums sums(moments ? 3 * s.c : 0);
+  ImageMoments f_moments(s, moments);
   const int64_t hw = s.h * s.w;
   at::parallel_for(0, s.n, 1, [&](int64_t begin, int64_t end) {
     float* buffer = scratch(hw * 2 * s.c);
@@ -66,11 +66,11 @@ std::vector<at::Tensor> fuse_forward(const at::Tensor& features, const at::Tenso
       // Column-major, F^T [C, HW] = W [C, 2C] . B^T [2C, HW].
       gemm('T', 'N', s.c, hw, 2 * s.c, weight.data_ptr<float>(), 2 * s.c, buffer, 2 * s.c, bias.numel() ? 1.0f : 0.0f,
            f, s.c);
-      if (moments) add_moments(f, s, sums.mine());
+      if (moments) f_moments.add(f, n);
     }
   });
   std::vector<at::Tensor> out{F};
-  if (moments) out.push_back(moments_of(sums, s, h.options()));
+  if (moments) out.push_back(f_moments.result(h.options()));
   return out;
 }
 
@@ -133,15 +133,15 @@ at::Tensor norm_relu(const at::Tensor& x, const at::Tensor& scale, const at::Ten
   return y;
 }
 
-// [2, C]: the mean and biased variance of x per channel over N*H*W (see add_moments).
+// [2, C]: the mean and biased variance of x per channel over N*H*W (see ImageMoments).
 at::Tensor channel_moments(const at::Tensor& x) {
   const Shape s = shape_of(x);
   check_map(x, s);
-  ThreadSums sums(3 * s.c);
+  ImageMoments moments(s, true);
   at::parallel_for(0, s.n, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t n = begin; n < end; ++n) add_moments(image(x.data_ptr<float>(), s, n), s, sums.mine());
+    for (int64_t n = begin; n < end; ++n) moments.add(image(x.data_ptr<float>(), s, n), n);
   });
-  return moments_of(sums, s, x.options());
+  return moments.result(x.options());
 }
 
 // [2, C]: the sums over N*H*W of g and of g * (h - mean), g = d's last C channels where scale * h + shift > 0

@@ -80,46 +80,87 @@ inline void features_grad_into(const NormGrad& g, const Shape& s, float* dx) {
   for (int64_t p = 0; p < s.h * s.w; ++p) std::memcpy(dx + p * s.c, dB + p * g.stride, s.c * sizeof(float));
 }
 
-// Adds one image's moments of H per channel to sums [3, C]: the sum, the image's count times its mean squared,
-// and the sum of squared deviations from the image's mean (no cancellation: H is in L2 by then, so the
-// second pass is cheap). See moments_of for the totals.
-inline void add_moments(const float* h, const Shape& s, double* sums) {
-  const int64_t hw = s.h * s.w;
-  for_blocks(s.c, [&](auto lanes, int64_t c0) {
-    using T = decltype(lanes);
-    constexpr int L = sizeof(T) / sizeof(float);
-    T total{};
-    for (int64_t p = 0; p < hw; ++p) total += load<T>(h + p * s.c + c0);
-    const T mean = total / static_cast<float>(hw);
-    T squares{};
-    for (int64_t p = 0; p < hw; ++p) {
-      const T d = load<T>(h + p * s.c + c0) - mean;
-      squares += d * d;
-    }
-    float t[L], sq[L];
-    std::memcpy(t, &total, sizeof(T));
-    std::memcpy(sq, &squares, sizeof(T));
-    for (int j = 0; j < L; ++j) {
-      sums[c0 + j] += t[j];
-      sums[s.c + c0 + j] += static_cast<double>(t[j]) * t[j] / hw;
-      sums[2 * s.c + c0 + j] += sq[j];
-    }
-  });
+// A channel block in float64, for sums that must not lose precision: two registers of 8 doubles (a generic
+// 16-double vector compiles to spills).
+typedef double Double8 __attribute__((vector_size(8 * sizeof(double))));
+struct WideVec {
+  Double8 lo, hi;
+  ALWAYS_INLINE WideVec operator+(const WideVec& o) const { return {lo + o.lo, hi + o.hi}; }
+  ALWAYS_INLINE WideVec operator-(const WideVec& o) const { return {lo - o.lo, hi - o.hi}; }
+  ALWAYS_INLINE WideVec operator*(const WideVec& o) const { return {lo * o.lo, hi * o.hi}; }
+  ALWAYS_INLINE WideVec operator/(double d) const { return {lo / d, hi / d}; }
+  ALWAYS_INLINE WideVec& operator+=(const WideVec& o) { return *this = *this + o; }
+};
+typedef float Float8 __attribute__((vector_size(8 * sizeof(float))));
+ALWAYS_INLINE double widen(float x) { return x; }
+ALWAYS_INLINE WideVec widen(Vec x) {
+  return {__builtin_convertvector(__builtin_shufflevector(x, x, 0, 1, 2, 3, 4, 5, 6, 7), Double8),
+          __builtin_convertvector(__builtin_shufflevector(x, x, 8, 9, 10, 11, 12, 13, 14, 15), Double8)};
+}
+ALWAYS_INLINE float narrow(double x) { return static_cast<float>(x); }
+ALWAYS_INLINE Vec narrow(const WideVec& x) {
+  const Float8 lo = __builtin_convertvector(x.lo, Float8), hi = __builtin_convertvector(x.hi, Float8);
+  return __builtin_shufflevector(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
 }
 
-// [2, C]: the mean and biased variance over N*H*W from add_moments' sums (in float64: the between-image
-// part, sum of count*mean^2 less total^2 / count, cancels there harmlessly).
-inline at::Tensor moments_of(ThreadSums& sums, const Shape& s, const at::TensorOptions& opts) {
-  auto t = sums.totals64();
-  const double count = static_cast<double>(s.n * s.h * s.w);
-  auto out = at::empty({2, s.c}, opts.dtype(at::kDouble));
-  const double* v = t.data_ptr<double>();
-  double* o = out.data_ptr<double>();
-  for (int64_t c = 0; c < s.c; ++c) {
-    o[c] = v[c] / count;
-    o[s.c + c] = std::max(0.0, (v[2 * s.c + c] + v[s.c + c] - v[c] * v[c] / count) / count);
+// The mean and biased variance per channel of a map over N*H*W, from each image's mean and sum of squared
+// deviations (computed while the image is in L2, so the second pass over it is cheap), combined in image order
+// at the end in float64: no cancellation however far the mean is from 0, and no dependence on the threads.
+class ImageMoments {
+ public:
+  ImageMoments(const Shape& s, bool wanted) : s_(s), values_(wanted ? s.n * 2 * s.c : 0) {}
+
+  // Image n's moments, from its map h [H*W, C]: each row summed in float32, the rows in float64 (a float32 sum
+  // over a whole stage-1 image is ~1e-6 off, and more where the mean is far from 0; float64 throughout is
+  // several times slower).
+  void add(const float* h, int64_t n) {
+    double* out = values_.data() + n * 2 * s_.c;
+    for_blocks(s_.c, [&](auto lanes, int64_t c0) {
+      using T = decltype(lanes);
+      using W = decltype(widen(lanes));
+      constexpr int L = sizeof(W) / sizeof(double);  // 16 or 1
+      W total{}, squares{};
+      for (int64_t y = 0; y < s_.h; ++y) {
+        T row{};
+        for (int64_t x = 0; x < s_.w; ++x) row += load<T>(h + s_.at(y, x) + c0);
+        total += widen(row);
+      }
+      const W mean = total / static_cast<double>(s_.h * s_.w);
+      const T centre = narrow(mean);
+      for (int64_t y = 0; y < s_.h; ++y) {
+        T row{};
+        for (int64_t x = 0; x < s_.w; ++x) {
+          const T d = load<T>(h + s_.at(y, x) + c0) - centre;
+          row += d * d;
+        }
+        squares += widen(row);
+      }
+      std::memcpy(out + c0, &mean, L * sizeof(double));  // squares are about `centre`, within 1e-7 of the mean
+      std::memcpy(out + s_.c + c0, &squares, L * sizeof(double));
+    });
   }
-  return out.to(at::kFloat);
-}
+
+  // [2, C]: the mean and the biased variance.
+  at::Tensor result(const at::TensorOptions& opts) const {
+    auto out = at::empty({2, s_.c}, opts.dtype(at::kDouble));
+    double* o = out.data_ptr<double>();
+    const double hw = static_cast<double>(s_.h * s_.w);
+    for (int64_t c = 0; c < s_.c; ++c) {
+      double mean = 0.0, squares = 0.0;
+      for (int64_t n = 0; n < s_.n; ++n) mean += values_[n * 2 * s_.c + c];  // the images' means
+      mean /= s_.n;
+      for (int64_t n = 0; n < s_.n; ++n) {
+        const double d = values_[n * 2 * s_.c + c] - mean;
+        squares += values_[n * 2 * s_.c + s_.c + c] + hw * d * d;
+      }
+      o[c] = mean, o[s_.c + c] = squares / (hw * s_.n);
+    }
+    return out.to(at::kFloat);
+  }
+
+ private:
+  Shape s_;
+  std::vector<double> values_;
+};
 
 }  // namespace regnet
