@@ -393,7 +393,8 @@ def print_result(result: dict, summary_rows: list[dict]) -> None:
 # --- profiling: where one configuration's training step spends its time ---------------------------------------
 
 CATEGORIES = (
-    ("C++ cell step", ("regnet::",)),  # the cells' own operators (regnet/models/native.py)
+    ("C++ cell step", ("regnet::lstm", "regnet::gru")),  # the cells' own operators (regnet/models/native.py)
+    ("C++ norms and fusion", ("regnet::",)),  # the regulated blocks' BN+ReLU pairs and 1x1 fusion (csrc/norm.cpp)
     ("conv", ("convolution",)),
     ("batch norm", ("batch_norm",)),
     ("copy/layout", ("copy_", "clone", "cat", "stack", "contiguous", "_to_copy")),

@@ -280,7 +280,8 @@ def test_a_cpu_runs_log_names_the_cells_path(monkeypatch):
     assert native.describe(build_model("resnet20")) is None
     assert native.describe(build_model("regnet20", cell="rnn")) is None
     line = native.describe(build_model("regnet20"))
-    assert line == ("regulator cells: C++ steps for this CPU (regnet/models/native.py)" if native.kernels()
+    assert line == ("regulator cells: C++ steps for this CPU, with the blocks' norms and fusion "
+                    "(regnet/models/native.py)" if native.kernels()
                     else "regulator cells: PyTorch ops (the C++ steps could not be built)")
     monkeypatch.setattr(native, "kernels", lambda: None)
     monkeypatch.setenv("REGNET_NATIVE", "0")

@@ -30,7 +30,9 @@ autocast a step runs in float32 (see :meth:`_ConvCell.forward`).
 Faster still, where nothing observes a step's gates (no hook on its taps, no
 trace while autograd records), a ConvLSTM or ConvGRU step of the efficient
 form runs as one C++ kernel with its own backward (:mod:`.native`), built on
-first use; the same function to about 1e-6 (see :meth:`_ConvCell._run`).
+first use; the same function to about 1e-6 (see :meth:`_ConvCell._run`). A
+ConvLSTM step can also take in its block's norm on H and fusion
+(:meth:`_ConvCell.step_into_fusion`).
 """
 from __future__ import annotations
 

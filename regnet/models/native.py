@@ -14,6 +14,15 @@ ninja, a failed build) or where ``REGNET_NATIVE=0`` is set, :func:`kernels`
 is None and the cells run the PyTorch path, which computes the same function
 (to about 1e-6). They are registered as ``torch.ops.regnet.*``, so the
 profiler and dispatch modes see them.
+
+A regulated block's norm on H, concatenation and 1x1 fusion, and the BN+ReLU
+after it, have kernels of their own too (``csrc/norm.cpp``; see
+:func:`lstm_step_into_fusion`, :func:`norm_relu_fuse`, :func:`bn_relu`): in
+PyTorch ops they are a dozen passes over maps as large as the block's
+features, forward and backward. The fusion's matrix products go to the
+BLAS inside torch's own library (``sgemm_``, linked weakly: where a build of
+torch does not export it, :func:`fusion_supported` is false and the blocks
+keep their modules).
 """
 from __future__ import annotations
 
@@ -90,7 +99,8 @@ def describe(model: torch.nn.Module) -> str | None:
     if not any(getattr(type(m), "_native", None) is not None for m in model.modules()):
         return None
     if kernels() is not None:
-        return "regulator cells: C++ steps for this CPU (regnet/models/native.py)"
+        fusion = "with" if kernels().has_gemm() else "without (no BLAS found in torch)"
+        return f"regulator cells: C++ steps for this CPU, {fusion} the blocks' norms and fusion (regnet/models/native.py)"
     why = "REGNET_NATIVE=0" if _turned_off() else "the C++ steps could not be built"
     return f"regulator cells: PyTorch ops ({why})"
 
