@@ -230,3 +230,23 @@ def test_the_moments_keep_float64_precision_far_from_zero(offset):
     got = native.kernels().channel_moments(x).double()
     torch.testing.assert_close(got[0], mean, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(got[1], var, rtol=1e-6, atol=0)
+
+
+@needs_build
+def test_the_fused_step_does_not_depend_on_the_thread_count():
+    """Images are spread over threads; per-thread sums are added in the threads' order, moments in image order."""
+    results = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        x, (h, c) = _map(16, 0, size=(8, 8), batch=6), (_map(16, 1, size=(8, 8), batch=6),
+                                                       _map(16, 2, size=(8, 8), batch=6))
+        torch.manual_seed(3)
+        kernels, bias = torch.randn(4, 2, 16, 1, 3, 3, requires_grad=True), torch.randn(4, 16, requires_grad=True)
+        norm, _ = _norm_pair(16, True)
+        fuse = nn.Conv2d(32, 16, 1, bias=False)
+        f, moments, (h2, _) = native.lstm_step_into_fusion(x, x, (h, c), kernels, bias, norm, fuse, True)
+        grads = torch.autograd.grad(f.square().sum() + h2.sum(), [x, h, kernels, fuse.weight, norm.weight])
+        results.append([f, moments, norm.running_var, *grads])
+    torch.set_num_threads(2)
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)

@@ -779,9 +779,7 @@ class ConvLSTMCell(_ConvCell):
         return h, (h, c), dict(zip(self.gate_names, gates))
 
     def _native_into_fusion(self, x, features, state, norm, fuse, moments):
-        f, f_moments, state = native.lstm_step_into_fusion(x, features, state, *self.conv._folded(), norm, fuse,
-                                                           moments)
-        return f, f_moments, state
+        return native.lstm_step_into_fusion(x, features, state, *self.conv._folded(), norm, fuse, moments)
 
 
 CELLS = {"rnn": ConvRNNCell, "gru": ConvGRUCell, "lstm": ConvLSTMCell}
