@@ -189,10 +189,10 @@ class _Regulated:
         return out, new_state
 
     def _folds_norm(self, cell: nn.Module, x2: torch.Tensor) -> bool:
-        """Whether the cell's C++ step can fold in the norm on H and the concatenation (:meth:`~.cells._ConvCell.step_into_fusion`).
+        """Whether the cell's C++ step can fold in the norm on H and the fusion (:meth:`~.cells._ConvCell.step_into_fusion`).
 
-        Only for the paper's regulator (BN+ReLU on H, concatenated; see
-        :meth:`_norm_in_cpp`), neither ablated nor recorded.
+        Only for the paper's regulator (see :meth:`_norm_in_cpp`), neither
+        ablated nor recorded.
         """
         return (not self.ablated and self.trace is None and self._norm_in_cpp(x2)
                 and cell.folds_norm(x2, self.taps))
