@@ -8,12 +8,14 @@ in evaluation; and the modules must run wherever a hook could watch them.
 """
 import copy
 import shutil
+from unittest import mock
 
 import pytest
 import torch
 from torch import nn
 
 from regnet.models import build_model, native
+from regnet.models.cells import make_cell
 
 CL = torch.channels_last
 needs_build = pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
@@ -46,39 +48,66 @@ def _same_statistics(a: nn.BatchNorm2d, b: nn.BatchNorm2d):
     assert int(a.num_batches_tracked) == int(b.num_batches_tracked)
 
 
+def _step_into_fusion(kind, cell, x, features, state, norm, fuse):
+    if kind == "lstm":
+        return native.lstm_step_into_fusion(x, features, state, *cell.conv._folded(), norm, fuse, True)
+    return native.gru_step_into_fusion(x, features, None if state is None else state[0], cell.gates._folded(),
+                                       cell.candidate._folded(), norm, fuse, True)
+
+
+def _through_modules(kind, cell, x, features, state, norm, fuse, dtype):
+    """``(F, F's moments, state out, norm, leaves)``: the step (PyTorch path), the norm, cat and fuse, in ``dtype``."""
+    cell, norm, fuse = (copy.deepcopy(m).to(dtype) for m in (cell, norm, fuse))
+    x_ = x.detach().to(dtype).requires_grad_()
+    features_ = x_ if features is x else features.detach().to(dtype).requires_grad_()
+    state_ = None if state is None else tuple(t.detach().to(dtype).requires_grad_() for t in state)
+    with mock.patch.object(native, "kernels", lambda: None):
+        h, state_out, _ = cell(x_, state_)
+        f = fuse(torch.cat((features_, torch.relu(norm(h))), dim=1))
+    var, mean = torch.var_mean(f.detach(), dim=(0, 2, 3), unbiased=False)
+    leaves = [x_, *cell.parameters(), *fuse.parameters(), norm.weight, norm.bias,
+              *([features_] if features is not x else []), *(state_ or ())]
+    return f, torch.stack((mean, var)), state_out, norm, leaves
+
+
 @needs_build
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
 @pytest.mark.parametrize("channels", [16, 5, 37])
 @pytest.mark.parametrize("separate_features", [False, True])
 @pytest.mark.parametrize("carried", [False, True])
 @pytest.mark.parametrize("train", [True, False])
-def test_the_lstm_step_into_fusion_matches_the_step_norm_cat_and_fusion(channels, separate_features, carried,
-                                                                        train):
+def test_the_step_into_fusion_matches_the_step_norm_cat_and_fusion(kind, channels, separate_features, carried,
+                                                                   train):
+    """Against the modules in float64: values and moments to 1e-5; gradients to 3e-5 of their largest value, or
+    3x the float32 modules' own error where a sum cancels (BN's backward takes the mean out of H's gradient, which
+    a GRU's candidate weights then sum: both float32 paths are ~2e-5 off there)."""
     x = _map(channels, 0)
     features = _map(channels, 1) if separate_features else x
-    state = (_map(channels, 2), _map(channels, 3)) if carried else None
+    state = tuple(_map(channels, 2 + k) for k in range(2 if kind == "lstm" else 1)) if carried else None
     torch.manual_seed(4)
-    kernels, bias = torch.randn(4, 2, channels, 1, 3, 3, requires_grad=True), torch.randn(4, channels,
-                                                                                          requires_grad=True)
-    modules, folded = _norm_pair(channels, train)
+    cell = make_cell(kind, channels, channels)
+    norm, _ = _norm_pair(channels, train)
     fuse = nn.Conv2d(2 * channels, channels, 1, bias=not train).to(memory_format=CL)
-    h, c = native.lstm_step(x, state, kernels, bias)
-    expected = fuse(torch.cat((features, torch.relu(modules(h))), dim=1))
-    f, moments, (h2, c2) = native.lstm_step_into_fusion(x, features, state, kernels, bias, folded, fuse, True)
+    truth, single = (_through_modules(kind, cell, x, features, state, norm, fuse, d)
+                     for d in (torch.float64, torch.float32))
+    folded = copy.deepcopy(norm)
+    f, moments, state_out = _step_into_fusion(kind, cell, x, features, state, folded, fuse)
 
-    torch.testing.assert_close(f, expected, rtol=1e-5, atol=1e-6)
-    var, mean = torch.var_mean(expected.detach(), dim=(0, 2, 3), unbiased=False)
-    torch.testing.assert_close(moments, torch.stack((mean, var)), rtol=1e-5, atol=1e-6)
-    _same_statistics(modules, folded)
-    torch.manual_seed(6)
-    weights = [torch.randn_like(t) for t in (f, h, c)]
-    leaves = [x, kernels, bias, fuse.weight, *([fuse.bias] if fuse.bias is not None else []),
+    torch.testing.assert_close(f.double(), truth[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(moments.double(), truth[1], rtol=1e-5, atol=1e-5)
+    _same_statistics(copy.deepcopy(truth[3]).float(), folded)
+    leaves = [x, *cell.parameters(), *fuse.parameters(), folded.weight, folded.bias,
               *([features] if separate_features else []), *(state or ())]
-    want = torch.autograd.grad(sum((w * t).sum() for w, t in zip(weights, (expected, h, c))),
-                               leaves + [modules.weight, modules.bias])
-    got = torch.autograd.grad(sum((w * t).sum() for w, t in zip(weights, (f, h2, c2))),
-                              leaves + [folded.weight, folded.bias])
-    for a, b in zip(want, got):
-        _close_relative(a, b)
+    torch.manual_seed(6)
+    weights = [torch.randn(t.shape, dtype=torch.float64) for t in (f, *state_out)]
+    grads = []
+    for outputs, inputs in ((truth[0], *truth[2]), truth[4]), ((single[0], *single[2]), single[4]), \
+                           ((f, *state_out), leaves):
+        loss = sum((w.to(t.dtype) * t).sum() for w, t in zip(weights, outputs))
+        grads.append(torch.autograd.grad(loss, inputs))
+    for t, g32, got in zip(*grads):
+        error, own = (got.double() - t).abs().max().item(), (g32.double() - t).abs().max().item()
+        assert error <= max(3e-5 * (1 + t.abs().max().item()), 3 * own)
 
 
 @needs_build
@@ -126,7 +155,7 @@ def _training_step(model, x, y):
 def _calls(monkeypatch):
     """A list that gets the name of each C++ norm-and-fusion path taken."""
     calls = []
-    for name in ("lstm_step_into_fusion", "norm_relu_fuse", "bn_relu"):
+    for name in ("lstm_step_into_fusion", "gru_step_into_fusion", "norm_relu_fuse", "bn_relu"):
         original = getattr(native, name)
         monkeypatch.setattr(native, name, lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k))
     return calls
@@ -173,8 +202,8 @@ def test_a_regnet20_training_step_matches_its_modules(cell, monkeypatch):
     model = build_model("regnet20", cell=cell).to(memory_format=CL).train()
     x, y = torch.randn(8, 3, 32, 32).contiguous(memory_format=CL), torch.arange(8) % 10
     calls = _matches_the_modules(model, x, y, monkeypatch, _calls(monkeypatch))
-    folded_into_step = 9 if cell == "lstm" else 0
-    assert calls.count("lstm_step_into_fusion") == folded_into_step
+    folded_into_step = 0 if cell == "rnn" else 9
+    assert calls.count(f"{cell}_step_into_fusion") == folded_into_step
     assert calls.count("norm_relu_fuse") == 9 - folded_into_step and calls.count("bn_relu") == 9
 
 

@@ -32,7 +32,7 @@ trace while autograd records), a ConvLSTM or ConvGRU step of the efficient
 form runs as one C++ kernel with its own backward (:mod:`.native`), built on
 first use; the same function to about 1e-6 (see :meth:`_ConvCell._run`). A
 ConvLSTM step can also take in its block's norm on H and fusion
-(:meth:`_ConvCell.step_into_fusion`).
+(:meth:`_ConvCell.step_into_fusion`); so can a ConvGRU step.
 """
 from __future__ import annotations
 
@@ -609,7 +609,7 @@ class _ConvCell(nn.Module):
 
         The same function as the step, ``norm``, ``torch.cat`` and ``fuse`` one
         after the other, to about 1e-6, in fewer passes over memory (see
-        :func:`.native.lstm_step_into_fusion`); only where :meth:`folds_norm`.
+        :func:`.native.lstm_step_into_fusion` and ``gru_step_into_fusion``); only where :meth:`folds_norm`.
         """
         return self._native_into_fusion(x, features.contiguous(memory_format=CHANNELS_LAST), self._check(x, state),
                                         norm, fuse, moments)
@@ -700,6 +700,10 @@ class ConvGRUCell(_ConvCell):
         h, *gates = native.gru_step(x, None if state is None else state[0], self.gates._folded(),
                                     self.candidate._folded(), keep_gates=keep_gates)
         return h, (h,), dict(zip(self.gate_names, gates))
+
+    def _native_into_fusion(self, x, features, state, norm, fuse, moments):
+        return native.gru_step_into_fusion(x, features, None if state is None else state[0], self.gates._folded(),
+                                           self.candidate._folded(), norm, fuse, moments)
 
     def _streamed(self, x, state):
         """``(h, (h,))`` slice by slice (:func:`_chunks`): z, r, the candidate and H while the slice is in the cache.

@@ -196,7 +196,7 @@ def gru_step(x: torch.Tensor, h: torch.Tensor | None, gates_: tuple, candidate: 
         if keep_gates:
             raise ValueError("gru_step returns gates only without autograd.")
         return (_GRUStep.apply(x, h, *gates_, *candidate),)
-    out = kernels().gru_forward(x, _or_empty(h, x), *layout(*gates_), *layout(*candidate), keep_gates)
+    out = kernels().gru_forward(x, _or_empty(h, x), *layout(*gates_), *layout(*candidate), keep_gates, False)
     return tuple(out)
 
 
@@ -206,7 +206,7 @@ class _GRUStep(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, h, k_zr, b_zr, k_c, b_c):
         (kx_zr, kh_zr, b1), (kx_c, kh_c, b2) = layout(k_zr, b_zr), layout(k_c, b_c)
-        h_out, *saved = kernels().gru_forward(x, _or_empty(h, x), kx_zr, kh_zr, b1, kx_c, kh_c, b2, True)
+        h_out, *saved = kernels().gru_forward(x, _or_empty(h, x), kx_zr, kh_zr, b1, kx_c, kh_c, b2, True, False)
         ctx.save_for_backward(x, h, kx_zr, kh_zr, kx_c, kh_c, *saved)
         ctx.set_materialize_grads(False)
         return h_out
@@ -216,8 +216,9 @@ class _GRUStep(torch.autograd.Function):
         x, h, kx_zr, kh_zr, kx_c, kh_c, *saved = ctx.saved_tensors
         if dh is None:
             return None, None, None, None, None, None
+        none = x.new_empty(0)
         dx, dh_prev, dkx_zr, dkh_zr, db_zr, dkx_c, dkh_c, db_c = kernels().gru_backward(
-            _grad(dh, x), saved, x, _or_empty(h, x), kx_zr, kh_zr, kx_c, kh_c)
+            _grad(dh, x), saved, x, _or_empty(h, x), kx_zr, kh_zr, kx_c, kh_c, none, none, none, False)
         return (dx, None if h is None else dh_prev, _kernel_grad(dkx_zr, dkh_zr), db_zr,
                 _kernel_grad(dkx_c, dkh_c), db_c)
 
@@ -255,9 +256,25 @@ def lstm_step_into_fusion(x: torch.Tensor, features: torch.Tensor, state, kernel
         return f, f_moments if moments else None, (h_out, c_out)
     h_out, c_out, *h_moments = kernels().lstm_forward(x, _or_empty(h, x), _or_empty(c, x), *layout(kernels_, bias),
                                                       False, batch_statistics(norm))
-    _, _, _, scale, shift = _norm_terms(norm, norm.weight, norm.bias, h_out, *h_moments)
-    f, *f_moments = kernels().fuse_forward(features, h_out, scale, shift, weight, _or_empty(fuse_bias, x), moments)
-    return f, f_moments[0] if moments else None, (h_out, c_out)
+    return (*_fusion_inference(features, h_out, h_moments, norm, fuse, moments), (h_out, c_out))
+
+
+def gru_step_into_fusion(x: torch.Tensor, features: torch.Tensor, h: torch.Tensor | None, gates_: tuple,
+                         candidate: tuple, norm: nn.BatchNorm2d, fuse: nn.Conv2d, moments: bool):
+    """``(F, F's moments or None, (h,))``: a ConvGRU step folded with its block's norm and fusion.
+
+    As :func:`lstm_step_into_fusion`; ``gates_`` and ``candidate`` are the
+    two ``GateConv._folded`` pairs, as for :func:`gru_step`.
+    """
+    weight, fuse_bias = _fusion_weights(fuse)
+    if torch.is_grad_enabled():
+        f, h_out, f_moments = _GRUStepIntoFusion.apply(
+            x, None if features is x else features, h, *gates_, *candidate, norm.weight, norm.bias, weight,
+            fuse_bias, norm, moments)
+        return f, f_moments if moments else None, (h_out,)
+    h_out, *h_moments = kernels().gru_forward(x, _or_empty(h, x), *layout(*gates_), *layout(*candidate), False,
+                                              batch_statistics(norm))
+    return (*_fusion_inference(features, h_out, h_moments, norm, fuse, moments), (h_out,))
 
 
 class _LSTMStepIntoFusion(torch.autograd.Function):
@@ -268,37 +285,91 @@ class _LSTMStepIntoFusion(torch.autograd.Function):
         kx, kh, b = layout(kernels_, bias)
         h_out, c_out, *rest = kernels().lstm_forward(x, _or_empty(h, x), _or_empty(c, x), kx, kh, b, True,
                                                      batch_statistics(norm))
-        gates = rest[:4]
-        ctx.batch, mean, invstd, scale, shift = _norm_terms(norm, weight, norm_bias, h_out, *rest[4:])
-        f, *f_moments = kernels().fuse_forward(x if features is None else features, h_out, scale, shift,
-                                               fuse_weight, _or_empty(fuse_bias, x), moments)
-        ctx.save_for_backward(x, features, h, c, kx, kh, c_out, h_out, weight, mean, invstd, scale, shift,
-                              fuse_weight, *gates)
-        ctx.has_fuse_bias = fuse_bias is not None
-        f_moments = f_moments[0] if moments else x.new_empty(0)
-        ctx.mark_non_differentiable(f_moments)
-        ctx.set_materialize_grads(False)
+        f, f_moments, norm_saved = _fusion_forward(ctx, x if features is None else features, h_out, rest[4:],
+                                                   weight, norm_bias, fuse_weight, fuse_bias, norm, moments)
+        ctx.save_for_backward(x, features, h, c, kx, kh, c_out, *norm_saved, *rest[:4])
         return f, h_out, c_out, f_moments
 
     @staticmethod
     def backward(ctx, df, dh, dc, _):
-        x, features, h, c, kx, kh, c_out, h_out, weight, mean, invstd, scale, shift, fuse_weight, *gates = (
-            ctx.saved_tensors)
+        x, features, h, c, kx, kh, c_out, *rest = ctx.saved_tensors
+        norm_saved, gates = rest[:_NORM_SAVED], rest[_NORM_SAVED:]
         if df is None and dh is None and dc is None:
             return (None,) * 12
-        none = x.new_empty(0)
-        d_concat, coef, fusion_grads, d_features = none, none, ((None, None), None, None), None
-        if df is not None:
-            d_concat, coef, *fusion_grads = _fusion_backward(
-                ctx.batch, df, x if features is None else features, h_out, weight, mean, invstd, scale, shift,
-                fuse_weight)
-            d_features = None if features is None else d_concat[:, : x.shape[1]]
+        d_concat, coef, d_features, params = _fusion_grads(ctx, df, x, features, norm_saved)
         dx, dh_prev, dc_prev, dkx, dkh, db = kernels().lstm_backward(
-            _grad(dh, x), _grad(dc, x), gates, c_out, x, _or_empty(h, x), _or_empty(c, x), kx, kh, d_concat, h_out,
-            coef, df is not None and features is None)
-        d_weight, d_norm_bias, d_fuse_weight, d_fuse_bias = _norm_and_fusion_grads(fusion_grads, ctx.has_fuse_bias)
+            _grad(dh, x), _grad(dc, x), gates, c_out, x, _or_empty(h, x), _or_empty(c, x), kx, kh, d_concat,
+            norm_saved[0], coef, df is not None and features is None)
         return (dx, d_features, None if h is None else dh_prev, None if c is None else dc_prev,
-                _kernel_grad(dkx, dkh), db, d_weight, d_norm_bias, d_fuse_weight, d_fuse_bias, None, None)
+                _kernel_grad(dkx, dkh), db, *params, None, None)
+
+
+class _GRUStepIntoFusion(torch.autograd.Function):
+    """:func:`gru_step_into_fusion` as one autograd node; ``features=None``: the features are X."""
+
+    @staticmethod
+    def forward(ctx, x, features, h, k_zr, b_zr, k_c, b_c, weight, norm_bias, fuse_weight, fuse_bias, norm,
+                moments):
+        (kx_zr, kh_zr, b1), (kx_c, kh_c, b2) = layout(k_zr, b_zr), layout(k_c, b_c)
+        h_out, *rest = kernels().gru_forward(x, _or_empty(h, x), kx_zr, kh_zr, b1, kx_c, kh_c, b2, True,
+                                             batch_statistics(norm))
+        f, f_moments, norm_saved = _fusion_forward(ctx, x if features is None else features, h_out, rest[3:],
+                                                   weight, norm_bias, fuse_weight, fuse_bias, norm, moments)
+        ctx.save_for_backward(x, features, h, kx_zr, kh_zr, kx_c, kh_c, *norm_saved, *rest[:3])
+        return f, h_out, f_moments
+
+    @staticmethod
+    def backward(ctx, df, dh, _):
+        x, features, h, kx_zr, kh_zr, kx_c, kh_c, *rest = ctx.saved_tensors
+        norm_saved, saved = rest[:_NORM_SAVED], rest[_NORM_SAVED:]
+        if df is None and dh is None:
+            return (None,) * 13
+        d_concat, coef, d_features, params = _fusion_grads(ctx, df, x, features, norm_saved)
+        dx, dh_prev, dkx_zr, dkh_zr, db_zr, dkx_c, dkh_c, db_c = kernels().gru_backward(
+            _grad(dh, x), saved, x, _or_empty(h, x), kx_zr, kh_zr, kx_c, kh_c, d_concat, norm_saved[0], coef,
+            df is not None and features is None)
+        return (dx, d_features, None if h is None else dh_prev, _kernel_grad(dkx_zr, dkh_zr), db_zr,
+                _kernel_grad(dkx_c, dkh_c), db_c, *params, None, None)
+
+
+# What a folded step saves for its norm and fusion (see _fusion_forward), before its own tensors.
+_NORM_SAVED = 7
+
+
+def _fusion_forward(ctx, features, h_out, h_moments, weight, norm_bias, fuse_weight, fuse_bias, norm, moments):
+    """``(F, F's moments or empty, what the backward needs)`` from a step's H: the folded steps' shared forward.
+
+    ``h_moments``: ``[H's moments]`` from the step, or ``[]``.
+    """
+    ctx.batch, mean, invstd, scale, shift = _norm_terms(norm, weight, norm_bias, h_out, *h_moments)
+    f, *f_moments = kernels().fuse_forward(features, h_out, scale, shift, fuse_weight, _or_empty(fuse_bias, h_out),
+                                           moments)
+    ctx.has_fuse_bias = fuse_bias is not None
+    ctx.set_materialize_grads(False)
+    f_moments = f_moments[0] if moments else h_out.new_empty(0)
+    ctx.mark_non_differentiable(f_moments)
+    return f, f_moments, (h_out, weight, mean, invstd, scale, shift, fuse_weight)
+
+
+def _fusion_grads(ctx, df, x, features, norm_saved):
+    """``(d_concat, coef, d_features, (d_norm_weight, d_norm_bias, d_fuse_weight, d_fuse_bias))`` for a folded
+    step's backward; empty ``d_concat`` and ``coef`` (and no gradients) where F got none."""
+    none = x.new_empty(0)
+    if df is None:
+        return none, none, None, (None,) * 4
+    h_out, weight, mean, invstd, scale, shift, fuse_weight = norm_saved
+    d_concat, coef, (d_weight, d_bias), d_fuse_weight, d_fuse_bias = _fusion_backward(
+        ctx.batch, df, x if features is None else features, h_out, weight, mean, invstd, scale, shift, fuse_weight)
+    d_features = None if features is None else d_concat[:, : x.shape[1]]
+    return d_concat, coef, d_features, (d_weight, d_bias, d_fuse_weight, d_fuse_bias if ctx.has_fuse_bias else None)
+
+
+def _fusion_inference(features, h, h_moments, norm, fuse, moments: bool):
+    """``(F, F's moments or None)`` without autograd, from H (and ``[H's moments]`` from the step, or ``[]``)."""
+    weight, fuse_bias = _fusion_weights(fuse)
+    _, _, _, scale, shift = _norm_terms(norm, norm.weight, norm.bias, h, *h_moments)
+    f, *f_moments = kernels().fuse_forward(features, h, scale, shift, weight, _or_empty(fuse_bias, h), moments)
+    return f, f_moments[0] if moments else None
 
 
 def norm_relu_fuse(features: torch.Tensor, h: torch.Tensor, norm: nn.BatchNorm2d, fuse: nn.Conv2d,
@@ -310,13 +381,11 @@ def norm_relu_fuse(features: torch.Tensor, h: torch.Tensor, norm: nn.BatchNorm2d
     recorded step, which then gives the same numbers as the folded one.
     Channels-last float32 maps.
     """
-    weight, fuse_bias = _fusion_weights(fuse)
     if torch.is_grad_enabled():
-        f, f_moments = _NormReLUFuse.apply(features, h, norm.weight, norm.bias, weight, fuse_bias, norm, moments)
+        f, f_moments = _NormReLUFuse.apply(features, h, norm.weight, norm.bias, *_fusion_weights(fuse), norm,
+                                           moments)
         return f, f_moments if moments else None
-    _, _, _, scale, shift = _norm_terms(norm, norm.weight, norm.bias, h)
-    f, *f_moments = kernels().fuse_forward(features, h, scale, shift, weight, _or_empty(fuse_bias, h), moments)
-    return f, f_moments[0] if moments else None
+    return _fusion_inference(features, h, [], norm, fuse, moments)
 
 
 class _NormReLUFuse(torch.autograd.Function):
@@ -324,23 +393,19 @@ class _NormReLUFuse(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, features, h, weight, bias, fuse_weight, fuse_bias, norm, moments):
-        ctx.batch, mean, invstd, scale, shift = _norm_terms(norm, weight, bias, h)
-        f, *f_moments = kernels().fuse_forward(features, h, scale, shift, fuse_weight, _or_empty(fuse_bias, h),
-                                               moments)
-        ctx.save_for_backward(features, h, weight, mean, invstd, scale, shift, fuse_weight)
-        ctx.has_fuse_bias = fuse_bias is not None
-        f_moments = f_moments[0] if moments else h.new_empty(0)
-        ctx.mark_non_differentiable(f_moments)
+        f, f_moments, norm_saved = _fusion_forward(ctx, features, h, [], weight, bias, fuse_weight, fuse_bias, norm,
+                                                   moments)
+        ctx.save_for_backward(features, *norm_saved)
         return f, f_moments
 
     @staticmethod
     @once_differentiable
     def backward(ctx, df, _):
-        features, h, weight, mean, invstd, scale, shift, fuse_weight = ctx.saved_tensors
-        d_concat, coef, *fusion_grads = _fusion_backward(ctx.batch, df, features, h, weight, mean, invstd, scale,
-                                                         shift, fuse_weight)
-        dh = kernels().norm_relu_backward(d_concat, h, coef)
-        return (d_concat[:, : h.shape[1]], dh, *_norm_and_fusion_grads(fusion_grads, ctx.has_fuse_bias), None, None)
+        features, *norm_saved = ctx.saved_tensors
+        if df is None:
+            return (None,) * 8
+        d_concat, coef, d_features, params = _fusion_grads(ctx, df, features, features, norm_saved)
+        return (d_features, kernels().norm_relu_backward(d_concat, norm_saved[0], coef), *params, None, None)
 
 
 def bn_relu(x: torch.Tensor, norm: nn.BatchNorm2d, moments: torch.Tensor | None = None) -> torch.Tensor:
@@ -392,12 +457,6 @@ def _fusion_backward(batch: bool, df, features, h, weight, mean, invstd, scale, 
                                                                          fuse_weight)
     coef, d_weight, d_bias = _norm_backward(batch, sums, _count(h), weight, mean, invstd, scale, shift)
     return d_concat, coef, (d_weight, d_bias), d_fuse_weight, d_fuse_bias
-
-
-def _norm_and_fusion_grads(fusion_grads, has_fuse_bias: bool) -> tuple:
-    """``_fusion_backward``'s gradients as the norm's weight and bias, the fusion's weight and bias (or None)."""
-    (d_weight, d_bias), d_fuse_weight, d_fuse_bias = fusion_grads
-    return d_weight, d_bias, d_fuse_weight, d_fuse_bias if has_fuse_bias else None
 
 
 def batch_statistics(norm: nn.BatchNorm2d) -> bool:

@@ -4,7 +4,7 @@
 // candidate and H.
 #include <torch/library.h>
 
-#include "depthwise.h"
+#include "norm.h"
 
 namespace regnet {
 namespace {
@@ -57,6 +57,8 @@ void gru_image(const GruImage& m, const GruKernels& k, const Shape& s) {
 struct GruGrads {
   const float *dh, *z, *r, *candidate, *x, *h;
   float *dx, *dh_prev, *Dc, *Dzr, *rh, *drh;
+  NormGrad norm;  // H's gradient through the regulator's norm, when the step ran with it (see norm.h)
+  bool add_features;  // dx starts as the concatenation's features half (the features are X)
 };
 
 void gru_image_backward(const GruGrads& m, const GruKernels& k, const Shape& s, double* sums) {
@@ -65,7 +67,9 @@ void gru_image_backward(const GruGrads& m, const GruKernels& k, const Shape& s, 
     for_blocks(s.c, [&](auto lanes, int64_t c0) {
       using T = decltype(lanes);
       const int64_t q = p * s.c + c0;
-      const T dh = load<T>(m.dh + q), z = load<T>(m.z + q), candidate = load<T>(m.candidate + q);
+      T dh = m.dh ? load<T>(m.dh + q) : T{};
+      if (m.norm.dB) dh += m.norm.template at<T>(s, p, c0);
+      const T z = load<T>(m.z + q), candidate = load<T>(m.candidate + q);
       const T h = m.h ? load<T>(m.h + q) : T{};
       store(m.Dc + q, dh * z * (1.0f - candidate * candidate));
       store(m.Dzr + 2 * p * s.c + c0, dh * (candidate - h) * z * (1.0f - z));
@@ -73,7 +77,12 @@ void gru_image_backward(const GruGrads& m, const GruKernels& k, const Shape& s, 
       store(m.dh_prev + q, dh * (1.0f - z));
       store(m.rh + q, load<T>(m.r + q) * h);
     });
-  transposed<1, false, false>(m.Dc, k.kx_c, k.kh_c, s, m.dx, m.h ? m.drh : nullptr);
+  if (m.add_features) {
+    features_grad_into(m.norm, s, m.dx);
+    transposed<1, true, false>(m.Dc, k.kx_c, k.kh_c, s, m.dx, m.h ? m.drh : nullptr);
+  } else {
+    transposed<1, false, false>(m.Dc, k.kx_c, k.kh_c, s, m.dx, m.h ? m.drh : nullptr);
+  }
   weight_grads<1>(m.Dc, m.x, m.h ? m.rh : nullptr, s, sums);
   for (int64_t p = 0; p < hw && m.h; ++p)
     for_blocks(s.c, [&](auto lanes, int64_t c0) {
@@ -99,16 +108,18 @@ GruKernels kernels_of(const at::Tensor& kx_zr, const at::Tensor& kh_zr, const at
 
 }  // namespace
 
-// Forward: (h) and, if `save`, z, r and the candidate (the backward's input).
+// Forward: (h), then, if `save`, z, r and the candidate (the backward's input), then, if `moments`, H's mean
+// and biased variance per channel [2, C] (for the regulator's norm in training, see norm.h).
 std::vector<at::Tensor> gru_forward(const at::Tensor& x, const at::Tensor& h, const at::Tensor& kx_zr,
                                     const at::Tensor& kh_zr, const at::Tensor& b_zr, const at::Tensor& kx_c,
-                                    const at::Tensor& kh_c, const at::Tensor& b_c, bool save) {
+                                    const at::Tensor& kh_c, const at::Tensor& b_c, bool save, bool moments) {
   const Shape s = shape_of(x);
   check_map(x, s);
   check_map(h, s);
   const GruKernels k = kernels_of(kx_zr, kh_zr, b_zr, kx_c, kh_c, b_c, s);
   std::vector<at::Tensor> out{empty_map(s, x)};
   for (int j = 0; j < 3 && save; ++j) out.push_back(empty_map(s, x));
+  ImageMoments h_moments(s, moments);
   at::parallel_for(0, s.n, 1, [&](int64_t begin, int64_t end) {
     float* buffers = scratch(3 * s.map());  // z, r (when not saved) and r*H of one image
     for (int64_t n = begin; n < end; ++n) {
@@ -119,18 +130,26 @@ std::vector<at::Tensor> gru_forward(const at::Tensor& x, const at::Tensor& h, co
         m.candidate = image(out[3].data_ptr<float>(), s, n);
       }
       gru_image(m, k, s);
+      if (moments) h_moments.add(m.h_out, n);
     }
   });
+  if (moments) out.push_back(h_moments.result(x.options()));
   return out;
 }
 
-// Backward: (dx, dh_prev, dkx_zr, dkh_zr, db_zr, dkx_c, dkh_c, db_c); dh_prev is empty where the state was zero.
+// Backward: (dx, dh_prev, dkx_zr, dkh_zr, db_zr, dkx_c, dkh_c, db_c); dh_prev is empty where the state was zero,
+// and an empty dh stands for a zero gradient. With the regulator's norm (dB, the concatenation's gradient, not
+// empty; see norm.h): H's gradient through it is added to dh, and with `add_features` (the features are X)
+// dB's features half to dx.
 std::vector<at::Tensor> gru_backward(const at::Tensor& dh, at::TensorList saved, const at::Tensor& x,
                                      const at::Tensor& h, const at::Tensor& kx_zr, const at::Tensor& kh_zr,
-                                     const at::Tensor& kx_c, const at::Tensor& kh_c) {
+                                     const at::Tensor& kx_c, const at::Tensor& kh_c, const at::Tensor& dB,
+                                     const at::Tensor& h_out, const at::Tensor& coef, bool add_features) {
   const Shape s = shape_of(x);
-  TORCH_CHECK(saved.size() == 3 && dh.numel(), "z, r, the candidate and H's gradient expected");
+  TORCH_CHECK(saved.size() == 3 && (dh.numel() || dB.numel()), "z, r, the candidate and a gradient expected");
   for (const auto* t : {&dh, &x, &h, &saved[0], &saved[1], &saved[2]}) check_map(*t, s);
+  check_norm(dB, h_out, coef, s);
+  TORCH_CHECK(!add_features || dB.numel(), "the features' gradient comes with the concatenation's");
   const GruKernels k = kernels_of(kx_zr, kh_zr, at::Tensor(), kx_c, kh_c, at::Tensor(), s);
   auto dx = empty_map(s, x), dh_prev = h.numel() ? empty_map(s, x) : none_like(x);
   const int64_t nc = 2 * kTaps * s.c + s.c, nzr = 2 * (2 * kTaps * s.c) + 2 * s.c;
@@ -139,11 +158,12 @@ std::vector<at::Tensor> gru_backward(const at::Tensor& dh, at::TensorList saved,
     float* b = scratch(6 * s.map());  // Dc, Dzr (two maps), rh, drh
     double* mine = sums.mine();
     for (int64_t n = begin; n < end; ++n) {
-      const GruGrads m{image(dh.data_ptr<float>(), s, n), image(saved[0].data_ptr<float>(), s, n),
+      const GruGrads m{image(data_or_null(dh), s, n), image(saved[0].data_ptr<float>(), s, n),
                        image(saved[1].data_ptr<float>(), s, n), image(saved[2].data_ptr<float>(), s, n),
                        image(x.data_ptr<float>(), s, n), image(data_or_null(h), s, n),
                        image(dx.data_ptr<float>(), s, n), image(data_or_null(dh_prev), s, n),
-                       b, b + s.map(), b + 3 * s.map(), b + 4 * s.map()};
+                       b, b + s.map(), b + 3 * s.map(), b + 4 * s.map(), norm_grad(dB, h_out, coef, s, n),
+                       add_features};
       gru_image_backward(m, k, s, mine);
     }
   });
@@ -156,9 +176,9 @@ std::vector<at::Tensor> gru_backward(const at::Tensor& dh, at::TensorList saved,
 
 TORCH_LIBRARY_FRAGMENT(regnet, m) {
   m.def("gru_forward(Tensor x, Tensor h, Tensor kx_zr, Tensor kh_zr, Tensor b_zr, Tensor kx_c, Tensor kh_c, "
-        "Tensor b_c, bool save) -> Tensor[]");
+        "Tensor b_c, bool save, bool moments) -> Tensor[]");
   m.def("gru_backward(Tensor dh, Tensor[] saved, Tensor x, Tensor h, Tensor kx_zr, Tensor kh_zr, Tensor kx_c, "
-        "Tensor kh_c) -> Tensor[]");
+        "Tensor kh_c, Tensor dB, Tensor h_out, Tensor coef, bool add_features) -> Tensor[]");
 }
 
 TORCH_LIBRARY_IMPL(regnet, CPU, m) {
