@@ -181,17 +181,21 @@ def test_a_regnet20_forward_and_backward_match_the_pytorch_path(kind, monkeypatc
 
 
 @needs_build
-def test_a_recorded_pass_runs_the_cpp_step_and_keeps_the_logits(monkeypatch):
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("channels_last", [True, False])  # the norms and fusion in C++, or as modules
+def test_a_recorded_pass_runs_the_cpp_step_and_keeps_the_logits(kind, channels_last, monkeypatch):
     torch.manual_seed(0)
-    model = build_model("regnet20").eval()
-    x = torch.randn(2, 3, 32, 32)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = build_model("regnet20", cell=kind).to(memory_format=fmt).eval()
+    x = torch.randn(2, 3, 32, 32).contiguous(memory_format=fmt)
     calls = _calls(monkeypatch)
     with torch.no_grad():
         plain = model(x)
         with record(model) as trace:
             recorded = model(x)
     assert len(calls) == 18 and torch.equal(plain, recorded)
-    assert set(trace[0].gates) == {"i", "f", "o", "g"} and trace[0].cell is not None
+    assert set(trace[0].gates) == ({"i", "f", "o", "g"} if kind == "lstm" else {"z", "r", "candidate"})
+    assert (trace[0].cell is not None) == (kind == "lstm")
 
 
 def _hooked_forward(kind):
