@@ -93,14 +93,18 @@ struct WideVec {
 };
 typedef float Float8 __attribute__((vector_size(8 * sizeof(float))));
 ALWAYS_INLINE double widen(float x) { return x; }
+// The halves by memcpy (register moves once compiled), not __builtin_shufflevector, which GCC has only from 12.
 ALWAYS_INLINE WideVec widen(Vec x) {
-  return {__builtin_convertvector(__builtin_shufflevector(x, x, 0, 1, 2, 3, 4, 5, 6, 7), Double8),
-          __builtin_convertvector(__builtin_shufflevector(x, x, 8, 9, 10, 11, 12, 13, 14, 15), Double8)};
+  Float8 half[2];
+  std::memcpy(half, &x, sizeof(Vec));
+  return {__builtin_convertvector(half[0], Double8), __builtin_convertvector(half[1], Double8)};
 }
 ALWAYS_INLINE float narrow(double x) { return static_cast<float>(x); }
 ALWAYS_INLINE Vec narrow(const WideVec& x) {
-  const Float8 lo = __builtin_convertvector(x.lo, Float8), hi = __builtin_convertvector(x.hi, Float8);
-  return __builtin_shufflevector(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const Float8 half[2] = {__builtin_convertvector(x.lo, Float8), __builtin_convertvector(x.hi, Float8)};
+  Vec out;
+  std::memcpy(&out, half, sizeof(Vec));
+  return out;
 }
 
 // The mean and biased variance per channel of a map over N*H*W, from each image's mean and sum of squared
