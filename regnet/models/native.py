@@ -99,7 +99,7 @@ def describe(model: torch.nn.Module) -> str | None:
     if not any(getattr(type(m), "_native", None) is not None for m in model.modules()):
         return None
     if kernels() is not None:
-        fusion = "with" if kernels().has_gemm() else "without (no BLAS found in torch)"
+        fusion = "with" if _blas_found() else "without (no BLAS found in torch)"
         return f"regulator cells: C++ steps for this CPU, {fusion} the blocks' norms and fusion (regnet/models/native.py)"
     why = "REGNET_NATIVE=0" if _turned_off() else "the C++ steps could not be built"
     return f"regulator cells: PyTorch ops ({why})"
@@ -231,7 +231,13 @@ def norm_supported(norm: nn.Module) -> bool:
 def fusion_supported(fuse: nn.Module) -> bool:
     """Whether the C++ steps can run a block's fusion: a 1x1 convolution (its own) and BLAS found in torch."""
     return (type(fuse) is nn.Conv2d and fuse.kernel_size == (1, 1) and fuse.groups == 1 and fuse.stride == (1, 1)
-            and kernels() is not None and kernels().has_gemm())
+            and kernels() is not None and _blas_found())
+
+
+@functools.cache
+def _blas_found() -> bool:
+    """Whether the built kernels found BLAS in torch's library (asked once: every regulated block asks)."""
+    return kernels().has_gemm()
 
 
 def lstm_step_into_fusion(x: torch.Tensor, features: torch.Tensor, state, kernels_: torch.Tensor,
@@ -341,9 +347,8 @@ def _fusion_forward(ctx, features, h_out, h_moments, weight, norm_bias, fuse_wei
 
     ``h_moments``: ``[H's moments]`` from the step, or ``[]``.
     """
-    ctx.batch, mean, invstd, scale, shift = _norm_terms(norm, weight, norm_bias, h_out, *h_moments)
-    f, *f_moments = kernels().fuse_forward(features, h_out, scale, shift, fuse_weight, _or_empty(fuse_bias, h_out),
-                                           moments)
+    ctx.batch, (mean, invstd, scale, shift), f, f_moments = _fuse(features, h_out, h_moments, norm, weight,
+                                                                  norm_bias, fuse_weight, fuse_bias, moments)
     ctx.has_fuse_bias = fuse_bias is not None
     ctx.set_materialize_grads(False)
     f_moments = f_moments[0] if moments else h_out.new_empty(0)
@@ -358,18 +363,26 @@ def _fusion_grads(ctx, df, x, features, norm_saved):
     if df is None:
         return none, none, None, (None,) * 4
     h_out, weight, mean, invstd, scale, shift, fuse_weight = norm_saved
-    d_concat, coef, (d_weight, d_bias), d_fuse_weight, d_fuse_bias = _fusion_backward(
-        ctx.batch, df, x if features is None else features, h_out, weight, mean, invstd, scale, shift, fuse_weight)
+    d_concat, d_fuse_weight, d_fuse_bias, sums = kernels().fuse_backward(
+        df.contiguous(memory_format=torch.channels_last), x if features is None else features, h_out, scale, shift,
+        mean, fuse_weight)
+    coef, d_weight, d_bias = _norm_backward(ctx.batch, sums, _count(h_out), weight, mean, invstd, scale, shift)
     d_features = None if features is None else d_concat[:, : x.shape[1]]
     return d_concat, coef, d_features, (d_weight, d_bias, d_fuse_weight, d_fuse_bias if ctx.has_fuse_bias else None)
 
 
 def _fusion_inference(features, h, h_moments, norm, fuse, moments: bool):
     """``(F, F's moments or None)`` without autograd, from H (and ``[H's moments]`` from the step, or ``[]``)."""
-    weight, fuse_bias = _fusion_weights(fuse)
-    _, _, _, scale, shift = _norm_terms(norm, norm.weight, norm.bias, h, *h_moments)
-    f, *f_moments = kernels().fuse_forward(features, h, scale, shift, weight, _or_empty(fuse_bias, h), moments)
+    _, _, f, f_moments = _fuse(features, h, h_moments, norm, norm.weight, norm.bias, *_fusion_weights(fuse), moments)
     return f, f_moments[0] if moments else None
+
+
+def _fuse(features, h, h_moments, norm, weight, norm_bias, fuse_weight, fuse_bias, moments: bool):
+    """``(batch, (mean, invstd, scale, shift), F, [F's moments] or [])``: the norm's terms on H, then the fusion."""
+    batch, *terms = _norm_terms(norm, weight, norm_bias, h, *h_moments)
+    f, *f_moments = kernels().fuse_forward(features, h, terms[2], terms[3], fuse_weight, _or_empty(fuse_bias, h),
+                                           moments)
+    return batch, terms, f, f_moments
 
 
 def norm_relu_fuse(features: torch.Tensor, h: torch.Tensor, norm: nn.BatchNorm2d, fuse: nn.Conv2d,
@@ -448,15 +461,6 @@ def _count(x: torch.Tensor) -> int:
 def _fusion_weights(fuse: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The fusion's weight as ``[C, 2C]`` (a view: its gradient reaches the parameter) and its bias."""
     return fuse.weight.view(fuse.weight.shape[0], -1), fuse.bias
-
-
-def _fusion_backward(batch: bool, df, features, h, weight, mean, invstd, scale, shift, fuse_weight):
-    """``(d_concat, coef, (d_norm_weight, d_norm_bias), d_fuse_weight, d_fuse_bias)`` from F's gradient."""
-    df = df.contiguous(memory_format=torch.channels_last)
-    d_concat, d_fuse_weight, d_fuse_bias, sums = kernels().fuse_backward(df, features, h, scale, shift, mean,
-                                                                         fuse_weight)
-    coef, d_weight, d_bias = _norm_backward(batch, sums, _count(h), weight, mean, invstd, scale, shift)
-    return d_concat, coef, (d_weight, d_bias), d_fuse_weight, d_fuse_bias
 
 
 def batch_statistics(norm: nn.BatchNorm2d) -> bool:

@@ -98,20 +98,13 @@ std::vector<at::Tensor> fuse_backward(const at::Tensor& dF, const at::Tensor& fe
       gemm('N', 'N', 2 * s.c, hw, s.c, weight.data_ptr<float>(), 2 * s.c, d, s.c, 0.0f, dBn, 2 * s.c);
       gemm('N', 'T', 2 * s.c, s.c, hw, buffer, 2 * s.c, d, s.c, 0.0f, buffer + hw * 2 * s.c, 2 * s.c);
       for (int64_t j = 0; j < nw; ++j) mine[j] += buffer[hw * 2 * s.c + j];
-      for_blocks(s.c, [&](auto lanes, int64_t c0) {
+      for_blocks(s.c, [&](auto lanes, int64_t c0) {  // the bias's gradient, the sum of dF
         using T = decltype(lanes);
-        T bias_grad{}, total{}, centred{};
-        for (int64_t p = 0; p < hw; ++p) {
-          const T x = load<T>(hv + p * s.c + c0), g = load<T>(dBn + p * 2 * s.c + s.c + c0);
-          const T passed = load<T>(a + c0) * x + load<T>(b + c0) > T{} ? g : T{};
-          bias_grad += load<T>(d + p * s.c + c0);
-          total += passed;
-          centred += passed * (x - load<T>(m + c0));
-        }
-        add_lanes(mine + nw + c0, bias_grad);
-        add_lanes(mine + nw + s.c + c0, total);
-        add_lanes(mine + nw + 2 * s.c + c0, centred);
+        T total{};
+        for (int64_t p = 0; p < hw; ++p) total += load<T>(d + p * s.c + c0);
+        add_lanes(mine + nw + c0, total);
       });
+      add_norm_sums(norm_grad(dB, h, at::Tensor(), s, n), a, b, m, s, mine + nw + s.c);  // dB's image in L2
     }
   });
   auto g = sums.totals({{s.c, 2 * s.c}, {s.c}, {2, s.c}}, h.options());
@@ -155,22 +148,7 @@ at::Tensor norm_relu_sums(const at::Tensor& d, const at::Tensor& h, const at::Te
   const float *a = scale.data_ptr<float>(), *b = shift.data_ptr<float>(), *m = mean.data_ptr<float>();
   ThreadSums sums(2 * s.c);
   at::parallel_for(0, s.n, 1, [&](int64_t begin, int64_t end) {
-    double* mine = sums.mine();
-    for (int64_t n = begin; n < end; ++n) {
-      const NormGrad g = norm_grad(d, h, at::Tensor(), s, n);
-      for_blocks(s.c, [&](auto lanes, int64_t c0) {
-        using T = decltype(lanes);
-        T total{}, centred{};
-        for (int64_t p = 0; p < s.h * s.w; ++p) {
-          const T x = load<T>(g.h + p * s.c + c0), dy = load<T>(g.dB + p * g.stride + c0);
-          const T passed = load<T>(a + c0) * x + load<T>(b + c0) > T{} ? dy : T{};
-          total += passed;
-          centred += passed * (x - load<T>(m + c0));
-        }
-        add_lanes(mine + c0, total);
-        add_lanes(mine + s.c + c0, centred);
-      });
-    }
+    for (int64_t n = begin; n < end; ++n) add_norm_sums(norm_grad(d, h, at::Tensor(), s, n), a, b, m, s, sums.mine());
   });
   return sums.totals({{2, s.c}}, h.options())[0];
 }

@@ -4,10 +4,11 @@
 // Why: in PyTorch ops the norm is a statistics pass, a normalising pass, a ReLU and a concatenation forward,
 // and a ReLU backward, a BN backward and two gradient additions backward (H's and X2's gradients arrive
 // from two places each), each a pass over a map as large as the block's features. Here the forward step
-// also gives H's moments (per image, while H is in L2), one pass writes the concatenation, and the cell's
-// backward adds the norm's gradient to H's and the features' gradient to X's as it reads them.
+// also gives H's moments (per image, while H is in L2), the fusion builds the concatenation per image in L2
+// instead of writing it out, and the cell's backward adds the norm's gradient to H's and the features'
+// gradient to X's as it reads them.
 //
-// The concatenation B is [N, H, W, 2C]: a pixel's features, then its ReLU(BN(H)).
+// The concatenation B (and its gradient dB) is [N, H, W, 2C]: a pixel's features, then its ReLU(BN(H)).
 #pragma once
 
 #include "depthwise.h"
@@ -41,14 +42,38 @@ struct NormGrad {
   const float *dB, *h, *coef;  // one image's (dB at its first channel of H); dB null: nothing reaches H
   int64_t stride;
 
+  // The output's gradient at pixel p where the ReLU passed (scale * h + shift > 0), else 0; h's value into hv.
+  template <class T>
+  ALWAYS_INLINE T passed(const Shape& s, int64_t p, int64_t c0, const float* scale, const float* shift, T& hv) const {
+    hv = load<T>(h + p * s.c + c0);
+    const T g = load<T>(dB + p * stride + c0);
+    return load<T>(scale + c0) * hv + load<T>(shift + c0) > T{} ? g : T{};
+  }
+
   template <class T>
   ALWAYS_INLINE T at(const Shape& s, int64_t p, int64_t c0) const {
-    const T hv = load<T>(h + p * s.c + c0), g = load<T>(dB + p * stride + c0);
-    const T y = load<T>(coef + c0) * hv + load<T>(coef + s.c + c0);
-    const T passed = y > T{} ? g : T{};
-    return load<T>(coef + 2 * s.c + c0) * passed - load<T>(coef + 3 * s.c + c0) - load<T>(coef + 4 * s.c + c0) * hv;
+    T hv;
+    const T g = passed<T>(s, p, c0, coef, coef + s.c, hv);
+    return load<T>(coef + 2 * s.c + c0) * g - load<T>(coef + 3 * s.c + c0) - load<T>(coef + 4 * s.c + c0) * hv;
   }
 };
+
+// Adds one image's sums per channel of g and of g * (h - mean) to sums [2, C], g = NormGrad::passed: what the
+// norm's backward needs before any pixel's gradient (see the Python side's _norm_backward).
+inline void add_norm_sums(const NormGrad& g, const float* scale, const float* shift, const float* mean,
+                          const Shape& s, double* sums) {
+  for_blocks(s.c, [&](auto lanes, int64_t c0) {
+    using T = decltype(lanes);
+    T total{}, centred{}, hv;
+    for (int64_t p = 0; p < s.h * s.w; ++p) {
+      const T passed = g.template passed<T>(s, p, c0, scale, shift, hv);
+      total += passed;
+      centred += passed * (hv - load<T>(mean + c0));
+    }
+    add_lanes(sums + c0, total);
+    add_lanes(sums + s.c + c0, centred);
+  });
+}
 
 // A gradient map for NormGrad: the concatenation's [N, 2C, H, W] or a plain [N, C, H, W], channels-last.
 inline void check_concat(const at::Tensor& B, const Shape& s) {
