@@ -52,6 +52,7 @@ from torch.profiler import profile as torch_profile
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from bench._common import environment, format_goals, format_table, goal, load_average, result_path, write_json
+from regnet.allocator import keep_freed_memory
 from regnet.models import build_model, cells, folded_for_inference, native, summary
 
 NAME = "throughput"
@@ -546,6 +547,7 @@ def run_profile(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    keep_freed_memory()  # as every regnet command does (bench/allocator.py measures glibc's default beside it)
     torch.set_num_threads(args.threads)
     if args.profile:
         return run_profile(args)

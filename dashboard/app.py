@@ -22,6 +22,7 @@ import threading
 import streamlit as st
 
 from dashboard import ui
+from regnet.allocator import keep_freed_memory
 
 st.set_page_config(page_title="RegNet Lab", page_icon=ui.page_icon(), layout="wide")
 ui.refuse_remote_client()
@@ -41,8 +42,10 @@ def warm_up() -> threading.Thread:
     """Import the model and attribution stack (torch, captum, regnet) once per server, in the background.
 
     Those imports take seconds of CPU; started here, they are done by the time a user who opened the
-    Runs page clicks Inspect, instead of being paid by that first click.
+    Runs page clicks Inspect, instead of being paid by that first click. First the server's malloc is told
+    to keep the maps Inspect's passes free (:func:`regnet.allocator.keep_freed_memory`).
     """
+    keep_freed_memory()
     thread = threading.Thread(target=importlib.import_module, args=("dashboard.inspect_sections",), daemon=True)
     thread.start()
     return thread

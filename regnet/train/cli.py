@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from regnet.allocator import keep_freed_memory
+
 from .config import Config, apply_override, load_config, validate
 
 CONFIG_FLAGS = {  # flag -> config key
@@ -339,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    keep_freed_memory()  # every command's passes reuse the last pass's maps instead of faulting in fresh pages
     try:
         code = args.func(args)
     except (ValueError, OSError) as error:  # DataError is a ValueError; our messages are one sentence

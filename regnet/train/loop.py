@@ -60,6 +60,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from regnet.allocator import keep_freed_memory
 from regnet.metrics import per_class_table
 from regnet.models import native, summary
 from regnet.runs import (ACTIVE_STATES, ARTIFACTS, FINAL_EVAL, STATUS, atomic_write_json, checkpoint_file,
@@ -208,6 +209,7 @@ def train(config: Config | None = None, *, resume: str | Path | None = None, dev
     folder exists, failures raise ``RunFailed`` after recording themselves in
     status.json and train.log.
     """
+    keep_freed_memory()  # the steps reuse the last step's maps instead of faulting in fresh pages
     checkpoint, status = None, None
     if resume is not None:
         resume = Path(resume)
