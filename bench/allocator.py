@@ -1,4 +1,4 @@
-"""What keeping freed memory (``regnet.allocator.keep_freed_memory``) does to a step and a pass: glibc's default against it.
+"""What keeping freed memory (regnet.allocator.keep_freed_memory) does to a step and a pass, against glibc's default.
 
 The setting is per process and cannot be undone, so each measurement is a
 fresh child process, the two settings alternating (default, kept, default,

@@ -20,7 +20,7 @@ struct GruKernels {
 };
 
 void gru_image(const GruImage& m, const GruKernels& k, const Shape& s) {
-  for_pixel_pairs(s.h, s.w, s.c, [&](int64_t y, int64_t x, auto pixels, auto lanes, int64_t c0) {
+  for_pixel_runs(s.h, s.w, s.c, [&](int64_t y, int64_t x, auto pixels, auto lanes, int64_t c0) {
     constexpr int P = decltype(pixels)::value;
     using T = decltype(lanes);
     T a[P][2];
@@ -33,7 +33,7 @@ void gru_image(const GruImage& m, const GruKernels& k, const Shape& s) {
       if (m.h) store(m.rh + p, r * load<T>(m.h + p));
     }
   });
-  for_pixel_pairs(s.h, s.w, s.c, [&](int64_t y, int64_t x, auto pixels, auto lanes, int64_t c0) {
+  for_pixel_runs(s.h, s.w, s.c, [&](int64_t y, int64_t x, auto pixels, auto lanes, int64_t c0) {
     constexpr int P = decltype(pixels)::value;
     using T = decltype(lanes);
     T a[P][1];

@@ -85,7 +85,7 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& x, const at::Tensor& h, c
       LstmImage m{image(x.data_ptr<float>(), s, n), image(data_or_null(h), s, n), image(data_or_null(c), s, n),
                   image(out[1].data_ptr<float>(), s, n), image(out[0].data_ptr<float>(), s, n), {}};
       for (int k = 0; k < kGates && save; ++k) m.gate[k] = image(out[2 + k].data_ptr<float>(), s, n);
-      for_pixel_pairs(s.h, s.w, s.c, [&](int64_t y, int64_t xw, auto pixels, auto lanes, int64_t c0) {
+      for_pixel_runs(s.h, s.w, s.c, [&](int64_t y, int64_t xw, auto pixels, auto lanes, int64_t c0) {
         lstm_at<decltype(pixels)::value, decltype(lanes)>(m, kx.data_ptr<float>(), kh.data_ptr<float>(),
                                                            bias.data_ptr<float>(), s, y, xw, c0);
       });

@@ -56,8 +56,18 @@ ALWAYS_INLINE T splat(float x) {
   return T{} + x;
 }
 
-// exp(x) by range reduction and Cephes' degree-6 polynomial (about 2 ulp); round(x / ln 2) by adding and
-// subtracting 1.5 * 2^23.
+// exp(x) by range reduction, x = n ln 2 + r with |r| <= ln 2 / 2, and a degree-5 minimax polynomial for e^r
+// (relative error 2.2e-7 in float32, fitted to the relative error); round(x / ln 2) by adding and subtracting
+// 1.5 * 2^23. The product by 2^n is one scalef on AVX-512, else built in the exponent bits.
+ALWAYS_INLINE float times_two_to(float p, float n) { return p * __builtin_bit_cast(float, (to_int(n) + 127) << 23); }
+ALWAYS_INLINE Vec times_two_to(Vec p, Vec n) {
+#if defined(__AVX512F__)
+  return reinterpret_cast<Vec>(_mm512_scalef_ps(reinterpret_cast<__m512>(p), reinterpret_cast<__m512>(n)));
+#else
+  return p * __builtin_bit_cast(Vec, (to_int(n) + 127) << 23);
+#endif
+}
+
 template <class T>
 ALWAYS_INLINE T exp_approx(T x) {
   x = x < splat<T>(-87.0f) ? splat<T>(-87.0f) : x;
@@ -65,14 +75,13 @@ ALWAYS_INLINE T exp_approx(T x) {
   const T n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
   T r = x - n * 0.693359375f;
   r = r + n * 2.12194440e-4f;
-  T p = splat<T>(1.9875691500e-4f);
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  return p * __builtin_bit_cast(T, (to_int(n) + 127) << 23);
+  T p = splat<T>(8.29762127e-3f);
+  p = p * r + 4.19153832e-2f;
+  p = p * r + 1.66675746e-1f;
+  p = p * r + 4.99988943e-1f;
+  p = p * r + 9.99999702e-1f;
+  p = p * r + 1.00000012f;
+  return times_two_to(p, n);
 }
 
 // 1 / d for d >= 1. On AVX-512 by the 14-bit reciprocal and one Newton step (to about 1 ulp): a division
@@ -191,16 +200,30 @@ ALWAYS_INLINE void gate_sums(const float* X, const float* H, const float* kx, co
   if (H) add_taps<G, P, T>(H, kh, s, y, x, c0, a);
 }
 
-// body(y, x, P, T{}, c0) over an image's pixels, two neighbours of a row at a time (P = 2, the last one of an
-// odd row alone), and their channel blocks; P arrives as std::integral_constant.
+// How many neighbouring pixels of a row have their taps computed together: each kernel value loaded serves
+// them all. A ConvLSTM step at P = 4 keeps its 16 accumulators and their operands in AVX-512's 32 registers;
+// AVX2's 16 registers, two per 16 channels, take P = 2.
+#if defined(__AVX512F__)
+constexpr int kRun = 4;
+#else
+constexpr int kRun = 2;
+#endif
+
+template <int P, class Body>
+ALWAYS_INLINE void for_run(int64_t y, int64_t x, int64_t channels, Body& body) {
+  for_blocks(channels, [&](auto lanes, int64_t c0) { body(y, x, std::integral_constant<int, P>{}, lanes, c0); });
+}
+
+// body(y, x, P, T{}, c0) over an image's pixels, kRun neighbours of a row at a time, then a pair and a last one
+// alone where the row leaves them, and their channel blocks; P arrives as std::integral_constant.
 template <class Body>
-ALWAYS_INLINE void for_pixel_pairs(int64_t height, int64_t width, int64_t channels, Body&& body) {
+ALWAYS_INLINE void for_pixel_runs(int64_t height, int64_t width, int64_t channels, Body&& body) {
   for (int64_t y = 0; y < height; ++y) {
     int64_t x = 0;
-    for (; x + 1 < width; x += 2)
-      for_blocks(channels, [&](auto lanes, int64_t c0) { body(y, x, std::integral_constant<int, 2>{}, lanes, c0); });
-    if (x < width)
-      for_blocks(channels, [&](auto lanes, int64_t c0) { body(y, x, std::integral_constant<int, 1>{}, lanes, c0); });
+    if constexpr (kRun == 4)
+      for (; x + 3 < width; x += 4) for_run<4>(y, x, channels, body);
+    for (; x + 1 < width; x += 2) for_run<2>(y, x, channels, body);
+    if (x < width) for_run<1>(y, x, channels, body);
   }
 }
 
@@ -249,7 +272,7 @@ ALWAYS_INLINE void transposed_at(const float* D, const float* zeros, const float
 template <int G, bool kAddX, bool kAddH>
 void transposed(const float* D, const float* kx, const float* kh, const Shape& s, float* dx, float* dh) {
   const std::vector<float> zeros(G * s.c, 0.0f);
-  for_pixel_pairs(s.h, s.w, s.c, [&](int64_t y, int64_t x, auto pixels, auto lanes, int64_t c0) {
+  for_pixel_runs(s.h, s.w, s.c, [&](int64_t y, int64_t x, auto pixels, auto lanes, int64_t c0) {
     constexpr int P = decltype(pixels)::value;
     using T = decltype(lanes);
     if (dh) transposed_at<G, P, true, kAddX, kAddH, T>(D, zeros.data(), kx, kh, s, y, x, c0, dx, dh);
