@@ -1,7 +1,7 @@
 """The paper's CIFAR-10 comparison at a CPU budget: resnet20 against regnet20 (ConvLSTM, efficient gates).
 
 Both train through the engine with one recipe (``configs/cifar10_budget_resnet20.yaml`` and
-``configs/cifar10_budget_regnet20.yaml``: the paper's SGD and augmentation, 15 epochs with a
+``configs/cifar10_budget_regnet20.yaml``: the paper's SGD and augmentation, 20 epochs with a
 1-epoch warmup and a cosine decay to the end) on the CIFAR-10 JPEG copy in
 ``../shared/data/cifar10``, unpacked to a temporary folder, with a stratified, seeded
 45,000 / 5,000 train/validation split. The table gives validation top-1 and macro-F1, the
@@ -11,7 +11,7 @@ epochs: 91.62% against 92.72%, +1.10 points).
 On this 2-core machine the two runs took about 50 and 100 minutes side by side
 (``OMP_NUM_THREADS=1`` each). ``--runs`` tabulates finished run folders instead of training.
 
-    python bench/cifar_budget.py [--seed 0] [--epochs 15]
+    python bench/cifar_budget.py [--seed 0] [--epochs 20]
     python bench/cifar_budget.py --runs RESNET_RUN_DIR REGNET_RUN_DIR
 """
 from __future__ import annotations
@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--runs", nargs=2, type=Path, metavar=("RESNET_RUN", "REGNET_RUN"),
                         help="tabulate these finished runs instead of training")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=None, help="override the configs' 15 epochs")
+    parser.add_argument("--epochs", type=int, default=None, help="override the configs' 20 epochs")
     args = parser.parse_args()
     runs = args.runs or train_both(Path(tempfile.mkdtemp(prefix="regnet-cifar-")), args.seed, args.epochs)
     rows = [row(run) for run in runs]
