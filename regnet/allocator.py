@@ -6,11 +6,11 @@ blocks that large by ``mmap``, or gives the top of its heap back to the OS
 once more than twice the largest freed block lies free there, and the
 threshold it adapts as it goes depends on the order of the frees. Either way
 the next pass gets fresh pages, and the kernel faults and zeroes each 4 KB
-page on first touch. In some processes and not others (the heap's layout
-decides) a regnet20 training step took 13,000-17,000 page faults and 10-15%
-more CPU time, an evaluation pass 40% more (``bench/README.md``, ninth round).
-Fixed thresholds end it; a process's peak memory is unchanged, it is only
-kept between passes.
+page on first touch. Measured (``bench/allocator.py``, ``bench/README.md``'s
+ninth round): a regnet20 training step took 2,600-14,600 page faults
+(median 8,600) and 2% more CPU time; of two processes that evaluated a
+split, one took 150 faults per image and 40% more. Fixed thresholds end
+it; a process's peak memory is unchanged, it is only kept between passes.
 """
 from __future__ import annotations
 
