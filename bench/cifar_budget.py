@@ -8,7 +8,7 @@ Both train through the engine with one recipe (``configs/cifar10_budget_resnet20
 training time and images/s of each, and regnet20's margin beside the paper's (Table III, 180
 epochs: 91.62% against 92.72%, +1.10 points).
 
-On this 2-core machine the two runs took about 50 and 100 minutes side by side
+On this 2-core machine the two runs took about 73 and 110 minutes side by side
 (``OMP_NUM_THREADS=1`` each). ``--runs`` tabulates finished run folders instead of training.
 
     python bench/cifar_budget.py [--seed 0] [--epochs 20]
