@@ -16,6 +16,7 @@ from torch import nn
 
 from regnet.models import build_model, native
 from regnet.models.cells import make_cell
+from gradient_error import relative_error
 
 CL = torch.channels_last
 needs_build = pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
@@ -161,11 +162,6 @@ def _calls(monkeypatch):
     return calls
 
 
-def _relative_error(grads, truth) -> float:
-    """The worst over parameters of |g - g64| / |g64| (whole tensors: an element can be all rounding)."""
-    return max(((g.double() - t).norm() / (t.norm() + 1e-30)).item() for g, t in zip(grads, truth))
-
-
 def _matches_the_modules(model, x, y, monkeypatch, calls):
     """One training step with the kernels, with the modules (kernels off), and in float64, from one state.
 
@@ -190,7 +186,7 @@ def _matches_the_modules(model, x, y, monkeypatch, calls):
         [int(b) for b in modules[2] if not b.is_floating_point()]  # num_batches_tracked
     for k in (1, 2):  # gradients, then running statistics
         got, want, exact = ([t for t in run[k] if t.is_floating_point()] for run in (cpp, modules, truth))
-        assert _relative_error(got, exact) <= 5 * _relative_error(want, exact) + 1e-4
+        assert relative_error(got, exact) <= 5 * relative_error(want, exact) + 1e-4
     return taken
 
 
