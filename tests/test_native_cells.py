@@ -92,8 +92,9 @@ def test_the_cpp_step_matches_the_paper_in_values_and_gradients(channels, carrie
 
 @needs_build
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
-@pytest.mark.parametrize("size", [(1, 1), (1, 4), (2, 3)], ids=["1x1", "1x4", "2x3"])
+@pytest.mark.parametrize("size", [(1, 1), (1, 4), (2, 3), (2, 7)], ids=["1x1", "1x4", "2x3", "2x7"])
 def test_border_only_maps_match_the_paper(size, kind):
+    """Rows of 1 to 7 pixels: every way a row splits into runs of four (AVX-512), pairs and a last one alone."""
     x, state = _inputs(16, size, True, True, kind=kind)
     cell = _cell(16, kind=kind)
     h, new_state, _ = cell(x, state, keep_gates=False)
