@@ -33,13 +33,16 @@ from __future__ import annotations
 
 import argparse
 import ast
+import math
 import os
 import statistics
 import sys
 import time
+from collections import deque
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 from unittest.mock import patch
 
 if __package__ in (None, ""):  # run as a file: make the repository importable
@@ -68,6 +71,8 @@ RESNET_VS_CEILING = 0.5  # resnet20's training GFLOP/s as a share of the matrix 
 LAB_IMAGES = 10_000  # `regnet eval` and Inspect's split analyses, on this many images
 LAB_GOAL = 1000.0  # images/s, wall clock, for both
 LAB_THREADS = 2
+ANALYSES_TASK = "split analyses (analyze_split)"
+FLOOR_TASK = "the analyses' convolutions alone"  # not a goal: the bound on the analyses' rate (convolutions_alone)
 LAB_BATCH = 128  # regnet20's fastest inference batch on this CPU (larger batches leave the cache)
 
 
@@ -237,9 +242,10 @@ def lab_inference(images: int, threads: int, batch: int, rounds: int = 1, compar
     ``regnet eval``'s path (``regnet.train.metrics.evaluate`` of the model
     with its batch norms folded, over ``evaluation_batches``: the split
     decoded once, inference mode, channels-last) and Inspect's (``analyze_split``: an intact and an ablated
-    pass with every block's output hooked); wall-clock images/s at ``threads``
+    pass with every block's output hooked), and the analyses' convolutions
+    alone (:func:`convolutions_alone`, their bound); wall-clock images/s at ``threads``
     torch threads and images per process CPU-second, ``rounds`` times; with
-    ``compare``, each round also runs both on :func:`general_inference_paths`, interleaved.
+    ``compare``, each round also runs the first two on :func:`general_inference_paths`, interleaved.
     """
     from regnet.data import load_splits
     from regnet.data.device import evaluation_batches
@@ -251,9 +257,11 @@ def lab_inference(images: int, threads: int, batch: int, rounds: int = 1, compar
     model = build_model("regnet20", num_classes=splits.info.num_classes).eval().to(memory_format=torch.channels_last)
     batches = evaluation_batches(splits.val, splits.info, batch, count=images)
     device = torch.device("cpu")
+    analyse = lambda some: analyze_split(model, some, splits.info.class_names)  # noqa: E731
     tasks = [("regnet eval (evaluate)", lambda: evaluate(folded_for_inference(model), batches,
                                                          splits.info.num_classes, device, channels_last=True)),
-             ("split analyses (analyze_split)", lambda: analyze_split(model, batches, splits.info.class_names))]
+             (ANALYSES_TASK, lambda: analyse(batches)),
+             (FLOOR_TASK, convolutions_alone(analyse, next(iter(batches)), math.ceil(images / batch)))]
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)
     rows = []
@@ -264,10 +272,54 @@ def lab_inference(images: int, threads: int, batch: int, rounds: int = 1, compar
             for paths in ("general", "fast") if compare else ("fast",):
                 with general_inference_paths() if paths == "general" else nullcontext():
                     rows += [dict(timed_task(name, task, images), round=r, paths=paths, threads=threads, batch=batch)
-                             for name, task in tasks]
+                             for name, task in tasks if paths == "fast" or name != FLOOR_TASK]
     finally:
         torch.set_num_threads(saved)
     return rows
+
+
+class ConvolutionCalls(TorchDispatchMode):
+    """Every aten convolution a pass makes, with its arguments, to replay them alone (:func:`convolutions_alone`)."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls: list[tuple] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket in (torch.ops.aten.conv2d, torch.ops.aten.convolution):  # conv2d in inference mode
+            self.calls.append((func, args, kwargs or {}))
+        return func(*args, **(kwargs or {}))
+
+
+def convolutions_alone(analyse: Callable[[list], object], first_batch, batches: int) -> Callable[[], None]:
+    """The split analyses' floor on this machine: their convolutions alone, replayed batch by batch.
+
+    ``analyse`` is run once on ``first_batch`` at one thread; the convolutions
+    it calls (both passes', every 3x3 and 1x1) are then replayed ``batches``
+    times, side by side as the analyses run (``map_batches``), without the
+    cells, norms, fusion kernels, hooks and metrics between them. No analyses
+    that run these FP32 convolutions through torch can beat the replay's rate.
+    """
+    from regnet.models.parallel import map_batches
+
+    recorder = ConvolutionCalls()
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)  # map_batches then runs inline, in the thread the recorder watches
+    try:
+        with recorder:
+            analyse([first_batch])
+    finally:
+        torch.set_num_threads(saved)
+
+    def replay(_index: int) -> None:
+        for func, args, kwargs in recorder.calls:
+            func(*args, **kwargs)
+
+    def replay_all() -> None:
+        with torch.inference_mode():
+            deque(map_batches(replay, range(batches), "cpu"), maxlen=0)
+
+    return replay_all
 
 
 def timed_task(name: str, task, images: int) -> dict:
@@ -280,18 +332,22 @@ def timed_task(name: str, task, images: int) -> dict:
 
 
 def lab_goals(rows: list[dict]) -> list[dict]:
-    """One goal per task: the median over the rounds on the fast paths, with the rounds' range."""
+    """One goal per task but the floor: the median over the rounds on the fast paths, with the rounds' range;
+    the analyses' note gives the floor's median, the rate that their convolutions alone allow."""
+    rates = {task: sorted(r["img_s"] for r in rows if r["task"] == task and r["paths"] == "fast")
+             for task in dict.fromkeys(r["task"] for r in rows)}
     goals_ = []
-    for task in dict.fromkeys(r["task"] for r in rows):
+    for task in [t for t in rates if t != FLOOR_TASK]:
         fast = [r for r in rows if r["task"] == task and r["paths"] == "fast"]
-        rates = sorted(r["img_s"] for r in fast)
         loads = [r["load_before"] for r in fast] + [r["load_after"] for r in fast]
+        floor = (f"; its convolutions alone: {statistics.median(rates[FLOOR_TASK]):.0f} img/s"
+                 if task == ANALYSES_TASK and rates.get(FLOOR_TASK) else "")
         goals_.append(goal(
             f"regnet20 {task} on {fast[0]['images']:,} images, wall img/s at {fast[0]['threads']} threads",
-            statistics.median(rates), LAB_GOAL, "img/s",
-            note=f"median of {len(rates)} ({rates[0]:.0f}-{rates[-1]:.0f}); "
+            statistics.median(rates[task]), LAB_GOAL, "img/s",
+            note=f"median of {len(fast)} ({rates[task][0]:.0f}-{rates[task][-1]:.0f}); "
                  f"{statistics.median(r['img_per_cpu_s'] for r in fast):.0f} img per CPU-second; "
-                 f"load {min(loads)}-{max(loads)}"))
+                 f"load {min(loads)}-{max(loads)}{floor}"))
     return goals_
 
 
