@@ -456,8 +456,8 @@ def split_tab(subject: Subject, others: list[RunInfo]) -> None:
         return
     cache = lab.cache_folder(ui.runs_root())
     count = min(lab.ANALYSIS_LIMIT, len(images.val))
-    st.caption(f"On {count:,} images ({images.description}); computed once per checkpoint, then read from "
-               f"`{cache}`.")
+    scope = images.description if count == len(images.val) else f"the first {count:,} of {images.description}"
+    st.caption(f"On {scope}; computed once per checkpoint, then read from `{cache}`.")
     if not st.toggle("Analyse the validation images", key=f"inspect_split_{subject.run.key}"):
         return
     with lab.ProgressBar("Analysing the validation images", "images") as bar:

@@ -256,6 +256,7 @@ def test_shipped_cifar_checkpoints_offer_their_sample_images_and_analyse_them(sh
     assert any("shipped sample of 200 validation images" in c.value for c in at.caption)
     at.selectbox(key="inspect_class").set_value("ship").run()
     assert at.number_input(key="inspect_index").label == "Image (20 match)"
+    assert any(c.value.startswith("On a shipped sample of 200 validation images; computed once") for c in at.caption)
     at.toggle(key="inspect_split_shipped/cifar10-regnet20").set_value(True).run()
     assert not at.exception, [e.value for e in at.exception]
     metrics = {m.label: m.value for m in at.metric}
