@@ -334,20 +334,23 @@ def timed_task(name: str, task, images: int) -> dict:
 def lab_goals(rows: list[dict]) -> list[dict]:
     """One goal per task but the floor: the median over the rounds on the fast paths, with the rounds' range;
     the analyses' note gives the floor's median, the rate that their convolutions alone allow."""
-    rates = {task: sorted(r["img_s"] for r in rows if r["task"] == task and r["paths"] == "fast")
-             for task in dict.fromkeys(r["task"] for r in rows)}
+    fast: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["paths"] == "fast":
+            fast.setdefault(r["task"], []).append(r)
+    floor = fast.pop(FLOOR_TASK, [])
     goals_ = []
-    for task in [t for t in rates if t != FLOOR_TASK]:
-        fast = [r for r in rows if r["task"] == task and r["paths"] == "fast"]
-        loads = [r["load_before"] for r in fast] + [r["load_after"] for r in fast]
-        floor = (f"; its convolutions alone: {statistics.median(rates[FLOOR_TASK]):.0f} img/s"
-                 if task == ANALYSES_TASK and rates.get(FLOOR_TASK) else "")
+    for task, mine in fast.items():
+        rates = sorted(r["img_s"] for r in mine)
+        loads = [r["load_before"] for r in mine] + [r["load_after"] for r in mine]
+        bound = (f"; its convolutions alone: {statistics.median(r['img_s'] for r in floor):.0f} img/s"
+                 if task == ANALYSES_TASK and floor else "")
         goals_.append(goal(
-            f"regnet20 {task} on {fast[0]['images']:,} images, wall img/s at {fast[0]['threads']} threads",
-            statistics.median(rates[task]), LAB_GOAL, "img/s",
-            note=f"median of {len(fast)} ({rates[task][0]:.0f}-{rates[task][-1]:.0f}); "
-                 f"{statistics.median(r['img_per_cpu_s'] for r in fast):.0f} img per CPU-second; "
-                 f"load {min(loads)}-{max(loads)}{floor}"))
+            f"regnet20 {task} on {mine[0]['images']:,} images, wall img/s at {mine[0]['threads']} threads",
+            statistics.median(rates), LAB_GOAL, "img/s",
+            note=f"median of {len(rates)} ({rates[0]:.0f}-{rates[-1]:.0f}); "
+                 f"{statistics.median(r['img_per_cpu_s'] for r in mine):.0f} img per CPU-second; "
+                 f"load {min(loads)}-{max(loads)}{bound}"))
     return goals_
 
 
