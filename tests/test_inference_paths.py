@@ -173,7 +173,8 @@ def test_the_split_analyses_are_the_same_with_one_thread_or_two():
     one, two = results
     assert torch.equal(one["preds"], two["preds"]) and torch.equal(one["confidence"], two["confidence"])
     assert one["readout"] == two["readout"] and one["ablation"] == two["ablation"]
-    assert one["redundancy"] == pytest.approx(two["redundancy"])
+    assert [(r["stage"], r["pair"]) for r in one["redundancy"]] == [(r["stage"], r["pair"]) for r in two["redundancy"]]
+    assert [r["cosine"] for r in one["redundancy"]] == pytest.approx([r["cosine"] for r in two["redundancy"]])
     assert one["num_images"] == len(splits.val) > 16  # more than one batch, so two ran side by side
 
 
