@@ -20,7 +20,6 @@ from dashboard.live_regulator import GATE_LABELS
 from dashboard.runs import RunInfo
 from regnet import inspect as ri
 from regnet.data import denormalize
-from regnet.models import native
 
 FIELD_LABELS = {"input": "input I (the block's X2)", "hidden": "hidden state H", "cell": "cell state C",
                 "output": "block output O"}
@@ -476,8 +475,6 @@ def render() -> None:
     subject = choose_subject(every_run)
     if subject is None:
         return
-    with st.spinner("Building the regulator's C++ kernels for this CPU (once per machine, about 20 s)..."):
-        native.kernels()  # cached after the first call: a page that would otherwise sit blank says why
     others = [run for run in every_run if run.key != subject.run.key and lab.checkpoint_path(run.path)]
     tab_image, tab_split = st.tabs(["One image", "Whole split"])
     with tab_image:

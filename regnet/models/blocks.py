@@ -1,19 +1,14 @@
-"""Residual blocks, plain and regulated, and the stage that chains them.
+"""Residual blocks, plain and regulated, and the stage that chains them (paper Fig. 3, Table II).
 
-A regulated block (paper Fig. 3) runs a recurrent cell *beside* its
-convolutions: the cell reads the block's first features X2, and its output H is
-fused with the features by a 1x1 convolution. The cell is owned by the stage and
-shared by its blocks, so block t of a stage is time step t of the regulator.
+A regulated block runs a recurrent cell *beside* its convolutions: the cell
+reads the block's first features X2, and its output H, after BN and ReLU, is
+fused with the features by a 1x1 convolution. The cell is owned by the stage
+and shared by its blocks, so block t of a stage is time step t of the regulator.
 
-The seeds built the regulator other ways, offered here as ablations (defaults are the paper's):
+Other ways to build the regulator are offered as ablations (the defaults are the paper's):
 one cell per block (``sharing="block"``), a state reset at every block (``memory="reset"``),
 no BN+ReLU on H (``h_norm=False``) and H replacing X2 instead of being fused with it
 (``fusion="replace"``).
-
-On a CPU in float32 the paper's regulator from H to X3 (BN+ReLU on H, the
-concatenation, the 1x1 fusion, its BN+ReLU) runs as C++ kernels where no hook
-watches those modules (:mod:`.native`; a ConvLSTM step takes the first three
-in), the same function in a few passes instead of a dozen.
 """
 from __future__ import annotations
 
@@ -21,8 +16,7 @@ import torch
 from torch import nn
 from torchvision.ops import SqueezeExcitation
 
-from . import native
-from .cells import StepTaps, fused, hooked, make_cell
+from .cells import StepTaps, make_cell
 from .recording import RegulatorRecord
 
 
@@ -133,27 +127,12 @@ class Bottleneck(_Residual):
         return self.relu(self.shortcut(x) + self.se(self.bn3(self.conv3(y))))
 
 
-def _in_format_of(tensor: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """``tensor`` in the memory format of ``like`` (NCHW or channels-last); a no-op when they already agree."""
-    if like.is_contiguous() or not like.is_contiguous(memory_format=torch.channels_last):
-        return tensor.contiguous()
-    return tensor.contiguous(memory_format=torch.channels_last)
-
-
-def _native_norm(t: torch.Tensor, norm: nn.Module, *replaced: nn.Module) -> bool:
-    """Whether a BN (+ReLU) on ``t`` can run as the C++ steps' (:mod:`.native`): a CPU float32 channels-last map
-    (:func:`.cells.fused`), the paper's BN, the kernels built, and no hook on the modules it stands in for."""
-    return (fused(t) and t.is_contiguous(memory_format=torch.channels_last) and native.norm_supported(norm)
-            and not any(hooked(m) for m in replaced) and native.kernels() is not None)
-
-
 class _Regulated:
     """A plain block's layers plus a regulator beside them (Fig. 3): its norm, the fusion, taps and recording.
 
     Mixed in before the plain block it regulates: ``first`` and ``last`` are the plain block's, and the cell
     reads ``first``'s output X2. With ``fusion="concat"`` (the paper's) H is fused with ``middle``'s output by
-    a 1x1 convolution; with ``"replace"`` (seed 002) H takes X2's place, so ``middle`` reads H and there is
-    no fusion layer.
+    a 1x1 convolution; with ``"replace"`` H takes X2's place, so ``middle`` reads H and there is no fusion layer.
     """
 
     def __init__(self, in_channels: int, channels: int, stride: int = 1, se: bool = False, shortcut: str | None = None,
@@ -162,7 +141,7 @@ class _Regulated:
         self.stage_index = stage
         self.step_index = step
         self.taps = taps
-        # BN+ReLU on H before fusion (Fig. 3). A hook replacing this output by zeros ablates the regulator.
+        # BN+ReLU on H before fusion (Fig. 3).
         self.regulator_norm = nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU()) if h_norm else nn.Identity()
         if fusion == "concat":
             self.fuse = conv1x1(2 * channels, channels)
@@ -173,71 +152,19 @@ class _Regulated:
         self.trace: list[RegulatorRecord] | None = None  # set by regnet.record
         self.ablated = False  # set by regnet.models.regulator_ablated: H enters the fusion as zeros
 
-    def forward(self, x: torch.Tensor, cell: nn.Module | None, state=None):
-        """``(out, state)``; ``cell=None`` when nothing reads the cell (see :meth:`cell_unused`): it is not run."""
+    def forward(self, x: torch.Tensor, cell: nn.Module, state=None):
+        """``(out, state)``: block ``step_index`` of its stage, and the regulator's state for the next block."""
         x2 = self.first(x)
-        if cell is not None and self._folds_norm(cell, x2):
-            fused_, moments, new_state = cell.step_into_fusion(x2, self.middle(x2), state, self.regulator_norm[0],
-                                                               self.fuse, self._fusion_moments(x2))
-            return self.taps.output(self.last(self._fusion_norm(fused_, moments), x)), new_state
-        h = new_state = None
-        if cell is not None:
-            h, new_state, gates = cell(x2, state, self.taps, keep_gates=self.trace is not None)
-        out = self.taps.output(self.last(self._fused(x2, None if self.ablated else h), x))
+        h, new_state, gates = cell(x2, state, self.taps)
+        regulated = torch.zeros_like(h) if self.ablated else self.regulator_norm(h)
+        if self.fusion == "concat":
+            x3 = self.relu(self.bn_fuse(self.fuse(torch.cat((self.middle(x2), regulated), dim=1))))
+        else:
+            x3 = self.middle(regulated)
+        out = self.taps.output(self.last(x3, x))
         if self.trace is not None:
             self._record(x2, h, new_state, gates, out, cell.zero_state(x2) if state is None else state)
         return out, new_state
-
-    def _folds_norm(self, cell: nn.Module, x2: torch.Tensor) -> bool:
-        """Whether the cell's C++ step can fold in the norm on H and the fusion (:meth:`~.cells._ConvCell.step_into_fusion`).
-
-        Only for the paper's regulator (see :meth:`_norm_in_cpp`), neither
-        ablated nor recorded.
-        """
-        return (not self.ablated and self.trace is None and self._norm_in_cpp(x2)
-                and cell.folds_norm(x2, self.taps))
-
-    def _norm_in_cpp(self, h: torch.Tensor) -> bool:
-        """Whether the norm on H, the concatenation and the fusion can run as :func:`.native.norm_relu_fuse`: the
-        paper's regulator (BN+ReLU on H, concatenated, fused by its 1x1) on maps :func:`_native_norm` takes."""
-        norm = self.regulator_norm
-        return (self.fusion == "concat" and isinstance(norm, nn.Sequential) and _native_norm(h, norm[0], norm)
-                and native.fusion_supported(self.fuse) and not hooked(self.fuse))
-
-    def _fusion_moments(self, t: torch.Tensor) -> bool:
-        """Whether the fusion's C++ kernel should give its output's moments: bn_fuse runs in C++ on batch statistics."""
-        return _native_norm(t, self.bn_fuse, self.bn_fuse, self.relu) and native.batch_statistics(self.bn_fuse)
-
-    def cell_unused(self) -> bool:
-        """Whether nothing reads this block's cell: its output ablated, and no autograd, trace or hook on a tap."""
-        return self.ablated and self.trace is None and not torch.is_grad_enabled() and not self.taps.observed()
-
-    def _fused(self, x2: torch.Tensor, h: torch.Tensor | None) -> torch.Tensor:
-        """X3, the features fused with H after its norm; ``h=None``: ablated, the regulated H taken as zeros.
-
-        An ablated H's half of the 1x1 conv over ``cat[features, H]`` adds
-        exactly nothing, so it is skipped with the concatenation. The efficient
-        cell computes channels-last; H joins the block's features in their
-        memory format, since element-wise kernels are slow on mixed formats.
-        """
-        if self.fusion == "replace":
-            return self.middle(torch.zeros_like(x2) if h is None else self.regulator_norm(_in_format_of(h, x2)))
-        features = self.middle(x2)
-        if h is None:
-            return self._fusion_norm(nn.functional.conv2d(features, self.fuse.weight[:, : features.shape[1]],
-                                                          self.fuse.bias))
-        if self._norm_in_cpp(x2) and h.is_contiguous(memory_format=torch.channels_last):
-            return self._fusion_norm(*native.norm_relu_fuse(features, h, self.regulator_norm[0], self.fuse,
-                                                            self._fusion_moments(x2)))
-        concatenated = torch.cat((features, self.regulator_norm(_in_format_of(h, x2))), dim=1)
-        return self._fusion_norm(self.fuse(concatenated))
-
-    def _fusion_norm(self, fused_: torch.Tensor, moments: torch.Tensor | None = None) -> torch.Tensor:
-        """ReLU(bn_fuse(.)): by :func:`.native.bn_relu` (with ``moments``, the batch's, if the fusion's kernel gave
-        them) where :func:`_native_norm` allows, the same function in fewer passes."""
-        if _native_norm(fused_, self.bn_fuse, self.bn_fuse, self.relu):
-            return native.bn_relu(fused_, self.bn_fuse, moments)
-        return self.relu(self.bn_fuse(fused_))
 
     def _record(self, cell_input, h, state, gates, out, previous) -> None:
         """One :class:`RegulatorRecord`; ``previous`` is the state this step read (zeros at a stage's start)."""
@@ -332,8 +259,7 @@ class Stage(nn.Module):
             for block in self.blocks:
                 x = block(x)
             return x
-        skip = all(block.cell_unused() for block in self.blocks)  # an ablated pass that nothing observes
         state = None  # zero state at the stage's first block
         for step, block in enumerate(self.blocks):
-            x, state = block(x, None if skip else self.cell_for(step), None if self.memory == "reset" else state)
+            x, state = block(x, self.cell_for(step), None if self.memory == "reset" else state)
         return x

@@ -60,9 +60,8 @@ def record(model: nn.Module) -> Iterator[list[RegulatorRecord]]:
 def regulator_ablated(model: nn.Module) -> Iterator[None]:
     """Take the regulator's output H as zeros where it enters the fusion, in every regulated block.
 
-    The state still flows where something reads it (a trace, a hook on a tap,
-    autograd); where nothing does, the stages skip their cells, whose output
-    no longer reaches the logits (``Stage.forward``). Here beside ``record``
+    The cells still run and their state still flows from block to block, so a
+    trace or a hook on a tap sees the same states as without ablation. Here beside ``record``
     because both the engine (its per-epoch reliance on H) and the Inspect
     analyses use it, and the engine may not import ``regnet.inspect``.
     """

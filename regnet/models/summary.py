@@ -30,7 +30,7 @@ def summary(model: nn.Module, input_size: tuple[int, int, int]) -> ModelSummary:
     as in the papers' MAC figures. The pass runs on a copy of the model on the
     ``meta`` device: it computes nothing, and it takes the architecture's
     literal path, not a device's fast path that reorders the same arithmetic
-    (the efficient gates' CPU fold, see ``GateConv._efficient``).
+    (the efficient gates' CPU fold, :mod:`regnet.models.fast`).
     """
     device = "cpu" if getattr(model, "needs_real_tensors", False) else "meta"  # a detector's NMS needs real data
     probe = copy.deepcopy(model).to(device).eval()

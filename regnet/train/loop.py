@@ -62,7 +62,7 @@ from tqdm import tqdm
 
 from regnet.allocator import keep_freed_memory
 from regnet.metrics import per_class_table
-from regnet.models import native, summary
+from regnet.models import fast, summary
 from regnet.runs import (ACTIVE_STATES, ARTIFACTS, FINAL_EVAL, STATUS, atomic_write_json, checkpoint_file,
                          process_identity, read_config_dict, read_status, reported_state)
 
@@ -344,7 +344,7 @@ def _open_folder(run: Run, resume: Path | None, status: dict | None, checkpoint:
                  f"{run.measured.params:,} params, {len(run.train_loader.dataset)} train / "
                  f"{len(run.val_loader.dataset)} val images, {run.steps_per_epoch} steps per epoch, "
                  f"device {ctx.device}, {ctx.world_size} process(es)")
-    cells_path = native.describe(run.raw_model) if ctx.device.type == "cpu" else None
+    cells_path = fast.describe(run.raw_model, ctx.device)
     if cells_path:
         run.log.info(cells_path)
     if run.data_note:
