@@ -40,9 +40,12 @@ def assert_one_sentence(code: int, err: str, *words: str) -> None:
     (["--model", "regnet20", "--set", "model.options.regulated_stages=[1,4]"],
      ["names stage(s) [4]", "its stages are 1, 2, 3"]),
     (["--model", "regnet18", "--set", "model.options.shortcut=B"], ["Unknown option(s) shortcut"]),
-    (["--set", "train.epochs=ten"], ["train.epochs must be of type int"]),
+    (["--set", "train.epochs=ten"], ["train.epochs must be a whole number, got 'ten'"]),
+    (["--set", "optim.lr=0"], ["optim.lr must be greater than 0, got 0."]),
+    (["--lr", "0"], ["optim.lr must be greater than 0, got 0.0."]),
+    (["--set", "data.val_ratio=1"], ["data.val_ratio must be less than 1, got 1."]),
     (["--set", "optim.lr"], ["not of the form KEY=VALUE"]),
-    (["--set", "train.early_stop_metric=accuracy"], ["train.early_stop_metric must be one of"]),
+    (["--set", "train.early_stop_metric=accuracy"], ["train.early_stop_metric must be 'val_top1', 'val_top5', 'val_macro_f1' or 'val_loss', got 'accuracy'"]),
     (["--device", "cuda:0"] if not torch.cuda.is_available() else ["--device", "tpu"], ["device"]),
     (["--config", "missing.yaml"], ["Config file missing.yaml does not exist"]),
 ])
@@ -57,7 +60,7 @@ def test_a_config_file_with_a_wrong_type(tmp_path, capsys):
     path = tmp_path / "bad.yaml"
     path.write_text("model:\n  name: resnet20\ntrain:\n  batch_size: [32]\n")
     code, _, err = run_cli(["train", "--config", str(path)], capsys)
-    assert_one_sentence(code, err, "train.batch_size must be of type int")
+    assert_one_sentence(code, err, "train.batch_size must be a whole number, got [32].")
 
 
 def test_a_data_root_without_the_data(tmp_path, capsys):

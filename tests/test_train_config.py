@@ -42,12 +42,16 @@ def test_overrides_parse_yaml_and_accept_both_optimizer_prefixes():
 
 
 @pytest.mark.parametrize("override, words", [
-    ("train.epochs=ten", "train.epochs must be of type int"),
-    ("train.epochs=1.5", "train.epochs must be of type int"),
-    ("train.amp=1", "train.amp must be of type bool"),
-    ("schedule.milestones=0.5", "schedule.milestones must be of type list"),
-    ("optim.lr=-1", "optim.lr must be positive"),
-    ("optim.name=rmsprop", "optim.name must be one of"),
+    ("train.epochs=ten", "train.epochs must be a whole number, got 'ten'"),
+    ("train.epochs=1.5", "train.epochs must be a whole number, got 1.5"),
+    ("train.amp=1", "train.amp must be true or false, got 1"),
+    ("schedule.milestones=0.5", "schedule.milestones must be a list, got 0.5"),
+    ("optim.lr=-1", "optim.lr must be greater than 0, got -1"),
+    ("optim.lr=0", "optim.lr must be greater than 0, got 0"),
+    ("optim.name=rmsprop", "optim.name must be 'sgd', 'adam' or 'adamw', got 'rmsprop'"),
+    ("data.size=0", "data.size must be greater than 0, got 0"),
+    ("train.label_smoothing=1", "train.label_smoothing must be less than 1, got 1"),
+    ("optim.lrr=1", r"Unknown config key 'optim.lrr' \(did you mean optim.lr\?\)"),
     ("schedule.milestones=[0.75, 0.5]", "increasing fractions"),
     ("optim.bogus=1", "Unknown config key 'optim.bogus'"),
     ("trainer.epochs=1", "Unknown config section 'trainer'"),
@@ -62,7 +66,7 @@ def test_bad_overrides_are_one_sentence(override, words):
 def test_yaml_file_with_a_wrong_type_names_the_key(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("train:\n  epochs: ten\n")
-    with pytest.raises(ValueError, match="train.epochs must be of type int"):
+    with pytest.raises(ValueError, match="train.epochs must be a whole number, got 'ten'"):
         load_config(path)
     path.write_text("train: [epochs\n")
     with pytest.raises(ValueError, match="not valid YAML"):
