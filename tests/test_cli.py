@@ -143,3 +143,20 @@ def test_grid_values_split_outside_brackets():
     assert split_values("0.1,0.05") == ["0.1", "0.05"]
     assert split_values("[0.5, 0.75],[0.3,0.6]") == ["[0.5, 0.75]", "[0.3,0.6]"]
 
+
+
+def test_data_size_cuts_every_data_set_not_only_shapes(tmp_path, capsys):
+    # An image folder the test writes: 3 classes of 10 images; data.size=15 trains on 12 and validates on 3.
+    from PIL import Image
+
+    for c, name in enumerate(("cat", "dog", "fox")):
+        (tmp_path / "data" / "train" / name).mkdir(parents=True)
+        for i in range(10):
+            Image.new("RGB", (32, 32), (25 * c, 10 * i, 0)).save(tmp_path / "data" / "train" / name / f"{i}.png")
+    code, out, err = run_cli(["train", "--model", "mnist_cnn", "--dataset", "imagefolder", "--data-root",
+                              str(tmp_path / "data"), "--runs-root", str(tmp_path / "runs"), "--run-id", "cut",
+                              "--epochs", "1", "--batch-size", "6", "--set", "data.size=15",
+                              "--set", "data.workers=0"], capsys)
+    assert code == 0, err
+    log = (tmp_path / "runs" / "cut" / "train.log").read_text()
+    assert "12 train / 3 val images" in log and "2 steps per epoch" in log
