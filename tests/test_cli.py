@@ -160,3 +160,11 @@ def test_data_size_cuts_every_data_set_not_only_shapes(tmp_path, capsys):
     assert code == 0, err
     log = (tmp_path / "runs" / "cut" / "train.log").read_text()
     assert "12 train / 3 val images" in log and "2 steps per epoch" in log
+
+
+def test_a_ready_config_with_a_value_out_of_range(tmp_path, capsys):
+    path = tmp_path / "zero_lr.yaml"
+    path.write_text("model:\n  name: resnet20\noptim:\n  lr: 0\n")
+    code, _, err = run_cli(["train", "--config", str(path), "--runs-root", str(tmp_path / "runs")], capsys)
+    assert_one_sentence(code, err, "optim.lr must be greater than 0, got 0.")
+    assert not (tmp_path / "runs").exists()

@@ -10,7 +10,8 @@ from torch.utils.data import DistributedSampler
 
 from regnet.data import list_datasets
 from regnet.models import list_models, model_info
-from regnet.train.config import Config, apply_override, config_from_dict, config_to_dict, dump_config, load_config
+from regnet.train.config import (Config, ConfigError, apply_override, build_config, config_from_dict, config_to_dict,
+                                 dump_config, load_config)
 from regnet.train.distributed import SeededShardSampler
 from regnet.train.schedules import build_optimizer, build_scheduler, lr_multiplier
 
@@ -206,3 +207,35 @@ def test_cli_flags_overlay_the_file_and_another_model_keeps_only_its_options():
     assert (config.model.name, config.model.options) == ("resnet20", {"se": False})
     assert (config.optim.lr, config.optim.nesterov, config.train.epochs) == (0.02, True, 3)  # --set comes last
     assert config.run.run_id == "007" and config.data.name == "cifar10"
+
+
+def test_a_config_changed_attribute_by_attribute_is_still_checked_before_any_run_folder(tmp_path):
+    from regnet.train import train
+
+    config = build_config(f"run.runs_root={tmp_path}", "data.size=60", "train.epochs=1")
+    config.optim.lr = 0.0  # the Python API skips build_config; train() checks the whole config again
+    with pytest.raises(ConfigError, match=r"^optim.lr must be greater than 0, got 0.0.$"):
+        train(config, progress=False)
+    assert not list(tmp_path.iterdir())
+
+
+def test_layers_apply_in_order_and_model_options_follow_their_model():
+    ready = {"model": {"name": "regnet20", "options": {"cell": "gru", "shortcut": "B"}}, "optim": {"lr": 0.05}}
+    config = build_config(ready, "optim.lr=0.02", {"train": {"epochs": 3}})
+    assert (config.model.options, config.optim.lr, config.train.epochs) == ({"cell": "gru", "shortcut": "B"}, 0.02, 3)
+    plain = build_config(ready, {"model": {"name": "resnet20"}})  # cell is regnet's; shortcut both accept
+    assert plain.model.options == {"shortcut": "B"}
+    imagenet = build_config(ready, {"model": {"name": "resnet18", "options": {"se": True}}})
+    assert imagenet.model.options == {"se": True}
+    assert build_config(config) == config and build_config(base=config) == config  # a Config is a layer too
+    assert Config() == build_config() and config_to_dict(build_config({"data": None})) == config_to_dict(Config())
+
+
+def test_every_problem_is_named_at_once_with_its_key_and_value():
+    with pytest.raises(ConfigError) as error:
+        build_config({"optim": {"lr": 0, "name": "rmsprop"}, "train": {"epochs": "ten"},
+                      "model": {"name": "regnet20", "options": {"cell": "lstn"}}})
+    problems = {p.key: (p.value, p.out_of_range) for p in error.value.problems}
+    assert problems == {"optim.lr": (0, True), "optim.name": ("rmsprop", False), "train.epochs": ("ten", False),
+                        "model.options.cell": ("lstn", False)}
+    assert str(error.value) == "optim.name must be 'sgd', 'adam' or 'adamw', got 'rmsprop'."

@@ -79,7 +79,7 @@ class DataConfig:
     name: Str = "shapes"
     root: Str = "data"
     val_ratio: Annotated[Float, Field(ge=0, lt=1)] = 0.1
-    split_seed: Int = 0
+    split_seed: _at_least(0) = 0
     augment: Bool = True
     color_jitter: Bool = False
     workers: _at_least(0) = 2
@@ -122,7 +122,7 @@ class TrainConfig:
     epochs: _at_least(1) = 10
     batch_size: _at_least(1) = 128  # global: split over the processes of a distributed run
     device: Str = "auto"
-    seed: Int = 0
+    seed: _at_least(0) = 0
     amp: Bool = False
     amp_dtype: AmpDtype = "auto"  # auto: bfloat16 on the CPU, float16 (with loss scaling) on CUDA; or name one
     channels_last: Bool = False
