@@ -37,7 +37,7 @@ def start_config() -> dict:
 
 
 def start_problems(config: dict) -> dict:
-    """The starting config's problems by key; a value a field cannot hold is replaced by the default there."""
+    """The starting config's problems by key: none when the engine would accept it as it is."""
     try:
         build_config(config)
     except ConfigError as error:
@@ -135,7 +135,7 @@ except ImportError:
 
 st.selectbox("Start from", ["defaults", *ready, *([clone[0]] if clone else [])], key="nr_start", on_change=apply_config,
              help="A ready config from configs/*.yaml fills the form; anything you change below overrides it.")
-for note in st.session_state.get("nr_start_notes", []):
+for note in dict.fromkeys(st.session_state.get("nr_start_notes", [])):
     st.warning(note)
 
 # ---------------------------------------------------------------- the form
