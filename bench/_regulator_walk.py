@@ -37,7 +37,7 @@ def nav(page, title: str) -> None:
 def start_run(page, url: str, epochs: int, size: int) -> None:
     page.goto(f"{url}/new_run")
     page.get_by_role("button", name="Start", exact=True).wait_for()
-    for label, value in (("Images (shapes only, 0 = default)", str(size)), ("Batch size", "30"),
+    for label, value in (("Images to use (0 = all)", str(size)), ("Batch size", "30"),
                          ("Log every N steps", "2"), ("Epochs", str(epochs)), ("Loader workers", "0"),
                          ("Keep weights every N epochs (0 = none)", "1")):
         field = page.get_by_label(label, exact=True)

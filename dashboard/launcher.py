@@ -8,7 +8,6 @@ the grace period.
 """
 from __future__ import annotations
 
-import copy
 import os
 import secrets
 import signal
@@ -19,12 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import yaml
 
 from dashboard.runs import RunInfo
 from regnet.runs import (LAUNCHES, STOP, atomic_write_json, atomic_write_text, new_run_id as contract_run_id,
                          process_alive, process_start, read_config_dict, read_yaml_mapping, run_dir_in)
-from regnet.train.config import OPTIMIZERS, SCHEDULES, Config, config_to_dict  # noqa: F401 (the form's choices)
+from regnet.train.config import OPTIMIZERS, SCHEDULES  # noqa: F401 (the form's choices)
+from regnet.train.config import Config, build_config, config_to_dict, dump_config, merge_layers
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIGS_DIR = REPO_ROOT / "configs"
@@ -32,6 +31,7 @@ STOP_GRACE_S = 30.0
 
 # The engine's own defaults (regnet.train.config); the New-run form starts from them or from a ready config.
 DEFAULT_CONFIG = config_to_dict(Config())
+DATA_FILLED = ("num_classes", "in_channels", "class_names", "input_side")  # model keys a run fills from its data
 
 # Popen objects of the runs this server started, so finished children are reaped instead of lingering
 # as zombies (which would look alive to ``process_alive``'s kill(pid, 0)).
@@ -47,37 +47,21 @@ class Launch:
     command: list[str]
 
 
-def merge_config(base: dict, override: dict) -> dict:
-    """``base`` with ``override``'s keys replaced, recursively (a ready config over the defaults)."""
-    merged = copy.deepcopy(base)
-    for key, value in (override or {}).items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = merge_config(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
 def ready_configs(configs_dir: Path = CONFIGS_DIR) -> dict[str, Path]:
     """The ready configs shipped in configs/*.yaml, by file stem."""
     return {path.stem: path for path in sorted(Path(configs_dir).glob("*.yaml"))}
 
 
 def load_ready_config(path: Path) -> dict:
-    """A ready config merged over the defaults; ValueError with one sentence when it is not readable."""
+    """A ready config over the defaults (``merge_layers``: its own model's options only), for the form to show.
+
+    Its values are checked where the form shows them; a file that cannot be read, or names a key the schema
+    does not have, is a ``ValueError`` with one sentence.
+    """
     try:
-        data = read_yaml_mapping(path)
+        return merge_layers(read_yaml_mapping(path))
     except (OSError, ValueError) as error:
         raise ValueError(f"Config {Path(path).name} could not be read ({error}); fix or remove it.") from None
-    return over_defaults(data)
-
-
-def over_defaults(data: dict) -> dict:
-    """A config mapping merged over the defaults, keeping only its own model's options."""
-    config = merge_config(DEFAULT_CONFIG, data)
-    # Options belong to a model: the default model's (cell, gates) must not leak into, say, resnet20.
-    config["model"]["options"] = dict((data.get("model") or {}).get("options") or {})
-    return config
 
 
 def new_run_id(model: str, dataset: str) -> str:
@@ -91,25 +75,27 @@ def build_command(config_path: Path, runs_root: Path, run_id: str) -> list[str]:
             "--runs-root", str(runs_root), "--run-id", run_id]
 
 
-def start_run(config: dict, runs_root: Path, run_id: str | None = None) -> Launch:
-    """Launch ``python -m regnet train`` for ``config`` in a new session and return at once.
+def start_run(config: Config | dict, runs_root: Path, run_id: str | None = None) -> Launch:
+    """Check ``config`` (``build_config``), then launch ``python -m regnet train`` for it in a new session.
 
-    The resolved config is written next to the launch record (runs_root/.launches/<run_id>.yaml) and the
-    child's stdout and stderr go to <run_id>.log there, so an error before the run folder exists is
-    still on disk for the Runs and Live pages.
+    A config the engine would refuse raises ``ConfigError`` before anything is written. The resolved
+    config is written next to the launch record (runs_root/.launches/<run_id>.yaml) and the child's stdout
+    and stderr go to <run_id>.log there, so an error before the run folder exists is still on disk for the
+    Runs and Live pages.
     """
+    config = build_config(config)
     runs_root = Path(runs_root).resolve()
-    run_id = run_id or new_run_id(config["model"]["name"], config["data"]["name"])
+    run_id = run_id or new_run_id(config.model.name, config.data.name)
     run_dir = run_dir_in(runs_root, run_id)
     if os.path.lexists(run_dir):
         raise ValueError(f"Run {run_id!r} already exists in {runs_root}; choose another run id.")
     launches = runs_root / LAUNCHES
     launches.mkdir(parents=True, exist_ok=True)
-    config = merge_config(config, {"run": {"runs_root": str(runs_root), "run_id": run_id}})
+    config = build_config({"run": {"runs_root": str(runs_root), "run_id": run_id}}, base=config)
     config_path = launches / f"{run_id}.yaml"
-    atomic_write_text(config_path, yaml.safe_dump(config, sort_keys=False))
+    atomic_write_text(config_path, dump_config(config))
     return _spawn(build_command(config_path, runs_root, run_id), runs_root, run_id,
-                  {"config": str(config_path), "model": config["model"]["name"], "dataset": config["data"]["name"]})
+                  {"config": str(config_path), "model": config.model.name, "dataset": config.data.name})
 
 
 def _spawn(command: list[str], runs_root: Path, run_id: str, extra: dict) -> Launch:
@@ -149,13 +135,13 @@ def resume_run(run: RunInfo, runs_root: Path) -> Launch:
 
 
 def config_of_run(run_dir: Path) -> dict:
-    """A run's config.yaml as the New-run form's starting point: over the defaults, its own model options, no run id.
+    """A run's config.yaml as the New-run form's starting point (``merge_layers``), as a new run would start it.
 
-    ValueError (one sentence) when the run has no readable config.
+    No run id, and none of what the run filled in from its data set (classes, channels, class names, side),
+    so the clone may train on other data. ValueError (one sentence) when the run has no readable config.
     """
-    config = over_defaults(read_config_dict(run_dir))
-    config["run"] = dict(DEFAULT_CONFIG["run"])
-    return config
+    fresh = {"run": DEFAULT_CONFIG["run"], "model": {key: None for key in DATA_FILLED}}
+    return merge_layers(read_config_dict(run_dir), fresh)
 
 
 def reap() -> None:

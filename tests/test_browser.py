@@ -242,7 +242,7 @@ def follow_and_stop(page, server: Server, cli: subprocess.Popen) -> None:
     page.locator('[data-testid="stSelectbox"]').filter(has_text="Architecture").click()
     page.get_by_role("option", name="resnet", exact=True).click()
     page.locator('[data-testid="stCaptionContainer"]', has_text="resnet20").wait_for()
-    for label, value in (("Images (shapes only, 0 = default)", str(RUN_SIZE)), ("Batch size", str(RUN_BATCH)),
+    for label, value in (("Images to use (0 = all)", str(RUN_SIZE)), ("Batch size", str(RUN_BATCH)),
                          ("Log every N steps", "1"), ("Epochs", "30"), ("Seed", "1"), ("Loader workers", "0")):
         field = page.get_by_label(label, exact=True)
         field.fill(value)

@@ -40,9 +40,12 @@ def assert_one_sentence(code: int, err: str, *words: str) -> None:
     (["--model", "regnet20", "--set", "model.options.regulated_stages=[1,4]"],
      ["names stage(s) [4]", "its stages are 1, 2, 3"]),
     (["--model", "regnet18", "--set", "model.options.shortcut=B"], ["Unknown option(s) shortcut"]),
-    (["--set", "train.epochs=ten"], ["train.epochs must be of type int"]),
+    (["--set", "train.epochs=ten"], ["train.epochs must be a whole number, got 'ten'"]),
+    (["--set", "optim.lr=0"], ["optim.lr must be greater than 0, got 0."]),
+    (["--lr", "0"], ["optim.lr must be greater than 0, got 0.0."]),
+    (["--set", "data.val_ratio=1"], ["data.val_ratio must be less than 1, got 1."]),
     (["--set", "optim.lr"], ["not of the form KEY=VALUE"]),
-    (["--set", "train.early_stop_metric=accuracy"], ["train.early_stop_metric must be one of"]),
+    (["--set", "train.early_stop_metric=accuracy"], ["train.early_stop_metric must be 'val_top1', 'val_top5', 'val_macro_f1' or 'val_loss', got 'accuracy'"]),
     (["--device", "cuda:0"] if not torch.cuda.is_available() else ["--device", "tpu"], ["device"]),
     (["--config", "missing.yaml"], ["Config file missing.yaml does not exist"]),
 ])
@@ -57,7 +60,7 @@ def test_a_config_file_with_a_wrong_type(tmp_path, capsys):
     path = tmp_path / "bad.yaml"
     path.write_text("model:\n  name: resnet20\ntrain:\n  batch_size: [32]\n")
     code, _, err = run_cli(["train", "--config", str(path)], capsys)
-    assert_one_sentence(code, err, "train.batch_size must be of type int")
+    assert_one_sentence(code, err, "train.batch_size must be a whole number, got [32].")
 
 
 def test_a_data_root_without_the_data(tmp_path, capsys):
@@ -140,3 +143,28 @@ def test_grid_values_split_outside_brackets():
     assert split_values("0.1,0.05") == ["0.1", "0.05"]
     assert split_values("[0.5, 0.75],[0.3,0.6]") == ["[0.5, 0.75]", "[0.3,0.6]"]
 
+
+
+def test_data_size_cuts_every_data_set_not_only_shapes(tmp_path, capsys):
+    # An image folder the test writes: 3 classes of 10 images; data.size=15 trains on 12 and validates on 3.
+    from PIL import Image
+
+    for c, name in enumerate(("cat", "dog", "fox")):
+        (tmp_path / "data" / "train" / name).mkdir(parents=True)
+        for i in range(10):
+            Image.new("RGB", (32, 32), (25 * c, 10 * i, 0)).save(tmp_path / "data" / "train" / name / f"{i}.png")
+    code, out, err = run_cli(["train", "--model", "mnist_cnn", "--dataset", "imagefolder", "--data-root",
+                              str(tmp_path / "data"), "--runs-root", str(tmp_path / "runs"), "--run-id", "cut",
+                              "--epochs", "1", "--batch-size", "6", "--set", "data.size=15",
+                              "--set", "data.workers=0"], capsys)
+    assert code == 0, err
+    log = (tmp_path / "runs" / "cut" / "train.log").read_text()
+    assert "12 train / 3 val images" in log and "2 steps per epoch" in log
+
+
+def test_a_ready_config_with_a_value_out_of_range(tmp_path, capsys):
+    path = tmp_path / "zero_lr.yaml"
+    path.write_text("model:\n  name: resnet20\noptim:\n  lr: 0\n")
+    code, _, err = run_cli(["train", "--config", str(path), "--runs-root", str(tmp_path / "runs")], capsys)
+    assert_one_sentence(code, err, "optim.lr must be greater than 0, got 0.")
+    assert not (tmp_path / "runs").exists()

@@ -221,6 +221,58 @@ def test_a_ready_config_fills_the_new_run_form(runs_root):
     assert at.selectbox(key="nr_dataset").value == config["data"]["name"]
 
 
+def error_beside(at: AppTest, words: str) -> bool:
+    return any(words in str(error.value) for error in at.error)
+
+
+def test_the_new_run_form_checks_values_as_the_user_types_and_disables_start(runs_root):
+    at = open_page("views/new_run.py")
+    at.number_input(key="nr_lr").set_value(0.0).run()
+    assert not at.exception and error_beside(at, "optim.lr must be greater than 0, got 0.0.")
+    assert at.button(key="nr_start_button").disabled
+    at.number_input(key="nr_epochs").set_value(0).run()
+    assert error_beside(at, "train.epochs must be greater than or equal to 1, got 0.")
+    at.number_input(key="nr_size").set_value(-5).run()
+    assert error_beside(at, "data.size must be greater than 0, got -5.") and len(at.error) == 3
+    at.number_input(key="nr_lr").set_value(0.05)
+    at.number_input(key="nr_epochs").set_value(2)
+    at.number_input(key="nr_size").set_value(300).run()
+    assert not texts(at.error) and not at.button(key="nr_start_button").disabled
+    assert not runs_root.exists() or not list(runs_root.iterdir())  # nothing was launched
+
+
+def test_a_ready_config_with_a_bad_value_is_named_in_the_form(runs_root, tmp_path, monkeypatch):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model: {name: resnet20}\noptim: {lr: 0}\ntrain: {label_smoothing: 1.5}\n")
+    (tmp_path / "wrong_type.yaml").write_text("optim: {name: rmsprop}\n")
+    monkeypatch.setattr(launcher, "ready_configs", lambda: {"bad": path, "wrong_type": tmp_path / "wrong_type.yaml"})
+    at = open_page("views/new_run.py")
+    at.selectbox(key="nr_start").select("bad").run()
+    assert not at.exception and at.number_input(key="nr_lr").value == 0.0
+    assert error_beside(at, "optim.lr must be greater than 0, got 0.") and at.button(key="nr_start_button").disabled
+    assert error_beside(at, "train.label_smoothing must be less than 1, got 1.5.")  # a key the form has no field for
+    at.number_input(key="nr_lr").set_value(0.1).run()
+    assert not error_beside(at, "optim.lr") and at.button(key="nr_start_button").disabled  # label_smoothing still
+    at.selectbox(key="nr_start").select("wrong_type").run()
+    assert not at.exception and at.selectbox(key="nr_optim").value == "sgd"
+    assert "optim.name must be 'sgd', 'adam' or 'adamw', got 'rmsprop'." in texts(at.warning)
+
+
+def test_a_cloned_run_with_a_bad_value_is_named_in_the_form(runs_root):
+    import yaml
+
+    run_dir = write_run(runs_root, "r1-resnet20-shapes", epochs_done=1, epochs=3)
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    config["optim"]["lr"] = -0.1
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    at = AppTest.from_file(str(APP), default_timeout=90)
+    at.query_params["clone"] = "r1-resnet20-shapes"
+    at.run()
+    at.switch_page("views/new_run.py").run()
+    assert not at.exception and at.selectbox(key="nr_start").value == "clone of r1-resnet20-shapes"
+    assert error_beside(at, "optim.lr must be greater than 0, got -0.1.") and at.button(key="nr_start_button").disabled
+
+
 def test_the_new_run_form_offers_the_rcnn_classifier_from_the_registry(runs_root):
     at = open_page("views/new_run.py")
     assert "rcnn_classifier" in at.selectbox(key="nr_family").options

@@ -10,14 +10,11 @@ import yaml
 from dashboard import launcher
 from dashboard.runs import discover_runs, read_run
 from regnet.runs import is_run_id
-from regnet.train.config import OPTIMIZERS, Config, config_to_dict
+from regnet.train.config import OPTIMIZERS, Config, ConfigError, config_to_dict
 from test_dashboard_fixtures import fake_training_process, write_run
 
 
-def test_merge_config_overrides_recursively_without_touching_the_defaults():
-    merged = launcher.merge_config(launcher.DEFAULT_CONFIG, {"train": {"epochs": 2}, "model": {"name": "resnet20"}})
-    assert merged["train"]["epochs"] == 2 and merged["train"]["batch_size"] == 128
-    assert merged["model"]["name"] == "resnet20" and merged["model"]["options"] == {}
+def test_the_form_starts_from_the_engines_defaults():
     assert launcher.DEFAULT_CONFIG == config_to_dict(Config())  # the engine's defaults, not a copy of them
     assert launcher.DEFAULT_CONFIG["train"]["epochs"] == 10 and launcher.OPTIMIZERS == OPTIMIZERS
 
@@ -44,8 +41,7 @@ def test_new_run_ids_are_unique_and_path_safe():
 
 
 def test_a_launch_that_fails_shows_up_as_a_failed_run_with_its_error(tmp_path):
-    config = launcher.merge_config(launcher.DEFAULT_CONFIG, {"model": {"name": "no_such_model"},
-                                                             "train": {"epochs": 1}})
+    config = {"data": {"name": "mnist", "root": str(tmp_path / "no-data")}, "train": {"epochs": 1}}
     launch = launcher.start_run(config, tmp_path, run_id="bad-model")
     assert launch.command[1:5] == ["-m", "regnet", "train", "--config"] and "--run-id" in launch.command
     record = tmp_path / ".launches" / "bad-model.json"
@@ -61,6 +57,32 @@ def test_a_launch_that_fails_shows_up_as_a_failed_run_with_its_error(tmp_path):
     assert launch.log_path.read_text().strip()
     with pytest.raises(ValueError, match="is not allowed"):
         launcher.start_run(config, tmp_path, run_id="../escape")
+
+
+@pytest.mark.parametrize("config, words", [
+    ({"optim": {"lr": 0}}, "optim.lr must be greater than 0, got 0."),
+    ({"train": {"epochs": "ten"}}, "train.epochs must be a whole number, got 'ten'."),
+    ({"model": {"name": "resnet20", "options": {"cell": "gru"}}}, "Unknown option(s) cell for model 'resnet20'"),
+    ({"model": {"name": "no_such_model"}}, "Unknown model 'no_such_model'"),
+])
+def test_a_config_the_engine_would_refuse_is_never_launched(tmp_path, config, words):
+    with pytest.raises(ConfigError) as error:
+        launcher.start_run(config, tmp_path, run_id="refused")
+    assert str(error.value).startswith(words) and "\n" not in str(error.value)
+    assert not list(tmp_path.iterdir())  # no run folder, no launch record
+
+
+def test_a_cloned_run_starts_the_form_as_a_new_run_and_its_bad_values_are_named(tmp_path):
+    run_dir = write_run(tmp_path, "old")
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    config["optim"]["lr"] = 0.0  # hand-edited
+    config["model"].update(num_classes=10, class_names=[str(k) for k in range(10)])
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    form = launcher.config_of_run(run_dir)
+    assert form["run"]["run_id"] is None and form["model"]["num_classes"] is None and form["optim"]["lr"] == 0.0
+    with pytest.raises(ConfigError, match=r"optim.lr must be greater than 0, got 0.0.") as error:
+        launcher.start_run(form, tmp_path / "runs")
+    assert [p.key for p in error.value.problems] == ["optim.lr"] and not (tmp_path / "runs").exists()
 
 
 def test_existing_run_folders_are_never_reused(tmp_path):

@@ -22,6 +22,7 @@ from regnet.data import (
     list_datasets,
     load_splits,
     stratified_split,
+    stratified_subset,
 )
 from regnet.data.info import DatasetInfo
 
@@ -468,3 +469,33 @@ def test_shapes_image_size_generates_at_that_size():
     splits = load_splits("shapes", size=50, image_size=48)
     assert splits.info.image_size == 48 and splits.val[0][0].shape == (3, 48, 48)
     assert splits.val.mask(0).shape == (48, 48)
+
+
+def test_size_is_a_seeded_stratified_subset_of_any_data_set(tmp_path):
+    # 40 cat, 20 dog, 20 fox images on disk; data.size=20 keeps their 2:1:1 shares, then val is carved from those.
+    _write_folder_tree(tmp_path, per_class=0, held_out="val")
+    for c, (name, count) in enumerate((("cat", 40), ("dog", 20), ("fox", 20))):
+        for i in range(count):
+            _save(tmp_path / "train" / name / f"{i}.png", (8, 8), seed=100 * c + i)
+    whole = load_splits("imagefolder", tmp_path, val_ratio=0.1, split_seed=0)
+    assert (len(whole.train), len(whole.val)) == (72, 8)
+    cut = load_splits("imagefolder", tmp_path, val_ratio=0.1, split_seed=0, size=20)
+    assert (len(cut.train), len(cut.val), len(cut.test)) == (17, 3, 3)  # the held-out test split is never cut
+    used = cut.train.indices + cut.val.indices
+    assert len(set(used)) == 20 and [(cut.train.targets + cut.val.targets).count(k) for k in range(3)] == [10, 5, 5]
+    again = load_splits("imagefolder", tmp_path, val_ratio=0.1, split_seed=0, size=20)
+    assert (again.train.indices, again.val.indices) == (cut.train.indices, cut.val.indices)
+    assert sorted(load_splits("imagefolder", tmp_path, val_ratio=0.1, split_seed=1, size=20).train.indices) != \
+        sorted(cut.train.indices)
+    everything = load_splits("imagefolder", tmp_path, val_ratio=0.1, size=500)
+    assert len(everything.train) == 72 and "data.size 500 is more than the 80 training images" in everything.note
+    with pytest.raises(DataError, match="data.size must be between 3 .one image per class. and 80"):
+        load_splits("imagefolder", tmp_path, size=2)
+
+
+def test_stratified_subset_takes_exactly_size_by_largest_remainder():
+    targets = [0] * 50 + [1] * 30 + [2] * 20
+    for size in (3, 10, 11, 99):
+        subset = stratified_subset(targets, size, seed=0)
+        assert len(subset) == size == len(set(subset)) and subset == sorted(subset)
+    assert [[targets[i] for i in stratified_subset(targets, 11, seed=0)].count(k) for k in range(3)] == [6, 3, 2]

@@ -10,7 +10,8 @@ from torch.utils.data import DistributedSampler
 
 from regnet.data import list_datasets
 from regnet.models import list_models, model_info
-from regnet.train.config import Config, apply_override, config_from_dict, config_to_dict, dump_config, load_config
+from regnet.train.config import (Config, ConfigError, apply_override, build_config, config_from_dict, config_to_dict,
+                                 dump_config, load_config)
 from regnet.train.distributed import SeededShardSampler
 from regnet.train.schedules import build_optimizer, build_scheduler, lr_multiplier
 
@@ -42,12 +43,16 @@ def test_overrides_parse_yaml_and_accept_both_optimizer_prefixes():
 
 
 @pytest.mark.parametrize("override, words", [
-    ("train.epochs=ten", "train.epochs must be of type int"),
-    ("train.epochs=1.5", "train.epochs must be of type int"),
-    ("train.amp=1", "train.amp must be of type bool"),
-    ("schedule.milestones=0.5", "schedule.milestones must be of type list"),
-    ("optim.lr=-1", "optim.lr must be positive"),
-    ("optim.name=rmsprop", "optim.name must be one of"),
+    ("train.epochs=ten", "train.epochs must be a whole number, got 'ten'"),
+    ("train.epochs=1.5", "train.epochs must be a whole number, got 1.5"),
+    ("train.amp=1", "train.amp must be true or false, got 1"),
+    ("schedule.milestones=0.5", "schedule.milestones must be a list, got 0.5"),
+    ("optim.lr=-1", "optim.lr must be greater than 0, got -1"),
+    ("optim.lr=0", "optim.lr must be greater than 0, got 0"),
+    ("optim.name=rmsprop", "optim.name must be 'sgd', 'adam' or 'adamw', got 'rmsprop'"),
+    ("data.size=0", "data.size must be greater than 0, got 0"),
+    ("train.label_smoothing=1", "train.label_smoothing must be less than 1, got 1"),
+    ("optim.lrr=1", r"Unknown config key 'optim.lrr' \(did you mean optim.lr\?\)"),
     ("schedule.milestones=[0.75, 0.5]", "increasing fractions"),
     ("optim.bogus=1", "Unknown config key 'optim.bogus'"),
     ("trainer.epochs=1", "Unknown config section 'trainer'"),
@@ -62,7 +67,7 @@ def test_bad_overrides_are_one_sentence(override, words):
 def test_yaml_file_with_a_wrong_type_names_the_key(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("train:\n  epochs: ten\n")
-    with pytest.raises(ValueError, match="train.epochs must be of type int"):
+    with pytest.raises(ValueError, match="train.epochs must be a whole number, got 'ten'"):
         load_config(path)
     path.write_text("train: [epochs\n")
     with pytest.raises(ValueError, match="not valid YAML"):
@@ -202,3 +207,35 @@ def test_cli_flags_overlay_the_file_and_another_model_keeps_only_its_options():
     assert (config.model.name, config.model.options) == ("resnet20", {"se": False})
     assert (config.optim.lr, config.optim.nesterov, config.train.epochs) == (0.02, True, 3)  # --set comes last
     assert config.run.run_id == "007" and config.data.name == "cifar10"
+
+
+def test_a_config_changed_attribute_by_attribute_is_still_checked_before_any_run_folder(tmp_path):
+    from regnet.train import train
+
+    config = build_config(f"run.runs_root={tmp_path}", "data.size=60", "train.epochs=1")
+    config.optim.lr = 0.0  # the Python API skips build_config; train() checks the whole config again
+    with pytest.raises(ConfigError, match=r"^optim.lr must be greater than 0, got 0.0.$"):
+        train(config, progress=False)
+    assert not list(tmp_path.iterdir())
+
+
+def test_layers_apply_in_order_and_model_options_follow_their_model():
+    ready = {"model": {"name": "regnet20", "options": {"cell": "gru", "shortcut": "B"}}, "optim": {"lr": 0.05}}
+    config = build_config(ready, "optim.lr=0.02", {"train": {"epochs": 3}})
+    assert (config.model.options, config.optim.lr, config.train.epochs) == ({"cell": "gru", "shortcut": "B"}, 0.02, 3)
+    plain = build_config(ready, {"model": {"name": "resnet20"}})  # cell is regnet's; shortcut both accept
+    assert plain.model.options == {"shortcut": "B"}
+    imagenet = build_config(ready, {"model": {"name": "resnet18", "options": {"se": True}}})
+    assert imagenet.model.options == {"se": True}
+    assert build_config(config) == config and build_config(base=config) == config  # a Config is a layer too
+    assert Config() == build_config() and config_to_dict(build_config({"data": None})) == config_to_dict(Config())
+
+
+def test_every_problem_is_named_at_once_with_its_key_and_value():
+    with pytest.raises(ConfigError) as error:
+        build_config({"optim": {"lr": 0, "name": "rmsprop"}, "train": {"epochs": "ten"},
+                      "model": {"name": "regnet20", "options": {"cell": "lstn"}}})
+    problems = {p.key: (p.value, p.out_of_range) for p in error.value.problems}
+    assert problems == {"optim.lr": (0, True), "optim.name": ("rmsprop", False), "train.epochs": ("ten", False),
+                        "model.options.cell": ("lstn", False)}
+    assert str(error.value) == "optim.name must be 'sgd', 'adam' or 'adamw', got 'rmsprop'."

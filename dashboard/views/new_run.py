@@ -1,4 +1,10 @@
-"""New run: a form over the contract's config (or a ready config from configs/), Start and Stop."""
+"""New run: a form over the engine's config (or a ready config, or a cloned run's), checked as the user types.
+
+The form is one layer of ``regnet.train.config.build_config`` over its starting config: every value the
+engine would refuse is shown beside its field with the schema's sentence, and Start stays disabled, so
+nothing is launched that would fail on its config.
+"""
+import copy
 import time
 
 import streamlit as st
@@ -7,7 +13,8 @@ from dashboard import launcher, ui
 from dashboard.runs import progress
 
 import regnet.data as rdata
-from regnet.models import check_options, list_models, model_info
+from regnet.models import list_models, model_info
+from regnet.train.config import ConfigError, Problem as ConfigProblem, build_config
 
 st.title("New run")
 
@@ -16,17 +23,26 @@ ready = launcher.ready_configs()
 clone = ui.clone_source()  # (label, config) of the run named by ?clone=<run>, from the Runs page's Clone
 
 
-def base_config() -> dict:
-    """The defaults, or the chosen ready config (or cloned run's config) over them (extra keys are kept)."""
+def start_config() -> dict:
+    """The defaults, or the chosen ready config (or cloned run's config) over them: the layer under the form."""
     name = st.session_state.get("nr_start", "defaults")
     if clone and name == clone[0]:
-        return launcher.merge_config(clone[1], {})
+        return copy.deepcopy(clone[1])
     if name in ready:
         try:
             return launcher.load_ready_config(ready[name])
         except ValueError as error:
             st.error(str(error))
-    return launcher.merge_config(launcher.DEFAULT_CONFIG, {})
+    return copy.deepcopy(launcher.DEFAULT_CONFIG)
+
+
+def start_problems(config: dict) -> dict:
+    """The starting config's problems by key: none when the engine would accept it as it is."""
+    try:
+        build_config(config)
+    except ConfigError as error:
+        return {problem.key: problem for problem in error.problems}
+    return {}
 
 
 def family_and_depth(name: str) -> tuple[str, str]:
@@ -45,19 +61,60 @@ FIELDS = {
 }
 
 
+def widget_value(key: str, value):
+    """A config value as its widget holds it: floats for the float fields, 0 for an unset count."""
+    if key in ("nr_lr", "nr_wd"):
+        return float(value)
+    if key in ("nr_size", "nr_workers"):
+        return int(value or 0)
+    return value
+
+
 def apply_config() -> None:
-    """Fill every widget from the chosen starting config (runs when 'Start from' changes)."""
-    config = base_config()
-    family, depth = family_and_depth(config["model"]["name"])
+    """Fill every widget from the chosen starting config (runs when 'Start from' changes).
+
+    A value out of range stays in its field, to be shown beside it; one of the wrong type or not among the
+    choices cannot sit in a widget, so the field gets the default and the sentence is shown at the top.
+    """
+    config = start_config()
+    problems = start_problems(config)
+    notes = [f"{p.message} The form shows the default there." for p in problems.values()
+             if not p.out_of_range and (p.key == "model.name" or p.key.partition("[")[0] in FIELD_KEYS)]
+    name = config["model"]["name"] if "model.name" not in problems else launcher.DEFAULT_CONFIG["model"]["name"]
+    family, depth = family_and_depth(name)
     st.session_state["nr_family"], st.session_state["nr_depth"] = family, depth
     st.session_state["nr_options_for"] = None  # options are refilled for the config's model below
     for key, (section, field) in FIELDS.items():
-        value = config[section].get(field)
-        if key in ("nr_lr", "nr_wd"):
-            value = float(value)
-        elif key in ("nr_size", "nr_workers"):
-            value = int(value or 0)
-        st.session_state[key] = value
+        problem = problems.get(f"{section}.{field}")
+        usable = problem is None or problem.out_of_range
+        st.session_state[key] = widget_value(key, config[section].get(field) if usable
+                                             else launcher.DEFAULT_CONFIG[section][field])
+    st.session_state["nr_start_notes"] = notes
+
+
+def fill_options(model_name: str, info) -> None:
+    """A new model: its options start from its defaults, or from the starting config if it is that model."""
+    config = start_config()
+    preset = config["model"].get("options") or {} if config["model"]["name"] == model_name else {}
+    problems = start_problems(config) if preset else {}
+    for option, default in info.options.items():
+        value = preset.get(option, default)
+        problem = problems.get(f"model.options.{option}")
+        if problem is not None and option in info.choices:  # a value the selectbox cannot show
+            st.session_state.setdefault("nr_start_notes", []).append(
+                f"{problem.message} The form shows the default there.")
+            value = default
+        st.session_state[f"nr_opt_{option}"] = (", ".join(map(str, value)) if isinstance(value, (tuple, list))
+                                                else value)
+    st.session_state["nr_options_for"] = model_name
+
+
+FIELD_KEYS = {f"{section}.{field}" for section, field in FIELDS.values()}
+slots = {}  # config key -> the empty element beside its field, where its problem is shown
+
+
+def beside(key: str) -> None:
+    slots[key] = st.empty()
 
 
 if "nr_family" not in st.session_state:
@@ -78,8 +135,41 @@ except ImportError:
 
 st.selectbox("Start from", ["defaults", *ready, *([clone[0]] if clone else [])], key="nr_start", on_change=apply_config,
              help="A ready config from configs/*.yaml fills the form; anything you change below overrides it.")
+for note in dict.fromkeys(st.session_state.get("nr_start_notes", [])):
+    st.warning(note)
 
 # ---------------------------------------------------------------- the form
+OPTION_LABELS = {"cell": "Regulator cell", "gates": "Gate form", "se": "Squeeze-and-excitation (SE)",
+                 "sharing": "Regulator cells (one per stage or per block)",
+                 "memory": "Regulator memory (carry the state across blocks, or reset it)",
+                 "h_norm": "BN+ReLU on H before the fusion", "fusion": "Fusion of H (concat with X2, or replace X2)",
+                 "shortcut": "Shortcut (A: zero-pad, B: 1x1 projection)",
+                 "regulated_stages": "Regulated stages (numbered from 1)"}
+form_problems = []  # values the form could not even read (a list option's text)
+
+
+def option_widget(option: str, default, choices):
+    """One model option's widget and its value (a list option is typed as comma-separated integers)."""
+    key, label = f"nr_opt_{option}", OPTION_LABELS.get(option, option.replace("_", " "))
+    if isinstance(default, bool):
+        return st.checkbox(label, key=key)
+    if choices:
+        return st.selectbox(label, list(choices), key=key)
+    if isinstance(default, int):
+        return int(st.number_input(label, min_value=1, step=1, key=key))
+    if isinstance(default, float):
+        return float(st.number_input(label, min_value=0.0, step=0.05, key=key))
+    if isinstance(default, (tuple, list)):
+        text = st.text_input(label, key=key, help="Comma-separated integers.")
+        try:
+            return [int(part) for part in text.split(",") if part.strip()]
+        except ValueError:
+            form_problems.append(ConfigProblem(f"model.options.{option}", text, f"{label} must be comma-separated "
+                                               f"integers, like {', '.join(map(str, default))}; got {text!r}."))
+            return default
+    return st.text_input(label, key=key)
+
+
 model_col, data_col, train_col = st.columns(3)
 with model_col:
     st.subheader("Model")
@@ -94,40 +184,11 @@ with model_col:
     st.caption(f"`{model_name}` · {info.family} · natural input {info.input_size} · "
                f"{'regulated (RegNet)' if info.regulated else 'plain'}")
     if st.session_state.get("nr_options_for") != model_name:
-        # A new model: its options start from its defaults, or from the starting config if it is that model.
-        config = base_config()
-        preset = config["model"].get("options") or {} if config["model"]["name"] == model_name else {}
-        for option, default in info.options.items():
-            value = preset.get(option, default)
-            st.session_state[f"nr_opt_{option}"] = (", ".join(map(str, value)) if isinstance(value, (tuple, list))
-                                                    else value)
-        st.session_state["nr_options_for"] = model_name
-    labels = {"cell": "Regulator cell", "gates": "Gate form", "se": "Squeeze-and-excitation (SE)",
-              "sharing": "Regulator cells (one per stage or per block)",
-              "memory": "Regulator memory (carry the state across blocks, or reset it)",
-              "h_norm": "BN+ReLU on H before the fusion", "fusion": "Fusion of H (concat with X2, or replace X2)",
-              "shortcut": "Shortcut (A: zero-pad, B: 1x1 projection)",
-              "regulated_stages": "Regulated stages (numbered from 1)"}
+        fill_options(model_name, info)
     options = {}
     for option, default in info.options.items():
-        key, label, choices = f"nr_opt_{option}", labels.get(option, option.replace("_", " ")), info.choices.get(option)
-        if isinstance(default, bool):
-            options[option] = st.checkbox(label, key=key)
-        elif choices:
-            options[option] = st.selectbox(label, list(choices), key=key)
-        elif isinstance(default, int):
-            options[option] = int(st.number_input(label, min_value=1, step=1, key=key))
-        elif isinstance(default, float):
-            options[option] = float(st.number_input(label, min_value=0.0, step=0.05, key=key))
-        elif isinstance(default, (tuple, list)):
-            text = st.text_input(label, key=key, help="Comma-separated integers.")
-            try:
-                options[option] = [int(part) for part in text.split(",") if part.strip()]
-            except ValueError:
-                st.error(f"{label} must be comma-separated integers, like {', '.join(map(str, default))}.")
-                options[option] = None
-        else:
-            options[option] = st.text_input(label, key=key)
+        options[option] = option_widget(option, default, info.choices.get(option))
+        beside(f"model.options.{option}")
 
 with data_col:
     st.subheader("Data")
@@ -137,45 +198,65 @@ with data_col:
     dataset = st.selectbox("Data set", datasets, key="nr_dataset",
                            help="`shapes` is generated on the fly: no download needed.")
     data_root = st.text_input("Data root", key="nr_root", help="Folder holding the data set (ignored by shapes).")
-    size = st.number_input("Images (shapes only, 0 = default)", min_value=0, step=500, key="nr_size",
-                           disabled=dataset != "shapes")
+    beside("data.root")
+    size = st.number_input("Images to use (0 = all)", step=500, key="nr_size",
+                           help="A seeded, stratified subset of the training images (by the split seed) that train and "
+                                "validation are carved from; shapes generates this many (0: 6,000).")
+    beside("data.size")
     augment = st.checkbox("Augmentation (random crop + flip)", key="nr_augment")
     jitter = st.checkbox("Colour jitter", key="nr_jitter")
-    workers = st.number_input("Loader workers", min_value=0, max_value=64, step=1, key="nr_workers",
+    workers = st.number_input("Loader workers", step=1, key="nr_workers",
                               help="Data-loading processes; 0 loads in the training process (best on 1-2 cores).")
+    beside("data.workers")
 
 with train_col:
     st.subheader("Training")
-    epochs = st.number_input("Epochs", min_value=1, max_value=10_000, step=1, key="nr_epochs")
-    batch_size = st.number_input("Batch size", min_value=1, max_value=8192, step=16, key="nr_batch")
+    epochs = st.number_input("Epochs", step=1, key="nr_epochs")
+    beside("train.epochs")
+    batch_size = st.number_input("Batch size", step=16, key="nr_batch")
+    beside("train.batch_size")
     optimiser = st.selectbox("Optimiser", launcher.OPTIMIZERS, key="nr_optim")
-    lr = st.number_input("Learning rate", min_value=0.0, format="%.5f", step=0.01, key="nr_lr")
+    lr = st.number_input("Learning rate", format="%.5f", step=0.01, key="nr_lr")
+    beside("optim.lr")
     schedule = st.selectbox("Schedule", launcher.SCHEDULES, key="nr_schedule")
-    weight_decay = st.number_input("Weight decay", min_value=0.0, format="%.5f", step=0.0001, key="nr_wd")
-    seed = st.number_input("Seed", min_value=0, step=1, key="nr_seed")
+    weight_decay = st.number_input("Weight decay", format="%.5f", step=0.0001, key="nr_wd")
+    beside("optim.weight_decay")
+    seed = st.number_input("Seed", step=1, key="nr_seed")
+    beside("train.seed")
     if st.session_state.get("nr_device") not in devices:
         st.session_state["nr_device"] = "auto"
     device = st.selectbox("Device", devices, key="nr_device")
-    log_every = st.number_input("Log every N steps", min_value=1, step=1, key="nr_log_every")
-    keep_every = st.number_input("Keep weights every N epochs (0 = none)", min_value=0, step=1, key="nr_keep_every",
+    log_every = st.number_input("Log every N steps", step=1, key="nr_log_every")
+    beside("train.log_every")
+    keep_every = st.number_input("Keep weights every N epochs (0 = none)", step=1, key="nr_keep_every",
                                  help="Snapshots checkpoints/epoch-NNN.pt (first and last epoch too), so Inspect "
                                       "can show the model at any kept epoch.")
+    beside("train.keep_every")
 
-# ---------------------------------------------------------------- checks, then Start
-problems = []
+# ---------------------------------------------------------------- the form's layer, checked; then Start
+form = {
+    "model": {"name": model_name, "options": options},
+    "data": {"name": dataset, "root": data_root, "augment": augment, "color_jitter": jitter,
+             "size": int(size) or None, "workers": int(workers)},
+    "optim": {"name": optimiser, "lr": float(lr), "weight_decay": float(weight_decay)},
+    "schedule": {"name": schedule},
+    "train": {"epochs": int(epochs), "batch_size": int(batch_size), "seed": int(seed), "device": device,
+              "log_every": int(log_every), "keep_every": int(keep_every)},
+}
+problems = list(form_problems)
+try:
+    config = build_config(start_config(), form)
+except ConfigError as error:
+    config, problems = None, problems + error.problems
 try:
     rdata.check_data_available(dataset, data_root)
 except rdata.DataError as error:
-    problems.append(str(error))
-if any(value is None for value in options.values()):
-    problems.append("Fix the model options above.")
-else:
-    try:
-        check_options(model_name, options)  # e.g. regulated_stages naming a stage the model does not have
-    except ValueError as error:
-        problems.append(str(error))
+    problems.append(ConfigProblem("data.root", data_root, str(error)))
+by_slot = {}
 for problem in problems:
-    st.error(problem)
+    by_slot.setdefault(problem.key.partition("[")[0], []).append(problem.message)
+for key, messages in by_slot.items():
+    (slots[key] if key in slots else st).error(" ".join(dict.fromkeys(messages)))
 
 runs = ui.all_runs()
 # The run just started here is not "another" run sharing the CPU.
@@ -185,17 +266,8 @@ if running:
     st.info(f"{len(running)} run{'s are' if len(running) != 1 else ' is'} running on this machine; "
             "a new run shares the CPU with them.")
 
-if st.button("Start", type="primary", disabled=bool(problems), key="nr_start_button"):
-    config = launcher.merge_config(base_config(), {
-        "model": {"name": model_name, "options": options},
-        "data": {"name": dataset, "root": data_root, "augment": augment, "color_jitter": jitter,
-                 "size": int(size) or None, "workers": int(workers)},
-        "optim": {"name": optimiser, "lr": float(lr), "weight_decay": float(weight_decay)},
-        "schedule": {"name": schedule},
-        "train": {"epochs": int(epochs), "batch_size": int(batch_size), "seed": int(seed), "device": device,
-                  "log_every": int(log_every), "keep_every": int(keep_every)},
-    })
-    config["model"]["options"] = options  # the model's own options only, never another model's
+if st.button("Start", type="primary", disabled=bool(problems), key="nr_start_button",
+             help="Fix the values marked in red first." if problems else None):
     try:
         launch = launcher.start_run(config, ui.runs_root())
     except (ValueError, OSError) as error:

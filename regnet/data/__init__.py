@@ -11,12 +11,13 @@ from .registry import (Splits, check_data_available, list_datasets, load_splits,
                        test_only_tree)
 from .samples import SAMPLES_DIR, has_samples, load_sample_split, read_manifest
 from .shapes import SHAPE_NAMES, ShapesDataset, generate_shapes
-from .splits import DatasetSplit, MaskedDatasetSplit, stratified_split
+from .splits import DatasetSplit, MaskedDatasetSplit, stratified_split, stratified_subset
 from .transforms import build_transform, denormalize
 
 __all__ = [
     "DataError", "DatasetInfo", "Splits", "check_data_available", "list_datasets", "load_splits", "load_test_only",
     "resolve_name", "test_only_tree",
     "SHAPE_NAMES", "ShapesDataset", "generate_shapes", "DatasetSplit", "MaskedDatasetSplit", "stratified_split",
+    "stratified_subset",
     "build_transform", "denormalize", "SAMPLES_DIR", "has_samples", "load_sample_split", "read_manifest",
 ]

@@ -19,7 +19,7 @@ from .folders import (check_imagefolder, check_tiny_imagenet, held_out_tree, ima
                       load_imagefolder, load_tiny_imagenet)
 from .info import IMAGENET_STATS, TINY_IMAGENET_STATS, DatasetInfo, RawData
 from .shapes import SHAPE_NAMES, SHAPES_STATS, ShapesDataset
-from .splits import DatasetSplit, make_split, stratified_split
+from .splits import DatasetSplit, make_split, stratified_split, stratified_subset, targets_of
 from .standard import check_cifar, check_mnist, load_cifar, load_mnist
 from .transforms import build_transform
 
@@ -108,9 +108,11 @@ def load_splits(name: str, root="data", *, val_ratio: float = 0.1, split_seed: i
     """Load a data set by name and split it into train / val / test with their own transforms.
 
     ``root`` holds the files (torchvision sets are downloaded there when absent and ``download`` is
-    true); ``image_size`` overrides the natural side; ``size`` is the number of ``shapes`` images.
-    ``val`` is carved from the training data (seeded, stratified) when ``val_ratio > 0``, else it is
-    the official held-out split. Only ``train`` is augmented, and only when ``augment`` is true.
+    true); ``image_size`` overrides the natural side. ``size`` limits the training data that train and
+    val are carved from to a seeded, stratified subset (``split_seed``) of that many images, for every
+    data set (``shapes`` generates that many). ``val`` is carved from it (seeded, stratified) when
+    ``val_ratio > 0``, else it is the official held-out split. The test split is never cut. Only
+    ``train`` is augmented, and only when ``augment`` is true.
     """
     name = resolve_name(name)
     _check_image_size(image_size)
@@ -128,15 +130,28 @@ def load_splits(name: str, root="data", *, val_ratio: float = 0.1, split_seed: i
         val_ratio = FALLBACK_VAL_RATIO
         note = (f"{name} in {root} has no held-out split (no val/ folder): validating on "
                 f"{FALLBACK_VAL_RATIO:.0%} of the training images, carved stratified with split seed {split_seed}")
+    pool, size_note = _training_pool(name, raw.train, size, split_seed)
     if val_ratio > 0:
-        train_idx, val_idx = stratified_split(raw.train.targets, val_ratio, split_seed)
-        val = make_split(raw.train, val_idx, eval_tf)
+        pool_targets = targets_of(raw.train)
+        train_at, val_at = stratified_split([pool_targets[i] for i in pool], val_ratio, split_seed)
+        train_idx, val = [pool[i] for i in train_at], make_split(raw.train, [pool[i] for i in val_at], eval_tf)
     else:
-        train_idx = range(len(raw.train))
+        train_idx = pool
         val = make_split(raw.held_out, range(len(raw.held_out)), eval_tf)
     train = make_split(raw.train, train_idx, train_tf)
     test = make_split(raw.held_out, range(len(raw.held_out)), eval_tf) if raw.held_out is not None else None
-    return Splits(train, val, test, info, note)
+    return Splits(train, val, test, info, "; ".join(n for n in (note, size_note) if n) or None)
+
+
+def _training_pool(name: str, train, size: int | None, seed: int) -> tuple[list[int], str | None]:
+    """The training images a run may use: all, or a seeded stratified subset of ``size`` (and a note when
+    ``size`` asks for more than there are)."""
+    count = len(train)
+    if size is None or size == count:
+        return list(range(count)), None
+    if size > count:
+        return list(range(count)), f"data.size {size} is more than the {count:,} training images of {name}: using all"
+    return stratified_subset(targets_of(train), size, seed), None
 
 
 def _describe(name: str, raw: RawData, image_size: int | None, color_jitter: bool = False):

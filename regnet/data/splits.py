@@ -21,21 +21,26 @@ def targets_of(dataset: Dataset) -> list[int]:
     return targets.tolist() if isinstance(targets, torch.Tensor) else [int(t) for t in targets]
 
 
+def _shuffled_classes(labels: torch.Tensor, seed: int) -> list[torch.Tensor]:
+    """Each class's indices in a seeded order: one ``torch.Generator`` permutes the classes in sorted order,
+    so the same seed gives the same order on every machine."""
+    generator = torch.Generator().manual_seed(int(seed))
+    classes = []
+    for label in torch.unique(labels).tolist():
+        members = (labels == label).nonzero().flatten()
+        classes.append(members[torch.randperm(len(members), generator=generator)])
+    return classes
+
+
 def stratified_split(targets: Sequence[int], val_ratio: float, seed: int) -> tuple[list[int], list[int]]:
     """Split indices into (train, val) so every class gives ``round(n_class * val_ratio)`` to val.
 
-    One ``torch.Generator`` seeded with ``seed`` permutes each class in turn (classes in sorted
-    order), so the same seed gives the same indices on every machine; indices come back sorted.
+    Seeded per class (``_shuffled_classes``); indices come back sorted.
     """
     if not 0.0 < val_ratio < 1.0:
         raise DataError(f"val_ratio must lie between 0 and 1 to carve a split, got {val_ratio}; use e.g. 0.1.")
     labels = torch.as_tensor(list(targets), dtype=torch.long)
-    generator = torch.Generator().manual_seed(int(seed))
-    val_parts = []
-    for label in torch.unique(labels).tolist():
-        members = (labels == label).nonzero().flatten()
-        shuffled = members[torch.randperm(len(members), generator=generator)]
-        val_parts.append(shuffled[: int(len(members) * val_ratio + 0.5)])
+    val_parts = [members[: int(len(members) * val_ratio + 0.5)] for members in _shuffled_classes(labels, seed)]
     val = torch.cat(val_parts) if val_parts else torch.empty(0, dtype=torch.long)
     for side, count, fix in (("validation", len(val), "raise"), ("training", len(labels) - len(val), "lower")):
         if count == 0:
@@ -44,6 +49,25 @@ def stratified_split(targets: Sequence[int], val_ratio: float, seed: int) -> tup
     in_val = torch.zeros(len(labels), dtype=torch.bool)
     in_val[val] = True
     return (~in_val).nonzero().flatten().tolist(), in_val.nonzero().flatten().tolist()
+
+
+def stratified_subset(targets: Sequence[int], size: int, seed: int) -> list[int]:
+    """Exactly ``size`` indices (sorted) that keep every class's share of ``targets``, seeded per class.
+
+    Each class gets ``floor(n_class * size / n)``; the images left over go to the classes with the largest
+    remainders (ties to the lower label), so the subset is as balanced as the data it comes from.
+    """
+    labels = torch.as_tensor(list(targets), dtype=torch.long)
+    classes = _shuffled_classes(labels, seed)
+    if not len(classes) <= size <= len(labels):
+        raise DataError(f"data.size must be between {len(classes)} (one image per class) and {len(labels)} "
+                        f"(all of them), got {size}.")
+    shares = [len(members) * size / len(labels) for members in classes]
+    counts = [int(share) for share in shares]
+    by_remainder = sorted(range(len(classes)), key=lambda c: (counts[c] - shares[c], c))
+    for c in by_remainder[: size - sum(counts)]:
+        counts[c] += 1
+    return sorted(torch.cat([members[:count] for members, count in zip(classes, counts)]).tolist())
 
 
 class DatasetSplit(Dataset):

@@ -12,17 +12,18 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from regnet.data.splits import with_object_boxes
-from regnet.models import build_model, check_options, model_info
+from regnet.models import build_model, model_info
 from regnet.models.detection import default_box_rule
 
-from .config import Config
+from .config import Config, check_config, config_to_dict
 
 
 def check_names(config: Config) -> None:
-    """Fail fast, before any data is read, on an unknown model, model option or data set."""
+    """Fail fast, before any data is read or any folder made, on an unknown data set or any value the schema
+    refuses (a ``Config`` changed attribute by attribute skipped the check ``build_config`` makes)."""
     from regnet.data import resolve_name
 
-    check_options(config.model.name, config.model.options)
+    check_config(config_to_dict(config))
     config.data.name = resolve_name(config.data.name)
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from regnet.allocator import keep_freed_memory
 
-from .config import Config, apply_override, load_config, validate
+from .config import Config, build_config, read_config_file
 
 CONFIG_FLAGS = {  # flag -> config key
     "model": "model.name", "dataset": "data.name", "data_root": "data.root", "epochs": "train.epochs",
@@ -54,22 +54,14 @@ def add_config_arguments(parser: argparse.ArgumentParser, *, run_flags: bool = T
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    """Defaults < --config file < the shortcut flags < --set, each value type-checked."""
-    config = load_config(args.config) if args.config else Config()
-    model = getattr(args, "model", None)
-    if model is not None and model != config.model.name:
-        from regnet.models import model_info
-
-        accepted = model_info(model).options  # another model keeps only the file's options it understands
-        config.model.options = {k: v for k, v in config.model.options.items() if k in accepted}
+    """Defaults < --config file < the shortcut flags < --set, as layers of ``build_config`` (checked once)."""
+    layers = [read_config_file(args.config)] if args.config else []
     for flag, key in CONFIG_FLAGS.items():
         value = getattr(args, flag, None)
         if value is not None:
-            apply_override(config, f"{key}={json.dumps(value)}")
-    for override in args.overrides:
-        apply_override(config, override)
-    validate(config)
-    return config
+            section, name = key.split(".")
+            layers.append({section: {name: value}})
+    return build_config(*layers, *args.overrides)
 
 
 def _progress() -> bool:

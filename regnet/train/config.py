@@ -1,108 +1,159 @@
-"""One config schema for every way of starting a run: dataclasses in code, YAML on disk, ``--set`` on the CLI.
+"""One config schema for every way of starting a run, checked before anything starts.
 
-A run folder's ``config.yaml`` is ``config_to_dict(config)`` written as YAML,
-so a run can always be rebuilt (or resumed) from its folder alone. Every value
-is type-checked against its dataclass field, whichever way it came in, so a
-typo fails before any work starts, with one sentence naming the key.
+The schema is the dataclasses below (pydantic dataclasses: each field's type, range and choices are
+declared beside its default, and pydantic checks them, so there is no hand-written type checker).
+Every source of values is a *layer* applied by one function, ``build_config``: a ready config from
+configs/, a run's config.yaml (resume, clone), the New run form's values, the CLI's flags and ``--set
+KEY=VALUE``. A bad value, whichever layer brought it, is a ``ConfigError``: one sentence per problem
+naming the key, the value and what is allowed, raised before any run folder exists.
+
+A run folder's ``config.yaml`` is ``config_to_dict(config)`` written as YAML, so a run can always be
+rebuilt (or resumed) from its folder alone.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
-import math
-import types
-import typing
-from dataclasses import dataclass, field
+import difflib
+import re
+from dataclasses import field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, Mapping, Union, get_args
 
+import pydantic
 import yaml
+from pydantic import BeforeValidator, Field, StrictBool, StrictInt, StrictStr, field_validator
 
 from regnet.runs import read_yaml_mapping
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("multistep", "cosine", "warmup_cosine", "onecycle", "constant")
-METRICS = ("val_top1", "val_top5", "val_macro_f1", "val_loss")
-AMP_DTYPES = ("auto", "bfloat16", "float16")
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+Optimizer = Literal["sgd", "adam", "adamw"]
+Schedule = Literal["multistep", "cosine", "warmup_cosine", "onecycle", "constant"]
+Metric = Literal["val_top1", "val_top5", "val_macro_f1", "val_loss"]
+AmpDtype = Literal["auto", "bfloat16", "float16"]
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+OPTIMIZERS, SCHEDULES, METRICS = get_args(Optimizer), get_args(Schedule), get_args(Metric)
+AMP_DTYPES, COMPILE_MODES = get_args(AmpDtype), get_args(CompileMode)
 SECTION_ALIASES = {"optimizer": "optim"}
 
 
-@dataclass
+def _number_from_text(value: Any) -> Any:
+    """YAML 1.1 reads ``1e-4`` (no dot) as a string; a float field takes it as the number it spells."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+Float = Annotated[float, BeforeValidator(_number_from_text), Field(strict=True, allow_inf_nan=False)]
+Int, Bool, Str = StrictInt, StrictBool, StrictStr  # 1.5 is not an int, 1 is not a bool, 3 is not a name
+
+
+def _at_least(bound: float, number=Int):
+    return Annotated[number, Field(ge=bound)]
+
+
+def _above(bound: float, number=Float):
+    return Annotated[number, Field(gt=bound)]
+
+
+_section = pydantic.dataclasses.dataclass(config=pydantic.ConfigDict(extra="forbid"))
+
+
+@_section
 class ModelConfig:
-    name: str = "regnet20"
-    options: dict[str, Any] = field(default_factory=dict)  # checked by regnet.models.build_model
+    name: Str = "regnet20"
+    options: dict[str, Any] = field(default_factory=dict)  # checked against the model registry (check_config)
     # Filled in from the data set at the start of a run, so that config.yaml alone rebuilds the model
     # (the dashboard must load a CIFAR-100 model without the CIFAR-100 files).
-    num_classes: int | None = None
-    in_channels: int | None = None
+    num_classes: Int | None = None
+    in_channels: Int | None = None
     # The names of the model's outputs, in order: evaluation on a bare test/<class>/ folder maps folders to them.
-    class_names: list[str] | None = None
-    input_side: int | None = None  # the side of the images it was trained on, for the same evaluation transforms
+    class_names: list[Str] | None = None
+    input_side: Int | None = None  # the side of the images it was trained on, for the same evaluation transforms
 
 
-@dataclass
+@_section
 class DataConfig:
-    name: str = "shapes"
-    root: str = "data"
-    val_ratio: float = 0.1
-    split_seed: int = 0
-    augment: bool = True
-    color_jitter: bool = False
-    workers: int = 2
-    size: int | None = None  # images of the synthetic `shapes` set; ignored by the others
+    name: Str = "shapes"
+    root: Str = "data"
+    val_ratio: Annotated[Float, Field(ge=0, lt=1)] = 0.1
+    split_seed: _at_least(0) = 0
+    augment: Bool = True
+    color_jitter: Bool = False
+    workers: _at_least(0) = 2
+    # The images train and validation are carved from: a seeded, stratified subset of the training data
+    # (seed split_seed); shapes generates exactly this many. null: all of them.
+    size: _above(0, Int) | None = None
     # The decoded split as one tensor on the training device, augmented there in batches (regnet.data.device):
     # for sets that fit in memory (CIFAR, MNIST, shapes, Tiny-ImageNet); data.workers is then unused.
-    on_device: bool = False
+    on_device: Bool = False
 
 
-@dataclass
+@_section
 class OptimConfig:
-    name: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 0.0001
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    name: Optimizer = "sgd"
+    lr: _above(0) = 0.1
+    momentum: _at_least(0, Float) = 0.9
+    nesterov: Bool = False
+    weight_decay: _at_least(0, Float) = 0.0001
+    betas: Annotated[list[Float], Field(min_length=2, max_length=2)] = field(default_factory=lambda: [0.9, 0.999])
 
 
-@dataclass
+@_section
 class ScheduleConfig:
-    name: str = "multistep"
-    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # fractions of all epochs
-    gamma: float = 0.1
-    warmup_epochs: float = 0.0  # warmup_cosine: the linear warm-up; onecycle: the rising phase (0 = 30%)
+    name: Schedule = "multistep"
+    milestones: list[Float] = field(default_factory=lambda: [0.5, 0.75])  # fractions of all epochs
+    gamma: _above(0) = 0.1
+    warmup_epochs: _at_least(0, Float) = 0.0  # warmup_cosine: the linear warm-up; onecycle: the rising phase (0 = 30%)
+
+    @field_validator("milestones")
+    @classmethod
+    def _increasing_fractions(cls, milestones: list[float]) -> list[float]:
+        if not all(0 < m <= 1 for m in milestones) or milestones != sorted(milestones):
+            raise ValueError(f"schedule.milestones are increasing fractions of the epochs in (0, 1], e.g. "
+                             f"[0.5, 0.75]; got {milestones}.")
+        return milestones
 
 
-@dataclass
+@_section
 class TrainConfig:
-    epochs: int = 10
-    batch_size: int = 128  # global: split over the processes of a distributed run
-    device: str = "auto"
-    seed: int = 0
-    amp: bool = False
-    amp_dtype: str = "auto"  # auto: bfloat16 on the CPU, float16 (with loss scaling) on CUDA; or name one
-    channels_last: bool = False
-    compile: bool = False  # torch.compile the training step's model (and the evaluation's)
-    compile_mode: str = "default"  # torch.compile's mode: default, reduce-overhead, max-autotune, ...
-    compile_backend: str = "inductor"  # inductor compiles; aot_eager/eager only trace (tests, debugging)
-    grad_clip: float | None = None
-    label_smoothing: float = 0.0
-    early_stop_metric: str = "val_top1"  # also the metric that picks best.pt
-    early_stop_patience: int | None = None
-    log_every: int = 20
+    epochs: _at_least(1) = 10
+    batch_size: _at_least(1) = 128  # global: split over the processes of a distributed run
+    device: Str = "auto"
+    seed: _at_least(0) = 0
+    amp: Bool = False
+    amp_dtype: AmpDtype = "auto"  # auto: bfloat16 on the CPU, float16 (with loss scaling) on CUDA; or name one
+    channels_last: Bool = False
+    compile: Bool = False  # torch.compile the training step's model (and the evaluation's)
+    compile_mode: CompileMode = "default"  # torch.compile's mode
+    compile_backend: Str = "inductor"  # inductor compiles; aot_eager/eager only trace (tests, debugging)
+    grad_clip: _above(0) | None = None
+    label_smoothing: Annotated[Float, Field(ge=0, lt=1)] = 0.0
+    early_stop_metric: Metric = "val_top1"  # also the metric that picks best.pt
+    early_stop_patience: _at_least(1) | None = None
+    log_every: _at_least(1) = 20
     # A mid-epoch last.pt at most this often (seconds; null: only at epoch ends), so a kill loses little work.
-    checkpoint_every_s: float | None = 300.0
+    checkpoint_every_s: _at_least(0, Float) | None = 300.0
     # Keep the weights every K epochs as checkpoints/epoch-NNN.pt (the first and last epochs too); 0: none.
-    keep_every: int = 0
+    keep_every: _at_least(0) = 0
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, device: str) -> str:
+        if device != "auto" and device.split(":")[0] not in ("cpu", "cuda", "mps"):
+            raise ValueError(f"train.device must be auto, cpu, cuda, cuda:N or mps, got {device!r}.")
+        return device
 
 
-@dataclass
+@_section
 class RunConfig:
-    runs_root: str = "runs"
-    run_id: str | None = None
+    runs_root: Str = "runs"
+    run_id: Str | None = None
 
 
-@dataclass
+@_section
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -112,34 +163,195 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
 
 
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """One bad config value: its dotted key (``optim.lr``, ``model.options.cell``), the value, one sentence."""
+
+    key: str
+    value: Any
+    message: str
+    out_of_range: bool = False  # a number of the right type outside its range (a form's field can hold it)
+
+
+class ConfigError(ValueError):
+    """Every problem of a config; ``str()`` is the first one's sentence (the CLI prints it and exits 2)."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = list(problems)
+        super().__init__(self.problems[0].message)
+
+
+Layer = Union[Config, Mapping[str, Any], str]
+
+
+def build_config(*layers: Layer, base: Config | None = None) -> Config:
+    """The one way to make a config: ``base`` (default: the defaults), each layer applied in turn, then checked.
+
+    A layer is a mapping of sections (a ready config, a run's config.yaml, the form's values), a whole
+    ``Config``, or one ``KEY=VALUE`` assignment (``--set optim.lr=0.05``, the value read as YAML). Model
+    options follow their model: when a layer changes ``model.name``, the options the new model does not
+    accept are dropped (``regnet.models.model_info`` knows which). Raises ``ConfigError``.
+    """
+    return check_config(merge_layers(*layers, base=base))
+
+
+def merge_layers(*layers: Layer, base: Config | None = None) -> dict:
+    """``build_config`` without the value checks: the merged mapping, with unknown keys already refused."""
+    data = config_to_dict(base if base is not None else Config())
+    for layer in layers:
+        if isinstance(layer, str):
+            layer = parse_assignment(layer)
+        elif isinstance(layer, Config):
+            layer = config_to_dict(layer)
+        _merge_layer(data, layer)
+    return data
+
+
+def check_config(data: Mapping[str, Any]) -> Config:
+    """A merged mapping as a ``Config``, or ``ConfigError`` naming every bad value (types, ranges, model options)."""
+    problems = []
+    try:
+        config = Config(**copy.deepcopy(dict(data)))
+    except pydantic.ValidationError as error:
+        problems = [_problem(item) for item in error.errors()]
+        config = None
+    model = data.get("model") or {}
+    if isinstance(model.get("name"), str) and isinstance(model.get("options"), dict):
+        problems += option_problems(model["name"], model["options"])
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def option_problems(model: str, options: Mapping[str, Any]) -> list[Problem]:
+    """The registry's verdict on each option of ``model`` (an unknown model is one problem on model.name)."""
+    from regnet.models import check_options, model_info
+
+    try:
+        model_info(model)
+    except ValueError as error:
+        return [Problem("model.name", model, str(error))]
+    problems = []
+    for key, value in options.items():
+        try:
+            check_options(model, {key: value})
+        except ValueError as error:
+            problems.append(Problem(f"model.options.{key}", value, str(error)))
+    return problems
+
+
+_RANGE_ERRORS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
+_PLAIN = {"a valid integer": "a whole number", "a valid boolean": "true or false", "a valid number": "a number",
+          "a valid string": "text", "a valid list": "a list",
+          "a valid dictionary": "a mapping"}
+
+
+def _problem(item: dict) -> Problem:
+    """pydantic's error as our sentence: 'optim.lr must be greater than 0, got 0.'"""
+    key = ".".join(f"[{part}]" if isinstance(part, int) else str(part) for part in item["loc"]).replace(".[", "[")
+    value = item.get("input")
+    if item["type"] == "value_error":  # our own validators already wrote the whole sentence
+        return Problem(key, value, str(item["ctx"]["error"]))
+    allowed = re.sub(r"^\w+ should (be |have )?", lambda m: "must " + (m.group(1) or ""), item["msg"])
+    allowed = re.sub(r"( after validation)?, not \d+$", "", allowed)
+    for words, plain in _PLAIN.items():
+        allowed = allowed.replace(words, plain)
+    if item["type"] == "missing":
+        return Problem(key, None, f"Config key {key} is missing; give it a value.")
+    return Problem(key, value, f"{key} {allowed}, got {value!r}.", out_of_range=item["type"] in _RANGE_ERRORS)
+
+
+def parse_assignment(assignment: str) -> dict:
+    """``KEY=VALUE`` as a one-key layer; the value is read as YAML (``0.05``, ``true``, ``[1, 2]``, ``null``)."""
+    key, sep, text = assignment.partition("=")
+    if not sep or not key.strip():
+        raise _one(assignment, f"Override {assignment!r} is not of the form KEY=VALUE, e.g. optim.lr=0.05.")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        raise _one(key, f"The value in {assignment!r} is not valid YAML; quote it or fix it.") from None
+    parts = key.strip().split(".")
+    if len(parts) == 3 and parts[:2] == ["model", "options"]:
+        return {"model": {"options": {parts[2]: value}}}
+    if len(parts) != 2:
+        raise _one(key, f"Config key {key.strip()!r} should look like section.key, e.g. optim.lr or "
+                        f"model.options.cell.")
+    return {parts[0]: {parts[1]: value}}
+
+
+def _merge_layer(data: dict, layer: Any) -> None:
+    """Apply one layer in place; unknown sections and keys are refused with the keys that exist."""
+    if not isinstance(layer, Mapping):
+        raise _one("", f"A config must be a mapping of sections (model, data, optim, ...), not "
+                       f"{type(layer).__name__}.")
+    for section, values in layer.items():
+        section = SECTION_ALIASES.get(section, section)
+        if values is None:
+            continue
+        if section not in data:
+            raise _one(section, f"Unknown config section {section!r}; sections are {', '.join(sorted(data))}.")
+        if not isinstance(values, Mapping):
+            raise _one(section, f"Config section {section!r} must be a mapping of keys, not {values!r}.")
+        for key in values:
+            if key not in data[section]:
+                close = difflib.get_close_matches(str(key), list(data[section]), n=1)
+                hint = f" (did you mean {section}.{close[0]}?)" if close else ""
+                raise _one(f"{section}.{key}", f"Unknown config key '{section}.{key}'{hint}; {section} has: "
+                                               f"{', '.join(data[section])}.")
+        if section == "model":
+            _merge_model(data["model"], values)
+        else:
+            data[section].update(copy.deepcopy(dict(values)))
+
+
+def _merge_model(model: dict, values: Mapping[str, Any]) -> None:
+    """The model section: a new model keeps only the options it accepts, then the layer's options apply."""
+    new_name = values.get("name", model["name"])
+    if new_name != model["name"] and isinstance(new_name, str):
+        accepted = accepted_options(new_name)
+        if accepted is not None and isinstance(model.get("options"), dict):
+            model["options"] = {k: v for k, v in model["options"].items() if k in accepted}
+    for key, value in values.items():
+        if key == "options" and isinstance(value, Mapping) and isinstance(model.get("options"), dict):
+            model["options"] = {**model["options"], **copy.deepcopy(dict(value))}
+        else:
+            model[key] = copy.deepcopy(value)
+
+
+def accepted_options(model: str) -> set[str] | None:
+    """The option names ``model`` accepts; None for a name the registry does not know (reported later)."""
+    from regnet.models import model_info
+
+    try:
+        return set(model_info(model).options)
+    except ValueError:
+        return None
+
+
+def _one(key: str, message: str) -> ConfigError:
+    return ConfigError([Problem(key, None, message)])
+
+
 def config_to_dict(config: Config) -> dict:
     """Plain dicts, lists and scalars only: what YAML, JSON and ``torch.load(weights_only=True)`` all accept."""
     return dataclasses.asdict(config)
 
 
-def config_from_dict(data: dict, base: Config | None = None) -> Config:
-    """Overlay ``data`` (nested sections, e.g. from YAML) on ``base`` (default: all defaults), checking every value."""
-    config = base if base is not None else Config()
-    if not isinstance(data, dict):
-        raise ValueError(f"A config must be a mapping of sections (model, data, optim, ...), "
-                         f"not {type(data).__name__}.")
-    for section, values in data.items():
-        if values is None:
-            continue
-        if not isinstance(values, dict):
-            raise ValueError(f"Config section {section!r} must be a mapping of keys, not {values!r}.")
-        for key, value in values.items():
-            set_value(config, f"{section}.{key}", value)
-    validate(config)
-    return config
+def config_from_dict(data: Mapping[str, Any], base: Config | None = None) -> Config:
+    """``data`` (nested sections, e.g. a run's config.yaml) over ``base`` (default: the defaults), checked."""
+    return build_config(data, base=base)
+
+
+def read_config_file(path: str | Path) -> dict:
+    """A YAML config file as a layer; a missing file or bad YAML is a one-sentence ``ValueError``."""
+    path = Path(path)
+    return read_yaml_mapping(path, missing=f"Config file {path} does not exist; pass an existing YAML file "
+                                           f"(see configs/).")
 
 
 def load_config(path: str | Path, base: Config | None = None) -> Config:
-    """Read a YAML config file; a missing file or bad YAML is a one-sentence ``ValueError``."""
-    path = Path(path)
-    data = read_yaml_mapping(path, missing=f"Config file {path} does not exist; pass an existing YAML file "
-                                           f"(see configs/).")
-    return config_from_dict(data, base)
+    """A YAML config file over ``base`` (default: the defaults), checked."""
+    return build_config(read_config_file(path), base=base)
 
 
 def save_config(config: Config, path: str | Path) -> None:
@@ -151,133 +363,11 @@ def dump_config(config: Config) -> str:
 
 
 def apply_override(config: Config, assignment: str) -> Config:
-    """Apply one ``KEY=VALUE`` (``--set optim.lr=0.05``); the value is parsed as YAML, then type-checked."""
-    key, sep, text = assignment.partition("=")
-    if not sep or not key.strip():
-        raise ValueError(f"Override {assignment!r} is not of the form KEY=VALUE, e.g. optim.lr=0.05.")
-    try:
-        value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError:
-        raise ValueError(f"The value in {assignment!r} is not valid YAML; quote it or fix it.") from None
-    set_value(config, key.strip(), value)
-    validate(config)
+    """Apply one ``KEY=VALUE`` to ``config`` in place (checked like any layer) and return it."""
+    updated = build_config(assignment, base=config)
+    for section in dataclasses.fields(Config):
+        setattr(config, section.name, getattr(updated, section.name))
     return config
-
-
-def set_value(config: Config, key: str, value: Any) -> None:
-    """Set ``section.field`` (or ``model.options.NAME``) after checking ``value`` against the field's type."""
-    parts = key.split(".")
-    parts[0] = SECTION_ALIASES.get(parts[0], parts[0])
-    sections = {f.name for f in dataclasses.fields(Config)}
-    if parts[0] not in sections:
-        raise ValueError(f"Unknown config section {parts[0]!r} in {key!r}; sections are {', '.join(sorted(sections))}.")
-    section = getattr(config, parts[0])
-    if parts[:2] == ["model", "options"] and len(parts) == 3:
-        section.options[parts[2]] = value  # model options are checked by build_model, which knows each model
-        return
-    if len(parts) != 2:
-        raise ValueError(f"Config key {key!r} should look like section.key, e.g. optim.lr or model.options.cell.")
-    hints = typing.get_type_hints(type(section))
-    if parts[1] not in hints:
-        known = ", ".join(f.name for f in dataclasses.fields(section))
-        raise ValueError(f"Unknown config key {key!r}; {parts[0]} has: {known}.")
-    setattr(section, parts[1], check_type(value, hints[parts[1]], f"{parts[0]}.{parts[1]}"))
-
-
-def check_type(value: Any, annotation: Any, key: str) -> Any:
-    """``value`` converted to ``annotation`` where that is lossless (int -> float, "1e-4" -> 1e-4), else ValueError."""
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(annotation)
-        if value is None and type(None) in options:
-            return None
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return check_type(value, option, key)
-            except ValueError:
-                pass
-        raise _type_error(key, value, annotation)
-    if annotation is Any:
-        return value
-    if origin is list:
-        (item,) = typing.get_args(annotation)
-        if isinstance(value, tuple):
-            value = list(value)
-        if not isinstance(value, list):
-            raise _type_error(key, value, annotation)
-        return [check_type(v, item, key) for v in value]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise _type_error(key, value, annotation)
-        return dict(value)
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        raise _type_error(key, value, annotation)
-    if annotation is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise _type_error(key, value, annotation)
-    if annotation is float:
-        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                raise _type_error(key, value, annotation) from None
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            return float(value)
-        raise _type_error(key, value, annotation)
-    if annotation is str:
-        if isinstance(value, str):
-            return value
-        raise _type_error(key, value, annotation)
-    raise TypeError(f"config field {key} has an unsupported type {annotation}")
-
-
-def _type_error(key: str, value: Any, annotation: Any) -> ValueError:
-    name = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
-    return ValueError(f"Config key {key} must be of type {name}, got {value!r}; fix it in the config or --set.")
-
-
-def validate(config: Config) -> None:
-    """Range and choice checks that types alone cannot express; one sentence per problem."""
-    o, s, t, d = config.optim, config.schedule, config.train, config.data
-    checks = [
-        (o.name in OPTIMIZERS, f"optim.name must be one of {', '.join(OPTIMIZERS)}, got {o.name!r}."),
-        (o.lr > 0, f"optim.lr must be positive, got {o.lr}."),
-        (o.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {o.weight_decay}."),
-        (len(o.betas) == 2, f"optim.betas must be two numbers, got {o.betas}."),
-        (s.name in SCHEDULES, f"schedule.name must be one of {', '.join(SCHEDULES)}, got {s.name!r}."),
-        (all(0 < m <= 1 for m in s.milestones) and s.milestones == sorted(s.milestones),
-         f"schedule.milestones are increasing fractions of the epochs in (0, 1], e.g. [0.5, 0.75]; "
-         f"got {s.milestones}."),
-        (s.warmup_epochs >= 0, f"schedule.warmup_epochs must be >= 0, got {s.warmup_epochs}."),
-        (t.epochs >= 1, f"train.epochs must be at least 1, got {t.epochs}."),
-        (t.batch_size >= 1, f"train.batch_size must be at least 1, got {t.batch_size}."),
-        (t.log_every >= 1, f"train.log_every must be at least 1, got {t.log_every}."),
-        (t.keep_every >= 0, f"train.keep_every must be 0 (no snapshots) or a number of epochs, got {t.keep_every}."),
-        (t.checkpoint_every_s is None or t.checkpoint_every_s >= 0,
-         f"train.checkpoint_every_s must be >= 0 or null, got {t.checkpoint_every_s}."),
-        (0 <= t.label_smoothing < 1, f"train.label_smoothing must be in [0, 1), got {t.label_smoothing}."),
-        (t.grad_clip is None or t.grad_clip > 0, f"train.grad_clip must be positive or null, got {t.grad_clip}."),
-        (t.early_stop_metric in METRICS, f"train.early_stop_metric must be one of {', '.join(METRICS)}, "
-                                         f"got {t.early_stop_metric!r}."),
-        (t.early_stop_patience is None or t.early_stop_patience >= 1,
-         f"train.early_stop_patience must be at least 1 or null, got {t.early_stop_patience}."),
-        (t.amp_dtype in AMP_DTYPES, f"train.amp_dtype must be one of {', '.join(AMP_DTYPES)}, got {t.amp_dtype!r}."),
-        (t.compile_mode in COMPILE_MODES,
-         f"train.compile_mode must be one of {', '.join(COMPILE_MODES)}, got {t.compile_mode!r}."),
-        (t.device == "auto" or t.device.split(":")[0] in ("cpu", "cuda", "mps"),
-         f"train.device must be auto, cpu, cuda, cuda:N or mps, got {t.device!r}."),
-        (0 <= d.val_ratio < 1, f"data.val_ratio must be in [0, 1), got {d.val_ratio}."),
-        (d.workers >= 0, f"data.workers must be >= 0, got {d.workers}."),
-        (d.size is None or d.size > 0, f"data.size must be positive or null, got {d.size}."),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ValueError(message)
 
 
 def lower_is_better(metric: str) -> bool:

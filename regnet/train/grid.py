@@ -7,7 +7,6 @@ fails is recorded in the table and the grid goes on.
 """
 from __future__ import annotations
 
-import copy
 import itertools
 import re
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 from regnet.runs import atomic_write_json
 
 from .build import check_names
-from .config import Config, apply_override, config_to_dict
+from .config import Config, build_config, config_to_dict
 from .loop import RunFailed, train
 from .runs import compare_runs, rank_rows
 
@@ -61,10 +60,8 @@ def plan_grid(base: Config, specs: list[str], grid_id: str) -> list[tuple[str, l
     axes = parse_grid(specs)
     plan = []
     for index, values in enumerate(itertools.product(*(v for _, v in axes)), start=1):
-        config = copy.deepcopy(base)
         overrides = [f"{key}={value}" for (key, _), value in zip(axes, values)]
-        for override in overrides:
-            apply_override(config, override)
+        config = build_config(*overrides, base=base)
         check_names(config)
         run_id = f"{grid_id}-{index:02d}-" + "-".join(_label(key, v) for (key, _), v in zip(axes, values))
         config.run.run_id = run_id

@@ -18,7 +18,6 @@ Welch's two-sided t-test p-value (from ``scipy.stats.t``, as ``ttest_ind(equal_v
 """
 from __future__ import annotations
 
-import copy
 import math
 import os
 import re
@@ -36,7 +35,7 @@ from regnet.runs import (ACTIVE_STATES, ARTIFACTS, FINAL_EVAL, STUDY, STUDY_MEMB
                          atomic_write_text, check_run_id, read_json_object, read_status, reported_state)
 
 from .build import check_names
-from .config import Config, config_to_dict, dump_config
+from .config import Config, build_config, config_to_dict, dump_config
 from .grid import split_values
 from .runs import compare_runs
 
@@ -103,12 +102,8 @@ def plan_study(base: Config, models: list[tuple[str, dict]], seeds: int, name: s
     plan = []
     for k in range(seeds):
         for model, options in models:
-            accepted = model_info(model).options  # the config's options for another model are dropped, as in train
-            config = copy.deepcopy(base)
-            config.model.name = model
-            config.model.options = {**{o: v for o, v in base.model.options.items() if o in accepted}, **options}
-            config.train.seed = base.train.seed + k
-            config.run.runs_root = str(Path(base.run.runs_root) / name)
+            config = build_config({"model": {"name": model, "options": options}, "train": {"seed": base.train.seed + k},
+                                   "run": {"runs_root": str(Path(base.run.runs_root) / name)}}, base=base)
             label = entry_label(model, options)
             config.run.run_id = check_run_id(f"{name}-{_slug(label)}-seed{config.train.seed}")
             check_names(config)
