@@ -8,9 +8,10 @@ The page folder is deliberately not called ``pages/``: with a ``pages/`` folder 
 a freshly started server runs a page opened by URL (a bookmark, a refresh of /live) in Streamlit's legacy
 pages-directory mode, alone, without this file, until some session has called ``st.navigation``.
 
-The server settings (localhost only, no usage statistics) are in dashboard/.streamlit/config.toml, which
-Streamlit reads beside the entry point whatever the working folder; ``dashboard`` and ``regnet`` are
-imported as installed packages (``pip install -e .``).
+The server settings (localhost only, no usage statistics) are in .streamlit/config.toml at the repository
+root, which Streamlit reads from the working folder; dashboard/.streamlit links to it so that they also hold
+beside the entry point, whatever the working folder and once installed. Every module is imported as
+``regnet.dashboard`` (installed, the folder lies inside ``regnet``; in a checkout ``regnet`` finds it beside).
 
 Offline by design: the page icon is an image drawn here and served by this server (a ``:material/...:``
 page icon would make the browser fetch an SVG from fonts.gstatic.com on every load, an emoji one from a
@@ -21,7 +22,7 @@ import threading
 
 import streamlit as st
 
-from dashboard import ui
+from regnet.dashboard import ui
 from regnet.allocator import keep_freed_memory
 
 st.set_page_config(page_title="RegNet Lab", page_icon=ui.page_icon(), layout="wide")
@@ -46,7 +47,7 @@ def warm_up() -> threading.Thread:
     to keep the maps Inspect's passes free (:func:`regnet.allocator.keep_freed_memory`).
     """
     keep_freed_memory()
-    thread = threading.Thread(target=importlib.import_module, args=("dashboard.inspect_sections",), daemon=True)
+    thread = threading.Thread(target=importlib.import_module, args=("regnet.dashboard.inspect_sections",), daemon=True)
     thread.start()
     return thread
 

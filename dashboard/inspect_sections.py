@@ -14,10 +14,10 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from dashboard import inspect_charts as charts
-from dashboard import lab, ui
-from dashboard.live_regulator import GATE_LABELS
-from dashboard.runs import RunInfo
+from regnet.dashboard import inspect_charts as charts
+from regnet.dashboard import lab, ui
+from regnet.dashboard.live_regulator import GATE_LABELS
+from regnet.dashboard.runs import RunInfo
 from regnet import inspect as ri
 from regnet.data import denormalize
 from regnet.models import native

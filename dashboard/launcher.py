@@ -21,13 +21,12 @@ from typing import Sequence
 
 import yaml
 
-from dashboard.runs import RunInfo
+from regnet.dashboard.runs import RunInfo
 from regnet.runs import (LAUNCHES, STOP, atomic_write_json, atomic_write_text, new_run_id as contract_run_id,
                          process_alive, process_start, read_config_dict, read_yaml_mapping, run_dir_in)
+from regnet.shipped import ready_configs  # noqa: F401 (the New-run form's list)
 from regnet.train.config import OPTIMIZERS, SCHEDULES, Config, config_to_dict  # noqa: F401 (the form's choices)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CONFIGS_DIR = REPO_ROOT / "configs"
 STOP_GRACE_S = 30.0
 
 # The engine's own defaults (regnet.train.config); the New-run form starts from them or from a ready config.
@@ -56,11 +55,6 @@ def merge_config(base: dict, override: dict) -> dict:
         else:
             merged[key] = copy.deepcopy(value)
     return merged
-
-
-def ready_configs(configs_dir: Path = CONFIGS_DIR) -> dict[str, Path]:
-    """The ready configs shipped in configs/*.yaml, by file stem."""
-    return {path.stem: path for path in sorted(Path(configs_dir).glob("*.yaml"))}
 
 
 def load_ready_config(path: Path) -> dict:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dashboard import launcher
-from dashboard.runs import LIVE_METRICS
+from regnet.dashboard import launcher
+from regnet.dashboard.runs import LIVE_METRICS
 from test_dashboard_fixtures import fake_training_process, fixture_runs_root, write_run
 
 APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
@@ -142,7 +142,7 @@ def test_live_page_follows_the_running_run_when_nothing_is_selected(fixture_root
 
 
 def test_live_polls_a_cheap_signature_that_changes_only_when_a_run_writes_or_stops(fixture_root, monkeypatch):
-    from dashboard import ui
+    from regnet.dashboard import ui
 
     at = open_page("views/live.py", selected=["r3-regnet20-shapes-live"])
     assert at.selectbox(key="live_refresh").value == 20.0  # the default check interval

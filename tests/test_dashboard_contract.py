@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dashboard import ui
-from dashboard.runs import discover_runs
+from regnet.dashboard import ui
+from regnet.dashboard.runs import discover_runs
 from regnet.train.runs import list_runs
 from test_damaged_runs import damaged_runs_root, run_cli
 from test_dashboard_fixtures import write_run

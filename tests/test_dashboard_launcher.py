@@ -7,8 +7,8 @@ import time
 import pytest
 import yaml
 
-from dashboard import launcher
-from dashboard.runs import discover_runs, read_run
+from regnet.dashboard import launcher
+from regnet.dashboard.runs import discover_runs, read_run
 from regnet.runs import is_run_id
 from regnet.train.config import OPTIMIZERS, Config, config_to_dict
 from test_dashboard_fixtures import fake_training_process, write_run

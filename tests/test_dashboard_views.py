@@ -9,7 +9,7 @@ import yaml
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
-from dashboard import tables
+from regnet.dashboard import tables
 from test_dashboard_app import APP, fixture_root, open_page, runs_root  # noqa: F401 (fixtures)
 from test_dashboard_fixtures import metric_lines, write_run
 

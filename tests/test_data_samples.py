@@ -229,7 +229,7 @@ def test_the_shipped_cifar_checkpoints_carry_200_labelled_validation_images(name
 
 
 def test_inspect_uses_the_whole_split_when_the_data_is_there_and_the_sample_when_it_is_not(run, tmp_path):
-    from dashboard import lab
+    from regnet.dashboard import lab
 
     _ship(run)
     root = load_run_config(run).data.root

@@ -5,8 +5,8 @@ same comparison.
 """
 import streamlit as st
 
-from dashboard import charts, tables, ui
-from dashboard.runs import curves_long
+from regnet.dashboard import charts, tables, ui
+from regnet.dashboard.runs import curves_long
 
 st.title("Compare")
 runs = ui.all_runs()

@@ -3,8 +3,8 @@ import time
 
 import streamlit as st
 
-from dashboard import launcher, ui
-from dashboard.runs import progress
+from regnet.dashboard import launcher, ui
+from regnet.dashboard.runs import progress
 
 import regnet.data as rdata
 from regnet.models import check_options, list_models, model_info

@@ -26,6 +26,8 @@ from pathlib import Path
 
 from regnet.allocator import keep_freed_memory
 
+from regnet.shipped import config_file
+
 from .config import Config, apply_override, load_config, validate
 
 CONFIG_FLAGS = {  # flag -> config key
@@ -37,7 +39,8 @@ CONFIG_FLAGS = {  # flag -> config key
 
 def add_config_arguments(parser: argparse.ArgumentParser, *, run_flags: bool = True) -> None:
     group = parser.add_argument_group("config (a YAML file, then these flags, then --set, in that order)")
-    group.add_argument("--config", metavar="FILE", help="YAML config, e.g. configs/shapes_regnet20.yaml")
+    group.add_argument("--config", metavar="FILE|NAME", help="YAML config file, or a ready config by name "
+                                                              "(e.g. shapes_regnet20; regnet/shipped.py says where)")
     group.add_argument("--model", help="model name (python -m regnet models lists them)")
     group.add_argument("--dataset", help="data set: shapes, cifar10, cifar100, mnist, fashion_mnist, "
                                          "tiny_imagenet, imagefolder")
@@ -55,7 +58,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, *, run_flags: bool = T
 
 def config_from_args(args: argparse.Namespace) -> Config:
     """Defaults < --config file < the shortcut flags < --set, each value type-checked."""
-    config = load_config(args.config) if args.config else Config()
+    config = load_config(config_file(args.config)) if args.config else Config()
     model = getattr(args, "model", None)
     if model is not None and model != config.model.name:
         from regnet.models import model_info
@@ -238,19 +241,20 @@ def cmd_models(args: argparse.Namespace) -> int:
 # ---- dashboard --------------------------------------------------------------------------------------------------
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    """``streamlit run`` on the installed dashboard/app.py, from whatever folder this is started in.
+    """``streamlit run`` on the dashboard's app.py (the package ``regnet.dashboard``), from whatever folder.
 
-    The server settings (localhost, no usage statistics) live beside app.py, so they hold here as for a
-    plain ``streamlit run dashboard/app.py``. The package is found without importing it: regnet never
-    imports the dashboard.
+    Its server settings (localhost, no usage statistics) lie beside app.py (``.streamlit/``), so they hold
+    here as for a plain ``streamlit run dashboard/app.py``. The package is found without importing it:
+    regnet never imports the dashboard. A relative runs folder is the one of the folder this is started in.
     """
     import importlib.util
     import subprocess
 
-    spec = importlib.util.find_spec("dashboard")
+    spec = importlib.util.find_spec("regnet.dashboard")
     app = Path(next(iter(spec.submodule_search_locations or []), "")) / "app.py" if spec else None
     if app is None or not app.is_file():
-        raise ValueError("The dashboard is not installed next to regnet; run pip install -e . in the repository.")
+        raise ValueError("The dashboard is missing from this regnet install; reinstall it with pip install regnet-lab "
+                         "(or pip install . in the repository).")
     env = dict(os.environ)
     if args.runs_root:
         env["REGNET_RUNS_ROOT"] = str(Path(args.runs_root).resolve())
