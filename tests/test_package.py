@@ -1,6 +1,8 @@
 """The wheel holds the whole lab under the one name ``regnet``: dashboard, pages, settings, configs, shipped runs."""
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -11,10 +13,22 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+def _tracked_copy(target: Path) -> Path:
+    """The checkout's tracked files as they are now (links kept), without build/ leftovers of an earlier build."""
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
+    for name in filter(None, listed.decode().split("\0")):
+        source, copy = REPO / name, target / name
+        if os.path.lexists(source):
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, copy, follow_symlinks=False)
+    return target
+
+
 @pytest.fixture(scope="module")
 def wheel_files(tmp_path_factory) -> set[str]:
+    source = _tracked_copy(tmp_path_factory.mktemp("checkout"))
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(REPO),
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(source),
                     "-w", str(out)], check=True, capture_output=True, cwd=out)
     (wheel,) = out.glob("regnet_lab-*.whl")
     return set(zipfile.ZipFile(wheel).namelist())
