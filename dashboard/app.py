@@ -2,7 +2,7 @@
 
 The entry point is the frame around every page (title, sidebar with the runs folder) and the router
 (``st.navigation``); each page is one file under dashboard/views/ and stays thin, calling the plain modules
-dashboard/runs.py, charts.py and launcher.py.
+dashboard/run_listing.py, charts.py and launcher.py.
 
 The page folder is deliberately not called ``pages/``: with a ``pages/`` folder next to the entry point,
 a freshly started server runs a page opened by URL (a bookmark, a refresh of /live) in Streamlit's legacy
@@ -29,7 +29,7 @@ st.set_page_config(page_title="RegNet Lab", page_icon=ui.page_icon(), layout="wi
 ui.refuse_remote_client()
 
 PAGES = [
-    st.Page("views/runs.py", title="Runs", icon=":material/table_rows:", default=True),
+    st.Page("views/run_list.py", title="Runs", icon=":material/table_rows:", default=True),
     st.Page("views/new_run.py", title="New run", icon=":material/play_circle:", url_path="new_run"),
     st.Page("views/live.py", title="Live", icon=":material/monitoring:", url_path="live"),
     st.Page("views/compare.py", title="Compare", icon=":material/stacked_line_chart:", url_path="compare"),

@@ -21,7 +21,7 @@ from typing import Sequence
 
 import yaml
 
-from regnet.dashboard.runs import RunInfo
+from regnet.dashboard.run_listing import RunInfo
 from regnet.runs import (LAUNCHES, STOP, atomic_write_json, atomic_write_text, new_run_id as contract_run_id,
                          process_alive, process_start, read_config_dict, read_yaml_mapping, run_dir_in)
 from regnet.shipped import ready_configs  # noqa: F401 (the New-run form's list)

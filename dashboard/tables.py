@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 
-from regnet.dashboard.runs import RunInfo, compare_table
+from regnet.dashboard.run_listing import RunInfo, compare_table
 from regnet.models import model_info
 from regnet.runs import read_config_dict
 from regnet.train.config import Config, config_to_dict

@@ -16,7 +16,7 @@ import pandas as pd
 import streamlit as st
 
 from regnet.dashboard import launcher
-from regnet.dashboard.runs import LIVE_METRICS, RunInfo, discover_runs, metrics_frame
+from regnet.dashboard.run_listing import LIVE_METRICS, RunInfo, discover_runs, metrics_frame
 from regnet.runs import STATUS, STOP, owner_alive, tail_text
 from regnet.shipped import shipped_runs_dir
 

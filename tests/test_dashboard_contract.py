@@ -16,8 +16,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from regnet.dashboard import ui
-from regnet.dashboard.runs import discover_runs
-from regnet.train.runs import list_runs
+from regnet.dashboard.run_listing import discover_runs
+from regnet.train.evaluate import list_runs
 from test_damaged_runs import damaged_runs_root, run_cli
 from test_dashboard_fixtures import write_run
 
@@ -44,7 +44,7 @@ def open_page(page: str, selected: list[str] | None = None) -> AppTest:
     if selected is not None:
         at.session_state["selected_runs"] = selected
     at.run()
-    if page != "views/runs.py":
+    if page != "views/run_list.py":
         at.switch_page(page).run()
     assert not at.exception, [e.value for e in at.exception]
     return at
@@ -52,7 +52,7 @@ def open_page(page: str, selected: list[str] | None = None) -> AppTest:
 
 def test_damaged_and_refused_folders_are_rows_on_the_runs_page(damaged_root):
     root, runs, outside = damaged_root
-    at = open_page("views/runs.py")
+    at = open_page("views/run_list.py")
     table = at.dataframe[0].value.set_index("run")
     assert set(table.index) == set(runs) | {"escape"}
     assert table.loc["escape", "status"] == "refused" and table.loc["dead", "status"] == "died"

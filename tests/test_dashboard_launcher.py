@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from regnet.dashboard import launcher
-from regnet.dashboard.runs import discover_runs, read_run
+from regnet.dashboard.run_listing import discover_runs, read_run
 from regnet.runs import is_run_id
 from regnet.train.config import OPTIMIZERS, Config, config_to_dict
 from test_dashboard_fixtures import fake_training_process, write_run

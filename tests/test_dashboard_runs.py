@@ -1,4 +1,4 @@
-"""dashboard.runs without a browser: incremental metrics reading, smoothing, run discovery, summaries."""
+"""dashboard.run_listing without a browser: incremental metrics reading, smoothing, run discovery, summaries."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from regnet.dashboard.runs import (MetricsTail, compare_table, curves_long, discover_runs, ema, metrics_frame, progress,
+from regnet.dashboard.run_listing import (MetricsTail, compare_table, curves_long, discover_runs, ema, metrics_frame, progress,
                             read_run, runs_table)
 from regnet.runs import check_run_id, read_metrics_since, run_dir_in
 from test_dashboard_fixtures import fake_training_process, fixture_runs_root, write_run
@@ -150,7 +150,7 @@ def test_compare_table_and_curves_csv(tmp_path):
 
 
 def test_the_listing_rereads_a_folder_only_when_its_status_changed(tmp_path, monkeypatch):
-    import regnet.dashboard.runs as runs_module
+    import regnet.dashboard.run_listing as runs_module
 
     for index in range(30):
         write_run(tmp_path, f"run-{index:02d}", started_at=1_700_000_000.0 + index)

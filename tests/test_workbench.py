@@ -15,7 +15,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from regnet.dashboard import launcher
-from regnet.dashboard.runs import RunFilter, discover_runs, filter_runs, progress, runs_table, summarise_metrics
+from regnet.dashboard.run_listing import RunFilter, discover_runs, filter_runs, progress, runs_table, summarise_metrics
 from regnet.runs import (TRASH, parse_tags, read_note, read_tags, restore_run, scan_runs, trash_run, trashed_runs,
                          write_note, write_tags)
 from test_dashboard_fixtures import T0, fake_training_process, write_run

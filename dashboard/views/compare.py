@@ -6,7 +6,7 @@ same comparison.
 import streamlit as st
 
 from regnet.dashboard import charts, tables, ui
-from regnet.dashboard.runs import curves_long
+from regnet.dashboard.run_listing import curves_long
 
 st.title("Compare")
 runs = ui.all_runs()

@@ -10,7 +10,7 @@ new lines of each metrics.jsonl; the per-epoch charts are sent again only when a
 import streamlit as st
 
 from regnet.dashboard import charts, launcher, live_regulator, ui
-from regnet.dashboard.runs import progress
+from regnet.dashboard.run_listing import progress
 from regnet.runs import tail_text
 
 LOG_LINES = 30

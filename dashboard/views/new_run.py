@@ -4,7 +4,7 @@ import time
 import streamlit as st
 
 from regnet.dashboard import launcher, ui
-from regnet.dashboard.runs import progress
+from regnet.dashboard.run_listing import progress
 
 import regnet.data as rdata
 from regnet.models import check_options, list_models, model_info

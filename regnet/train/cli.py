@@ -113,7 +113,7 @@ def _print_on_rank_0(path: Path) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from .metrics import format_confusion, format_per_class
-    from .runs import evaluate_run
+    from .evaluate import evaluate_run
 
     result = evaluate_run(args.run_dir, args.split, args.which, data_root=args.data_root, device=args.device,
                           batch_size=args.batch_size, channels_last=args.channels_last)
@@ -217,7 +217,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 # ---- compare ----------------------------------------------------------------------------------------------------
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .runs import compare_runs, format_compare, list_runs, rank_rows
+    from .evaluate import compare_runs, format_compare, list_runs, rank_rows
 
     run_dirs = args.runs or list_runs(args.runs_root)
     if not run_dirs:

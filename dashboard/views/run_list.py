@@ -9,7 +9,7 @@ import shlex
 import streamlit as st
 
 from regnet.dashboard import launcher, ui
-from regnet.dashboard.runs import RunFilter, filter_runs, format_started, runs_table
+from regnet.dashboard.run_listing import RunFilter, filter_runs, format_started, runs_table
 from regnet.runs import TRASH, parse_tags, restore_run, trash_run, trashed_runs, write_note, write_tags
 
 PROBLEMS_SHOWN = 20  # one caption each; with 10,000 runs the rest are counted
