@@ -78,7 +78,7 @@ def default_run(runs: list[RunInfo], selected: list[str]) -> str:
     embedded = [r for r in runs if r.dataset == "shapes"]
     shipped = [r for r in embedded if r.source == "shipped"]
     if shipped or embedded:
-        return max(shipped or embedded, key=lambda r: r.best_value if r.best_value is not None else -1.0).key
+        return max(shipped or embedded, key=lambda r: r.best.value if r.best.value is not None else -1.0).key
     return runs[0].key
 
 

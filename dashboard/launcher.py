@@ -22,8 +22,9 @@ from typing import Sequence
 import yaml
 
 from regnet.dashboard.run_listing import RunInfo
-from regnet.runs import (LAUNCHES, STOP, atomic_write_json, atomic_write_text, new_run_id as contract_run_id,
-                         process_alive, process_start, read_config_dict, read_yaml_mapping, run_dir_in)
+from regnet.runs import (LAUNCHES, RESUMABLE_STATES, STOP, atomic_write_json, atomic_write_text,
+                         new_run_id as contract_run_id, process_alive, process_start, read_config_dict,
+                         read_yaml_mapping, run_dir_in)
 from regnet.shipped import ready_configs  # noqa: F401 (the New-run form's list)
 from regnet.train.config import OPTIMIZERS, SCHEDULES, Config, config_to_dict  # noqa: F401 (the form's choices)
 
@@ -120,9 +121,6 @@ def _spawn(command: list[str], runs_root: Path, run_id: str, extra: dict) -> Lau
               "command": command, "log": str(log_path), **extra}
     atomic_write_json(launches / f"{run_id}.json", record)
     return Launch(run_id, process.pid, run_dir_in(runs_root, run_id), log_path, command)
-
-
-RESUMABLE_STATES = ("stopped", "failed", "died")
 
 
 def resume_run(run: RunInfo, runs_root: Path) -> Launch:

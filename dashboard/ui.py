@@ -17,7 +17,7 @@ import streamlit as st
 
 from regnet.dashboard import launcher
 from regnet.dashboard.run_listing import LIVE_METRICS, RunInfo, discover_runs, metrics_frame
-from regnet.runs import STATUS, STOP, owner_alive, tail_text
+from regnet.runs import FAILED_STATES, STATUS, STOP, owner_alive, tail_text
 from regnet.shipped import shipped_runs_dir
 
 RUNS_ROOT_ENV = "REGNET_RUNS_ROOT"
@@ -205,7 +205,7 @@ def metrics_of(run: RunInfo) -> tuple[pd.DataFrame, list[str]]:
 
 def show_run_problems(run: RunInfo, notes: list[str] = ()) -> None:
     """A failed or died run's error and log tail in a red box; a damaged file's problem as a warning."""
-    if run.state in ("failed", "died"):
+    if run.state in FAILED_STATES:
         log = tail_text(run.log_path, max_lines=25) if run.log_path else ""
         body = f"**{run.key} {run.state}:** {run.error or 'no error was recorded.'}"
         if log:

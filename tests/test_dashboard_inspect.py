@@ -329,9 +329,11 @@ def test_channel_bound_follows_the_chosen_stage_and_the_gallery_names_the_truth(
 def test_the_default_run_is_the_chosen_one_else_the_best_shipped_embedded_model():
     from regnet.dashboard.inspect_sections import default_run
     from regnet.dashboard.run_listing import RunInfo
+    from regnet.runs import Best
 
     def run(key, source, dataset, best):
-        return RunInfo(key=key, path=Path(key), source=source, state="finished", dataset=dataset, best_value=best)
+        return RunInfo(key=key, path=Path(key), source=source, state="finished", dataset=dataset,
+                       best=Best("val_top1", best, None))
 
     runs = [run("new-cifar", "run", "cifar10", 0.9), run("shipped/a", "shipped", "shapes", 0.5),
             run("shipped/b", "shipped", "shapes", 0.98), run("mine", "run", "shapes", 0.99)]

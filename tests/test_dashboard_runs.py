@@ -101,7 +101,7 @@ def test_missing_root_and_dead_processes(tmp_path):
     assert run.state == "died" and "ended without writing a final status" in run.error and "--resume" in run.error
     (run_dir / "STOP").touch()
     run = read_run(run_dir, "dead")
-    assert run.state == "died" and "after it was asked to stop" in run.error
+    assert run.state == "stopped" and run.error is None  # the user asked for this end: no red box
 
 
 def test_launch_record_without_run_folder_shows_as_starting_then_failed(tmp_path):
@@ -139,8 +139,11 @@ def test_compare_table_and_curves_csv(tmp_path):
     runs = [read_run(write_run(tmp_path, "a", epochs_done=3, epochs=3), "a"),
             read_run(write_run(tmp_path, "b", model="resnet20", epochs_done=2), "b")]
     frames = {run.key: metrics_frame(read_metrics_since(run.metrics_path).rows, run.steps_per_epoch) for run in runs}
-    table = compare_table(runs, frames).set_index("run")
-    assert table.loc["a", "best val top-1"] == 0.75 and table.loc["b", "final val top-1"] == 0.5
+    table = compare_table(runs).set_index("run")
+    assert table.loc["a", "best"] == 0.75 and table.loc["a", "best metric"] == "val_top1"  # status.json's best
+    assert table.loc["a", "best epoch"] == 3 and table.loc["b", "final val top-1"] == 0.5
+    assert table.loc["a", "best val top-1"] == 0.75  # every metric at the best epoch: one definition of best
+    assert table.loc["b", "best val loss"] == table.loc["b", "final val loss"]  # b's best epoch is its last
     assert table.loc["b", "model"] == "resnet20" and table.loc["a", "params"] == 250_000
     assert table.loc["a", "final val loss"] == pytest.approx(0.4)
     long = curves_long(frames)

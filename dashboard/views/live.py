@@ -11,7 +11,7 @@ import streamlit as st
 
 from regnet.dashboard import charts, launcher, live_regulator, ui
 from regnet.dashboard.run_listing import progress
-from regnet.runs import tail_text
+from regnet.runs import FAILED_STATES, tail_text
 
 LOG_LINES = 30
 PER_STEP = [panel for panel in charts.PANELS if panel.per_step]

@@ -135,13 +135,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _reported_state(run_dir: Path) -> str | None:
-    """The run's state as every reader reports it (``died`` if its process is gone); None without a status."""
-    from regnet.runs import read_status, reported_state
+    """The run's state as every reader reports it (``regnet.runs.read_summary``); None without a readable one."""
+    from regnet.runs import UNKNOWN, read_summary
 
-    try:
-        return reported_state(read_status(run_dir))
-    except ValueError:
-        return None
+    state = read_summary(run_dir).state
+    return None if state == UNKNOWN else state
 
 
 # ---- sanity -----------------------------------------------------------------------------------------------------
