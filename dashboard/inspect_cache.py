@@ -29,7 +29,7 @@ from regnet.train.build import load_data
 from regnet.train.evaluate import load_run_config, load_run_model
 
 ANALYSIS_LIMIT = 10_000
-ANALYSIS_BATCH = 128  # regnet20's fastest inference batch on a CPU (bench/README.md)
+ANALYSIS_BATCH = 128  # regnet20's fastest inference batch on a CPU (bench/throughput.py measures batch sizes)
 QUALITY_IMAGES = 32
 CACHE_FOLDER = ".inspect-cache"  # dot-named: the runs listing skips it
 

@@ -477,7 +477,7 @@ METRIC_LABELS = {"val_top1": "val top-1", "val_top5": "val top-5", "val_macro_f1
 
 
 def compare_table(runs: Sequence[RunInfo]) -> pd.DataFrame:
-    """The contract's comparison table (``regnet.runs.comparison_row``) as the Compare page labels it.
+    """The contract's comparison table (``regnet.runs.comparison_row``) as the Compare page labels it, results first.
 
     "best" is the checkpointed best (the model in best.pt) with its metric and epoch, as on the Runs page
     and in ``regnet compare``; "best val top-1" and the like are each metric at that epoch, "final" at the
@@ -486,9 +486,9 @@ def compare_table(runs: Sequence[RunInfo]) -> pd.DataFrame:
     rows = []
     for run in runs:
         row = comparison_row(run)
-        shown = {"run": run.key, "model": run.model or "", "dataset": run.dataset or "", "status": run.state,
-                 "params": run.params, "MACs": run.macs, "epochs": run.epoch, "best metric": row["best_metric"],
-                 "best": row["best_value"], "best epoch": row["best_epoch"]}
+        shown = {"run": run.key, "best metric": row["best_metric"], "best": row["best_value"],
+                 "best epoch": row["best_epoch"], "model": run.model or "", "dataset": run.dataset or "",
+                 "status": run.state, "params": run.params, "MACs": run.macs, "epochs": run.epoch}
         for when in ("best", "final"):
             shown.update({f"{when} {METRIC_LABELS[metric]}": row[f"{when}_{metric}"] for metric in COMPARED_METRICS})
         shown.update({"training time s": row["train_time_s"], "images/s": row["images_per_s"]})

@@ -166,8 +166,10 @@ def test_the_package_declares_its_dependencies_and_ships_the_dashboard_with_its_
     names = {requirement.split(">")[0].split("=")[0].strip() for requirement in project["project"]["dependencies"]}
     assert {"torch", "torchvision", "numpy", "streamlit", "pyyaml", "pandas", "plotly"} <= names
     setuptools = project["tool"]["setuptools"]
-    assert "dashboard*" in setuptools["packages"]["find"]["include"]
-    assert {"views/*.py", ".streamlit/config.toml"} <= set(setuptools["package-data"]["dashboard"])
+    assert "regnet.dashboard" in setuptools["packages"] and "dashboard" not in setuptools["packages"]
+    assert setuptools["package-dir"]["regnet.dashboard"] == "dashboard"  # installed inside regnet, never top-level
+    assert {"views/*.py", ".streamlit/config.toml"} <= set(setuptools["package-data"]["regnet.dashboard"])
     settings = tomllib.loads((APP.parent / ".streamlit" / "config.toml").read_text())
     assert settings["server"]["address"] == "localhost" and settings["browser"]["gatherUsageStats"] is False
-    assert not (repo / ".streamlit" / "config.toml").exists()  # one copy, beside app.py, read whatever the working folder
+    # One copy at the root (read from the repository root), linked beside app.py (read from any folder).
+    assert (APP.parent / ".streamlit").resolve() == (repo / ".streamlit").resolve()

@@ -97,8 +97,8 @@ def test_compare_tables_the_config_keys_that_differ_beside_best_and_final(runs_r
     at = opened_with("views/compare.py", {"run": list(STUDY)})
     table = at.dataframe[0].value
     assert list(table["run"]) == list(STUDY)
-    assert list(table.columns[1:3]) == ["optim.lr", "train.seed"]  # the keys that differ, then the comparison
-    assert {"best metric", "best", "best epoch", "best val top-1", "final val top-1"} <= set(table.columns)
+    assert list(table.columns[1:6]) == ["optim.lr", "train.seed", "best metric", "best", "best epoch"]
+    assert {"best val top-1", "final val top-1"} <= set(table.columns)  # each metric at the best epoch and the last
     assert list(table["optim.lr"]) == [0.1, 0.1, 0.1, 0.05] and list(table["train.seed"]) == [0, 1, 2, 0]
     assert list(table["best"]) == pytest.approx([0.5, 0.6, 0.7, 0.5])  # status.json's, the contract's best
     assert list(table["final val top-1"]) == [0.5] * 4
