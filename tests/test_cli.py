@@ -140,3 +140,14 @@ def test_grid_values_split_outside_brackets():
     assert split_values("0.1,0.05") == ["0.1", "0.05"]
     assert split_values("[0.5, 0.75],[0.3,0.6]") == ["[0.5, 0.75]", "[0.3,0.6]"]
 
+
+
+def test_config_takes_a_ready_config_by_name_from_any_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # no configs/ here: the name is looked up where regnet.shipped finds them
+    args = cli.build_parser().parse_args(["train", "--config", "shapes_regnet20", "--epochs", "1"])
+    config = cli.config_from_args(args)
+    assert (config.model.name, config.data.name, config.train.epochs) == ("regnet20", "shapes", 1)
+    assert config.model.options["cell"] == "lstm"  # the ready config's, not the defaults'
+    code, _, err = run_cli(["train", "--config", "shapes_regnet_20"], capsys)
+    assert_one_sentence(code, err, "no ready config of that name", "shapes_regnet20")
+    assert not (tmp_path / "runs").exists()
