@@ -161,7 +161,7 @@ def _read_recorded(run_dir: Path, key: str, source: str, launch: dict | None,
                    metrics_of=read_epoch_metrics) -> RunInfo | None:
     """A RunInfo with what the files (and the launch record) say, before asking whether its process lives;
     None if nothing is there."""
-    summary = recorded_summary(run_dir, metrics_of)
+    summary = recorded_summary(run_dir, metrics_of, with_config=False)  # the pages that show configs read them
     if not summary.recorded and launch is None:
         return None
     info = RunInfo(**{name: getattr(summary, name) for name in RunSummary.__dataclass_fields__}, key=key,

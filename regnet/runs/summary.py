@@ -95,7 +95,7 @@ class RunSummary:
     best: Best = NO_BEST
     at_best: dict = field(default_factory=dict)  # every epoch metric at the best epoch
     final: dict = field(default_factory=dict)  # every epoch metric at the last epoch
-    config: dict = field(default_factory=dict)  # config.yaml as plain dicts ({} when missing or damaged)
+    config: dict = field(default_factory=dict)  # config.yaml as plain dicts ({} when missing, damaged or not read)
     error: str | None = None
     owner: dict = field(default_factory=dict)  # pid, pid_start, host: whom to ask whether it still runs
     stop_requested_at: float | None = None
@@ -131,11 +131,23 @@ def _section_name(config: dict, section: str) -> str | None:
     return _text(part.get("name")) if isinstance(part, dict) else None
 
 
+def _read_config(run_dir: Path, notes: list[str]) -> dict:
+    try:
+        return read_config_dict(run_dir)
+    except ValueError as error:
+        if os.path.lexists(run_dir / CONFIG):
+            notes.append(str(error))
+        return {}
+
+
 def recorded_summary(run_dir: str | Path,
-                     metrics_of: Callable[[Path, int | None], EpochMetrics] = read_epoch_metrics) -> RunSummary:
+                     metrics_of: Callable[[Path, int | None], EpochMetrics] = read_epoch_metrics,
+                     with_config: bool = True) -> RunSummary:
     """What the run's files say, before asking whether its process lives (see :func:`settle`).
 
-    ``metrics_of(run_dir, completed_epochs)`` reads the metrics; a lister passes a cached reader.
+    ``metrics_of(run_dir, completed_epochs)`` reads the metrics; a lister passes a cached reader. A lister
+    that shows no config passes ``with_config=False``: config.yaml (a YAML parse, the costliest read of a
+    listing of thousands) is then read only when status.json does not name the model and data set.
     """
     run_dir = Path(run_dir)
     status, problem, notes = {}, None, []
@@ -144,12 +156,8 @@ def recorded_summary(run_dir: str | Path,
     except ValueError as error:
         problem = str(error) if os.path.lexists(run_dir / STATUS) else None
         notes.append(str(error))
-    try:
-        config = read_config_dict(run_dir)
-    except ValueError as error:
-        config = {}
-        if os.path.lexists(run_dir / CONFIG):
-            notes.append(str(error))
+    needed = with_config or not (_text(status.get("model")) and _text(status.get("dataset")))
+    config = _read_config(run_dir, notes) if needed else {}
     train = config.get("train") if isinstance(config.get("train"), dict) else {}
     epoch = finite(status.get("epoch"), int)
     metrics = metrics_of(run_dir, epoch)
