@@ -77,7 +77,7 @@ def main(mode: str, threads: int) -> list[dict]:
     at.run()
     rows: list[dict] = []
     if mode == "warm":
-        importlib.import_module("dashboard.inspect_sections")  # waits for the server's warm-up thread
+        importlib.import_module("regnet.dashboard.inspect_sections")  # waits for the server's warm-up thread
     _timed(rows, f"first open of Inspect ({mode} server)", OPEN_GOAL_S,
            lambda: at.switch_page("views/inspect.py").run())
     if mode == "warm":

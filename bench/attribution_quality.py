@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 from bench._common import REPO, environment, format_table, result_path, write_json
 from regnet import inspect as ri
 from regnet.train.build import load_data
-from regnet.train.runs import load_run_config, load_run_model
+from regnet.train.evaluate import load_run_config, load_run_model
 
 NAME = "attribution_quality"
 CHECKPOINT = REPO / "checkpoints" / "shapes-regnet20"

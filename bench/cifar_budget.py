@@ -27,7 +27,7 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
 
 from bench._common import REPO, environment, format_table, result_path, write_json
 from regnet.train import load_config, train
-from regnet.train.runs import compare_runs
+from regnet.train.evaluate import compare_runs
 from regnet.train.runfolder import read_metrics
 
 NAME = "cifar_budget"

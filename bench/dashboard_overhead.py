@@ -317,7 +317,7 @@ def live_refresh_s() -> float:
     import streamlit.logger
 
     streamlit.logger.set_log_level("error")
-    from dashboard import ui
+    from regnet.dashboard import ui
 
     return ui.live_refresh_s()
 

@@ -57,7 +57,7 @@ from torch.nn import functional as F
 
 from bench._common import environment, format_goals, goal, result_path, write_json
 from regnet.data.device import evaluation_batches
-from regnet.runs import ARTIFACTS, FINAL_EVAL, STOP, read_all_metrics, read_status
+from regnet.runs import STOP, comparison_row, read_summary
 from regnet.train.build import build_model_from_config, compile_model, load_data, make_batches, resolve_model
 from regnet.train.config import Config, apply_override, load_config
 from regnet.train.distributed import SeededShardSampler, autocast
@@ -295,17 +295,10 @@ def train_phase(args, base: Config, train_images: int, device, deadline: Deadlin
 
 
 def summarise_run(run_dir: Path, seconds: float) -> dict:
-    """The run's state, epochs, final and best validation figures, as its folder records them."""
-    status = read_status(run_dir)
-    epochs = [r for r in read_all_metrics(run_dir).rows if r.get("kind") == "epoch"]
-    final_path = run_dir / ARTIFACTS / FINAL_EVAL
-    final = json.loads(final_path.read_text()) if final_path.is_file() else {}
-    row = {"run": run_dir.name, "model": status.get("model"), "state": status.get("state"),
-           "epochs_done": status.get("epoch"), "seconds": seconds,
-           "final_val_top1": final.get("top1"), "final_val_macro_f1": final.get("macro_f1"),
-           "best_val_top1": status.get("best_value"), "best_epoch": status.get("best_epoch"),
-           "train_img_s": sum(r["images_per_s"] for r in epochs) / len(epochs) if epochs else None,
-           "run_dir": str(run_dir)}
+    """The run's comparison row (``regnet.runs.comparison_row``: state, epochs, best and final validation,
+    average speed), with the seconds it took here and its folder."""
+    summary = read_summary(run_dir)
+    row = {**comparison_row(summary), "epochs_done": summary.epoch, "seconds": seconds, "run_dir": str(run_dir)}
     print(f"train: {row['model']}: {row['state']}, {row['epochs_done']} epochs in {seconds:.0f} s, final val top-1 "
           f"{row['final_val_top1']}, best {row['best_val_top1']} (epoch {row['best_epoch']})", flush=True)
     return row

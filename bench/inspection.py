@@ -65,7 +65,7 @@ def load_model() -> tuple[torch.nn.Module, str]:
 def figure_builders():
     """The dashboard's chart builders when the dashboard is there; plain heat maps otherwise."""
     try:
-        from dashboard.inspect_charts import gate_depth_figure, state_grid_figure
+        from regnet.dashboard.inspect_charts import gate_depth_figure, state_grid_figure
     except ImportError:
         import plotly.graph_objects as go
 
@@ -75,7 +75,7 @@ def figure_builders():
                     for r in rows for label, m in r["maps"]]
 
         return state_grid_figure, None, "plain plotly heat maps"
-    return state_grid_figure, gate_depth_figure, "dashboard.inspect_charts"
+    return state_grid_figure, gate_depth_figure, "regnet.dashboard.inspect_charts"
 
 
 def states_and_maps(model, x, builders) -> dict[str, float]:

@@ -1,11 +1,11 @@
-"""The MNIST study, seed 003's table: mnist_cnn, rcnn_classifier and regnet20 (1 input channel), Adam 1e-3.
+"""The MNIST study, the earlier report's table: mnist_cnn, rcnn_classifier and regnet20 (1 input channel), Adam 1e-3.
 
 Trains the three with the shipped configs through the engine (``configs/mnist_cnn.yaml``,
 ``configs/mnist_rcnn.yaml``, ``configs/mnist_regnet20.yaml``), one after another on a writable copy
 of ``../shared/data/MNIST``, with the same number of epochs (``--epochs``; the seed's recipe is 5),
 then tabulates per model the validation split's (10% carved from the training images) and the
 official test split's (10,000) accuracy, macro-F1 and loss, the training time and the parameters,
-beside seed 003's figures. Writes ``bench/results/mnist_study.json`` and ``mnist_study.md``.
+beside the earlier report's figures. Writes ``bench/results/mnist_study.json`` and ``mnist_study.md``.
 ``--runs`` tabulates finished run folders instead of training.
 
     python bench/mnist_study.py [--epochs 5] [--train-images N] [--threads 1] [--only CONFIG ...] [--runs RUN_DIR ...]
@@ -29,13 +29,13 @@ import torch
 from bench._common import REPO, environment, format_table, result_path, write_json
 from regnet.runs import atomic_write_text
 from regnet.train import load_config, train
-from regnet.train.runs import compare_runs, evaluate_run
+from regnet.train.evaluate import compare_runs, evaluate_run
 
 NAME = "mnist_study"
 SHARED_MNIST = REPO.parent / "shared" / "data" / "MNIST"
 CONFIGS = ("mnist_cnn.yaml", "mnist_rcnn.yaml", "mnist_regnet20.yaml")
 MODEL_ORDER = ("mnist_cnn", "rcnn_classifier", "regnet20")
-# Seed 003's report (5 epochs, Adam 1e-3; its evaluation split is MNIST's test set); it has no regnet20.
+# The earlier MNIST report (5 epochs, Adam 1e-3; its evaluation split is MNIST's test set); it has no regnet20.
 SEED_003 = {"mnist_cnn": {"top1": 0.9890, "macro_f1": 0.9890, "loss": 0.0290, "train_s": 587},
             "rcnn_classifier": {"top1": 0.9906, "macro_f1": 0.9906, "loss": 0.0289, "train_s": 2238}}
 COLUMNS = [("model", "model", ""), ("epochs", "epochs", ""), ("val_top1", "val top-1", ".4f"),

@@ -60,7 +60,7 @@ def timed(function) -> tuple[object, float, float]:
 def measure(root: Path, count: int) -> list[dict]:
     from streamlit.testing.v1 import AppTest
 
-    from dashboard.runs import RunIndex, discover_runs, runs_table
+    from regnet.dashboard.run_listing import RunIndex, discover_runs, runs_table
 
     rows = []
     index = RunIndex()

@@ -28,7 +28,7 @@ from regnet.runs import ARTIFACTS, REGULATOR, atomic_write_text, snapshot_epochs
 from regnet.train.checkpoint import load_checkpoint, save_checkpoint
 from regnet.train.config import Config, config_from_dict, config_to_dict, save_config
 from regnet.train.runfolder import atomic_write_json, read_metrics, read_status
-from regnet.train.runs import load_run_model
+from regnet.train.evaluate import load_run_model
 
 REPO = Path(__file__).resolve().parents[1]
 

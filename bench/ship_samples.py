@@ -26,7 +26,7 @@ import torch
 from regnet.data import SAMPLES_DIR, DatasetSplit, load_sample_split
 from regnet.data.samples import MANIFEST, MANIFEST_FORMAT
 from regnet.train.build import load_data
-from regnet.train.runs import load_run_config, load_run_model
+from regnet.train.evaluate import load_run_config, load_run_model
 
 INFO_FIELDS = ("name", "num_classes", "in_channels", "image_size", "class_names", "mean", "std", "family")
 

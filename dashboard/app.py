@@ -2,15 +2,16 @@
 
 The entry point is the frame around every page (title, sidebar with the runs folder) and the router
 (``st.navigation``); each page is one file under dashboard/views/ and stays thin, calling the plain modules
-dashboard/runs.py, charts.py and launcher.py.
+dashboard/run_listing.py, charts.py and launcher.py.
 
 The page folder is deliberately not called ``pages/``: with a ``pages/`` folder next to the entry point,
 a freshly started server runs a page opened by URL (a bookmark, a refresh of /live) in Streamlit's legacy
 pages-directory mode, alone, without this file, until some session has called ``st.navigation``.
 
-The server settings (localhost only, no usage statistics) are in dashboard/.streamlit/config.toml, which
-Streamlit reads beside the entry point whatever the working folder; ``dashboard`` and ``regnet`` are
-imported as installed packages (``pip install -e .``).
+The server settings (localhost only, no usage statistics) are in .streamlit/config.toml at the repository
+root, which Streamlit reads from the working folder; dashboard/.streamlit links to it so that they also hold
+beside the entry point, whatever the working folder and once installed. Every module is imported as
+``regnet.dashboard`` (installed, the folder lies inside ``regnet``; in a checkout ``regnet`` finds it beside).
 
 Offline by design: the page icon is an image drawn here and served by this server (a ``:material/...:``
 page icon would make the browser fetch an SVG from fonts.gstatic.com on every load, an emoji one from a
@@ -21,14 +22,14 @@ import threading
 
 import streamlit as st
 
-from dashboard import ui
+from regnet.dashboard import ui
 from regnet.allocator import keep_freed_memory
 
 st.set_page_config(page_title="RegNet Lab", page_icon=ui.page_icon(), layout="wide")
 ui.refuse_remote_client()
 
 PAGES = [
-    st.Page("views/runs.py", title="Runs", icon=":material/table_rows:", default=True),
+    st.Page("views/run_list.py", title="Runs", icon=":material/table_rows:", default=True),
     st.Page("views/new_run.py", title="New run", icon=":material/play_circle:", url_path="new_run"),
     st.Page("views/live.py", title="Live", icon=":material/monitoring:", url_path="live"),
     st.Page("views/compare.py", title="Compare", icon=":material/stacked_line_chart:", url_path="compare"),
@@ -46,7 +47,7 @@ def warm_up() -> threading.Thread:
     to keep the maps Inspect's passes free (:func:`regnet.allocator.keep_freed_memory`).
     """
     keep_freed_memory()
-    thread = threading.Thread(target=importlib.import_module, args=("dashboard.inspect_sections",), daemon=True)
+    thread = threading.Thread(target=importlib.import_module, args=("regnet.dashboard.inspect_sections",), daemon=True)
     thread.start()
     return thread
 

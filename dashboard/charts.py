@@ -10,7 +10,7 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
-from dashboard.runs import STEP_METRICS, ema
+from regnet.dashboard.run_listing import STEP_METRICS, ema
 
 METRIC_LABELS = {
     "train_loss": "train loss", "val_loss": "val loss", "train_top1": "train top-1", "val_top1": "val top-1",

@@ -2,7 +2,7 @@
 states and gates, attributions, and the whole-split analyses.
 
 Each section that has widgets of its own is a fragment, so changing a gate or a method redraws that
-section alone; everything expensive comes from ``dashboard.lab``, which computes it once. Problems are
+section alone; everything expensive comes from ``dashboard.inspect_cache``, which computes it once. Problems are
 shown as one sentence in the section they concern; nothing stops the page, so the other tab still works.
 """
 from __future__ import annotations
@@ -14,10 +14,10 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from dashboard import inspect_charts as charts
-from dashboard import lab, ui
-from dashboard.live_regulator import GATE_LABELS
-from dashboard.runs import RunInfo
+from regnet.dashboard import inspect_charts as charts
+from regnet.dashboard import inspect_cache, ui
+from regnet.dashboard.live_regulator import GATE_LABELS
+from regnet.dashboard.run_listing import RunInfo
 from regnet import inspect as ri
 from regnet.data import denormalize
 
@@ -36,7 +36,7 @@ class Subject:
     identity: str
     model: torch.nn.Module
     config: dict
-    images: lab.LabImages | None
+    images: inspect_cache.InspectImages | None
     data_problem: str | None
 
     @property
@@ -77,7 +77,7 @@ def default_run(runs: list[RunInfo], selected: list[str]) -> str:
     embedded = [r for r in runs if r.dataset == "shapes"]
     shipped = [r for r in embedded if r.source == "shipped"]
     if shipped or embedded:
-        return max(shipped or embedded, key=lambda r: r.best_value if r.best_value is not None else -1.0).key
+        return max(shipped or embedded, key=lambda r: r.best.value if r.best.value is not None else -1.0).key
     return runs[0].key
 
 
@@ -87,7 +87,7 @@ def choose_epoch(run: RunInfo, default: Path) -> Path:
     Each choice is its own checkpoint (its own identity), so the model, the traces and the split analyses
     of each epoch are computed once and kept apart.
     """
-    snapshots = lab.snapshots_of(run.path)
+    snapshots = inspect_cache.snapshots_of(run.path)
     if not snapshots:
         return default
     options = [*snapshots, default.stem]
@@ -101,7 +101,7 @@ def choose_epoch(run: RunInfo, default: Path) -> Path:
 
 def choose_subject(every_run: list[RunInfo]) -> Subject | None:
     """The run picker, the checkpoint loaded once, and its images; one sentence when either fails."""
-    runs = [run for run in every_run if lab.checkpoint_path(run.path)]
+    runs = [run for run in every_run if inspect_cache.checkpoint_path(run.path)]
     if not runs:
         st.info("No run has a checkpoint yet. Finish an epoch of a run (New run page), or use a shipped "
                 "checkpoint from `checkpoints/`.")
@@ -112,10 +112,10 @@ def choose_subject(every_run: list[RunInfo]) -> Subject | None:
     key = st.selectbox("Run or shipped checkpoint", keys, index=keys.index(default_run(runs, selected)),
                        key="inspect_run")
     run = by_key[key]
-    checkpoint = choose_epoch(run, lab.checkpoint_path(run.path))
+    checkpoint = choose_epoch(run, inspect_cache.checkpoint_path(run.path))
     identity = ri.file_identity(checkpoint)
     try:
-        model, config = lab.model_of(str(run.path), checkpoint.stem, identity)
+        model, config = inspect_cache.model_of(str(run.path), checkpoint.stem, identity)
     except (ValueError, OSError, RuntimeError, KeyError) as error:
         st.error(f"This checkpoint cannot be inspected: {error}")
         return None
@@ -128,7 +128,7 @@ def choose_subject(every_run: list[RunInfo]) -> Subject | None:
                                    "ships a sample of its validation images shows those.")
     images, problem = None, None
     try:
-        images = lab.images_of(str(run.path), data_root)
+        images = inspect_cache.images_of(str(run.path), data_root)
     except (ValueError, OSError) as error:  # DataError is a ValueError
         problem = str(error)
     return Subject(run, checkpoint, identity, model, config, images, problem)
@@ -143,7 +143,7 @@ def _validation_image(subject: Subject) -> Picked:
     index = pool[min(int(position), len(pool) - 1)]
     image, label = images.val[index]
     return Picked(image[None], denormalize(image, images.info), names[label],
-                  lab.image_key("val", subject.run.path, images.sample, index))
+                  inspect_cache.image_key("val", subject.run.path, images.sample, index))
 
 
 def _uploaded_image(subject: Subject) -> Picked | None:
@@ -160,7 +160,7 @@ def _uploaded_image(subject: Subject) -> Picked | None:
         return None
     for note in notes:
         st.caption(note)
-    return Picked(x, shown, None, lab.image_key("upload", data, channels, side))
+    return Picked(x, shown, None, inspect_cache.image_key("upload", data, channels, side))
 
 
 def choose_image(subject: Subject) -> Picked | None:
@@ -197,7 +197,7 @@ def _clamp_state(key: str, low: int, high: int, default: int) -> None:
 def show_states(subject: Subject, picked: Picked) -> None:
     """The regulator's input, H, C and the block output at every (stage, step), as heat maps."""
     st.subheader("Inside the regulator, step by step")
-    _, trace = lab.trace_of(subject.identity, picked.key, subject.model, picked.x)
+    _, trace = inspect_cache.trace_of(subject.identity, picked.key, subject.model, picked.x)
     c1, c2, c3, c4, c5 = st.columns(5)
     fields = ["input", "hidden"] + (["cell"] if trace[0].cell is not None else []) + ["output"]
     field = c1.selectbox("State", fields, index=1, key="inspect_field", format_func=FIELD_LABELS.get)
@@ -217,22 +217,22 @@ def show_states(subject: Subject, picked: Picked) -> None:
     shared = c5.checkbox("Shared colour scale", True, key="inspect_shared")
     grid = ri.state_grid(shown, field, mode, channel=int(number), top=int(number))
     st.plotly_chart(charts.state_grid_figure(grid, FIELD_LABELS[field], shared), key="inspect_states")
-    if lab.snapshots_of(subject.run.path):
+    if inspect_cache.snapshots_of(subject.run.path):
         show_across_epochs(subject, picked, field, stage, mode, int(number))
 
 
 def show_across_epochs(subject: Subject, picked: Picked, field: str, stage, mode: str, number: int) -> None:
     """The map chosen above at every kept epoch, as animation frames: how the regulator's view of this
     image formed during training."""
-    snapshots = lab.snapshots_of(subject.run.path)
+    snapshots = inspect_cache.snapshots_of(subject.run.path)
     if not st.toggle(f"Play this map across the {len(snapshots)} kept epochs", key="inspect_play_epochs"):
         return
     grids = {}
     with st.spinner("Recording the image at every kept epoch..."):
         for epoch, path in snapshots.items():
             identity = ri.file_identity(path)
-            model, _ = lab.model_of(str(subject.run.path), path.stem, identity)
-            _, trace = lab.trace_of(identity, picked.key, model, picked.x)
+            model, _ = inspect_cache.model_of(str(subject.run.path), path.stem, identity)
+            _, trace = inspect_cache.trace_of(identity, picked.key, model, picked.x)
             shown = [r for r in trace if stage == "all" or r.stage == stage]
             grids[epoch] = ri.state_grid(shown, field, mode, channel=number, top=number)
     st.plotly_chart(charts.epochs_animation_figure(grids, FIELD_LABELS[field]), key="inspect_states_epochs")
@@ -242,7 +242,7 @@ def show_across_epochs(subject: Subject, picked: Picked, field: str, stage, mode
 def show_gates(subject: Subject, picked: Picked) -> None:
     """One gate's maps at every (stage, step), and every gate's statistics along depth."""
     st.subheader("Gates")
-    _, trace = lab.trace_of(subject.identity, picked.key, subject.model, picked.x)
+    _, trace = inspect_cache.trace_of(subject.identity, picked.key, subject.model, picked.x)
     gate_names = list(trace[0].gates)
     if not gate_names:
         st.info("A ConvRNN cell has no gates: H = tanh(W * [X, H]).")
@@ -312,8 +312,8 @@ def show_attributions(subject: Subject, picked: Picked, predicted: int) -> None:
             st.info(f"{label} needs a layer to hook and `{subject.config['model']['name']}` names none; "
                     "the pixel methods still apply.")
             continue
-        with lab.ProgressBar(label, "forward batches") as bar:
-            result = lab.attribution_of(subject.identity, picked.key, method, target, settings, baseline,
+        with inspect_cache.ProgressBar(label, "forward batches") as bar:
+            result = inspect_cache.attribution_of(subject.identity, picked.key, method, target, settings, baseline,
                                         subject.model, picked.x, mean, std, progress=bar)
         maps[label] = (result.map if signed else result.importance()).numpy()
         if result.is_zero:
@@ -339,7 +339,7 @@ def image_tab(subject: Subject) -> None:
     show_attributions(subject, picked, predicted)
 
 
-def _split_metrics(analysis: dict, images: lab.LabImages) -> None:
+def _split_metrics(analysis: dict, images: inspect_cache.InspectImages) -> None:
     k1, k2, k3 = st.columns(3)
     k1.metric("Top-1", f"{analysis['accuracy']:.2%}")
     k2.metric("Macro-F1", f"{analysis['macro_f1']:.3f}")
@@ -379,12 +379,12 @@ def show_gallery(subject: Subject, analysis: dict) -> None:
                "green is right, red is wrong.")
 
 
-def _other_analysis(other: RunInfo, cache: Path, progress: lab.ProgressBar) -> dict:
+def _other_analysis(other: RunInfo, cache: Path, progress: inspect_cache.ProgressBar) -> dict:
     """Another run's split analysis on its own images; a ValueError or OSError says why it cannot be had."""
-    checkpoint = lab.checkpoint_path(other.path)
-    model, config = lab.model_of(str(other.path), checkpoint.stem, ri.file_identity(checkpoint))
-    images = lab.images_of(str(other.path), config["data"].get("root") or "data")
-    return lab.split_analysis(cache, checkpoint, model, images, progress=progress)
+    checkpoint = inspect_cache.checkpoint_path(other.path)
+    model, config = inspect_cache.model_of(str(other.path), checkpoint.stem, ri.file_identity(checkpoint))
+    images = inspect_cache.images_of(str(other.path), config["data"].get("root") or "data")
+    return inspect_cache.split_analysis(cache, checkpoint, model, images, progress=progress)
 
 
 def show_readout(subject: Subject, analysis: dict, others: list[RunInfo], cache: Path) -> None:
@@ -395,7 +395,7 @@ def show_readout(subject: Subject, analysis: dict, others: list[RunInfo], cache:
     per_run = {subject.run.key: analysis}
     if other_key != "(none)":
         try:
-            with lab.ProgressBar(f"Analysing {other_key}", "images") as bar:
+            with inspect_cache.ProgressBar(f"Analysing {other_key}", "images") as bar:
                 per_run[other_key] = _other_analysis(by_key[other_key], cache, bar)
             if per_run[other_key]["class_names"] != analysis["class_names"]:
                 st.warning(f"{other_key} was trained on other classes; its figures are on its own data.")
@@ -437,11 +437,11 @@ def show_quality(subject: Subject, cache: Path) -> None:
     layers = list(ri.attribution_layers(subject.model))
     layer = st.session_state.get("inspect_layer") or layers[-1]
     settings = ri.MethodSettings(layer=layer if layer in layers else layers[-1])
-    with lab.ProgressBar("Scoring attributions", "image-method pairs") as bar:
-        rows = lab.quality_scores(cache, subject.checkpoint, subject.model, subject.images, settings, progress=bar)
+    with inspect_cache.ProgressBar("Scoring attributions", "image-method pairs") as bar:
+        rows = inspect_cache.quality_scores(cache, subject.checkpoint, subject.model, subject.images, settings, progress=bar)
     table = pd.DataFrame([{**r, "method": ri.METHOD_LABELS.get(r["method"], r["method"])} for r in rows])
     st.dataframe(table.rename(columns=QUALITY_LABELS).round(3), hide_index=True)
-    st.caption(f"On the first {min(lab.QUALITY_IMAGES, len(subject.images.val))} validation images, for the true "
+    st.caption(f"On the first {min(inspect_cache.QUALITY_IMAGES, len(subject.images.val))} validation images, for the true "
                f"class, with each method's default settings; Grad-CAM on '{settings.layer}'. The random map's "
                "scores are the object's share of the image (exact expectation).")
 
@@ -453,14 +453,14 @@ def split_tab(subject: Subject, others: list[RunInfo]) -> None:
     if images is None:
         st.warning(subject.data_problem or "The data set is not available.")
         return
-    cache = lab.cache_folder(ui.runs_root())
-    count = min(lab.ANALYSIS_LIMIT, len(images.val))
+    cache = inspect_cache.cache_folder(ui.runs_root())
+    count = min(inspect_cache.ANALYSIS_LIMIT, len(images.val))
     scope = images.description if count == len(images.val) else f"the first {count:,} of {images.description}"
     st.caption(f"On {scope}; computed once per checkpoint, then read from `{cache}`.")
     if not st.toggle("Analyse the validation images", key=f"inspect_split_{subject.run.key}"):
         return
-    with lab.ProgressBar("Analysing the validation images", "images") as bar:
-        analysis = lab.split_analysis(cache, subject.checkpoint, subject.model, images, progress=bar)
+    with inspect_cache.ProgressBar("Analysing the validation images", "images") as bar:
+        analysis = inspect_cache.split_analysis(cache, subject.checkpoint, subject.model, images, progress=bar)
     _split_metrics(analysis, images)
     show_gallery(subject, analysis)
     show_readout(subject, analysis, others, cache)
@@ -475,7 +475,7 @@ def render() -> None:
     subject = choose_subject(every_run)
     if subject is None:
         return
-    others = [run for run in every_run if run.key != subject.run.key and lab.checkpoint_path(run.path)]
+    others = [run for run in every_run if run.key != subject.run.key and inspect_cache.checkpoint_path(run.path)]
     tab_image, tab_split = st.tabs(["One image", "Whole split"])
     with tab_image:
         image_tab(subject)

@@ -19,14 +19,14 @@ from pathlib import Path
 from typing import Sequence
 
 
-from dashboard.runs import RunInfo
-from regnet.runs import (LAUNCHES, STOP, atomic_write_json, atomic_write_text, new_run_id as contract_run_id,
-                         process_alive, process_start, read_config_dict, read_yaml_mapping, run_dir_in)
+from regnet.dashboard.run_listing import RunInfo
+from regnet.runs import (LAUNCHES, RESUMABLE_STATES, STOP, atomic_write_json, atomic_write_text,
+                         new_run_id as contract_run_id, process_alive, process_start, read_config_dict,
+                         read_yaml_mapping, run_dir_in)
+from regnet.shipped import ready_configs  # noqa: F401 (the New-run form's list)
 from regnet.train.config import OPTIMIZERS, SCHEDULES  # noqa: F401 (the form's choices)
 from regnet.train.config import Config, build_config, config_to_dict, dump_config, merge_layers
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CONFIGS_DIR = REPO_ROOT / "configs"
 STOP_GRACE_S = 30.0
 
 # The engine's own defaults (regnet.train.config); the New-run form starts from them or from a ready config.
@@ -47,9 +47,6 @@ class Launch:
     command: list[str]
 
 
-def ready_configs(configs_dir: Path = CONFIGS_DIR) -> dict[str, Path]:
-    """The ready configs shipped in configs/*.yaml, by file stem."""
-    return {path.stem: path for path in sorted(Path(configs_dir).glob("*.yaml"))}
 
 
 def load_ready_config(path: Path) -> dict:
@@ -112,9 +109,6 @@ def _spawn(command: list[str], runs_root: Path, run_id: str, extra: dict) -> Lau
               "command": command, "log": str(log_path), **extra}
     atomic_write_json(launches / f"{run_id}.json", record)
     return Launch(run_id, process.pid, run_dir_in(runs_root, run_id), log_path, command)
-
-
-RESUMABLE_STATES = ("stopped", "failed", "died")
 
 
 def resume_run(run: RunInfo, runs_root: Path) -> Launch:

@@ -12,7 +12,7 @@ from typing import Sequence
 import plotly.graph_objects as go
 import streamlit as st
 
-from dashboard.runs import RunInfo
+from regnet.dashboard.run_listing import RunInfo
 from regnet.runs import read_regulator
 
 GATE_LABELS = {"i": "input gate i", "f": "forget gate f", "o": "output gate o", "g": "candidate g",

@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 
-from dashboard.runs import RunInfo, compare_table
+from regnet.dashboard.run_listing import RunInfo, compare_table
 from regnet.models import model_info
 from regnet.runs import read_config_dict
 from regnet.train.config import Config, config_to_dict
@@ -90,20 +90,13 @@ def _config_value(value) -> object:
     return ", ".join(map(str, value)) if isinstance(value, tuple) else value
 
 
-def difference_table(runs: Sequence[RunInfo], frames: Mapping[str, pd.DataFrame],
-                     configs: Mapping[str, Mapping[str, object]]) -> pd.DataFrame:
-    """One row a run: the config keys that differ between the runs, then its best and final metrics.
-
-    "best" is the contract's (``regnet.runs.best_of``: the checkpointed best, with its metric and epoch).
-    """
-    table = compare_table(runs, dict(frames)).drop(columns=["best val top-1"], errors="ignore")
-    at = 1
-    for key in differing_keys(configs):
+def difference_table(runs: Sequence[RunInfo], configs: Mapping[str, Mapping[str, object]]) -> pd.DataFrame:
+    """The comparison table (``run_listing.compare_table``) with the config keys that differ between the runs
+    after each run's id. "best" is the contract's one definition (the checkpointed best, and each metric at
+    its epoch)."""
+    table = compare_table(runs)
+    for at, key in enumerate(differing_keys(configs), start=1):
         table.insert(at, key, [_config_value(configs[run.key].get(key)) for run in runs])
-        at += 1
-    table.insert(at, "best metric", [run.best_metric for run in runs])
-    table.insert(at + 1, "best", [run.best_value for run in runs])
-    table.insert(at + 2, "best epoch", [run.best_epoch for run in runs])
     return table
 
 

@@ -15,9 +15,10 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from dashboard import launcher
-from dashboard.runs import LIVE_METRICS, RunInfo, discover_runs, metrics_frame
-from regnet.runs import STATUS, STOP, owner_alive, tail_text
+from regnet.dashboard import launcher
+from regnet.dashboard.run_listing import LIVE_METRICS, RunInfo, discover_runs, metrics_frame
+from regnet.runs import FAILED_STATES, STATUS, STOP, owner_alive, tail_text
+from regnet.shipped import shipped_runs_dir
 
 RUNS_ROOT_ENV = "REGNET_RUNS_ROOT"
 CHECKPOINTS_ROOT_ENV = "REGNET_CHECKPOINTS_ROOT"
@@ -51,8 +52,8 @@ def runs_root() -> Path:
 
 
 def checkpoints_root() -> Path:
-    """Where the shipped runs live: $REGNET_CHECKPOINTS_ROOT or the repository's checkpoints/."""
-    return Path(os.environ.get(CHECKPOINTS_ROOT_ENV) or launcher.REPO_ROOT / "checkpoints")
+    """Where the shipped runs live: $REGNET_CHECKPOINTS_ROOT or the package's (``regnet.shipped``)."""
+    return Path(os.environ.get(CHECKPOINTS_ROOT_ENV) or shipped_runs_dir())
 
 
 def live_refresh_s() -> float:
@@ -88,7 +89,7 @@ def client_ip() -> str | None:
 def refuse_remote_client() -> None:
     """Stop the page for a client that is not on the loopback address: the lab serves the local machine only.
 
-    The server binds localhost (dashboard/.streamlit/config.toml); this holds even when a flag or an
+    The server binds localhost (.streamlit/config.toml); this holds even when a flag or an
     environment variable made it listen elsewhere.
     """
     ip = client_ip()
@@ -204,7 +205,7 @@ def metrics_of(run: RunInfo) -> tuple[pd.DataFrame, list[str]]:
 
 def show_run_problems(run: RunInfo, notes: list[str] = ()) -> None:
     """A failed or died run's error and log tail in a red box; a damaged file's problem as a warning."""
-    if run.state in ("failed", "died"):
+    if run.state in FAILED_STATES:
         log = tail_text(run.log_path, max_lines=25) if run.log_path else ""
         body = f"**{run.key} {run.state}:** {run.error or 'no error was recorded.'}"
         if log:

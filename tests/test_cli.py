@@ -168,3 +168,14 @@ def test_a_ready_config_with_a_value_out_of_range(tmp_path, capsys):
     code, _, err = run_cli(["train", "--config", str(path), "--runs-root", str(tmp_path / "runs")], capsys)
     assert_one_sentence(code, err, "optim.lr must be greater than 0, got 0.")
     assert not (tmp_path / "runs").exists()
+
+
+def test_config_takes_a_ready_config_by_name_from_any_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # no configs/ here: the name is looked up where regnet.shipped finds them
+    args = cli.build_parser().parse_args(["train", "--config", "shapes_regnet20", "--epochs", "1"])
+    config = cli.config_from_args(args)
+    assert (config.model.name, config.data.name, config.train.epochs) == ("regnet20", "shapes", 1)
+    assert config.model.options["cell"] == "lstm"  # the ready config's, not the defaults'
+    code, _, err = run_cli(["train", "--config", "shapes_regnet_20"], capsys)
+    assert_one_sentence(code, err, "no ready config of that name", "shapes_regnet20")
+    assert not (tmp_path / "runs").exists()

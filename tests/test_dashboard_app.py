@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dashboard import launcher
-from dashboard.runs import LIVE_METRICS
+from regnet.dashboard import launcher
+from regnet.dashboard.run_listing import LIVE_METRICS
 from test_dashboard_fixtures import fake_training_process, fixture_runs_root, write_run
 
 APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
-PAGES_WITHOUT_DATA = ["views/runs.py", "views/new_run.py", "views/live.py", "views/compare.py", "views/inspect.py"]
+PAGES_WITHOUT_DATA = ["views/run_list.py", "views/new_run.py", "views/live.py", "views/compare.py", "views/inspect.py"]
 
 
 def open_page(page: str, selected: list[str] | None = None, timeout: float = 90) -> AppTest:
@@ -22,7 +22,7 @@ def open_page(page: str, selected: list[str] | None = None, timeout: float = 90)
     if selected is not None:
         at.session_state["selected_runs"] = selected
     at.run()
-    if page != "views/runs.py":
+    if page != "views/run_list.py":
         at.switch_page(page).run()
     assert not at.exception, [e.value for e in at.exception]
     return at
@@ -69,12 +69,12 @@ def fixture_root(runs_root, tmp_path):
 @pytest.mark.parametrize("page", PAGES_WITHOUT_DATA)
 def test_pages_render_on_a_missing_or_empty_runs_root(runs_root, page):
     at = open_page(page)
-    if page == "views/runs.py":
+    if page == "views/run_list.py":
         assert "does not exist yet" in texts(at.info) and "No runs yet" in texts(at.info)
     runs_root.mkdir()
     at.run()
     assert not at.exception
-    if page in ("views/runs.py", "views/live.py", "views/compare.py"):
+    if page in ("views/run_list.py", "views/live.py", "views/compare.py"):
         assert "No runs yet" in texts(at.info)
 
 
@@ -85,12 +85,12 @@ def test_an_unreadable_runs_folder_is_a_message(runs_root, monkeypatch):
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr("regnet.runs.layout.os.scandir", refuse)
-    at = open_page("views/runs.py")
+    at = open_page("views/run_list.py")
     assert "Could not read the runs folder" in texts(at.error) and "Permission denied" in texts(at.error)
 
 
 def test_runs_page_lists_runs_and_shipped_checkpoints(fixture_root):
-    at = open_page("views/runs.py")
+    at = open_page("views/run_list.py")
     table = at.dataframe[0].value
     assert list(table["run"]) == ["r3-regnet20-shapes-live", "r2-regnet20-shapes", "r1-resnet20-shapes",
                                   "r4-regnet20-shapes-corrupt", "r0-broken", "shipped/regnet20-shapes"]
@@ -142,7 +142,7 @@ def test_live_page_follows_the_running_run_when_nothing_is_selected(fixture_root
 
 
 def test_live_polls_a_cheap_signature_that_changes_only_when_a_run_writes_or_stops(fixture_root, monkeypatch):
-    from dashboard import ui
+    from regnet.dashboard import ui
 
     at = open_page("views/live.py", selected=["r3-regnet20-shapes-live"])
     assert at.selectbox(key="live_refresh").value == 20.0  # the default check interval
@@ -331,7 +331,7 @@ def test_new_run_form_launches_a_run_and_stop_stops_it(runs_root):
         assert process.wait(timeout=60) == 0  # a clean stop exits 0
         status = json.loads((runs_root / run_id / "status.json").read_text())
         assert status["state"] == "stopped" and status["epoch"] < 50
-        at.switch_page("views/runs.py").run()
+        at.switch_page("views/run_list.py").run()
         table = at.dataframe[0].value
         assert table.loc[table["run"] == run_id, "status"].item() == "stopped"
     finally:

@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dashboard.charts import (MARKERS_UP_TO, PANELS, PANELS_BY_TITLE, X_AXES, class_distribution_figure, group_series,
+from regnet.dashboard.charts import (MARKERS_UP_TO, PANELS, PANELS_BY_TITLE, X_AXES, class_distribution_figure, group_series,
                               metric_figure, point_count, sample_grid_figure,
                               series)
-from dashboard.runs import ema, metrics_frame
+from regnet.dashboard.run_listing import ema, metrics_frame
 from test_dashboard_fixtures import metric_lines
 
 

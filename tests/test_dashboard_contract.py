@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dashboard import ui
-from dashboard.runs import discover_runs
-from regnet.train.runs import list_runs
+from regnet.dashboard import ui
+from regnet.dashboard.run_listing import discover_runs
+from regnet.train.evaluate import list_runs
 from test_damaged_runs import damaged_runs_root, run_cli
 from test_dashboard_fixtures import write_run
 
@@ -44,7 +44,7 @@ def open_page(page: str, selected: list[str] | None = None) -> AppTest:
     if selected is not None:
         at.session_state["selected_runs"] = selected
     at.run()
-    if page != "views/runs.py":
+    if page != "views/run_list.py":
         at.switch_page(page).run()
     assert not at.exception, [e.value for e in at.exception]
     return at
@@ -52,7 +52,7 @@ def open_page(page: str, selected: list[str] | None = None) -> AppTest:
 
 def test_damaged_and_refused_folders_are_rows_on_the_runs_page(damaged_root):
     root, runs, outside = damaged_root
-    at = open_page("views/runs.py")
+    at = open_page("views/run_list.py")
     table = at.dataframe[0].value.set_index("run")
     assert set(table.index) == set(runs) | {"escape"}
     assert table.loc["escape", "status"] == "refused" and table.loc["dead", "status"] == "died"
@@ -166,8 +166,10 @@ def test_the_package_declares_its_dependencies_and_ships_the_dashboard_with_its_
     names = {requirement.split(">")[0].split("=")[0].strip() for requirement in project["project"]["dependencies"]}
     assert {"torch", "torchvision", "numpy", "streamlit", "pyyaml", "pandas", "plotly"} <= names
     setuptools = project["tool"]["setuptools"]
-    assert "dashboard*" in setuptools["packages"]["find"]["include"]
-    assert {"views/*.py", ".streamlit/config.toml"} <= set(setuptools["package-data"]["dashboard"])
+    assert "regnet.dashboard" in setuptools["packages"] and "dashboard" not in setuptools["packages"]
+    assert setuptools["package-dir"]["regnet.dashboard"] == "dashboard"  # installed inside regnet, never top-level
+    assert {"views/*.py", ".streamlit/config.toml"} <= set(setuptools["package-data"]["regnet.dashboard"])
     settings = tomllib.loads((APP.parent / ".streamlit" / "config.toml").read_text())
     assert settings["server"]["address"] == "localhost" and settings["browser"]["gatherUsageStats"] is False
-    assert not (repo / ".streamlit" / "config.toml").exists()  # one copy, beside app.py, read whatever the working folder
+    # One copy at the root (read from the repository root), linked beside app.py (read from any folder).
+    assert (APP.parent / ".streamlit").resolve() == (repo / ".streamlit").resolve()

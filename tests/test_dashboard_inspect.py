@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from dashboard import inspect_charts as charts
+from regnet.dashboard import inspect_charts as charts
 from regnet import inspect as ri
 from regnet.models import build_model
 from test_dashboard_fixtures import write_shipped_run
@@ -142,7 +142,7 @@ def test_inspect_page_on_a_resnet_checkpoint_says_there_is_no_regulator(inspect_
 
 
 def test_the_inspect_page_never_downloads_a_missing_data_set(tmp_path):
-    from dashboard import lab
+    from regnet.dashboard import inspect_cache
     from regnet.data import DataError
 
     write_shipped_run(tmp_path, "cifar", "resnet20")
@@ -151,7 +151,7 @@ def test_the_inspect_page_never_downloads_a_missing_data_set(tmp_path):
     empty = tmp_path / "no-data"
     empty.mkdir()
     with pytest.raises(DataError):
-        lab.images_of(str(tmp_path / "cifar"), str(empty))
+        inspect_cache.images_of(str(tmp_path / "cifar"), str(empty))
     assert list(empty.iterdir()) == []  # nothing was fetched or unpacked there
 
 
@@ -275,11 +275,11 @@ def test_a_checkpoint_whose_model_entry_is_not_weights_is_one_sentence(inspect_r
 
 
 def test_each_attribution_is_computed_once_and_only_for_the_methods_turned_on(inspect_root, monkeypatch):
-    from dashboard import lab
+    from regnet.dashboard import inspect_cache
 
     calls = []
-    real = lab.ri.attribute
-    monkeypatch.setattr(lab.ri, "attribute", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    real = inspect_cache.ri.attribute
+    monkeypatch.setattr(inspect_cache.ri, "attribute", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
     at = _open_inspect("shipped/regnet")
     assert sorted(calls) == ["gradcam", "integrated_gradients"]
     at.selectbox(key="inspect_gate").set_value("f").run()
@@ -327,11 +327,13 @@ def test_channel_bound_follows_the_chosen_stage_and_the_gallery_names_the_truth(
 
 
 def test_the_default_run_is_the_chosen_one_else_the_best_shipped_embedded_model():
-    from dashboard.inspect_sections import default_run
-    from dashboard.runs import RunInfo
+    from regnet.dashboard.inspect_sections import default_run
+    from regnet.dashboard.run_listing import RunInfo
+    from regnet.runs import Best
 
     def run(key, source, dataset, best):
-        return RunInfo(key=key, path=Path(key), source=source, state="finished", dataset=dataset, best_value=best)
+        return RunInfo(key=key, path=Path(key), source=source, state="finished", dataset=dataset,
+                       best=Best("val_top1", best, None))
 
     runs = [run("new-cifar", "run", "cifar10", 0.9), run("shipped/a", "shipped", "shapes", 0.5),
             run("shipped/b", "shipped", "shapes", 0.98), run("mine", "run", "shapes", 0.99)]

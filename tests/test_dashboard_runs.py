@@ -1,4 +1,4 @@
-"""dashboard.runs without a browser: incremental metrics reading, smoothing, run discovery, summaries."""
+"""dashboard.run_listing without a browser: incremental metrics reading, smoothing, run discovery, summaries."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from dashboard.runs import (MetricsTail, compare_table, curves_long, discover_runs, ema, metrics_frame, progress,
+from regnet.dashboard.run_listing import (MetricsTail, compare_table, curves_long, discover_runs, ema, metrics_frame, progress,
                             read_run, runs_table)
 from regnet.runs import check_run_id, read_metrics_since, run_dir_in
 from test_dashboard_fixtures import fake_training_process, fixture_runs_root, write_run
@@ -101,7 +101,7 @@ def test_missing_root_and_dead_processes(tmp_path):
     assert run.state == "died" and "ended without writing a final status" in run.error and "--resume" in run.error
     (run_dir / "STOP").touch()
     run = read_run(run_dir, "dead")
-    assert run.state == "died" and "after it was asked to stop" in run.error
+    assert run.state == "stopped" and run.error is None  # the user asked for this end: no red box
 
 
 def test_launch_record_without_run_folder_shows_as_starting_then_failed(tmp_path):
@@ -139,8 +139,11 @@ def test_compare_table_and_curves_csv(tmp_path):
     runs = [read_run(write_run(tmp_path, "a", epochs_done=3, epochs=3), "a"),
             read_run(write_run(tmp_path, "b", model="resnet20", epochs_done=2), "b")]
     frames = {run.key: metrics_frame(read_metrics_since(run.metrics_path).rows, run.steps_per_epoch) for run in runs}
-    table = compare_table(runs, frames).set_index("run")
-    assert table.loc["a", "best val top-1"] == 0.75 and table.loc["b", "final val top-1"] == 0.5
+    table = compare_table(runs).set_index("run")
+    assert table.loc["a", "best"] == 0.75 and table.loc["a", "best metric"] == "val_top1"  # status.json's best
+    assert table.loc["a", "best epoch"] == 3 and table.loc["b", "final val top-1"] == 0.5
+    assert table.loc["a", "best val top-1"] == 0.75  # every metric at the best epoch: one definition of best
+    assert table.loc["b", "best val loss"] == table.loc["b", "final val loss"]  # b's best epoch is its last
     assert table.loc["b", "model"] == "resnet20" and table.loc["a", "params"] == 250_000
     assert table.loc["a", "final val loss"] == pytest.approx(0.4)
     long = curves_long(frames)
@@ -150,7 +153,7 @@ def test_compare_table_and_curves_csv(tmp_path):
 
 
 def test_the_listing_rereads_a_folder_only_when_its_status_changed(tmp_path, monkeypatch):
-    import dashboard.runs as runs_module
+    import regnet.dashboard.run_listing as runs_module
 
     for index in range(30):
         write_run(tmp_path, f"run-{index:02d}", started_at=1_700_000_000.0 + index)

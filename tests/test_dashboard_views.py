@@ -9,7 +9,7 @@ import yaml
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
-from dashboard import tables
+from regnet.dashboard import tables
 from test_dashboard_app import APP, fixture_root, open_page, runs_root  # noqa: F401 (fixtures)
 from test_dashboard_fixtures import metric_lines, write_run
 
@@ -98,6 +98,7 @@ def test_compare_tables_the_config_keys_that_differ_beside_best_and_final(runs_r
     table = at.dataframe[0].value
     assert list(table["run"]) == list(STUDY)
     assert list(table.columns[1:6]) == ["optim.lr", "train.seed", "best metric", "best", "best epoch"]
+    assert {"best val top-1", "final val top-1"} <= set(table.columns)  # each metric at the best epoch and the last
     assert list(table["optim.lr"]) == [0.1, 0.1, 0.1, 0.05] and list(table["train.seed"]) == [0, 1, 2, 0]
     assert list(table["best"]) == pytest.approx([0.5, 0.6, 0.7, 0.5])  # status.json's, the contract's best
     assert list(table["final val top-1"]) == [0.5] * 4

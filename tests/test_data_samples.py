@@ -20,7 +20,7 @@ from regnet.models import build_model
 from regnet.train.build import load_data
 from regnet.train.checkpoint import save_checkpoint
 from regnet.train.config import Config, config_to_dict, save_config
-from regnet.train.runs import load_run_config
+from regnet.train.evaluate import load_run_config
 
 from test_data import data_one_thread  # noqa: F401  (the same autouse one-thread fixture)
 
@@ -229,12 +229,12 @@ def test_the_shipped_cifar_checkpoints_carry_200_labelled_validation_images(name
 
 
 def test_inspect_uses_the_whole_split_when_the_data_is_there_and_the_sample_when_it_is_not(run, tmp_path):
-    from dashboard import lab
+    from regnet.dashboard import inspect_cache
 
     _ship(run)
     root = load_run_config(run).data.root
-    whole = lab.images_of(str(run), root)
+    whole = inspect_cache.images_of(str(run), root)
     assert not whole.sample and len(whole.val) == len(_real_splits(run).val)
-    missing = lab.images_of(str(run), str(tmp_path / "nowhere"))
+    missing = inspect_cache.images_of(str(run), str(tmp_path / "nowhere"))
     assert missing.sample and len(missing.val) == PER_CLASS * len(CLASSES)
     assert "shipped sample of 9 validation images" in missing.description

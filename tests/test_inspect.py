@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader
 
 from regnet import inspect as ri
 from regnet.train.build import load_data
-from regnet.train.runs import load_run_config, load_run_model
+from regnet.train.evaluate import load_run_config, load_run_model
 from regnet.models import build_model
 
 warnings.filterwarnings("ignore", message="Input Tensor 0 did not already require gradients")

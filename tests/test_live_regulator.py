@@ -8,8 +8,8 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from dashboard.inspect_charts import epochs_animation_figure
-from dashboard.live_regulator import gate_strip_figure, reliance_figure, saturation_figure
+from regnet.dashboard.inspect_charts import epochs_animation_figure
+from regnet.dashboard.live_regulator import gate_strip_figure, reliance_figure, saturation_figure
 from regnet.models import build_model
 from regnet.train.checkpoint import save_checkpoint
 from test_dashboard_app import open_page

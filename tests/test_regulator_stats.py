@@ -11,7 +11,7 @@ from regnet.train.checkpoint import load_checkpoint
 from regnet.train.config import Config
 from regnet.train.loop import RunFailed, train
 from regnet.train.regulator_stats import probe_indices, regulator_statistics
-from regnet.train.runs import load_run_model
+from regnet.train.evaluate import load_run_model
 from regnet.train.snapshots import snapshot_due
 from test_train_run import tiny_config
 

@@ -10,8 +10,9 @@ import sys
 import pytest
 
 from regnet.runs import (RefusedPath, atomic_write, atomic_write_json, best_of, check_inside, checkpoint_path,
-                         is_run_id, process_alive, process_identity, read_all_metrics, read_config_dict,
-                         read_metrics_since, read_status, remove_stale_temps, reported_state, scan_runs)
+                         comparison_row, is_run_id, process_alive, process_identity, read_all_metrics,
+                         read_config_dict, read_metrics_since, read_status, read_summary, remove_stale_temps,
+                         reported_state, scan_runs)
 
 
 def line(**row) -> bytes:
@@ -122,6 +123,50 @@ def test_liveness_survives_pid_reuse():
     assert reported_state({"state": "running", **me, "pid_start": me["pid_start"] + 1}) == "died"
     assert reported_state({"state": "finished", "pid": gone.pid}) == "finished"
     assert reported_state({"state": "running", "pid": gone.pid, "host": "elsewhere"}) == "running"
+    # A stop the user asked for (a STOP file) ends as stopped, even when the process had to be killed.
+    assert reported_state({"state": "running", "pid": gone.pid}, stop_requested=True) == "stopped"
+    assert reported_state({"state": "running", **me}, stop_requested=True) == "running"  # still stopping
+
+
+def _run_folder(path, state="finished", pid=0, epochs=((1, 0.5, 0.9, 20.0), (2, 0.8, 0.6, 60.0), (3, 0.7, 0.7, 60.0))):
+    """A run folder whose best (val_top1 0.8) is at epoch 2, not the last."""
+    path.mkdir()
+    (path / "config.yaml").write_text("model: {name: regnet20, options: {cell: gru}}\ndata: {name: shapes}\n"
+                                      "train: {epochs: 5}\n")
+    atomic_write_json(path / "status.json", {"state": state, "pid": pid, "model": "regnet20", "epoch": len(epochs),
+                                             "best_metric": "val_top1", "best_value": 0.8, "best_epoch": 2,
+                                             "elapsed_s": 30.0, "started_at": 100.0})
+    rows = [line(kind="step", step=1, time=99.0, train_loss=2.0)]
+    rows += [line(kind="epoch", epoch=e, step=4 * e, time=100.0 + e, val_top1=top1, val_loss=loss, images_per_s=speed)
+             for e, top1, loss, speed in epochs]
+    (path / "metrics.jsonl").write_bytes(b"".join(rows) + b"not json\n")
+    return path
+
+
+def test_a_summary_has_one_best_for_every_metric_and_the_final_epoch(tmp_path):
+    summary = read_summary(_run_folder(tmp_path / "r"))
+    assert (summary.state, summary.model, summary.dataset, summary.epoch, summary.epochs) == (
+        "finished", "regnet20", "shapes", 3, 5)
+    assert (summary.best.metric, summary.best.value, summary.best.epoch) == ("val_top1", 0.8, 2)
+    assert summary.at_best["val_loss"] == 0.6 and summary.final["val_loss"] == 0.7  # the loss at the best epoch
+    assert summary.images_per_s == pytest.approx(3 / (1 / 20 + 1 / 60 + 1 / 60))  # harmonic mean of the epochs
+    row = comparison_row(summary)
+    assert (row["best_val_top1"], row["final_val_top1"], row["best_val_loss"], row["epochs"]) == (0.8, 0.7, 0.6, "3/5")
+    assert row["options"] == {"cell": "gru"} and "skipped 1 damaged line" in row["note"]
+    json.dumps(row)  # plain values: grid and study write it as JSON
+
+
+def test_a_summary_says_died_or_stopped_and_what_is_damaged(tmp_path):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    killed = _run_folder(tmp_path / "killed", state="running", pid=gone.pid)
+    summary = read_summary(killed)
+    assert summary.state == "died" and f"--resume {killed}" in summary.error
+    (killed / "STOP").touch()
+    assert read_summary(killed).state == "stopped" and read_summary(killed).error is None
+    (tmp_path / "empty").mkdir()
+    empty = read_summary(tmp_path / "empty")
+    assert not empty.recorded and empty.state == "unknown" and "no status.json" in comparison_row(empty)["note"]
 
 
 def test_best_is_the_checkpointed_best():

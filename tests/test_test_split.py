@@ -1,4 +1,4 @@
-"""Evaluation on a copy that holds only a test split, and Tiny-ImageNet without val/ (seed 004's last step).
+"""Evaluation on a copy that holds only a test split, and Tiny-ImageNet without val/ (the Tiny-ImageNet study's final evaluation).
 
 The fixtures are the real formats (JPEG/PNG class folders, Tiny-ImageNet's own layout), a few images each;
 the run is a 1-epoch mnist_cnn on 16-pixel RGB images, trained once per module.

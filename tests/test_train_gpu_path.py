@@ -15,7 +15,7 @@ from regnet.train.config import Config, apply_override
 from regnet.train.distributed import amp_dtype
 from regnet.train.loop import train
 from regnet.train.runfolder import read_metrics
-from regnet.train.runs import evaluate_run, load_run_model
+from regnet.train.evaluate import evaluate_run, load_run_model
 
 from test_train_run import fast_config, tiny_config
 

@@ -25,7 +25,7 @@ from regnet.train.checkpoint import load_checkpoint
 from regnet.train.config import Config, apply_override, load_config
 from regnet.train.loop import RunFailed, train
 from regnet.train.runfolder import RunFolder, read_metrics, read_status
-from regnet.train.runs import compare_runs, evaluate_run, load_run_model
+from regnet.train.evaluate import compare_runs, evaluate_run, load_run_model
 
 torch.set_num_threads(1)  # two busy cores: threads only fight each other
 

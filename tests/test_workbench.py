@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dashboard import launcher
-from dashboard.runs import RunFilter, discover_runs, filter_runs, progress, runs_table, summarise_metrics
-from regnet.runs import (TRASH, parse_tags, read_note, read_tags, restore_run, scan_runs, trash_run, trashed_runs,
-                         write_note, write_tags)
+from regnet.dashboard import launcher
+from regnet.dashboard.run_listing import RunFilter, discover_runs, filter_runs, progress, runs_table
+from regnet.runs import (TRASH, MetricsChunk, epoch_metrics, parse_tags, read_note, read_tags, restore_run, scan_runs,
+                         trash_run, trashed_runs, write_note, write_tags)
 from test_dashboard_fixtures import T0, fake_training_process, write_run
 
 APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
@@ -108,7 +108,7 @@ def test_images_per_s_is_the_runs_average_and_started_comes_from_the_run(tmp_pat
         if line["kind"] == "epoch":
             line["images_per_s"] = next(speeds)
     (run / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
-    assert summarise_metrics(lines).images_per_s == pytest.approx(30.0)  # 2 epochs of N images in N/20 + N/60 s
+    assert epoch_metrics(MetricsChunk(lines)).images_per_s == pytest.approx(30.0)  # 2 epochs of N images in N/20 + N/60 s
     no_start = write_run(tmp_path, "no-start")
     status = json.loads((no_start / "status.json").read_text())
     status["started_at"] = None

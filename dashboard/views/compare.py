@@ -5,8 +5,8 @@ same comparison.
 """
 import streamlit as st
 
-from dashboard import charts, tables, ui
-from dashboard.runs import curves_long
+from regnet.dashboard import charts, tables, ui
+from regnet.dashboard.run_listing import curves_long
 
 st.title("Compare")
 runs = ui.all_runs()
@@ -49,7 +49,7 @@ for index, panel in enumerate(charts.PANELS_BY_TITLE[title] for title in shown):
     columns[index % 2].plotly_chart(figure, key=f"compare_chart_{panel.title}", config={"displaylogo": False})
 
 st.subheader("How the runs differ")
-table = tables.difference_table(chosen, frames, configs)
+table = tables.difference_table(chosen, configs)
 if groups:
     table = tables.grouped_table(table, groups, band)
     st.caption(f"One line a group of runs that differ only in seed: each metric's mean and its band "

@@ -5,7 +5,7 @@ from collections import Counter
 import numpy as np
 import streamlit as st
 
-from dashboard import charts
+from regnet.dashboard import charts
 
 import regnet.data as rdata
 

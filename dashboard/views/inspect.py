@@ -4,7 +4,7 @@ The page's sections are plain functions in ``dashboard.inspect_sections``; this 
 """
 import warnings
 
-from dashboard import inspect_sections
+from regnet.dashboard import inspect_sections
 
 warnings.filterwarnings("ignore", message="Input Tensor 0 did not already require gradients")
 

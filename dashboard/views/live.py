@@ -9,9 +9,9 @@ new lines of each metrics.jsonl; the per-epoch charts are sent again only when a
 """
 import streamlit as st
 
-from dashboard import charts, launcher, live_regulator, ui
-from dashboard.runs import progress
-from regnet.runs import tail_text
+from regnet.dashboard import charts, launcher, live_regulator, ui
+from regnet.dashboard.run_listing import progress
+from regnet.runs import FAILED_STATES, tail_text
 
 LOG_LINES = 30
 PER_STEP = [panel for panel in charts.PANELS if panel.per_step]
@@ -67,8 +67,8 @@ def run_rows(current: list, notes: dict) -> None:
                 launcher.request_stop(run.path)
                 st.rerun()
         ui.show_run_problems(run, notes[run.key])
-        log = tail_text(run.log_path, max_lines=LOG_LINES) if run.log_path and run.state not in (
-            "failed", "died") else ""  # a failed run's log tail is in its error box already
+        # A failed run's log tail is in its error box already.
+        log = tail_text(run.log_path, max_lines=LOG_LINES) if run.log_path and run.state not in FAILED_STATES else ""
         if log:
             with st.expander(f"train.log of `{run.key}` (last {LOG_LINES} lines)", expanded=False):
                 st.code(log, language="text")

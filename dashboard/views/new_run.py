@@ -9,8 +9,8 @@ import time
 
 import streamlit as st
 
-from dashboard import launcher, ui
-from dashboard.runs import progress
+from regnet.dashboard import launcher, ui
+from regnet.dashboard.run_listing import progress
 
 import regnet.data as rdata
 from regnet.models import list_models, model_info

@@ -1,7 +1,7 @@
-"""``rcnn_classifier``: seed 003's "Faster R-CNN" classifier, torchvision's ``FasterRCNN`` read as a classifier.
+"""``rcnn_classifier``: the MNIST study's "Faster R-CNN" classifier, torchvision's ``FasterRCNN`` read as a classifier.
 
-Why a detector for classification: seed 003 compared one with a small CNN on MNIST. The detector is
-trained as a detector (region-proposal losses plus box-head losses) with one box per image, the
+Why a detector for classification: an earlier MNIST study this lab reproduces compared one with a small
+CNN. The detector is trained as a detector (region-proposal losses plus box-head losses) with one box per image, the
 object's box labelled with the image's class; as a classifier, its logits are the box head's class
 scores (background column dropped) of the best detection, or of the whole-image box when no
 proposal is detected as an object. So training, metrics, evaluation and the dashboard treat it as

@@ -91,7 +91,7 @@ def cifar_net(depth: int, *, regulated: bool, num_classes: int, in_channels: int
     """6n+2 layers: three stages of n basic blocks at widths 16/32/64 (He et al. 2016, Sec. 4.2).
 
     ``shortcut``: ``"A"`` zero-pads (the paper's, no parameters), ``"B"`` projects with a 1x1 convolution
-    where the shape changes (seed 002's blocks).
+    where the shape changes (the blocks of an earlier implementation, kept for comparison).
     """
     if (depth - 2) % 6:
         raise ValueError(f"A CIFAR ResNet has 6n+2 layers; {depth} is not of that form.")

@@ -4,8 +4,8 @@ A small model's forward pass on a CPU is hundreds of short ops (regnet20's:
 about 600, most under a millisecond). Split across torch's intra-op threads,
 each op pays OpenMP's fork and join and leaves a thread idle at its tail; run
 as whole batches side by side, one per thread, the threads never wait on each
-other. On a 2-core Xeon, regnet20 inference went from 616-803 to 871-937
-images/s that way (``bench/README.md``, sixth round).
+other, which makes small-model inference faster on a few cores
+(``bench/throughput.py`` measures it).
 """
 from __future__ import annotations
 

@@ -4,7 +4,10 @@
 - ``atomic``: the one atomic write (temp file in the same folder, fsync of file and folder).
 - ``read``: tolerant readers of status.json, config.yaml and metrics.jsonl.
 - ``process``: process liveness that survives pid reuse (pid + start time).
-- ``state``: a run's state as readers report it (``died``) and its best (the checkpointed best).
+- ``state``: every run state, defined once; a run's state as readers report it (``died``, a forced stop's
+  ``stopped``) and its best (the checkpointed best).
+- ``summary``: a run's summary (identity, state, progress, best and final metrics, config, timing) and the
+  comparison table's row, which every listing, comparison and page uses.
 - ``annotations``: a run's tags and note (the user's, never the engine's).
 - ``trash``: deleting a run into ``<runs root>/.trash/`` and restoring it.
 
@@ -21,7 +24,10 @@ from .layout import (ARTIFACTS, CHECKPOINT_NAMES, CHECKPOINTS, CONFIG, FINAL_EVA
 from .process import owner_alive, process_alive, process_identity, process_start
 from .read import (DamagedFile, MetricsChunk, read_all_metrics, read_config_dict, read_json_object, read_metrics,
                    read_metrics_since, read_regular, read_regulator, read_status, read_yaml_mapping, tail_text)
-from .state import ACTIVE_STATES, DIED, STATES, Best, best_of, reported_state
+from .state import (ACTIVE_STATES, DIED, FAILED_STATES, NO_BEST, REFUSED, RESUMABLE_STATES, STARTING, STARTING_OR_ACTIVE, STATES,
+                    STOPPED, STOPPING, UNKNOWN, Best, best_of, finite, reported_state, stop_requested_at)
+from .summary import (COMPARED_METRICS, EpochMetrics, RunSummary, comparison_row, epoch_metrics, read_epoch_metrics,
+                      read_summary, recorded_summary, settle)
 from .trash import Trashed, restore_run, trash_run, trashed_runs
 
 __all__ = [name for name in dir() if not name.startswith("_")]

@@ -2,7 +2,7 @@
 from .config import Config, apply_override, build_config, config_from_dict, config_to_dict, load_config
 from .loop import RunFailed, train
 from .runfolder import RunFolder, read_metrics, read_status
-from .runs import compare_runs, evaluate_run, list_runs, load_run_model
+from .evaluate import compare_runs, evaluate_run, list_runs, load_run_model
 
 __all__ = [
     "Config", "apply_override", "build_config", "config_from_dict", "config_to_dict", "load_config",

@@ -26,6 +26,8 @@ from pathlib import Path
 
 from regnet.allocator import keep_freed_memory
 
+from regnet.shipped import config_file
+
 from .config import Config, build_config, read_config_file
 
 CONFIG_FLAGS = {  # flag -> config key
@@ -37,7 +39,8 @@ CONFIG_FLAGS = {  # flag -> config key
 
 def add_config_arguments(parser: argparse.ArgumentParser, *, run_flags: bool = True) -> None:
     group = parser.add_argument_group("config (a YAML file, then these flags, then --set, in that order)")
-    group.add_argument("--config", metavar="FILE", help="YAML config, e.g. configs/shapes_regnet20.yaml")
+    group.add_argument("--config", metavar="FILE|NAME", help="YAML config file, or a ready config by name "
+                                                              "(e.g. shapes_regnet20; regnet/shipped.py says where)")
     group.add_argument("--model", help="model name (python -m regnet models lists them)")
     group.add_argument("--dataset", help="data set: shapes, cifar10, cifar100, mnist, fashion_mnist, "
                                          "tiny_imagenet, imagefolder")
@@ -55,7 +58,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, *, run_flags: bool = T
 
 def config_from_args(args: argparse.Namespace) -> Config:
     """Defaults < --config file < the shortcut flags < --set, as layers of ``build_config`` (checked once)."""
-    layers = [read_config_file(args.config)] if args.config else []
+    layers = [read_config_file(config_file(args.config))] if args.config else []
     for flag, key in CONFIG_FLAGS.items():
         value = getattr(args, flag, None)
         if value is not None:
@@ -102,7 +105,7 @@ def _print_on_rank_0(path: Path) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from .metrics import format_confusion, format_per_class
-    from .runs import evaluate_run
+    from .evaluate import evaluate_run
 
     result = evaluate_run(args.run_dir, args.split, args.which, data_root=args.data_root, device=args.device,
                           batch_size=args.batch_size, channels_last=args.channels_last)
@@ -124,13 +127,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _reported_state(run_dir: Path) -> str | None:
-    """The run's state as every reader reports it (``died`` if its process is gone); None without a status."""
-    from regnet.runs import read_status, reported_state
+    """The run's state as every reader reports it (``regnet.runs.read_summary``); None without a readable one."""
+    from regnet.runs import UNKNOWN, read_summary
 
-    try:
-        return reported_state(read_status(run_dir))
-    except ValueError:
-        return None
+    state = read_summary(run_dir).state
+    return None if state == UNKNOWN else state
 
 
 # ---- sanity -----------------------------------------------------------------------------------------------------
@@ -206,7 +207,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 # ---- compare ----------------------------------------------------------------------------------------------------
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .runs import compare_runs, format_compare, list_runs, rank_rows
+    from .evaluate import compare_runs, format_compare, list_runs, rank_rows
 
     run_dirs = args.runs or list_runs(args.runs_root)
     if not run_dirs:
@@ -230,19 +231,20 @@ def cmd_models(args: argparse.Namespace) -> int:
 # ---- dashboard --------------------------------------------------------------------------------------------------
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    """``streamlit run`` on the installed dashboard/app.py, from whatever folder this is started in.
+    """``streamlit run`` on the dashboard's app.py (the package ``regnet.dashboard``), from whatever folder.
 
-    The server settings (localhost, no usage statistics) live beside app.py, so they hold here as for a
-    plain ``streamlit run dashboard/app.py``. The package is found without importing it: regnet never
-    imports the dashboard.
+    Its server settings (localhost, no usage statistics) lie beside app.py (``.streamlit/``), so they hold
+    here as for a plain ``streamlit run dashboard/app.py``. The package is found without importing it:
+    regnet never imports the dashboard. A relative runs folder is the one of the folder this is started in.
     """
     import importlib.util
     import subprocess
 
-    spec = importlib.util.find_spec("dashboard")
+    spec = importlib.util.find_spec("regnet.dashboard")
     app = Path(next(iter(spec.submodule_search_locations or []), "")) / "app.py" if spec else None
     if app is None or not app.is_file():
-        raise ValueError("The dashboard is not installed next to regnet; run pip install -e . in the repository.")
+        raise ValueError("The dashboard is missing from this regnet install; reinstall it with pip install regnet-lab "
+                         "(or pip install . in the repository).")
     env = dict(os.environ)
     if args.runs_root:
         env["REGNET_RUNS_ROOT"] = str(Path(args.runs_root).resolve())

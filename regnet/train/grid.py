@@ -17,7 +17,7 @@ from regnet.runs import atomic_write_json
 from .build import check_names
 from .config import Config, build_config, config_to_dict
 from .loop import RunFailed, train
-from .runs import compare_runs, rank_rows
+from .evaluate import compare_runs, rank_rows
 
 
 def split_values(text: str) -> list[str]:

@@ -37,7 +37,7 @@ from regnet.runs import (ACTIVE_STATES, ARTIFACTS, FINAL_EVAL, STUDY, STUDY_MEMB
 from .build import check_names
 from .config import Config, build_config, config_to_dict, dump_config
 from .grid import split_values
-from .runs import compare_runs
+from .evaluate import compare_runs
 
 METRICS = {"val_top1": "final_val_top1", "val_macro_f1": "final_val_macro_f1", "val_loss": "final_val_loss",
            "train_time_s": "train_time_s"}  # study metric -> regnet compare's column

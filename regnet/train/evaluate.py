@@ -1,4 +1,5 @@
-"""Reading runs back: rebuild a run's model, evaluate a checkpoint on a split, compare runs side by side.
+"""Reading runs back: rebuild a run's model, evaluate a checkpoint on a split, compare runs side by side
+(the table itself is the run-folder contract's, ``regnet.runs.summary``; here it is ranked and printed).
 
 Everything here reads the run folder only (config.yaml, status.json,
 metrics.jsonl, checkpoints/), so it works the same for a run trained here, a
@@ -19,8 +20,7 @@ from regnet.models import build_model, folded_for_inference, model_info
 
 from .build import load_data
 from .checkpoint import load_checkpoint, load_model_weights
-from regnet.runs import (best_of, checkpoint_file, read_all_metrics, read_config_dict, read_status, reported_state,
-                         scan_runs)
+from regnet.runs import checkpoint_file, comparison_row, read_config_dict, read_summary, scan_runs
 
 from .config import Config, config_from_dict, config_to_dict, lower_is_better
 from .distributed import resolve_device
@@ -129,46 +129,18 @@ def list_runs(runs_root: str | Path) -> list[Path]:
 
 
 def compare_runs(run_dirs: list[str | Path]) -> list[dict]:
-    """One row per run: model, options, params, MACs, best and final metrics, training time, state.
+    """The comparison table (``regnet.runs.comparison_row``), one row a run, with the model's options as a label.
 
     A damaged run is a row with its problem in ``note`` (and blanks), never a failure of the whole table;
-    a run whose process is gone is ``died``; the best is the checkpointed best (status.json).
+    a run whose process is gone is ``died`` (``stopped`` if a stop was asked for); "best" is the
+    checkpointed best, and ``best_<metric>`` every other metric at its epoch.
     """
-    return [_compare_row(Path(run_dir)) for run_dir in run_dirs]
-
-
-def _compare_row(run_dir: Path) -> dict:
-    notes, status, config = [], {}, None
-    try:
-        status = read_status(run_dir)
-    except ValueError as error:
-        notes.append(str(error))
-    try:
-        config = load_run_config(run_dir)
-    except ValueError as error:
-        notes.append(str(error))
-    metrics = read_all_metrics(run_dir)
-    if metrics.problem:
-        notes.append(metrics.problem)
-    elif metrics.damaged:
-        notes.append(f"skipped {metrics.damaged} damaged line(s) of metrics.jsonl")
-    epochs = [r for r in metrics.rows if r.get("kind") == "epoch"]
-    final = epochs[-1] if epochs else {}
-    best = best_of(status)
-    options = config.model.options if config else {}
-    return {
-        "run": run_dir.name, "model": config.model.name if config else status.get("model"),
-        "options": _options_label(config.model.name, options) if config else "",
-        "dataset": config.data.name if config else status.get("dataset"),
-        "state": reported_state(status) if status else "damaged",
-        "epochs": f"{status.get('epoch', len(epochs))}/{status.get('epochs', config.train.epochs if config else '?')}",
-        "params": status.get("params"), "macs": status.get("macs"),
-        "best_metric": best.metric or (config.train.early_stop_metric if config else None),
-        "best_value": best.value, "best_epoch": best.epoch,
-        "final_val_top1": final.get("val_top1"), "final_val_loss": final.get("val_loss"),
-        "final_val_macro_f1": final.get("val_macro_f1"), "train_time_s": status.get("elapsed_s"),
-        "note": "; ".join(notes) or None,
-    }
+    rows = []
+    for run_dir in run_dirs:
+        row = comparison_row(read_summary(run_dir))
+        row["options"] = _options_label(row["model"], row["options"]) if row["model"] else ""
+        rows.append(row)
+    return rows
 
 
 def _options_label(model: str, options: dict) -> str:

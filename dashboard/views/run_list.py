@@ -8,9 +8,10 @@ import shlex
 
 import streamlit as st
 
-from dashboard import launcher, ui
-from dashboard.runs import RunFilter, filter_runs, format_started, runs_table
-from regnet.runs import TRASH, parse_tags, restore_run, trash_run, trashed_runs, write_note, write_tags
+from regnet.dashboard import launcher, ui
+from regnet.dashboard.run_listing import RunFilter, filter_runs, format_started, runs_table
+from regnet.runs import (RESUMABLE_STATES, TRASH, parse_tags, restore_run, trash_run, trashed_runs, write_note,
+                         write_tags)
 
 PROBLEMS_SHOWN = 20  # one caption each; with 10,000 runs the rest are counted
 
@@ -75,7 +76,7 @@ def annotate(run) -> None:
 def act(run) -> None:
     """Resume, clone into New run, delete (with a confirmation)."""
     resume_col, clone_col, delete_col = st.columns(3)
-    resumable = run.source == "run" and run.state in launcher.RESUMABLE_STATES
+    resumable = run.source == "run" and run.state in RESUMABLE_STATES
     if resume_col.button("Resume", key=f"runs_resume_{run.key}", disabled=not resumable, width="stretch",
                          help="python -m regnet train --resume, for a stopped, failed or died run"):
         try:

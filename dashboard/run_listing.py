@@ -1,35 +1,33 @@
-"""What the dashboard's pages show about runs: run rows, live metric tails, tables (the folder itself: regnet.runs).
+"""What the dashboard's pages list about runs: run rows, live metric tails, the Runs and Compare tables.
 
 A run folder (docs/run-folder.md) is written by ``python -m regnet train`` whoever started it, and read here
-only through the contract (``regnet.runs``): its file names, its run-id rule, its tolerant readers, its
-liveness check and its definition of best. This module keeps what is shaped for pages: a row per run
-(``RunInfo``), a listing that re-reads a folder only when its status changed (so 10,000 runs list in a
-fraction of a second once scanned), per-file metric tails, and the tables. Nothing here keeps state that a
-browser refresh or a server restart could lose; damaged files become facts on the page, never exceptions.
+only through the contract (``regnet.runs``): its summary of a run (``read_summary``: identity, state, best
+and final metrics, timing), its run states and its comparison row. This module keeps what is shaped for
+pages: a row per run (``RunInfo``: the contract's summary with the key a page selects by and what the
+dashboard's own launch records add), a listing that re-reads a folder only when its status changed (so
+10,000 runs list in a fraction of a second once scanned), per-file metric tails, and the tables as pandas
+frames. Nothing here keeps state that a browser refresh or a server restart could lose; damaged files
+become facts on the page, never exceptions.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from stat import S_ISREG
 from typing import Iterable, Sequence
 
 import pandas as pd
 
-from regnet.runs import (ACTIVE_STATES as CONTRACT_ACTIVE, CONFIG, LAUNCHES, LOG, METRICS, STATUS, STOP,
-                         Best, best_of, is_run_id, owner_alive, read_all_metrics, read_config_dict, read_metrics_since,
-                         read_note, read_regular, read_status, read_tags, reported_state, scan_runs, tail_text)
+from regnet.runs import (COMPARED_METRICS, CONFIG, LAUNCHES, LOG, REFUSED, STARTING, STARTING_OR_ACTIVE, STATUS,
+                         STOPPING, Best, EpochMetrics, MetricsChunk, RunSummary, comparison_row, finite, is_run_id,
+                         owner_alive, read_epoch_metrics, read_metrics_since, read_regular, recorded_summary,
+                         scan_runs, settle, tail_text)
 
-# Contract states plus "starting" (launched, nothing written yet); "died", "refused" and "unknown" are not active.
-ACTIVE_STATES = ("starting", *CONTRACT_ACTIVE)
-REFUSED = "refused"
-STOPPING = "stopping..."  # shown from a stop request until the run's status says it has stopped
 SHIPPED_PREFIX = "shipped/"
 
 # Metrics logged on every step line: dense, so they are smoothed and read from step lines when present.
@@ -48,15 +46,6 @@ class _Tail:
     identity: tuple = ()
 
 
-@dataclass
-class MetricsRead:
-    """All rows of a metrics file so far, the damaged lines skipped, and why the file cannot be read (if so)."""
-
-    rows: list
-    damaged: int = 0
-    problem: str | None = None
-
-
 class MetricsTail:
     """Per-file byte offsets and parsed rows, so a refresh of a live chart reads only what is new.
 
@@ -69,7 +58,8 @@ class MetricsTail:
         self._tails: dict[str, _Tail] = {}
         self._lock = threading.Lock()
 
-    def read(self, path: Path) -> MetricsRead:
+    def read(self, path: Path) -> MetricsChunk:
+        """Every row of ``path`` so far (new bytes only are read), the damaged lines counted, and its problem."""
         key = os.path.abspath(path)
         with self._lock:
             tail = self._tails.setdefault(key, _Tail())
@@ -77,7 +67,7 @@ class MetricsTail:
                 stat = os.stat(key)
             except OSError:
                 self._tails[key] = _Tail()
-                return MetricsRead([])
+                return MetricsChunk()
             if (tail.identity and tail.identity != (stat.st_ino,)) or stat.st_size < tail.offset:
                 tail = self._tails[key] = _Tail()
             tail.identity = (stat.st_ino,)
@@ -86,7 +76,7 @@ class MetricsTail:
                 chunk = read_metrics_since(key, tail.offset)
                 tail.rows.extend(chunk.rows)
                 tail.offset, tail.damaged, problem = chunk.offset, tail.damaged + chunk.damaged, chunk.problem
-            return MetricsRead(list(tail.rows), tail.damaged, problem)
+            return MetricsChunk(list(tail.rows), tail.offset, tail.damaged, problem)
 
     def offset(self, path: Path) -> int:
         """Bytes consumed so far for ``path`` (0 when never read)."""
@@ -142,40 +132,20 @@ def ema(values: Iterable[float], weight: float) -> list[float]:
 # --------------------------------------------------------------------------------------------- runs
 
 @dataclass
-class RunInfo:
-    """One row of the Runs page: what status.json (or the launch record) says, with the state readers report."""
+class RunInfo(RunSummary):
+    """One row of the pages: the contract's summary of a run, the key pages select it by, and where it came from.
 
-    key: str  # what the pages select by: the run id, or "shipped/<name>"
-    path: Path
-    source: str  # "run" | "shipped"
-    state: str  # contract states, "died", plus "starting" (launched, nothing written yet), "refused", "unknown"
-    model: str | None = None
-    dataset: str | None = None
-    epoch: int | None = None
-    epochs: int | None = None
-    step: int | None = None
-    steps_per_epoch: int | None = None
-    started_at: float | None = None
-    updated_at: float | None = None
-    elapsed_s: float | None = None
-    best_metric: str | None = None
-    best_value: float | None = None
-    best_epoch: int | None = None
-    images_per_s: float | None = None
-    params: int | None = None
-    macs: int | None = None
-    error: str | None = None
-    pid: int | None = None
-    owner: dict = field(default_factory=dict)  # pid, pid_start, host: whom to ask whether it still runs
-    stop_requested_at: float | None = None
-    problem: str | None = None  # something wrong with the folder itself (e.g. corrupt status.json)
+    ``state`` is the contract's (``regnet.runs.state``), with the dashboard's launch records adding
+    ``starting`` (launched, nothing written yet) and ``refused`` (a folder outside its root, never read).
+    """
+
+    key: str = ""  # the run id, or "shipped/<name>"
+    source: str = "run"  # "run" | "shipped"
     log_path: Path | None = None
-    tags: tuple[str, ...] = ()
-    note: str = ""
 
     @property
     def active(self) -> bool:
-        return self.state in ACTIVE_STATES
+        return self.state in STARTING_OR_ACTIVE
 
     @property
     def shown_state(self) -> str:
@@ -183,134 +153,75 @@ class RunInfo:
         return STOPPING if self.active and self.stop_requested_at is not None else self.state
 
     @property
-    def best(self) -> Best:
-        """The contract's best (``regnet.runs.best_of``): the checkpointed best, whatever its metric."""
-        return Best(self.best_metric, self.best_value, self.best_epoch)
-
-    @property
     def refused(self) -> bool:
         return self.state == REFUSED
 
-    @property
-    def metrics_path(self) -> Path:
-        return self.path / METRICS
 
-
-def _number(value, kind=float):
-    if isinstance(value, bool):
+def _read_recorded(run_dir: Path, key: str, source: str, launch: dict | None,
+                   metrics_of=read_epoch_metrics) -> RunInfo | None:
+    """A RunInfo with what the files (and the launch record) say, before asking whether its process lives;
+    None if nothing is there."""
+    summary = recorded_summary(run_dir, metrics_of, with_config=False)  # the pages that show configs read them
+    if not summary.recorded and launch is None:
         return None
-    try:
-        number = None if value is None else kind(value)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return number if number is None or math.isfinite(number) else None
+    info = RunInfo(**{name: getattr(summary, name) for name in RunSummary.__dataclass_fields__}, key=key,
+                   source=source, log_path=run_dir / LOG)
+    if launch is None:
+        return info
+    no_status = summary.problem is not None or not (run_dir / STATUS).is_file()
+    launched = {"pid": finite(launch.get("pid"), int), "pid_start": launch.get("pid_start")}
+    info = replace(info, owner=launched if no_status else info.owner,
+                   started_at=info.started_at or finite(launch.get("started_at")),
+                   model=info.model or _text(launch.get("model")), dataset=info.dataset or _text(launch.get("dataset")))
+    if no_status:
+        return replace(info, state=STARTING, problem=None)
+    if _resumed_since(launch, info):
+        return replace(info, state=STARTING, owner=launched)
+    return info
 
 
 def _text(value) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _stop_time(run_dir: Path) -> float | None:
-    try:
-        return (run_dir / STOP).stat().st_mtime
-    except OSError:
-        return None
-
-
-def _read_recorded(run_dir: Path, key: str, source: str, launch: dict | None) -> RunInfo | None:
-    """A RunInfo with what the files say, before asking whether its process lives; None if nothing is there."""
-    status, problem = None, None
-    try:
-        status = read_status(run_dir)
-    except FileNotFoundError:
-        pass
-    except ValueError as error:
-        problem = str(error) if os.path.lexists(run_dir / STATUS) else None
-    info = RunInfo(key=key, path=run_dir, source=source, state="unknown", problem=problem, log_path=run_dir / LOG,
-                   tags=tuple(read_tags(run_dir)), note=read_note(run_dir))
-    if status is None:
-        try:
-            config = read_config_dict(run_dir)
-        except ValueError:
-            config = None
-        if config is None and problem is None and launch is None:
-            return None
-        sections = config or {}
-        model, data = sections.get("model"), sections.get("data")
-        info.model = _text(model.get("name")) if isinstance(model, dict) else None
-        info.dataset = _text(data.get("name")) if isinstance(data, dict) else None
-    else:
-        _fill_from_status(info, status)
-    if launch is not None:
-        info.pid = info.pid or _number(launch.get("pid"), int)
-        info.owner = info.owner or {"pid": info.pid, "pid_start": launch.get("pid_start")}
-        info.started_at = info.started_at or _number(launch.get("started_at"), float)
-        info.model = info.model or _text(launch.get("model"))
-        info.dataset = info.dataset or _text(launch.get("dataset"))
-        if status is None:
-            info.state, info.problem = "starting", None
-        elif _resumed_since(launch, status):
-            info.state, info.pid = "starting", _number(launch.get("pid"), int)
-            info.owner = {"pid": info.pid, "pid_start": launch.get("pid_start")}
-    return info
-
-
-def _resumed_since(launch: dict, status: dict) -> bool:
+def _resumed_since(launch: dict, info: RunInfo) -> bool:
     """Whether the dashboard resumed this run after its status was last written (the new process has not yet)."""
-    launched, updated = _number(launch.get("started_at")), _number(status.get("updated_at"))
+    launched, updated = finite(launch.get("started_at")), info.updated_at
     return (bool(launch.get("resumed")) and launched is not None and updated is not None and launched > updated
-            and status.get("state") not in CONTRACT_ACTIVE)
-
-
-def _fill_from_status(info: RunInfo, status: dict) -> None:
-    info.state = _text(status.get("state")) or "unknown"
-    info.model = _text(status.get("model"))
-    info.dataset = _text(status.get("dataset"))
-    for name, kind in (("epoch", int), ("epochs", int), ("step", int), ("steps_per_epoch", int), ("params", int),
-                       ("macs", int), ("pid", int), ("started_at", float), ("updated_at", float),
-                       ("elapsed_s", float), ("images_per_s", float)):
-        setattr(info, name, _number(status.get(name), kind))
-    best = best_of(status)
-    info.best_metric, info.best_value, info.best_epoch = best.metric, best.value, best.epoch
-    info.error = _text(status.get("error"))
-    info.owner = {k: status.get(k) for k in ("pid", "pid_start", "host")}
-    if not info.model or not info.dataset:
-        try:
-            config = read_config_dict(info.path)
-        except ValueError:
-            return
-        for attr, section in (("model", "model"), ("dataset", "data")):
-            if not getattr(info, attr) and isinstance(config.get(section), dict):
-                setattr(info, attr, _text(config[section].get("name")))
+            and info.state not in STARTING_OR_ACTIVE)
 
 
 def _settle(info: RunInfo, launch: dict | None) -> RunInfo:
-    """The state to show now: an active run whose process is gone has died (or, never started, failed)."""
+    """The state to show now: the contract's (``regnet.runs.settle``: died, or stopped when asked to), and a
+    launched run whose process ended before it wrote anything has failed, with its log's last line."""
     if info.source != "run" or not info.active:
         return info
-    stop_at = _stop_time(info.path)
-    launched = _number(launch.get("started_at")) if launch else None
-    if stop_at is not None and launched is not None and stop_at < launched:
-        stop_at = None  # a request older than this process (the stop before a resume) is not meant for it
-    info = dataclasses.replace(info, stop_requested_at=stop_at)
-    state = "starting" if owner_alive(info.owner) else "failed"
-    if info.state != "starting":
-        state = reported_state({**info.owner, "state": info.state})
-    if state == info.state:
+    launched = finite(launch.get("started_at")) if launch else None
+    if info.stop_requested_at is not None and launched is not None and info.stop_requested_at < launched:
+        info = replace(info, stop_requested_at=None)  # the stop before a resume is not meant for this process
+    if info.state != STARTING:
+        settled = settle(info)
+    elif owner_alive(info.owner):
         return info
-    log = Path(launch["log"]) if launch and isinstance(launch.get("log"), str) else None
-    last_line = next((line for line in reversed(tail_text(log).splitlines()) if line.strip()), "") if log else ""
-    pid = f" (pid {info.pid})" if info.pid else ""
-    asked = " after it was asked to stop" if info.stop_requested_at is not None else ""
-    if state == "failed":
-        info.error = last_line or f"Its process{pid} ended before it wrote a status."
     else:
-        info.error = info.error or (f"Its process{pid} ended{asked} without writing a final status; continue it "
-                                    f"with python -m regnet train --resume {info.path}.")
-    info.state = state
+        pid = f" (pid {info.pid})" if info.pid else ""
+        settled = replace(info, state="failed", error=_last_line(launch) or f"Its process{pid} ended before it "
+                                                                             f"wrote a status.")
+    if settled.state == info.state:
+        return info
+    log = _launch_log(launch)
     if log is not None and not (info.path / LOG).exists():
-        info.log_path = log
-    return info
+        settled = replace(settled, log_path=log)
+    return settled
+
+
+def _launch_log(launch: dict | None) -> Path | None:
+    return Path(launch["log"]) if launch and isinstance(launch.get("log"), str) else None
+
+
+def _last_line(launch: dict | None) -> str:
+    log = _launch_log(launch)
+    return next((line for line in reversed(tail_text(log).splitlines()) if line.strip()), "") if log else ""
 
 
 def read_run(run_dir: Path, key: str, source: str = "run", launch: dict | None = None) -> RunInfo | None:
@@ -338,7 +249,7 @@ class RunIndex:
     def __init__(self) -> None:
         self._rows: dict[str, tuple[tuple, RunInfo | None]] = {}
         self._launches: dict[str, tuple[tuple, dict | None]] = {}
-        self._summaries: dict[str, tuple[tuple, MetricsSummary]] = {}
+        self._epochs: dict[str, tuple[int | None, EpochMetrics]] = {}
         self._lock = threading.Lock()
 
     def run(self, run_dir: Path, key: str, source: str, launch: dict | None) -> RunInfo | None:
@@ -351,28 +262,22 @@ class RunIndex:
         with self._lock:
             cached = self._rows.get(cache_key)
         if cached is None or cached[0] != signature:
-            info = _read_recorded(run_dir, key, source, launch)
-            cached = (signature, info if info is None else self._summarised(cache_key, info))
+            cached = (signature, _read_recorded(run_dir, key, source, launch,
+                                                lambda path, epochs: self._metrics(cache_key, path, epochs)))
             with self._lock:
                 self._rows[cache_key] = cached
         return None if cached[1] is None else _settle(cached[1], launch)
 
-    def _summarised(self, cache_key: str, info: RunInfo) -> RunInfo:
-        """``info`` with the run's average images/s and, without a recorded start, its first metric's time.
-
-        metrics.jsonl is read again only when the completed epochs change (what the average is taken over),
-        not on every status write of a running run.
-        """
-        summary_key = (info.epoch, info.started_at is None)
+    def _metrics(self, cache_key: str, run_dir: Path, completed_epochs: int | None) -> EpochMetrics:
+        """The run's epoch metrics, read again only when its completed epochs change (what the best, the final
+        and the average speed are taken over), not on every status write of a running run."""
         with self._lock:
-            cached = self._summaries.get(cache_key)
-        if cached is None or cached[0] != summary_key:
-            cached = (summary_key, summarise_metrics(read_all_metrics(info.path).rows))
+            cached = self._epochs.get(cache_key)
+        if cached is None or cached[0] != completed_epochs:
+            cached = (completed_epochs, read_epoch_metrics(run_dir))
             with self._lock:
-                self._summaries[cache_key] = cached
-        summary = cached[1]
-        return dataclasses.replace(info, images_per_s=summary.images_per_s or info.images_per_s,
-                                   started_at=info.started_at or summary.first_time)
+                self._epochs[cache_key] = cached
+        return cached[1]
 
     def launch(self, record: Path) -> dict | None:
         """A launch record's JSON object (None if damaged), re-read only when the file changed."""
@@ -388,26 +293,6 @@ class RunIndex:
             with self._lock:
                 self._launches[str(record)] = cached
         return cached[1]
-
-
-@dataclass(frozen=True)
-class MetricsSummary:
-    images_per_s: float | None  # the run's average over its completed epochs
-    first_time: float | None  # when its first metric line was written
-
-
-def summarise_metrics(rows: Sequence[dict]) -> MetricsSummary:
-    """The run's average training speed and its first line's time, from its metrics lines.
-
-    Each epoch line's images/s is that epoch's training images over its training seconds; epochs hold the
-    same number of images, so the run's average (all images over all training seconds) is their harmonic
-    mean. Not the last step's value, which is one window of a few steps and swings with the machine's load.
-    """
-    speeds = [_number(row.get("images_per_s")) for row in rows if row.get("kind") == "epoch"]
-    speeds = [speed for speed in speeds if speed and speed > 0]
-    times = [time_ for time_ in (_number(row.get("time")) for row in rows) if time_]
-    average = len(speeds) / sum(1.0 / speed for speed in speeds) if speeds else None
-    return MetricsSummary(average, min(times) if times else None)
 
 
 RUN_INDEX = RunIndex()
@@ -545,7 +430,7 @@ RUNS_COLUMNS = ["run", "tags", "model", "dataset", "status", "epochs done", "bes
 def runs_table(runs: Sequence[RunInfo]) -> pd.DataFrame:
     """The Runs page table (one row a run, newest first, shipped runs marked).
 
-    "images/s" is the run's average (see ``summarise_metrics``), "best" the contract's checkpointed best.
+    "images/s" is the run's average (``regnet.runs.epoch_metrics``), "best" the contract's checkpointed best.
     """
     rows = [{
         "run": run.key,
@@ -587,41 +472,27 @@ def filter_runs(runs: Sequence[RunInfo], wanted: RunFilter) -> list[RunInfo]:
     return [run for run in runs if wanted.matches(run)]
 
 
-def _last(frame: pd.DataFrame, column: str):
-    if column not in frame:
-        return None
-    values = frame[column].dropna()
-    return None if values.empty else float(values.iloc[-1])
+METRIC_LABELS = {"val_top1": "val top-1", "val_top5": "val top-5", "val_macro_f1": "val macro-F1",
+                 "val_loss": "val loss", "train_loss": "train loss"}
 
 
-def compare_table(runs: Sequence[RunInfo], frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """One row a run: size, best and final validation results, time and speed (for the Compare page).
+def compare_table(runs: Sequence[RunInfo]) -> pd.DataFrame:
+    """The contract's comparison table (``regnet.runs.comparison_row``) as the Compare page labels it, results first.
 
-    "best" is the checkpointed best (status.json, the model in best.pt), as on the Runs page and in
-    ``regnet compare``; "final" is the last epoch line.
+    "best" is the checkpointed best (the model in best.pt) with its metric and epoch, as on the Runs page
+    and in ``regnet compare``; "best val top-1" and the like are each metric at that epoch, "final" at the
+    last epoch.
     """
     rows = []
     for run in runs:
-        frame = frames.get(run.key, pd.DataFrame())
-        epochs = frame[frame["kind"] == "epoch"] if "kind" in frame else frame
-        best = run.best_value if run.best_metric in (None, "val_top1") else None  # the checkpointed best
-        rows.append({
-            "run": run.key,
-            "model": run.model or "",
-            "dataset": run.dataset or "",
-            "status": run.state,
-            "params": run.params,
-            "MACs": run.macs,
-            "epochs": run.epoch,
-            "best val top-1": best,
-            "final val top-1": _last(epochs, "val_top1"),
-            "final val top-5": _last(epochs, "val_top5"),
-            "final val macro-F1": _last(epochs, "val_macro_f1"),
-            "final val loss": _last(epochs, "val_loss"),
-            "final train loss": _last(epochs, "train_loss"),
-            "training time s": run.elapsed_s,
-            "images/s": run.images_per_s if run.images_per_s is not None else _last(epochs, "images_per_s"),
-        })
+        row = comparison_row(run)
+        shown = {"run": run.key, "best metric": row["best_metric"], "best": row["best_value"],
+                 "best epoch": row["best_epoch"], "model": run.model or "", "dataset": run.dataset or "",
+                 "status": run.state, "params": run.params, "MACs": run.macs, "epochs": run.epoch}
+        for when in ("best", "final"):
+            shown.update({f"{when} {METRIC_LABELS[metric]}": row[f"{when}_{metric}"] for metric in COMPARED_METRICS})
+        shown.update({"training time s": row["train_time_s"], "images/s": row["images_per_s"]})
+        rows.append(shown)
     return pd.DataFrame(rows)
 
 

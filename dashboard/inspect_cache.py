@@ -26,16 +26,16 @@ from regnet import runs
 from regnet.data import SAMPLES_DIR, DataError, DatasetInfo, check_data_available, has_samples, load_sample_split
 from regnet.data.device import evaluation_batches
 from regnet.train.build import load_data
-from regnet.train.runs import load_run_config, load_run_model
+from regnet.train.evaluate import load_run_config, load_run_model
 
 ANALYSIS_LIMIT = 10_000
-ANALYSIS_BATCH = 128  # regnet20's fastest inference batch on a CPU (bench/README.md)
+ANALYSIS_BATCH = 128  # regnet20's fastest inference batch on a CPU (bench/throughput.py measures batch sizes)
 QUALITY_IMAGES = 32
 CACHE_FOLDER = ".inspect-cache"  # dot-named: the runs listing skips it
 
 
 @dataclass
-class LabImages:
+class InspectImages:
     """The labelled images Inspect offers for a run: its validation split, or the sample shipped with it."""
 
     val: Dataset  # yields (normalised tensor, label); ``targets`` lists the labels
@@ -75,7 +75,7 @@ def model_of(run_dir: str, which: str, identity: str):
 
 
 @st.cache_resource(show_spinner="Loading the images...", max_entries=4)
-def images_of(run_dir: str, data_root: str) -> LabImages:
+def images_of(run_dir: str, data_root: str) -> InspectImages:
     """The run's validation split from ``data_root`` when its files are there, else its shipped sample.
 
     Never downloads: a data set that is not on disk is a DataError naming the files, unless the run
@@ -89,9 +89,9 @@ def images_of(run_dir: str, data_root: str) -> LabImages:
         if not has_samples(run_dir):
             raise
         val, info = load_sample_split(Path(run_dir) / SAMPLES_DIR)
-        return LabImages(val, info, sample=True)
+        return InspectImages(val, info, sample=True)
     splits = load_data(config, augment=False)
-    return LabImages(splits.val, splits.info, sample=False)
+    return InspectImages(splits.val, splits.info, sample=False)
 
 
 class _Store:
@@ -170,7 +170,7 @@ class ProgressBar:
         self.slot.empty()
 
 
-def split_analysis(cache: Path, which_path: Path, model, images: LabImages, limit: int = ANALYSIS_LIMIT,
+def split_analysis(cache: Path, which_path: Path, model, images: InspectImages, limit: int = ANALYSIS_LIMIT,
                    progress: Callable[[int, int], None] | None = None) -> dict:
     """Every split-level analysis of a checkpoint on (up to ``limit`` of) its validation images."""
     val = images.val
@@ -185,7 +185,7 @@ def split_analysis(cache: Path, which_path: Path, model, images: LabImages, limi
     return ri.cached(cache, "inspect-split", key, compute)
 
 
-def quality_scores(cache: Path, which_path: Path, model, images: LabImages, settings: ri.MethodSettings,
+def quality_scores(cache: Path, which_path: Path, model, images: InspectImages, settings: ri.MethodSettings,
                    progress: Callable[[int, int], None] | None = None) -> list[dict]:
     """Pointing game and mass on object of every method on the first validation images (``shapes`` masks)."""
     n = min(QUALITY_IMAGES, len(images.val))
