@@ -23,7 +23,6 @@ import threading
 import streamlit as st
 
 from regnet.dashboard import ui
-from regnet.allocator import keep_freed_memory
 
 st.set_page_config(page_title="RegNet Lab", page_icon=ui.page_icon(), layout="wide")
 ui.refuse_remote_client()
@@ -43,10 +42,8 @@ def warm_up() -> threading.Thread:
     """Import the model and attribution stack (torch, captum, regnet) once per server, in the background.
 
     Those imports take seconds of CPU; started here, they are done by the time a user who opened the
-    Runs page clicks Inspect, instead of being paid by that first click. First the server's malloc is told
-    to keep the maps Inspect's passes free (:func:`regnet.allocator.keep_freed_memory`).
+    Runs page clicks Inspect, instead of being paid by that first click.
     """
-    keep_freed_memory()
     thread = threading.Thread(target=importlib.import_module, args=("regnet.dashboard.inspect_sections",), daemon=True)
     thread.start()
     return thread

@@ -24,8 +24,6 @@ import sys
 import time
 from pathlib import Path
 
-from regnet.allocator import keep_freed_memory
-
 from regnet.shipped import config_file
 
 from .config import Config, build_config, read_config_file
@@ -335,7 +333,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    keep_freed_memory()  # every command's passes reuse the last pass's maps instead of faulting in fresh pages
     try:
         code = args.func(args)
     except (ValueError, OSError) as error:  # DataError is a ValueError; our messages are one sentence

@@ -60,7 +60,6 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from regnet.allocator import keep_freed_memory
 from regnet.metrics import per_class_table
 from regnet.models import fast, summary
 from regnet.runs import (ACTIVE_STATES, ARTIFACTS, FINAL_EVAL, STATUS, atomic_write_json, checkpoint_file,
@@ -123,13 +122,27 @@ class StopSignals:
 
 
 @dataclass
+class EpochSums:
+    """What the current epoch has trained so far, over every process: loss x images, correct, images, seconds."""
+
+    loss: float = 0.0
+    correct: float = 0.0
+    images: float = 0.0
+    seconds: float = 0.0
+
+    def as_list(self) -> list[float]:
+        """The order last.pt stores them in."""
+        return [self.loss, self.correct, self.images, self.seconds]
+
+
+@dataclass
 class TrainState:
     """Where a run is; saved in last.pt and restored from it by the same two methods, so a resume is exact."""
 
     epoch: int = 0  # completed epochs
     step: int = 0
     epoch_step: int = 0  # steps into the current epoch (0 at an epoch boundary)
-    epoch_sums: list = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])  # loss sum, correct, images, seconds
+    epoch_sums: EpochSums = field(default_factory=EpochSums)
     best_value: float | None = None
     best_epoch: int | None = None
     bad_epochs: int = 0
@@ -139,7 +152,7 @@ class TrainState:
     def to_checkpoint(self, running_s: float = 0.0) -> dict:
         """The state as last.pt stores it; ``running_s`` adds the seconds of an epoch still in progress."""
         saved = {name: getattr(self, name) for name in STATE_FIELDS}
-        saved["epoch_sums"] = [*self.epoch_sums[:3], self.epoch_sums[3] + running_s]
+        saved["epoch_sums"] = [*self.epoch_sums.as_list()[:3], self.epoch_sums.seconds + running_s]
         saved["elapsed_s"] = self.elapsed_s + running_s
         return {**saved, "metrics": dict(self.last_record)}
 
@@ -148,7 +161,7 @@ class TrainState:
         if checkpoint is None:
             return cls()
         state = cls(**{name: checkpoint[name] for name in STATE_FIELDS}, last_record=dict(checkpoint["metrics"]))
-        state.epoch_sums = list(state.epoch_sums)
+        state.epoch_sums = EpochSums(*checkpoint["epoch_sums"])
         return state
 
 
@@ -182,6 +195,8 @@ class Run:
     train_end: float = 0.0
     lr: float = 0.0  # the LR of the epoch's last step
     last_saved: float = field(default_factory=time.monotonic)
+    # The steps' sums since they were last read, on the device: loss x images, correct, images, non-finite losses.
+    pending: torch.Tensor | None = None
     data_note: str | None = None  # a choice the data loader made (e.g. a carved validation split), for the log
 
     @property
@@ -209,7 +224,6 @@ def train(config: Config | None = None, *, resume: str | Path | None = None, dev
     folder exists, failures raise ``RunFailed`` after recording themselves in
     status.json and train.log.
     """
-    keep_freed_memory()  # the steps reuse the last step's maps instead of faulting in fresh pages
     checkpoint, status = None, None
     if resume is not None:
         resume = Path(resume)
@@ -425,28 +439,31 @@ def _train_epoch(run: Run, signals: StopSignals) -> bool:
     run.model.train()
     bar = tqdm(total=run.steps_per_epoch, initial=st.epoch_step, desc=f"epoch {st.epoch + 1}/{t.epochs}",
                disable=not (run.progress and ctx.is_main), leave=False, dynamic_ncols=True)
-    window = [0.0, 0, time.time()]  # since the last step line: loss sum, images, start
+    window = EpochSums(seconds=time.time())  # since the last step line; ``seconds`` holds its start
     stop = False
     for images, targets, *boxes in run.train_loader:  # boxes: a detector's object boxes, where the data has them
         run.lr = run.optimizer.param_groups[0]["lr"]
-        loss_sum, correct, count, stop = _train_step(run, images, targets, signals, boxes)
+        _train_step(run, images, targets, boxes)
         st.step += 1
         st.epoch_step += 1
-        st.epoch_sums[:3] = [st.epoch_sums[0] + loss_sum, st.epoch_sums[1] + correct, st.epoch_sums[2] + count]
-        window[:2] = [window[0] + loss_sum, window[1] + count]
         bar.update(1)
-        if stop or st.step % t.log_every == 0 or st.epoch_step == run.steps_per_epoch:
+        asked = signals.received is not None or (ctx.is_main and run.folder.stop_requested())
+        if (asked and ctx.world_size == 1) or st.step % t.log_every == 0:
+            stop = _read_sums(run, window, asked)  # every process reads at the same steps
             _log_step(run, window, bar)  # a stop logs its last step too, so no trained step goes unrecorded
-            window = [0.0, 0, time.time()]
-        if stop:
-            break
-        if st.epoch_step < run.steps_per_epoch and _checkpoint_due(run):
-            _save(run, "last", running_s=time.time() - run.epoch_started)
-            run.folder.write_status(step=st.step, elapsed_s=st.elapsed_s + st.epoch_sums[3] + time.time()
-                                    - run.epoch_started)
+            window = EpochSums(seconds=time.time())
+            if stop:
+                break
+            if st.epoch_step < run.steps_per_epoch and _checkpoint_due(run):
+                _save(run, "last", running_s=time.time() - run.epoch_started)
+                run.folder.write_status(step=st.step, elapsed_s=st.elapsed_s + st.epoch_sums.seconds + time.time()
+                                        - run.epoch_started)
+    if run.pending is not None:  # the epoch's last steps since the last read (every process ends here alike)
+        stop = _read_sums(run, window, False)
+        _log_step(run, window, bar)
     bar.close()
     run.train_end = time.time()
-    st.epoch_sums[3] += run.train_end - run.epoch_started
+    st.epoch_sums.seconds += run.train_end - run.epoch_started
     if not stop:
         return False
     st.elapsed_s += run.train_end - run.epoch_started  # mid-epoch: save how far we got, to continue from here
@@ -458,8 +475,13 @@ def _train_epoch(run: Run, signals: StopSignals) -> bool:
     return True
 
 
-def _train_step(run: Run, images, targets, signals: StopSignals, boxes: list) -> tuple[float, float, float, bool]:
-    """One optimizer step; returns the global batch's loss sum, correct count, size, and whether to stop."""
+def _train_step(run: Run, images, targets, boxes: list) -> None:
+    """One optimizer step; its loss, accuracy and finiteness are added to ``run.pending`` on the device.
+
+    Nothing is read back to the host here (on a GPU that would stall every
+    step): :func:`_read_sums` reads the sums at log steps. A non-finite loss
+    is therefore found at the next log step, before any checkpoint is written.
+    """
     t, device = run.config.train, run.ctx.device
     images = images.to(device, non_blocking=True)
     targets = targets.to(device, non_blocking=True)
@@ -468,19 +490,11 @@ def _train_step(run: Run, images, targets, signals: StopSignals, boxes: list) ->
         images = images.contiguous(memory_format=torch.channels_last)
     with autocast(device, t.amp, t.amp_dtype):
         logits, loss = _forward_and_loss(run, images, targets, boxes)
-    # One all-reduce per step: the global batch's loss and accuracy, a non-finite loss on any process, and a
-    # stop request on any process; checked before the update touches the weights.
-    stop_flag = signals.received is not None or (run.ctx.is_main and run.folder.stop_requested())
-    stats = torch.stack([
-        loss.detach().float() * len(targets), (logits.argmax(1) == targets).sum().float(),
-        torch.tensor(float(len(targets)), device=device),
-        (~torch.isfinite(loss.detach())).float(), torch.tensor(float(stop_flag), device=device),
-    ]).double()
-    loss_sum, correct, count, nonfinite, stop = all_reduce_sum(stats).tolist()
-    if nonfinite:
-        raise NonFiniteLoss(f"The training loss became non-finite (inf or nan) at epoch {run.state.epoch + 1}, "
-                            f"step {run.state.step + 1}; lower the learning rate or set train.grad_clip "
-                            f"(e.g. --set train.grad_clip=1.0).")
+    loss_ = loss.detach().double()
+    stats = torch.stack([loss_ * len(targets), (logits.argmax(1) == targets).sum().double(),
+                         torch.full((), float(len(targets)), dtype=torch.float64, device=device),
+                         (~torch.isfinite(loss_)).double()])
+    run.pending = stats if run.pending is None else run.pending + stats
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(loss).backward()
     if t.grad_clip is not None:
@@ -489,7 +503,26 @@ def _train_step(run: Run, images, targets, signals: StopSignals, boxes: list) ->
     run.scaler.step(run.optimizer)
     run.scaler.update()
     run.scheduler.step()
-    return loss_sum, correct, count, bool(stop)
+
+
+def _read_sums(run: Run, window: EpochSums, asked: bool) -> bool:
+    """Sum the steps' pending stats over processes, read them to the host, and add them to ``window`` and the
+    epoch's sums; True when any process asked to stop (``asked`` is this one's request).
+
+    Every process calls this at the same steps (the all-reduce is collective); a process alone also calls it
+    at the step a stop was asked for.
+    """
+    st = run.state
+    flag = torch.full((1,), float(asked), dtype=torch.float64, device=run.ctx.device)
+    loss, correct, images, nonfinite, stop = all_reduce_sum(torch.cat([run.pending, flag])).tolist()
+    run.pending = None
+    if nonfinite:
+        raise NonFiniteLoss(f"The training loss became non-finite (inf or nan) in epoch {st.epoch + 1}, by step "
+                            f"{st.step}; lower the learning rate or set train.grad_clip "
+                            f"(e.g. --set train.grad_clip=1.0).")
+    for sums in (window, st.epoch_sums):
+        sums.loss, sums.correct, sums.images = sums.loss + loss, sums.correct + correct, sums.images + images
+    return stop > 0
 
 
 def _forward_and_loss(run: Run, images: torch.Tensor, targets: torch.Tensor,
@@ -504,21 +537,21 @@ def _forward_and_loss(run: Run, images: torch.Tensor, targets: torch.Tensor,
     return logits, run.criterion(logits, targets)
 
 
-def _log_step(run: Run, window: list, bar) -> None:
+def _log_step(run: Run, window: EpochSums, bar) -> None:
     """A step line in metrics.jsonl and TensorBoard, and the step in status.json."""
     st, now = run.state, time.time()
     record = {"kind": "step", "epoch": st.epoch + 1, "step": st.step, "time": now,
-              "train_loss": window[0] / window[1], "lr": run.lr,
-              "images_per_s": window[1] / max(now - window[2], 1e-9)}
+              "train_loss": window.loss / window.images, "lr": run.lr,
+              "images_per_s": window.images / max(now - window.seconds, 1e-9)}
     bar.set_postfix(loss=f"{record['train_loss']:.3f}", img_s=f"{record['images_per_s']:.0f}")
     if not run.ctx.is_main:
         return
     run.folder.append_metrics(record)
     for key in ("train_loss", "lr", "images_per_s"):
         run.writer.add_scalar(f"step/{key}", record[key], st.step)
-    train_s = st.epoch_sums[3] + now - run.epoch_started  # this epoch's training seconds so far
+    train_s = st.epoch_sums.seconds + now - run.epoch_started  # this epoch's training seconds so far
     # status.json's images/s is the epoch's average so far (the step line keeps the window's, for the curve).
-    run.folder.write_status(step=st.step, images_per_s=st.epoch_sums[2] / max(train_s, 1e-9),
+    run.folder.write_status(step=st.step, images_per_s=st.epoch_sums.images / max(train_s, 1e-9),
                             elapsed_s=st.elapsed_s + train_s)
 
 
@@ -535,18 +568,18 @@ def _validate_and_checkpoint(run: Run) -> dict:
     t, st, info = run.config.train, run.state, run.info
     val = evaluate(run.eval_model, run.val_loader, info.num_classes, run.ctx.device, amp=t.amp,
                    amp_dtype=t.amp_dtype, channels_last=t.channels_last)
-    loss_sum, correct, count, train_seconds = st.epoch_sums
+    sums = st.epoch_sums
     now = time.time()
     st.elapsed_s += now - run.epoch_started
     st.epoch += 1
     st.last_record = {
         "kind": "epoch", "epoch": st.epoch, "step": st.step, "time": now,
-        "train_loss": loss_sum / count, "train_top1": correct / count,
+        "train_loss": sums.loss / sums.images, "train_top1": sums.correct / sums.images,
         "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"],
         "val_macro_f1": val["macro_f1"], "lr": run.lr,
-        "epoch_time_s": train_seconds + (now - run.train_end), "images_per_s": count / max(train_seconds, 1e-9),
+        "epoch_time_s": sums.seconds + (now - run.train_end), "images_per_s": sums.images / max(sums.seconds, 1e-9),
     }
-    st.epoch_step, st.epoch_sums = 0, [0.0, 0.0, 0.0, 0.0]
+    st.epoch_step, st.epoch_sums = 0, EpochSums()
     value = st.last_record[t.early_stop_metric]
     improved = st.best_value is None or (value < st.best_value if lower_is_better(t.early_stop_metric)
                                          else value > st.best_value)
