@@ -1,7 +1,7 @@
 """Crash consistency: SIGKILL the trainer at every atomic write of a 3-epoch run in turn, resume, compare.
 
-The contract's atomic write kills its own process at its N-th call when REGNET_KILL_AT_WRITE=N (after
-the temp file is written, before the rename: the state left between any two writes, plus a stale temp
+A child process with tests/faults/ on its PYTHONPATH kills itself at its N-th atomic write when
+REGNET_KILL_AT_WRITE=N (after the temp file is written, before the rename: the state left between any two writes, plus a stale temp
 file). For every N the killed folder must resume to exactly what an uninterrupted run produces: state
 finished, best.pt the epoch status.json names, one validation line per epoch, no temp files, and the
 same final weights.
@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from regnet.runs import KILL_AT_WRITE_ENV, read_metrics, read_status, reported_state, writes_so_far
+from faults.atomic_writes import counted_writes, killing_env
+from regnet.runs import read_metrics, read_status, reported_state
 from regnet.train.checkpoint import load_checkpoint
 from regnet.train.config import Config, apply_override, dump_config
 from regnet.train.loop import train
@@ -40,7 +41,7 @@ def tiny_config(runs_root: Path, run_id: str, *overrides: str) -> Config:
 
 def killed_at(write: int, config_file: Path) -> int:
     """Run the CLI in a subprocess that SIGKILLs itself at atomic write number ``write``; its return code."""
-    env = {**os.environ, KILL_AT_WRITE_ENV: str(write), "OMP_NUM_THREADS": "1"}
+    env = {**killing_env(write), "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "regnet", "train", "--config", str(config_file)], env=env,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300).returncode
 
@@ -72,9 +73,9 @@ def assert_consistent(run_dir: Path, reference: Path) -> None:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> tuple[Path, int]:
     """The uninterrupted run, and how many atomic writes it made (its kill points)."""
-    before = writes_so_far()
-    run_dir = train(tiny_config(tmp_path_factory.mktemp("reference"), "crash"), progress=False)
-    return run_dir, writes_so_far() - before
+    with counted_writes() as writes:
+        run_dir = train(tiny_config(tmp_path_factory.mktemp("reference"), "crash"), progress=False)
+    return run_dir, writes[0]
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from faults.atomic_writes import killing_env
 from regnet.runs import (RefusedPath, atomic_write, atomic_write_json, best_of, check_inside, checkpoint_path,
                          comparison_row, is_run_id, process_alive, process_identity, read_all_metrics,
                          read_config_dict, read_metrics_since, read_status, read_summary, remove_stale_temps,
@@ -53,7 +54,7 @@ def test_a_kill_mid_write_leaves_the_old_file_and_a_temp_that_the_owner_removes(
     target = tmp_path / "status.json"
     target.write_text('{"state": "old"}')
     write = "import regnet.runs as r, sys; r.atomic_write_text(sys.argv[1], 'new')"
-    env = {**os.environ, "REGNET_KILL_AT_WRITE": "1"}
+    env = killing_env(1)
     code = subprocess.run([sys.executable, "-c", write, str(target)], env=env).returncode
     assert code == -9 and target.read_text() == '{"state": "old"}'
     [temp] = [p for p in tmp_path.iterdir() if p.name != "status.json"]

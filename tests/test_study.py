@@ -11,7 +11,8 @@ import pytest
 import torch
 from scipy import stats
 
-from regnet.runs import KILL_AT_WRITE_ENV, STUDY, read_status, scan_runs
+from faults.atomic_writes import killing_env
+from regnet.runs import STUDY, read_status, scan_runs
 from regnet.train import cli
 from regnet.train.config import Config
 from regnet.train.study import mean_std, parse_models, plan_study, study_table, welch
@@ -89,7 +90,7 @@ def test_a_killed_study_continues_and_tabulates_every_member(tmp_path, capsys):
             "--runs-root", str(tmp_path), *TINY]
     # One member at a time: the first member dies at its third atomic write (mid-run), then the study
     # itself at its third (the second member's config): what a kill -9 of the whole study leaves.
-    env = {**os.environ, KILL_AT_WRITE_ENV: "3", "OMP_NUM_THREADS": "1"}
+    env = {**killing_env(3), "OMP_NUM_THREADS": "1"}
     killed = subprocess.run([sys.executable, "-m", "regnet", *args], env=env, capture_output=True, text=True)
     assert killed.returncode != 0
     folder = tmp_path / "tiny"

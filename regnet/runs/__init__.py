@@ -13,8 +13,7 @@
 
 Nothing here imports torch, so the dashboard lists runs without loading it.
 """
-from .atomic import (KILL_AT_WRITE_ENV, atomic_write, atomic_write_json, atomic_write_text, remove_stale_temps,
-                     writes_so_far)
+from .atomic import (atomic_write, atomic_write_json, atomic_write_text, remove_stale_temps)
 from .annotations import (MAX_TAGS, NOTE_CAP, TAG_RULE, clean_tags, parse_tags, read_note, read_tags, write_note,
                           write_tags)
 from .layout import (ARTIFACTS, CHECKPOINT_NAMES, CHECKPOINTS, CONFIG, FINAL_EVAL, LAUNCH_SUFFIXES, LAUNCHES, LOG,

@@ -3,24 +3,18 @@
 The data goes to a temp file in the same folder (so the rename cannot cross file systems), is fsynced,
 renamed over the target, and the folder is fsynced so the rename itself survives a power cut. Temp files
 are named ``.<name>.<random>.tmp``; a process killed mid-write leaves one behind, which
-:func:`remove_stale_temps` clears when the run's owner starts or resumes.
-
-Fault injection: with ``REGNET_KILL_AT_WRITE=N`` in the environment the process SIGKILLs itself at its
-N-th atomic write, after the temp file is written and before the rename: the worst moment, and the state
-left between any two writes. The crash-consistency test kills a run at every write in turn this way.
+:func:`remove_stale_temps` clears when the run's owner starts or resumes. (The crash tests kill a run
+just before the rename of each write in turn: ``tests/faults/``.)
 """
 from __future__ import annotations
 
 import json
 import os
-import signal
 import tempfile
 from pathlib import Path
 from typing import Callable
 
-KILL_AT_WRITE_ENV = "REGNET_KILL_AT_WRITE"
 TEMP_SUFFIX = ".tmp"
-_writes = 0  # atomic writes made by this process, for the fault-injection hook
 
 
 def _file_mode() -> int:
@@ -32,19 +26,6 @@ def _file_mode() -> int:
     except (OSError, ValueError, IndexError):
         pass
     return 0o644
-
-
-def _maybe_die() -> None:
-    global _writes
-    _writes += 1
-    target = os.environ.get(KILL_AT_WRITE_ENV)
-    if target and target.isdigit() and int(target) == _writes:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def writes_so_far() -> int:
-    """How many atomic writes this process has made (how many kill points a run has)."""
-    return _writes
 
 
 def atomic_write(path: str | Path, data: bytes | Callable) -> None:
@@ -63,7 +44,6 @@ def atomic_write(path: str | Path, data: bytes | Callable) -> None:
                 handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        _maybe_die()
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -448,16 +448,20 @@ def _train_epoch(run: Run, signals: StopSignals) -> bool:
         st.epoch_step += 1
         bar.update(1)
         asked = signals.received is not None or (ctx.is_main and run.folder.stop_requested())
-        if (asked and ctx.world_size == 1) or st.step % t.log_every == 0:
-            stop = _read_sums(run, window, asked)  # every process reads at the same steps
+        alone, log_step = ctx.world_size == 1, st.step % t.log_every == 0
+        # A distributed run reads its sums at log steps only (collectively); a run alone also where it must.
+        due = st.epoch_step < run.steps_per_epoch and _checkpoint_due(run) and (alone or log_step)
+        if (asked and alone) or log_step or due:
+            stop = _read_sums(run, window, asked)
+        if stop or log_step:
             _log_step(run, window, bar)  # a stop logs its last step too, so no trained step goes unrecorded
             window = EpochSums(seconds=time.time())
-            if stop:
-                break
-            if st.epoch_step < run.steps_per_epoch and _checkpoint_due(run):
-                _save(run, "last", running_s=time.time() - run.epoch_started)
-                run.folder.write_status(step=st.step, elapsed_s=st.elapsed_s + st.epoch_sums.seconds + time.time()
-                                        - run.epoch_started)
+        if stop:
+            break
+        if due:
+            _save(run, "last", running_s=time.time() - run.epoch_started)
+            run.folder.write_status(step=st.step, elapsed_s=st.elapsed_s + st.epoch_sums.seconds + time.time()
+                                    - run.epoch_started)
     if run.pending is not None:  # the epoch's last steps since the last read (every process ends here alike)
         stop = _read_sums(run, window, False)
         _log_step(run, window, bar)
