@@ -163,7 +163,8 @@ class _Regulated:
             x3 = self.middle(regulated)
         out = self.taps.output(self.last(x3, x))
         if self.trace is not None:
-            self._record(x2, h, new_state, gates, out, cell.zero_state(x2) if state is None else state)
+            previous = cell.zero_state(x2) if state is None else state
+            self._record(x2, h, new_state, gates, out, tuple(p.contiguous() for p in previous))
         return out, new_state
 
     def _record(self, cell_input, h, state, gates, out, previous) -> None:

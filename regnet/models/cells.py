@@ -101,11 +101,14 @@ class _ConvCell(nn.Module):
         return StepTaps(self.gate_names, self.has_cell_state)
 
     def zero_state(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Zeros of the state's shape, in ``x``'s memory format (element-wise ops are slow on mixed formats)."""
+        """The state before a stage's first step: zeros of the state's shape.
+
+        One zero broadcast to that shape (no memory, and :mod:`.fast` can see
+        that the H half of ``[X, H]`` contributes nothing); ``.contiguous()``
+        gives a tensor of one's own.
+        """
         shape = (x.shape[0], self.hidden_channels, x.shape[2], x.shape[3])
-        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-        layout = torch.channels_last if channels_last else torch.contiguous_format
-        return tuple(x.new_zeros(shape).contiguous(memory_format=layout) for _ in range(2 if self.has_cell_state else 1))
+        return tuple(x.new_zeros(()).expand(shape) for _ in range(2 if self.has_cell_state else 1))
 
     def initial(self, x: torch.Tensor, state) -> tuple[torch.Tensor, ...]:
         """The state this step reads: ``state`` as a tuple, or zeros for ``None``; a shape mismatch raises ``ValueError``."""

@@ -73,10 +73,21 @@ def folded_kernels(conv) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def efficient_gates(conv, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """``conv(x, h)``'s pre-activations, one channels-last map per gate, by the folded kernels."""
+    """``conv(x, h)``'s pre-activations, one channels-last map per gate, by the folded kernels.
+
+    A zero state (a stage's first step: the cells' broadcast zero, see
+    ``zero_state``) adds nothing to any gate, so its convolutions are skipped.
+    """
     kernels, bias = folded_kernels(conv)
     x = x.contiguous(memory_format=torch.channels_last)
-    h = h.contiguous(memory_format=torch.channels_last)
     c = conv.hidden_channels
-    return tuple(F.conv2d(x, kernels[k, 0], bias[k], padding=1, groups=c)
-                 + F.conv2d(h, kernels[k, 1], padding=1, groups=c) for k in range(conv.num_gates))
+    gates = [F.conv2d(x, kernels[k, 0], bias[k], padding=1, groups=c) for k in range(conv.num_gates)]
+    if _broadcast_zero(h):
+        return tuple(gates)
+    h = h.contiguous(memory_format=torch.channels_last)
+    return tuple(g + F.conv2d(h, kernels[k, 1], padding=1, groups=c) for k, g in enumerate(gates))
+
+
+def _broadcast_zero(t: torch.Tensor) -> bool:
+    """Whether ``t`` is one zero broadcast to its shape (it then needs no gradient of its own)."""
+    return all(s == 0 for s in t.stride()) and not t.requires_grad and t.reshape(-1)[:1].item() == 0
