@@ -189,3 +189,18 @@ def test_shipped_checkpoints_load_unchanged_and_keep_their_logits(run, fast_laye
     expected = torch.load(Path(__file__).parent / "data" / "shipped_logits.pt", weights_only=True)[run]
     with torch.no_grad():
         torch.testing.assert_close(model(x), expected, atol=1e-4, rtol=0)
+
+
+def test_a_runs_config_chooses_the_path_and_its_log_names_it(tmp_path, monkeypatch):
+    from regnet.train.config import build_config
+    from regnet.train.loop import train
+
+    monkeypatch.setenv(fast.ENV, "1")
+    seen = []
+    monkeypatch.setattr(fast, "efficient_gates", lambda *a: seen.append(1) or pytest.fail("the layer ran"))
+    config = build_config({"model": {"name": "regnet20"}, "data": {"name": "shapes", "size": 60, "workers": 0, "val_ratio": 0.5},
+                           "train": {"epochs": 1, "batch_size": 20, "device": "cpu", "fast_gates": False},
+                           "run": {"runs_root": str(tmp_path), "run_id": "plain"}})
+    run_dir = train(config, progress=False)
+    assert seen == [] and "the paper's grouped 1x1" in (run_dir / "train.log").read_text()
+    assert fast.switched_on()  # the environment's choice again once the run is over

@@ -126,6 +126,8 @@ class TrainConfig:
     amp: Bool = False
     amp_dtype: AmpDtype = "auto"  # auto: bfloat16 on the CPU, float16 (with loss scaling) on CUDA; or name one
     channels_last: Bool = False
+    # The regulator's speed layer on CPUs (regnet.models.fast): true, false, or null for $REGNET_FAST (on unless 0).
+    fast_gates: Bool | None = None
     compile: Bool = False  # torch.compile the training step's model (and the evaluation's)
     compile_mode: CompileMode = "default"  # torch.compile's mode
     compile_backend: Str = "inductor"  # inductor compiles; aot_eager/eager only trace (tests, debugging)

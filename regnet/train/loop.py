@@ -234,9 +234,10 @@ def train(config: Config | None = None, *, resume: str | Path | None = None, dev
     check_names(config)
     ctx = init_distributed(config.train.device)
     try:
-        run = _build(config, ctx, resume, checkpoint, sys.stderr.isatty() if progress is None else progress)
-        _open_folder(run, resume, status, checkpoint)
-        return _run_epochs(run)
+        with fast.gates_in_order(config.train.fast_gates):
+            run = _build(config, ctx, resume, checkpoint, sys.stderr.isatty() if progress is None else progress)
+            _open_folder(run, resume, status, checkpoint)
+            return _run_epochs(run)
     finally:
         cleanup_distributed(ctx)
 
