@@ -131,3 +131,14 @@ def test_inspect_epoch_selector_switches_every_view_to_that_epochs_weights(snaps
     assert not at.exception, [e.value for e in at.exception]
     animated = [json.loads(c.proto.spec) for c in at.get("plotly_chart") if json.loads(c.proto.spec).get("frames")]
     assert len(animated) == 1 and [f["name"] for f in animated[0]["frames"]] == ["1", "2"]
+
+
+def test_the_shipped_shapes_run_carries_its_regulator_history_for_every_snapshot():
+    """The README's walkthrough of Live on shapes-regnet20 needs artifacts/regulator.jsonl in git."""
+    from regnet.runs import read_regulator, snapshot_epochs
+
+    shipped = Path(__file__).resolve().parents[1] / "checkpoints" / "shapes-regnet20"
+    rows = read_regulator(shipped)
+    assert [row["epoch"] for row in rows] == list(snapshot_epochs(shipped)) == [1, 2, 3, 4, 5]
+    assert rows[0]["reliance"] < 0.1 and rows[2]["reliance"] > 0.5  # the abrupt reliance the README describes
+    assert {"i", "f", "o", "g"} <= set(rows[-1]["blocks"][0]["gates"])
