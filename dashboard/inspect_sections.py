@@ -159,6 +159,9 @@ def _uploaded_image(subject: Subject) -> Picked | None:
     except ri.ImageInputError as error:
         st.error(str(error))
         return None
+    except MemoryError:  # prepare_image's limits should make this unreachable; the page still says it
+        st.error("This image is too large to prepare in the server's memory; upload a smaller one.")
+        return None
     for note in notes:
         st.caption(note)
     return Picked(x, shown, None, lab.image_key("upload", data, channels, side))
