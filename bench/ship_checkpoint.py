@@ -118,7 +118,7 @@ def from_cifar_result(result_path: Path, weights: Path, out: Path) -> None:
                for row in result["history"]]
     metrics = {"loss": final["val_loss"], "top1": final["val_top1"], "macro_f1": final["val_macro_f1"]}
     status = {"state": "finished", "pid": None, "run_id": out.name, "model": result["model"],
-              "dataset": "imagefolder", "epoch": result["epochs"], "epochs": result["epochs"],
+              "dataset": "cifar10", "epoch": result["epochs"], "epochs": result["epochs"],
               "step": history[-1]["step"], "steps_per_epoch": result["train_images"] // 128,
               "elapsed_s": result["train_time_s"], "best_metric": "val_top1", "best_value": final["val_top1"],
               "best_epoch": result["epochs"], "images_per_s": result["images_per_s"], "params": result["params"],

@@ -19,7 +19,7 @@ from dashboard import lab, ui
 from dashboard.live_regulator import GATE_LABELS
 from dashboard.runs import RunInfo
 from regnet import inspect as ri
-from regnet.data import denormalize
+from regnet.data import denormalize, recognised_name
 from regnet.models import native
 
 FIELD_LABELS = {"input": "input I (the block's X2)", "hidden": "hidden state H", "cell": "cell state C",
@@ -122,7 +122,8 @@ def choose_subject(every_run: list[RunInfo]) -> Subject | None:
         return None
     m = config["model"]
     options = ", ".join(f"{k}={v}" for k, v in m.get("options", {}).items())
-    st.caption(f"`{m['name']}` ({options or 'no options'}) · data `{config['data']['name']}` · "
+    data = recognised_name(config["data"]["name"], m.get("class_names") or ())
+    st.caption(f"`{m['name']}` ({options or 'no options'}) · data `{data}` · "
                f"{sum(p.numel() for p in model.parameters()):,} parameters · checkpoint `{checkpoint.name}`")
     data_root = st.text_input("Data root", config["data"].get("root") or "data", key=f"inspect_root_{key}",
                               help="Where this run's data set lives on this machine. Without it, a run that "

@@ -216,7 +216,7 @@ def test_the_shipped_cifar_checkpoints_carry_200_labelled_validation_images(name
     split, info = load_sample_split(folder / SAMPLES_DIR)
     assert info.class_names == ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
                                 "truck"]
-    assert (info.name, info.family, info.image_size, info.in_channels) == ("imagefolder", "cifar", 32, 3)
+    assert (info.name, info.family, info.image_size, info.in_channels) == ("cifar10", "cifar", 32, 3)
     assert len(split) == 200 and [split.targets.count(c) for c in range(10)] == [20] * 10
     image, label = split[len(split) - 1]
     assert image.shape == (3, 32, 32) and label == 9
