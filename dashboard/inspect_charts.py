@@ -57,28 +57,38 @@ def state_grid_figure(rows: Sequence[dict], field: str, shared_scale: bool = Tru
     return fig
 
 
-def gate_depth_figure(profile: Sequence[dict]) -> go.Figure:
-    """Each gate's mean (line) and 10-90% spread (band) per step, one panel per stage: gates along depth."""
+def gate_depth_figure(profile: Sequence[dict], labels: Mapping[str, str] | None = None) -> go.Figure:
+    """Each gate's mean (line) and 10-90% spread (band) per step: one row per gate, one column per stage.
+
+    A row per gate, each on its own y range, because the sigmoid gates of an LSTM often sit within a few
+    hundredths of 0.5: on one shared axis their lines would lie on top of each other. ``labels`` names the
+    gates in the row titles ("input gate i").
+    """
+    labels = labels or {}
     stages = sorted({r["stage"] for r in profile})
-    fig = make_subplots(rows=1, cols=max(len(stages), 1), subplot_titles=[f"stage {s + 1}" for s in stages],
-                        shared_yaxes=True)
     gates = list(dict.fromkeys(r["gate"] for r in profile))
-    for col, stage in enumerate(stages, start=1):
-        for gate in gates:
+    fig = make_subplots(rows=max(len(gates), 1), cols=max(len(stages), 1), shared_xaxes=True, shared_yaxes="rows",
+                        column_titles=[f"stage {s + 1}" for s in stages],
+                        row_titles=[labels.get(g, g) for g in gates], vertical_spacing=0.06, horizontal_spacing=0.03)
+    for row, gate in enumerate(gates, start=1):
+        colour = GATE_COLOURS.get(gate, "#495057")
+        for col, stage in enumerate(stages, start=1):
             rows = sorted((r for r in profile if r["stage"] == stage and r["gate"] == gate), key=lambda r: r["step"])
             x = [r["step"] + 1 for r in rows]
-            colour = GATE_COLOURS.get(gate, "#495057")
             fig.add_trace(go.Scatter(x=x + x[::-1], y=[r["q90"] for r in rows] + [r["q10"] for r in rows][::-1],
-                                     fill="toself", fillcolor=colour, opacity=0.15, line=dict(width=0),
-                                     hoverinfo="skip", showlegend=False, legendgroup=gate), row=1, col=col)
+                                     fill="toself", fillcolor=colour, opacity=0.2, line=dict(width=0),
+                                     hoverinfo="skip", showlegend=False), row=row, col=col)
             fig.add_trace(go.Scatter(x=x, y=[r["mean"] for r in rows], mode="lines+markers", name=gate,
-                                     line=dict(color=colour), legendgroup=gate, showlegend=col == 1,
-                                     customdata=[[r["std"]] for r in rows],
-                                     hovertemplate=f"{gate} step %{{x}}: mean %{{y:.3f}}, std %{{customdata[0]:.3f}}<extra></extra>"),
-                          row=1, col=col)
-        fig.update_xaxes(title_text="step (block)", dtick=1, row=1, col=col)
-    fig.update_yaxes(title_text="gate value", row=1, col=1)
-    fig.update_layout(height=320, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.25))
+                                     line=dict(color=colour), showlegend=False,
+                                     customdata=[[r["std"], r["q10"], r["q90"]] for r in rows],
+                                     hovertemplate=f"{gate} step %{{x}}: mean %{{y:.3f}}, std %{{customdata[0]:.3f}}, "
+                                                   "10-90%: %{customdata[1]:.3f} to %{customdata[2]:.3f}<extra></extra>"),
+                          row=row, col=col)
+        fig.update_yaxes(tickformat=".2f", nticks=4, row=row, col=1)
+    for col in range(1, len(stages) + 1):
+        fig.update_xaxes(title_text="step (block)", dtick=1, row=len(gates), col=col)
+    fig.update_layout(height=130 * max(len(gates), 1) + 90, margin=dict(l=10, r=40, t=40, b=10))
+    fig.for_each_annotation(lambda a: a.update(font=dict(size=12)))
     return fig
 
 

@@ -256,8 +256,11 @@ def show_gates(subject: Subject, picked: Picked) -> None:
     shared = st.session_state.get("inspect_shared", True)
     st.plotly_chart(charts.state_grid_figure(ri.state_grid(trace, gate, "mean"), GATE_LABELS.get(gate, gate),
                                              shared), key="inspect_gate_maps")
-    st.plotly_chart(charts.gate_depth_figure(ri.gate_profile(trace)), key="inspect_gate_depth")
-    st.caption("Depth is the regulator's time axis: each point is one block of the stage.")
+    st.plotly_chart(charts.gate_depth_figure(ri.gate_profile(trace), GATE_LABELS), key="inspect_gate_depth")
+    st.caption("Gates along depth, the regulator's time axis: each point is one block of the stage. The line is "
+               "the gate's mean over its channels and pixels, the band holds the middle 80% of its values (10th "
+               "to 90th percentile). Each gate has its own row and y range, as sigmoid gates often differ only "
+               "in the second decimal.")
 
 
 def _method_settings(subject: Subject, layers: list[str]) -> tuple[ri.MethodSettings, str]:

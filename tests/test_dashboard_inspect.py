@@ -46,6 +46,25 @@ def test_gate_depth_figure_draws_mean_and_band_per_gate_and_stage():
     assert list(lines[0].x) == [1, 2, 3]
 
 
+def test_gate_depth_figure_gives_each_lstm_gate_its_own_row_and_range():
+    """i, f and o of a fresh LSTM all sit near 0.5: on one axis they hid each other."""
+    model = build_model("regnet20", cell="lstm").eval()
+    _, trace = ri.record_states(model, torch.randn(1, 3, 32, 32))
+    fig = charts.gate_depth_figure(ri.gate_profile(trace), {"i": "input gate i", "g": "candidate g"})
+    lines = [t for t in fig.data if t.mode == "lines+markers"]
+    rows = {name: sorted({t.yaxis for t in lines if t.name == name}) for name in "ifog"}
+    assert all(len(axes) == 3 for axes in rows.values()) and len(set(sum(rows.values(), []))) == 12
+
+    def scale(axes):  # the y axis a row's panels follow: its first panel's
+        return {fig.layout[axis.replace("y", "yaxis")].matches or axis for axis in axes}
+    assert all(len(scale(axes)) == 1 for axes in rows.values())  # a gate's stages share one range...
+    assert len(set().union(*(scale(axes) for axes in rows.values()))) == 4  # ...and each gate has its own
+    titles = [a.text for a in fig.layout.annotations]
+    assert "input gate i" in titles and "candidate g" in titles and "f" in titles and "stage 1" in titles
+    bands = [t for t in fig.data if t.fill == "toself"]
+    assert len(bands) == 12 and all(max(b.y) >= min(b.y) for b in bands)
+
+
 def test_attribution_figure_overlays_each_map_with_its_own_colour_bar():
     image = np.zeros((8, 8, 3))
     maps = {"A": np.full((8, 8), 2.0), "B": np.full((8, 8), 1.0)}
