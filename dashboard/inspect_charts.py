@@ -154,12 +154,45 @@ def map_npy(attribution: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def confusion_figure(confusion, class_names: Sequence[str]) -> go.Figure:
-    z = _np(confusion)
-    fig = go.Figure(go.Heatmap(z=z, x=list(class_names), y=list(class_names), colorscale="Blues",
-                               hovertemplate="true %{y}, predicted %{x}: %{z}<extra></extra>"))
-    fig.update_xaxes(title_text="predicted").update_yaxes(title_text="true", autorange="reversed")
-    fig.update_layout(height=420, margin=dict(l=10, r=10, t=30, b=10), title="Confusion matrix")
+def _click_targets(x, y, customdata, hover: str, size: int) -> go.Scatter:
+    """Invisible square markers over cells or pictures, so a click selects one.
+
+    Streamlit's ``on_select`` reports selected points of scatter-like traces only (a click on a heat map or
+    an image selects nothing), so clickable charts carry these on top; the chosen one is shaded.
+    """
+    return go.Scatter(x=x, y=y, customdata=customdata, mode="markers", hovertemplate=hover, showlegend=False,
+                      marker=dict(symbol="square", size=size, color="#000000", opacity=0),
+                      selected=dict(marker=dict(opacity=0.18)), unselected=dict(marker=dict(opacity=0)))
+
+
+def confusion_figure(confusion, class_names: Sequence[str], normalise: bool = False, max_text: int = 20) -> go.Figure:
+    """The confusion matrix (true down, predicted across), each cell clickable (customdata: [true, predicted]).
+
+    Cells show their count, or with ``normalise`` their share of the true class's images (each row sums to
+    1, so a rare class's errors read as plainly as a common one's); the hover gives both. Above ``max_text``
+    classes the numbers would not fit in the cells and only the hover carries them.
+    """
+    counts = _np(confusion).astype(float)
+    totals = counts.sum(1, keepdims=True)
+    shares = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+    names = list(class_names)
+    z = shares if normalise else counts
+    text = [[f"{v:.0%}" if normalise else f"{int(v)}" for v in row] for row in z]
+    detail = np.dstack([counts, shares])
+    fig = go.Figure(go.Heatmap(z=z, x=names, y=names, colorscale="Blues", zmin=0, zmax=1 if normalise else None,
+                               text=text, texttemplate="%{text}" if len(names) <= max_text else None,
+                               customdata=detail, hoverinfo="skip",
+                               colorbar=dict(title="share of row" if normalise else "images")))
+    true, predicted = np.meshgrid(range(len(names)), range(len(names)), indexing="ij")
+    fig.add_trace(_click_targets(
+        [names[p] for p in predicted.ravel()], [names[t] for t in true.ravel()],
+        np.stack([true.ravel(), predicted.ravel(), counts.ravel(), shares.ravel()], 1),
+        "true %{y}, predicted %{x}: %{customdata[2]:.0f} images (%{customdata[3]:.1%} of the row)"
+        "<br>click to show them in the gallery<extra></extra>", size=max(8, 360 // max(len(names), 1))))
+    fig.update_xaxes(title_text="predicted", type="category")
+    fig.update_yaxes(title_text="true", autorange="reversed", type="category")
+    fig.update_layout(height=460, margin=dict(l=10, r=10, t=40, b=10), clickmode="event+select",
+                      title="Confusion matrix" + (", normalised by row" if normalise else " (counts)"))
     return fig
 
 
@@ -181,25 +214,41 @@ def runs_bar_figure(per_run: Mapping[str, Sequence[dict]], x: str, y: str, title
     return fig
 
 
-def gallery_figure(images: Sequence[np.ndarray], titles: Sequence[str], correct: Sequence[bool],
-                   columns: int = 8) -> go.Figure:
-    """A grid of images with green titles for right predictions and red for wrong ones."""
+def fit_title(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters with an ellipsis, so a title never runs into its neighbour's."""
+    return text if len(text) <= width else text[: max(width - 1, 1)] + "…"
+
+
+def gallery_figure(images: Sequence[np.ndarray], predicted: Sequence[str], truth: Sequence[str | None],
+                   indices: Sequence[int], columns: int = 6, title_chars: int = 18) -> go.Figure:
+    """A grid of images, each titled on two short lines (prediction; the truth when it is wrong), clickable.
+
+    Titles are green for right predictions and red for wrong ones, at most ``title_chars`` characters a
+    line: about what fits above a picture of a six-wide grid on a 1400-pixel window, so neighbouring titles
+    never overlap; the whole text is in the hover. A click selects the image's ``indices`` entry.
+    """
     n = len(images)
     rows = max((n + columns - 1) // columns, 1)
-    fig = make_subplots(rows=rows, cols=columns, horizontal_spacing=0.01, vertical_spacing=0.06)
-    for k, (img, title, ok) in enumerate(zip(images, titles, correct)):
+    fig = make_subplots(rows=rows, cols=columns, horizontal_spacing=0.02, vertical_spacing=0.3 / rows)
+    for k, (img, pred, true) in enumerate(zip(images, predicted, truth)):
         r, c = k // columns + 1, k % columns + 1
         arr = np.asarray(img)
         if arr.ndim == 2:
             arr = np.stack([arr] * 3, -1)
-        fig.add_trace(go.Image(z=(np.clip(arr, 0, 1) * 255).astype(np.uint8), hovertemplate=title + "<extra></extra>"),
+        fig.add_trace(go.Image(z=(np.clip(arr, 0, 1) * 255).astype(np.uint8), hoverinfo="skip"), row=r, col=c)
+        height, width = arr.shape[:2]
+        full = pred + (f" · true {true}" if true else "")
+        fig.add_trace(_click_targets([width / 2], [height / 2], [int(indices[k])],
+                                     f"{full}<br>click to open it in One image<extra></extra>", size=90),
                       row=r, col=c)
-        fig.add_annotation(text=title, showarrow=False, font=dict(color="#2B8A3E" if ok else "#C92A2A", size=11),
-                           xref=f"x{k + 1 if k else ''} domain", yref=f"y{k + 1 if k else ''} domain",
-                           x=0.5, y=1.18)
+        lines = [fit_title(pred, title_chars)] + ([fit_title(f"true {true}", title_chars)] if true else [])
+        axis = k + 1 if k else ""
+        fig.add_annotation(text="<br>".join(lines), showarrow=False, yanchor="bottom",
+                           font=dict(color="#C92A2A" if true else "#2B8A3E", size=11),
+                           xref=f"x{axis} domain", yref=f"y{axis} domain", x=0.5, y=1.01)
     bare = dict(showticklabels=False, ticks="", showgrid=False, zeroline=False)
     fig.update_xaxes(**bare).update_yaxes(**bare)
-    fig.update_layout(height=150 * rows + 20, margin=dict(l=5, r=5, t=30, b=5))
+    fig.update_layout(height=190 * rows + 20, margin=dict(l=5, r=5, t=36, b=5), clickmode="event+select")
     return fig
 
 

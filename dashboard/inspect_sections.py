@@ -26,6 +26,11 @@ FIELD_LABELS = {"input": "input I (the block's X2)", "hidden": "hidden state H",
                 "output": "block output O"}
 PREDICTED = -1  # the target-class choice that follows the image's prediction (None would read as "no choice")
 QUALITY_LABELS = {"method": "method", "pointing_game": "pointing game", "mass_on_object": "mass on object"}
+TABS = ("One image", "Whole split")
+ANY = "any"
+# Keys of the page's widgets whose value Streamlit does not let a script set (an upload, buttons, chart
+# selections): ``keep_choices`` leaves them alone.
+NOT_SETTABLE = ("inspect_upload", "inspect_png_", "inspect_npy_", "inspect_pick_", "inspect_do_")
 
 
 @dataclass
@@ -139,9 +144,12 @@ def choose_subject(every_run: list[RunInfo]) -> Subject | None:
 def _validation_image(subject: Subject) -> Picked:
     images = subject.images
     names = subject.class_names
-    wanted = st.selectbox("Class", ["any"] + names, key="inspect_class")
-    pool = [i for i, t in enumerate(images.val.targets) if wanted == "any" or names[t] == wanted]
-    position = st.number_input(f"Image ({len(pool)} match)", 0, max(len(pool) - 1, 0), 0, key="inspect_index")
+    wanted = st.selectbox("Class", [ANY] + names, key="inspect_class")
+    pool = [i for i, t in enumerate(images.val.targets) if wanted == ANY or names[t] == wanted]
+    _clamp_state("inspect_index", 0, max(len(pool) - 1, 0), default=0)
+    position = st.number_input(f"Image ({len(pool)} match)", 0, max(len(pool) - 1, 0), key="inspect_index",
+                               help="Among the validation images of the chosen class; a click on a gallery "
+                                    "image (Whole split) opens it here.")
     index = pool[min(int(position), len(pool) - 1)]
     image, label = images.val[index]
     return Picked(image[None], denormalize(image, images.info), names[label],
@@ -357,34 +365,74 @@ def _split_metrics(analysis: dict, images: lab.LabImages) -> None:
                   f"{-drop * 100:.1f} points")
     if images.sample:
         st.caption(f"Figures on {images.description}, not on the whole split: expect a few points of noise.")
-    st.plotly_chart(charts.confusion_figure(analysis["confusion_matrix"], images.info.class_names),
-                    key="inspect_confusion")
+    names = images.info.class_names
+    normalise = st.toggle("Normalise by row (each true class's share)", key="inspect_confusion_norm",
+                          help="Each row then sums to 100%, so a rare class's errors read as plainly as a "
+                               "common one's.")
+    st.plotly_chart(charts.confusion_figure(analysis["confusion_matrix"], names, normalise),
+                    key="inspect_pick_confusion", on_select=lambda: _show_cell(names), selection_mode="points")
+    st.caption("Click a cell to show its images in the gallery below.")
     st.dataframe(pd.DataFrame(analysis["per_class"]).round(4), hide_index=True)
 
 
+def _picked_points(key: str) -> list[dict]:
+    """The points a click selected in the chart drawn with ``key`` (empty when the click cleared it)."""
+    state = st.session_state.get(key) or {}
+    return list((state.get("selection") or {}).get("points") or [])
+
+
+def _show_cell(names: list[str]) -> None:
+    """on_select of the confusion matrix: filter the gallery to the clicked (true, predicted) pair."""
+    points = _picked_points("inspect_pick_confusion")
+    if points:
+        true, predicted = (int(v) for v in points[0]["customdata"][:2])
+        st.session_state.update(inspect_gallery_class=names[true], inspect_gallery_pred=names[predicted],
+                                inspect_gallery_verdict="all")
+
+
+def _open_image(run_key: str) -> None:
+    """on_select of the gallery: open the clicked image in the One image tab."""
+    points = _picked_points("inspect_pick_gallery")
+    if points:
+        index = points[0]["customdata"]
+        st.session_state.update({"inspect_tab": TABS[0], f"inspect_source_{run_key}": "Validation image",
+                                 "inspect_class": ANY, "inspect_index": int(index[0] if isinstance(index, list)
+                                                                            else index), "inspect_opened": True})
+
+
+def gallery_indices(targets, preds, true_class: int | None, predicted_class: int | None, verdict: str,
+                    count: int) -> list[int]:
+    """The first ``count`` images of the given true and predicted class (None: any) and verdict."""
+    return [i for i in range(len(targets))
+            if (true_class is None or int(targets[i]) == true_class)
+            and (predicted_class is None or int(preds[i]) == predicted_class)
+            and (verdict == "all" or (verdict == "right") == bool(preds[i] == targets[i]))][:count]
+
+
 def show_gallery(subject: Subject, analysis: dict) -> None:
-    """Validation images filtered by true class and verdict, titled with the prediction (and the truth when wrong)."""
+    """Validation images filtered by true class, predicted class and verdict, titled with the prediction (and
+    the truth when wrong); a click opens one in the One image tab."""
     st.subheader("Gallery")
     names = subject.class_names
-    g1, g2, g3 = st.columns(3)
-    wanted = g1.selectbox("True class", ["any"] + names, key="inspect_gallery_class")
-    verdict = g2.selectbox("Predictions", ["all", "right", "wrong"], key="inspect_gallery_verdict")
-    count = g3.number_input("Images", 8, 64, 24, 8, key="inspect_gallery_n")
+    g1, g2, g3, g4 = st.columns(4)
+    wanted = g1.selectbox("True class", [ANY] + names, key="inspect_gallery_class")
+    said = g2.selectbox("Predicted class", [ANY] + names, key="inspect_gallery_pred")
+    verdict = g3.selectbox("Predictions", ["all", "right", "wrong"], key="inspect_gallery_verdict")
+    count = g4.number_input("Images", 6, 60, 24, 6, key="inspect_gallery_n")
     targets, preds, confidence = analysis["targets"], analysis["preds"], analysis["confidence"]
-    picks = [i for i in range(len(targets))
-             if (wanted == "any" or names[int(targets[i])] == wanted)
-             and (verdict == "all" or (verdict == "right") == bool(preds[i] == targets[i]))][: int(count)]
+    picks = gallery_indices(targets, preds, None if wanted == ANY else names.index(wanted),
+                            None if said == ANY else names.index(said), verdict, int(count))
     if not picks:
         st.info("No image matches these filters.")
         return
     info = subject.images.info
     pictures = [denormalize(subject.images.val[i][0], info).permute(1, 2, 0).numpy() for i in picks]
-    right = [bool(preds[i] == targets[i]) for i in picks]
-    titles = [f"{names[int(preds[i])]} {float(confidence[i]):.0%}" + ("" if ok else f" · true {names[int(targets[i])]}")
-              for i, ok in zip(picks, right)]
-    st.plotly_chart(charts.gallery_figure(pictures, titles, right), key="inspect_gallery")
+    predicted = [f"{names[int(preds[i])]} {float(confidence[i]):.0%}" for i in picks]
+    truth = [None if preds[i] == targets[i] else names[int(targets[i])] for i in picks]
+    st.plotly_chart(charts.gallery_figure(pictures, predicted, truth, picks), key="inspect_pick_gallery",
+                    on_select=lambda: _open_image(subject.run.key), selection_mode="points")
     st.caption("Titles: predicted class and confidence, and the true class when the prediction is wrong; "
-               "green is right, red is wrong.")
+               "green is right, red is wrong. Click an image to open it in the One image tab.")
 
 
 def _other_analysis(other: RunInfo, cache: Path, progress: lab.ProgressBar) -> dict:
@@ -457,6 +505,8 @@ def show_quality(subject: Subject, cache: Path) -> None:
 @st.fragment
 def split_tab(subject: Subject, others: list[RunInfo]) -> None:
     """Split-level analyses, computed once per checkpoint with a progress bar, then read from the cache."""
+    if st.session_state.pop("inspect_opened", False):
+        st.rerun()  # a gallery click chose the One image tab: the whole page, not this fragment, redraws
     images = subject.images
     if images is None:
         st.warning(subject.data_problem or "The data set is not available.")
@@ -479,6 +529,7 @@ def split_tab(subject: Subject, others: list[RunInfo]) -> None:
 def render() -> None:
     """The whole page: the subject, then one tab per scope."""
     st.title("Inspect")
+    keep_choices()
     every_run = ui.all_runs()
     subject = choose_subject(every_run)
     if subject is None:
@@ -486,8 +537,21 @@ def render() -> None:
     with st.spinner("Building the regulator's C++ kernels for this CPU (once per machine, about 20 s)..."):
         native.kernels()  # cached after the first call: a page that would otherwise sit blank says why
     others = [run for run in every_run if run.key != subject.run.key and lab.checkpoint_path(run.path)]
-    tab_image, tab_split = st.tabs(["One image", "Whole split"])
-    with tab_image:
-        image_tab(subject)
-    with tab_split:
-        split_tab(subject, others)
+    tab_image, tab_split = st.tabs(TABS, key="inspect_tab", on_change="rerun")
+    if tab_image.open:  # only the open tab computes: a new epoch's weights never wait on the hidden one
+        with tab_image:
+            image_tab(subject)
+    if tab_split.open:
+        with tab_split:
+            split_tab(subject, others)
+
+
+def keep_choices() -> None:
+    """Keep every choice made on this page over runs that do not draw its widget.
+
+    Only the open tab is drawn, and Streamlit forgets the value of a widget that a run does not draw;
+    setting each value again makes it the page's own, kept until the widget is drawn again.
+    """
+    for key in list(st.session_state):
+        if str(key).startswith("inspect_") and not str(key).startswith(NOT_SETTABLE):
+            st.session_state[key] = st.session_state[key]
