@@ -186,7 +186,7 @@ def confusion_figure(confusion, class_names: Sequence[str], normalise: bool = Fa
     true, predicted = np.meshgrid(range(len(names)), range(len(names)), indexing="ij")
     fig.add_trace(_click_targets(
         [names[p] for p in predicted.ravel()], [names[t] for t in true.ravel()],
-        np.stack([true.ravel(), predicted.ravel(), counts.ravel(), shares.ravel()], 1),
+        np.stack([true.ravel(), predicted.ravel(), counts.ravel(), shares.ravel()], 1).tolist(),
         "true %{y}, predicted %{x}: %{customdata[2]:.0f} images (%{customdata[3]:.1%} of the row)"
         "<br>click to show them in the gallery<extra></extra>", size=max(8, 360 // max(len(names), 1))))
     fig.update_xaxes(title_text="predicted", type="category")

@@ -375,29 +375,38 @@ def _split_metrics(analysis: dict, images: lab.LabImages) -> None:
     st.dataframe(pd.DataFrame(analysis["per_class"]).round(4), hide_index=True)
 
 
-def _picked_points(key: str) -> list[dict]:
-    """The points a click selected in the chart drawn with ``key`` (empty when the click cleared it)."""
+def _picked(key: str) -> list | None:
+    """The custom data of the point a click selected in the chart drawn with ``key``, as a list; None when
+    the click cleared the selection.
+
+    The browser hands a point's custom data back as a list, or as a dict by position when the figure sent
+    it as a typed array.
+    """
     state = st.session_state.get(key) or {}
-    return list((state.get("selection") or {}).get("points") or [])
+    points = (state.get("selection") or {}).get("points") or []
+    if not points:
+        return None
+    data = points[0].get("customdata")
+    if isinstance(data, dict):
+        return [data[k] for k in sorted(data, key=int)]
+    return list(data) if isinstance(data, (list, tuple)) else [data]
 
 
 def _show_cell(names: list[str]) -> None:
     """on_select of the confusion matrix: filter the gallery to the clicked (true, predicted) pair."""
-    points = _picked_points("inspect_pick_confusion")
-    if points:
-        true, predicted = (int(v) for v in points[0]["customdata"][:2])
+    cell = _picked("inspect_pick_confusion")
+    if cell:
+        true, predicted = int(cell[0]), int(cell[1])
         st.session_state.update(inspect_gallery_class=names[true], inspect_gallery_pred=names[predicted],
                                 inspect_gallery_verdict="all")
 
 
 def _open_image(run_key: str) -> None:
     """on_select of the gallery: open the clicked image in the One image tab."""
-    points = _picked_points("inspect_pick_gallery")
-    if points:
-        index = points[0]["customdata"]
+    image = _picked("inspect_pick_gallery")
+    if image:
         st.session_state.update({"inspect_tab": TABS[0], f"inspect_source_{run_key}": "Validation image",
-                                 "inspect_class": ANY, "inspect_index": int(index[0] if isinstance(index, list)
-                                                                            else index), "inspect_opened": True})
+                                 "inspect_class": ANY, "inspect_index": int(image[0]), "inspect_opened": True})
 
 
 def gallery_indices(targets, preds, true_class: int | None, predicted_class: int | None, verdict: str,

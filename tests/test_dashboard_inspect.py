@@ -417,7 +417,7 @@ class _Selections(dict):
 def test_a_confusion_cell_click_filters_the_gallery_and_a_gallery_click_opens_the_image(monkeypatch):
     from dashboard import inspect_sections as sections
 
-    state = _Selections(inspect_pick_confusion={"selection": {"points": [{"customdata": [2, 0, 5, 0.1]}]}},
+    state = _Selections(inspect_pick_confusion={"selection": {"points": [{"customdata": {"0": 2, "1": 0, "2": 5}}]}},
                         inspect_pick_gallery={"selection": {"points": [{"customdata": 37}]}},
                         inspect_gallery_verdict="wrong")
     monkeypatch.setattr(sections.st, "session_state", state)
@@ -431,6 +431,9 @@ def test_a_confusion_cell_click_filters_the_gallery_and_a_gallery_click_opens_th
     state["inspect_index"] = 3
     sections._open_image("shipped/regnet")
     assert state["inspect_index"] == 3
+    state["inspect_pick_confusion"] = {"selection": {"points": [{"customdata": [1, 2, 5, 0.1]}]}}  # as a list
+    sections._show_cell(["circle", "square", "triangle"])
+    assert (state["inspect_gallery_class"], state["inspect_gallery_pred"]) == ("square", "triangle")
 
 
 def test_the_gallery_follows_a_confusion_cell_and_opens_an_image_in_the_one_image_tab(inspect_root):
