@@ -101,49 +101,79 @@ def _scale(maps: Mapping[str, np.ndarray], label: str, signed: bool, shared_scal
     return 0.0, max((float(np.max(m)) for m in chosen), default=0.0) or 1.0
 
 
-def attribution_figure(image: np.ndarray, maps: Mapping[str, np.ndarray], signed: bool = False,
-                       shared_scale: bool = False, opacity: float = 0.6) -> go.Figure:
-    """The image, then each method's map overlaid on it (HxWx3 image in [0, 1]), each with its colour bar.
+def grey(image: np.ndarray) -> np.ndarray:
+    """An HxWx3 image in [0, 1] as its luminance on three channels: a backdrop that adds no hue to a map."""
+    luma = np.clip(image, 0, 1) @ np.array([0.299, 0.587, 0.114])
+    return np.repeat(luma[..., None], 3, axis=-1)
 
+
+def attribution_figure(image: np.ndarray, maps: Mapping[str, np.ndarray], signed: bool = False,
+                       shared_scale: bool = False, over_grey: bool = False, per_row: int = 4) -> go.Figure:
+    """The image, then each method's map with its own colour bar (HxWx3 image in [0, 1]), ``per_row`` panels
+    a row.
+
+    Four panels a row keep each map over 160 pixels wide on a 1400-pixel window however many methods are
+    on. Maps are drawn opaque beside the image, so every colour is one on the colour bar; ``over_grey``
+    lays them at 0.6 opacity over the image in grey, which darkens a colour but never changes its hue.
     Absolute maps use a sequential scale from zero; signed maps a diverging one, white at zero, red for
     evidence for the class and blue against it.
     """
     labels = list(maps)
-    cols = len(labels) + 1
-    fig = make_subplots(rows=1, cols=cols, subplot_titles=["image"] + labels, horizontal_spacing=0.06)
+    panels = len(labels) + 1
+    columns = min(panels, per_row)
+    rows = (panels + columns - 1) // columns
+    fig = make_subplots(rows=rows, cols=columns, subplot_titles=["image"] + labels, horizontal_spacing=0.09,
+                        vertical_spacing=0.12 / rows)
     rgb = (np.clip(image, 0, 1) * 255).astype(np.uint8)
-    fig.add_trace(go.Image(z=rgb), row=1, col=1)
-    for col, label in enumerate(labels, start=2):
+    backdrop = (grey(image) * 255).astype(np.uint8)
+    fig.add_trace(go.Image(z=rgb, hoverinfo="skip"), row=1, col=1)
+    for k, label in enumerate(labels, start=1):
+        row, col = k // columns + 1, k % columns + 1
+        axis = k + 1
         lo, hi = _scale(maps, label, signed, shared_scale)
-        right = fig.layout[f"xaxis{col}"].domain[1]
-        fig.add_trace(go.Image(z=rgb, opacity=1.0), row=1, col=col)
+        if over_grey:
+            fig.add_trace(go.Image(z=backdrop, hoverinfo="skip"), row=row, col=col)
+        x_domain, y_domain = fig.layout[f"xaxis{axis}"].domain, fig.layout[f"yaxis{axis}"].domain
         fig.add_trace(go.Heatmap(z=np.asarray(maps[label], dtype=float), zmin=lo, zmax=hi,
-                                 colorscale="RdBu_r" if signed else "Inferno", opacity=opacity,
-                                 colorbar=dict(x=right + 0.005, xanchor="left", thickness=8, len=0.8,
+                                 colorscale="RdBu_r" if signed else "Inferno", opacity=0.6 if over_grey else 1.0,
+                                 colorbar=dict(x=x_domain[1] + 0.005, xanchor="left", thickness=10,
+                                               y=sum(y_domain) / 2, len=(y_domain[1] - y_domain[0]) * 0.9,
                                                tickfont=dict(size=9), exponentformat="power"),
                                  hovertemplate="x=%{x} y=%{y}: %{z:.3g}<extra>" + label + "</extra>"),
-                      row=1, col=col)
-    fig.update_xaxes(showticklabels=False, ticks="", showgrid=False, zeroline=False)
-    fig.update_yaxes(showticklabels=False, ticks="", showgrid=False, zeroline=False, autorange="reversed")
-    fig.update_layout(height=300, margin=dict(l=10, r=40, t=40, b=10))
+                      row=row, col=col)
+        fig.layout[f"yaxis{axis}"].scaleanchor = f"x{axis}"  # square pixels
+    fig.update_xaxes(showticklabels=False, ticks="", showgrid=False, zeroline=False, constrain="domain")
+    fig.update_yaxes(showticklabels=False, ticks="", showgrid=False, zeroline=False, autorange="reversed",
+                     constrain="domain")
+    fig.update_layout(height=260 * rows + 40, margin=dict(l=10, r=40, t=40, b=10))
     return fig
 
 
-def map_png(attribution: np.ndarray, signed: bool, pixels: int = 256) -> bytes:
-    """A map as a PNG in the page's colours (diverging when signed), scaled up to about ``pixels`` wide."""
-    from matplotlib import colormaps  # captum's own plotting dependency; imported only for a download
+def map_png(attribution: np.ndarray, signed: bool, title: str = "", pixels: int = 320) -> bytes:
+    """A map as a PNG in the page's colours (diverging when signed), titled, with its colour bar.
+
+    Drawn with Matplotlib's object API (a ``Figure`` of its own, no pyplot state), about ``pixels`` wide
+    for the map itself, nearest-neighbour so each attribution value stays one flat square.
+    """
+    from matplotlib.figure import Figure  # captum's own plotting dependency; imported only for a download
 
     m = np.asarray(attribution, dtype=float)
     if signed:
         top = float(np.abs(m).max()) or 1.0
-        unit, cmap = (m / top + 1) / 2, colormaps["RdBu_r"]
+        low, high, cmap = -top, top, "RdBu_r"
     else:
-        unit, cmap = m / (float(m.max()) or 1.0), colormaps["inferno"]
-    rgb = (cmap(np.clip(unit, 0, 1))[..., :3] * 255).astype(np.uint8)
-    factor = max(1, pixels // max(m.shape))
-    rgb = rgb.repeat(factor, 0).repeat(factor, 1)
+        low, high, cmap = 0.0, float(m.max()) or 1.0, "inferno"
+    dpi = 100
+    figure = Figure(figsize=(pixels * 1.35 / dpi, pixels * 1.18 / dpi), dpi=dpi, layout="constrained")
+    axes = figure.subplots()
+    drawn = axes.imshow(m, cmap=cmap, vmin=low, vmax=high, interpolation="nearest")
+    axes.set_axis_off()
+    axes.set_title(title, fontsize=10, wrap=True)
+    bar = figure.colorbar(drawn, ax=axes, shrink=0.85)
+    bar.ax.tick_params(labelsize=8)
+    bar.set_label("evidence for (red) / against (blue)" if signed else "importance", fontsize=8)
     buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, format="PNG")
+    figure.savefig(buffer, format="png")
     return buffer.getvalue()
 
 

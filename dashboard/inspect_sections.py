@@ -292,15 +292,16 @@ def _method_settings(subject: Subject, layers: list[str]) -> tuple[ri.MethodSett
                              layer=layer), baseline
 
 
-def _map_downloads(maps: dict, signed: bool) -> None:
-    """Each map as a PNG in the page's colours and as the NumPy array behind it."""
+def _map_downloads(maps: dict, signed: bool, evidence: str) -> None:
+    """Each map as a PNG in the page's colours, titled and with its colour bar, and as the NumPy array behind
+    it."""
     kind = "signed" if signed else "absolute"
     with st.expander("Download the maps"):
         for label, values in maps.items():
             name = label.lower().replace(" ", "-")
             c1, c2 = st.columns(2)
-            c1.download_button(f"{label} as PNG", charts.map_png(values, signed), f"{name}-{kind}.png", "image/png",
-                               key=f"inspect_png_{name}", on_click="ignore")
+            c1.download_button(f"{label} as PNG", charts.map_png(values, signed, f"{label} ({kind}), {evidence}"),
+                               f"{name}-{kind}.png", "image/png", key=f"inspect_png_{name}", on_click="ignore")
             c2.download_button(f"{label} as NumPy array", charts.map_npy(values), f"{name}-{kind}.npy",
                                "application/octet-stream", key=f"inspect_npy_{name}", on_click="ignore")
 
@@ -310,7 +311,7 @@ def show_attributions(subject: Subject, picked: Picked, predicted: int) -> None:
     """The chosen methods' maps for a target class, computed once per image, method, target and settings."""
     st.subheader("Attribution")
     names = subject.class_names
-    a1, a2, a3, a4 = st.columns([3, 2, 2, 2])
+    a1, a2, a3, a4, a5 = st.columns([3, 2, 2, 2, 2])
     methods = a1.multiselect("Methods", list(ri.METHODS), default=["integrated_gradients", "gradcam"],
                              format_func=ri.METHOD_LABELS.get, key="inspect_methods")
     choice = a2.selectbox("Target class", [PREDICTED, *range(len(names))], key="inspect_target",
@@ -318,7 +319,11 @@ def show_attributions(subject: Subject, picked: Picked, predicted: int) -> None:
     target = predicted if choice == PREDICTED else choice
     signed = a3.radio("Map", ["absolute", "signed"], horizontal=True, key="inspect_sign",
                       help="Signed: red is evidence for the class, blue against it.") == "signed"
-    shared = a4.checkbox("One scale for all maps", False, key="inspect_attr_shared")
+    over_grey = a4.radio("Draw maps", ["beside the image", "over it in grey"], key="inspect_attr_over",
+                         help="Beside: each colour is exactly one on the colour bar. Over the image in grey: "
+                              "shows where the evidence lies; the grey darkens colours but adds no hue.") \
+        == "over it in grey"
+    shared = a5.checkbox("One scale for all maps", False, key="inspect_attr_shared")
     settings, baseline = _method_settings(subject, list(ri.attribution_layers(subject.model)))
     _, _, mean, std = subject.input_spec
     maps = {}
@@ -335,9 +340,10 @@ def show_attributions(subject: Subject, picked: Picked, predicted: int) -> None:
         if result.is_zero:
             st.info(f"{label} found no evidence for '{names[target]}': its map is all zero.")
     if maps:
-        st.plotly_chart(charts.attribution_figure(picked.rgb(), maps, signed, shared), key="inspect_attr")
-        st.caption(f"Evidence for '{names[target]}'" + (" (the prediction)." if target == predicted else "."))
-        _map_downloads(maps, signed)
+        st.plotly_chart(charts.attribution_figure(picked.rgb(), maps, signed, shared, over_grey), key="inspect_attr")
+        evidence = f"evidence for '{names[target]}'" + (" (the prediction)" if target == predicted else "")
+        st.caption(evidence[0].upper() + evidence[1:] + ".")
+        _map_downloads(maps, signed, evidence)
 
 
 def image_tab(subject: Subject) -> None:

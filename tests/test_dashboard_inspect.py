@@ -65,7 +65,7 @@ def test_gate_depth_figure_gives_each_lstm_gate_its_own_row_and_range():
     assert len(bands) == 12 and all(max(b.y) >= min(b.y) for b in bands)
 
 
-def test_attribution_figure_overlays_each_map_with_its_own_colour_bar():
+def test_attribution_figure_draws_each_map_with_its_own_colour_bar():
     image = np.zeros((8, 8, 3))
     maps = {"A": np.full((8, 8), 2.0), "B": np.full((8, 8), 1.0)}
     shared = [t for t in charts.attribution_figure(image, maps, shared_scale=True).data if t.type == "heatmap"]
@@ -83,15 +83,41 @@ def test_signed_maps_use_a_diverging_scale_centred_on_zero():
     assert (heat.zmin, heat.zmax) == (-3.0, 3.0) and heat.colorscale[0][1] != heat.colorscale[-1][1]
 
 
-def test_maps_download_as_png_and_numpy():
+def test_maps_download_as_png_with_title_and_colour_bar_and_as_numpy():
     values = np.array([[-1.0, 0.0], [0.5, 1.0]], dtype=np.float32)
     assert np.array_equal(np.load(io.BytesIO(charts.map_npy(values))), values)
-    png = Image.open(io.BytesIO(charts.map_png(values, signed=True, pixels=64)))
-    assert png.size == (64, 64) and png.mode == "RGB"
-    pixels = np.asarray(png)
-    # Diverging: the most negative pixel is blue, the most positive red, zero near white.
-    assert pixels[0, 0, 2] > pixels[0, 0, 0] and pixels[63, 63, 0] > pixels[63, 63, 2]
-    assert pixels[0, 63].min() > 200
+    png = Image.open(io.BytesIO(charts.map_png(values, signed=True, title="Saliency (signed)", pixels=200)))
+    assert png.mode in ("RGB", "RGBA") and png.size[0] > 250 and png.size[1] > 200  # the map, a bar, a title
+    pixels = np.asarray(png.convert("RGB")).astype(int)
+    reds = pixels[..., 0] > pixels[..., 2] + 60
+    blues = pixels[..., 2] > pixels[..., 0] + 60
+    assert reds.sum() > 400 and blues.sum() > 400  # the map's two signs
+    bar_columns = np.flatnonzero((reds | blues).any(0))
+    assert bar_columns.max() - bar_columns.min() > png.size[0] * 0.6  # colour right of the map: the bar
+
+    def text(rgb):  # black pixels above the map: the title's letters (the map's darkest colours are blue and red)
+        top = rgb[: rgb.shape[0] // 8, : rgb.shape[1] // 2].astype(int)
+        return ((top.max(-1) < 90) & (np.ptp(top, axis=-1) < 30)).sum()
+    untitled = np.asarray(Image.open(io.BytesIO(charts.map_png(values, signed=True, pixels=200))).convert("RGB"))
+    assert text(pixels) > 20 and text(untitled) == 0
+
+
+def test_attribution_maps_wrap_four_panels_a_row_and_are_drawn_in_their_colour_bars_colours():
+    image = np.random.default_rng(0).random((8, 8, 3))
+    maps = {f"M{i}": np.random.default_rng(i).normal(size=(8, 8)) for i in range(6)}
+    fig = charts.attribution_figure(image, maps, signed=True)
+    heat = [t for t in fig.data if t.type == "heatmap"]
+    assert len(heat) == 6 and all(t.opacity == 1.0 for t in heat)
+    assert [t.type for t in fig.data].count("image") == 1  # no colour picture under a map
+    widths = [fig.layout[f"xaxis{i}"].domain[1] - fig.layout[f"xaxis{i}"].domain[0] for i in range(1, 8)]
+    assert min(widths) > 0.17  # four a row: each over 160 px of a plot about 1000 px wide
+    assert fig.layout.yaxis2.domain != fig.layout.yaxis6.domain  # two rows
+    bars = [(t.colorbar.x, t.colorbar.y) for t in heat]
+    assert len(set(bars)) == 6  # one bar beside each map
+    grey = charts.attribution_figure(image, maps, signed=True, over_grey=True)
+    backdrops = [t for t in grey.data if t.type == "image"][1:]
+    assert len(backdrops) == 6 and all(np.ptp(np.asarray(t.z), axis=-1).max() == 0 for t in backdrops)
+    assert all(t.opacity == 0.6 for t in grey.data if t.type == "heatmap")
 
 
 def test_gallery_titles_are_green_when_right_and_red_when_wrong():
