@@ -496,25 +496,45 @@ def show_ablation(analysis: dict) -> None:
         unit_range=True), key="inspect_ablation")
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
 def show_quality(subject: Subject, cache: Path) -> None:
-    """Pointing game and mass on object of every method, against object masks (``shapes`` only)."""
+    """Pointing game and mass on object of every method, against object masks (``shapes`` only).
+
+    Scoring takes minutes on a CPU, so it says how long before it starts: the first image is timed (once
+    per checkpoint, kept on disk) and the rest waits for a click.
+    """
     st.subheader("Attribution quality")
-    if not hasattr(subject.images.val, "mask"):
+    images = subject.images
+    if not hasattr(images.val, "mask"):
         st.info("Attribution quality is scored against object masks, which only the `shapes` data set has.")
-        return
-    if not st.toggle("Score the attribution methods (pointing game, mass on object)",
-                     key=f"inspect_quality_{subject.run.key}"):
         return
     layers = list(ri.attribution_layers(subject.model))
     layer = st.session_state.get("inspect_layer") or layers[-1]
     settings = ri.MethodSettings(layer=layer if layer in layers else layers[-1])
+    n = min(lab.QUALITY_IMAGES, len(images.val))
+    done = lab.quality_is_cached(cache, subject.checkpoint, images, settings)
+    if not st.toggle("Score the attribution methods (pointing game, mass on object)",
+                     key=f"inspect_quality_{subject.run.key}",
+                     help=None if done else "Times one image first, then says how long the rest takes before "
+                                            "it starts."):
+        return
+    if not done:
+        with lab.ProgressBar("Timing the first image", "image-method pairs") as bar:
+            seconds = lab.quality_seconds_per_image(cache, subject.checkpoint, subject.model, images, settings, bar)
+        st.info(f"Scoring {n} images with {len(ri.METHODS)} methods takes about {_duration(seconds * n)} here "
+                f"(the first image took {seconds:.1f} s); the result is kept, so it is done once per checkpoint.")
+        if not st.button(f"Score the {n} images", key=f"inspect_do_score_{subject.run.key}"):
+            return
     with lab.ProgressBar("Scoring attributions", "image-method pairs") as bar:
-        rows = lab.quality_scores(cache, subject.checkpoint, subject.model, subject.images, settings, progress=bar)
+        rows = lab.quality_scores(cache, subject.checkpoint, subject.model, images, settings, progress=bar)
     table = pd.DataFrame([{**r, "method": ri.METHOD_LABELS.get(r["method"], r["method"])} for r in rows])
     st.dataframe(table.rename(columns=QUALITY_LABELS).round(3), hide_index=True)
-    st.caption(f"On the first {min(lab.QUALITY_IMAGES, len(subject.images.val))} validation images, for the true "
-               f"class, with each method's default settings; Grad-CAM on '{settings.layer}'. The random map's "
-               "scores are the object's share of the image (exact expectation).")
+    st.caption(f"On the first {n} validation images, for the true class, with each method's default settings; "
+               f"Grad-CAM on '{settings.layer}'. The random map's scores are the object's share of the image "
+               "(exact expectation).")
 
 
 @st.fragment

@@ -500,3 +500,26 @@ def test_choices_in_one_tab_are_kept_while_the_other_is_open(inspect_root):
     at.session_state["inspect_tab"] = "Whole split"
     at.run()
     assert at.toggle(key="inspect_split_shipped/regnet").value  # the analysis stays on
+
+
+def test_attribution_scoring_says_how_long_it_takes_before_it_starts(inspect_root, monkeypatch):
+    from dashboard import lab
+
+    monkeypatch.setattr(lab, "QUALITY_IMAGES", 3)
+    scored = []
+    real = lab.ri.attribution_quality
+    monkeypatch.setattr(lab.ri, "attribution_quality", lambda model, xs, *a, **k: scored.append(len(xs)) or
+                        real(model, xs, *a, **k))
+    at = whole_split(_open_inspect("shipped/regnet"), "shipped/regnet")
+    at.toggle(key="inspect_quality_shipped/regnet").set_value(True).run()
+    assert not at.exception, [e.value for e in at.exception]
+    estimate = [i.value for i in at.info if "takes about" in i.value]
+    assert len(estimate) == 1 and "Scoring 3 images" in estimate[0] and "the first image took" in estimate[0]
+    assert scored == [1]  # only the timed first image so far
+    at.button(key="inspect_do_score_shipped/regnet").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    methods = at.dataframe[-1].value["method"].tolist()
+    assert scored == [1, 3] and "random map" in methods and len(methods) == len(lab.ri.METHODS) + 1
+    at.run()  # scored once: the table now comes from the cache, with no estimate and no button
+    assert scored == [1, 3] and not [i for i in at.info if "takes about" in i.value]
+    assert at.dataframe[-1].value["method"].tolist() == methods
