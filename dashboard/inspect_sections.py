@@ -327,13 +327,14 @@ def show_attributions(subject: Subject, picked: Picked, predicted: int) -> None:
     settings, baseline = _method_settings(subject, list(ri.attribution_layers(subject.model)))
     _, _, mean, std = subject.input_spec
     maps = {}
-    for method in methods:
+    for number, method in enumerate(methods, start=1):
         label = ri.METHOD_LABELS[method]
         if method == "gradcam" and settings.layer is None:
             st.info(f"{label} needs a layer to hook and `{subject.config['model']['name']}` names none; "
                     "the pixel methods still apply.")
             continue
-        with lab.ProgressBar(label, "forward batches") as bar:
+        with lab.ProgressBar(f"{label} (method {number} of {len(methods)}, weights `{subject.checkpoint.name}`)",
+                             "forward batches") as bar:
             result = lab.attribution_of(subject.identity, picked.key, method, target, settings, baseline,
                                         subject.model, picked.x, mean, std, progress=bar)
         maps[label] = (result.map if signed else result.importance()).numpy()
