@@ -108,12 +108,12 @@ def grey(image: np.ndarray) -> np.ndarray:
 
 
 def attribution_figure(image: np.ndarray, maps: Mapping[str, np.ndarray], signed: bool = False,
-                       shared_scale: bool = False, over_grey: bool = False, per_row: int = 4) -> go.Figure:
+                       shared_scale: bool = False, over_grey: bool = False, per_row: int = 3) -> go.Figure:
     """The image, then each method's map with its own colour bar (HxWx3 image in [0, 1]), ``per_row`` panels
     a row.
 
-    Four panels a row keep each map over 160 pixels wide on a 1400-pixel window however many methods are
-    on. Maps are drawn opaque beside the image, so every colour is one on the colour bar; ``over_grey``
+    Three panels a row keep each map over 200 pixels wide on a 1400-pixel window (a plot about 870 pixels
+    wide beside the sidebar) however many methods are on. Maps are drawn opaque beside the image, so every colour is one on the colour bar; ``over_grey``
     lays them at 0.6 opacity over the image in grey, which darkens a colour but never changes its hue.
     Absolute maps use a sequential scale from zero; signed maps a diverging one, white at zero, red for
     evidence for the class and blue against it.
@@ -122,7 +122,7 @@ def attribution_figure(image: np.ndarray, maps: Mapping[str, np.ndarray], signed
     panels = len(labels) + 1
     columns = min(panels, per_row)
     rows = (panels + columns - 1) // columns
-    fig = make_subplots(rows=rows, cols=columns, subplot_titles=["image"] + labels, horizontal_spacing=0.09,
+    fig = make_subplots(rows=rows, cols=columns, subplot_titles=["image"] + labels, horizontal_spacing=0.08,
                         vertical_spacing=0.12 / rows)
     rgb = (np.clip(image, 0, 1) * 255).astype(np.uint8)
     backdrop = (grey(image) * 255).astype(np.uint8)
@@ -145,7 +145,7 @@ def attribution_figure(image: np.ndarray, maps: Mapping[str, np.ndarray], signed
     fig.update_xaxes(showticklabels=False, ticks="", showgrid=False, zeroline=False, constrain="domain")
     fig.update_yaxes(showticklabels=False, ticks="", showgrid=False, zeroline=False, autorange="reversed",
                      constrain="domain")
-    fig.update_layout(height=260 * rows + 40, margin=dict(l=10, r=40, t=40, b=10))
+    fig.update_layout(height=300 * rows + 40, margin=dict(l=10, r=40, t=40, b=10))
     return fig
 
 
