@@ -156,13 +156,24 @@ def _validation_image(subject: Subject) -> Picked:
                   lab.image_key("val", subject.run.path, images.sample, index))
 
 
+def _remember_upload() -> None:
+    """on_change of the uploader: keep the file (or its removal), since the uploader itself comes back empty
+    after the other tab was open."""
+    upload = st.session_state.get("inspect_upload")
+    st.session_state["inspect_uploaded"] = None if upload is None else (upload.name, upload.getvalue())
+
+
 def _uploaded_image(subject: Subject) -> Picked | None:
-    upload = st.file_uploader("An image file (PNG, JPEG, GIF, TIFF, BMP, WebP, ICO...)", key="inspect_upload")
-    if upload is None:
+    upload = st.file_uploader("An image file (PNG, JPEG, GIF, TIFF, BMP, WebP, ICO...)", key="inspect_upload",
+                              on_change=_remember_upload)
+    kept = st.session_state.get("inspect_uploaded")
+    if upload is None and kept is None:
         st.info("Upload an image to see the model's prediction, its regulator and attributions for it.")
         return None
+    if upload is None:
+        st.caption(f"Showing `{kept[0]}`, uploaded earlier; upload another file to replace it.")
     channels, side, mean, std = subject.input_spec
-    data = upload.getvalue()
+    data = upload.getvalue() if upload is not None else kept[1]
     try:
         x, shown, notes = ri.prepare_image(data, channels, side, mean, std)
     except ri.ImageInputError as error:

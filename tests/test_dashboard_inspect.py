@@ -488,6 +488,19 @@ def test_the_gallery_follows_a_confusion_cell_and_opens_an_image_in_the_one_imag
     assert "Inside the regulator, step by step" in [s.value for s in at.subheader]
 
 
+def test_an_upload_is_kept_while_the_other_tab_is_open(inspect_root):
+    at = _open_inspect("shipped/regnet")
+    at.radio(key="inspect_source_shipped/regnet").set_value("Upload").run()
+    at.file_uploader(key="inspect_upload").set_value(("grey.png", _uploads()["grey.png"], "image/png")).run()
+    first = at.dataframe[0].value["probability"].tolist()
+    at.session_state["inspect_tab"] = "Whole split"
+    at.run()
+    at.session_state["inspect_tab"] = "One image"
+    at.run()
+    assert not at.exception and any("`grey.png`, uploaded earlier" in c.value for c in at.caption)
+    assert at.dataframe[0].value["probability"].tolist() == first
+
+
 def test_choices_in_one_tab_are_kept_while_the_other_is_open(inspect_root):
     at = _open_inspect("shipped/regnet")
     at.number_input(key="inspect_index").set_value(5).run()
