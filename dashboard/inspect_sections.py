@@ -536,8 +536,9 @@ def show_quality(subject: Subject, cache: Path) -> None:
     if not done:
         with lab.ProgressBar("Timing the first image", "image-method pairs") as bar:
             seconds = lab.quality_seconds_per_image(cache, subject.checkpoint, subject.model, images, settings, bar)
-        st.info(f"Scoring {n} images with {len(ri.METHODS)} methods takes about {_duration(seconds * n)} here "
-                f"(the first image took {seconds:.1f} s); the result is kept, so it is done once per checkpoint.")
+        st.info(f"Scoring {n} images with {len(ri.METHODS)} methods takes up to about {_duration(seconds * n)} "
+                f"here: the first image took {seconds:.1f} s, and the rest go in batches of 8, a little faster; "
+                "the result is kept, so it is done once per checkpoint.")
         if not st.button(f"Score the {n} images", key=f"inspect_do_score_{subject.run.key}"):
             return
     with lab.ProgressBar("Scoring attributions", "image-method pairs") as bar:

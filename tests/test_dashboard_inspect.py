@@ -526,7 +526,7 @@ def test_attribution_scoring_says_how_long_it_takes_before_it_starts(inspect_roo
     at = whole_split(_open_inspect("shipped/regnet"), "shipped/regnet")
     at.toggle(key="inspect_quality_shipped/regnet").set_value(True).run()
     assert not at.exception, [e.value for e in at.exception]
-    estimate = [i.value for i in at.info if "takes about" in i.value]
+    estimate = [i.value for i in at.info if "takes up to about" in i.value]
     assert len(estimate) == 1 and "Scoring 3 images" in estimate[0] and "the first image took" in estimate[0]
     assert scored == [1]  # only the timed first image so far
     at.button(key="inspect_do_score_shipped/regnet").click().run()
@@ -534,5 +534,5 @@ def test_attribution_scoring_says_how_long_it_takes_before_it_starts(inspect_roo
     methods = at.dataframe[-1].value["method"].tolist()
     assert scored == [1, 3] and "random map" in methods and len(methods) == len(lab.ri.METHODS) + 1
     at.run()  # scored once: the table now comes from the cache, with no estimate and no button
-    assert scored == [1, 3] and not [i for i in at.info if "takes about" in i.value]
+    assert scored == [1, 3] and not [i for i in at.info if "takes up to about" in i.value]
     assert at.dataframe[-1].value["method"].tolist() == methods
