@@ -62,7 +62,7 @@ CONFUSION_CELL_JS = """div => {
     return {x: box.left + xa._offset + xa.l2p(p), y: box.top + ya._offset + ya.l2p(t), true: t, predicted: p};
 }"""
 # Plot-area widths (pixels) of each subplot of a chart, read from plotly's laid-out axes.
-SUBPLOT_WIDTHS_JS = """div => Object.keys(div._fullLayout).filter(k => /^xaxis\\d*$/.test(k))
+SUBPLOT_WIDTHS_JS = """div => Object.keys(div._fullLayout || {}).filter(k => /^xaxis\\d*$/.test(k))
     .map(k => div._fullLayout[k]._length)"""
 HEATMAPS_JS = """() => Object.fromEntries(Array.from(document.querySelectorAll('[class*="st-key-"]'))
     .filter(el => el.querySelector('.js-plotly-plot'))
