@@ -5,10 +5,15 @@ import io
 from typing import Mapping, Sequence
 
 import numpy as np
+import plotly.colors as pc
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from PIL import Image
 
+# Plotly's Inferno with its colours written as rgb(): Streamlit's chart theme rewrites the hex colours
+# #000000-#000040 as its own placeholders, and Inferno's first colour is #000004 (zero drew pink).
+INFERNO = [[k / (len(pc.sequential.Inferno) - 1), "rgb({}, {}, {})".format(*pc.hex_to_rgb(colour))]
+           for k, colour in enumerate(pc.sequential.Inferno)]
 GATE_COLOURS = {"i": "#2E6FDB", "f": "#D9480F", "o": "#2B8A3E", "g": "#862E9C",
                 "z": "#2E6FDB", "r": "#D9480F", "candidate": "#862E9C"}
 
@@ -135,7 +140,7 @@ def attribution_figure(image: np.ndarray, maps: Mapping[str, np.ndarray], signed
             fig.add_trace(go.Image(z=backdrop, hoverinfo="skip"), row=row, col=col)
         x_domain, y_domain = fig.layout[f"xaxis{axis}"].domain, fig.layout[f"yaxis{axis}"].domain
         fig.add_trace(go.Heatmap(z=np.asarray(maps[label], dtype=float), zmin=lo, zmax=hi,
-                                 colorscale="RdBu_r" if signed else "Inferno", opacity=0.6 if over_grey else 1.0,
+                                 colorscale="RdBu_r" if signed else INFERNO, opacity=0.6 if over_grey else 1.0,
                                  colorbar=dict(x=x_domain[1] + 0.005, xanchor="left", thickness=10,
                                                y=sum(y_domain) / 2, len=(y_domain[1] - y_domain[0]) * 0.9,
                                                tickfont=dict(size=9), exponentformat="power"),

@@ -74,6 +74,9 @@ def test_attribution_figure_draws_each_map_with_its_own_colour_bar():
     assert [(t.zmin, t.zmax) for t in separate] == [(0.0, 2.0), (0.0, 1.0)]
     assert separate[0].colorbar.x < separate[1].colorbar.x  # one bar beside each map, not one for all
     assert np.asarray(separate[1].z).max() == 1.0  # values as computed, not rescaled
+    # No colour Streamlit's theme would rewrite (#000000-#000040): zero is Inferno's black, not pink.
+    assert all(not str(c).lower().startswith("#0000") for _, c in separate[0].colorscale)
+    assert separate[0].colorscale[0][1] == "rgb(0, 0, 4)"
 
 
 def test_signed_maps_use_a_diverging_scale_centred_on_zero():
