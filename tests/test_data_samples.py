@@ -220,6 +220,15 @@ def test_the_shipped_cifar_checkpoints_carry_200_labelled_validation_images(name
     assert len(split) == 200 and [split.targets.count(c) for c in range(10)] == [20] * 10
     image, label = split[len(split) - 1]
     assert image.shape == (3, 32, 32) and label == 9
+
+
+def test_the_runs_listing_names_the_shipped_cifar_runs_cifar10_and_its_filter_finds_them(tmp_path):
+    from dashboard.runs import RunFilter, discover_runs, filter_runs
+
+    runs = discover_runs(tmp_path / "runs", REPO / "checkpoints")
+    found = [run.key for run in filter_runs(runs, RunFilter(datasets=("cifar10",)))]
+    assert sorted(found) == ["shipped/cifar10-regnet20", "shipped/cifar10-resnet20"]
+    assert not filter_runs(runs, RunFilter(datasets=("imagefolder",)))
     manifest = json.loads((folder / SAMPLES_DIR / "manifest.json").read_text())
     config = load_run_config(folder)
     assert (manifest["source"]["val_ratio"], manifest["source"]["split_seed"]) == (config.data.val_ratio,
