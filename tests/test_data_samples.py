@@ -220,6 +220,12 @@ def test_the_shipped_cifar_checkpoints_carry_200_labelled_validation_images(name
     assert len(split) == 200 and [split.targets.count(c) for c in range(10)] == [20] * 10
     image, label = split[len(split) - 1]
     assert image.shape == (3, 32, 32) and label == 9
+    manifest = json.loads((folder / SAMPLES_DIR / "manifest.json").read_text())
+    config = load_run_config(folder)
+    assert (manifest["source"]["val_ratio"], manifest["source"]["split_seed"]) == (config.data.val_ratio,
+                                                                                    config.data.split_seed)
+    assert manifest["source"]["split_size"] == 5000 and "Krizhevsky" in manifest["credit"]
+    assert sum(p.stat().st_size for p in (folder / SAMPLES_DIR).rglob("*") if p.is_file()) < 1_000_000
 
 
 def test_the_runs_listing_names_the_shipped_cifar_runs_cifar10_and_its_filter_finds_them(tmp_path):
@@ -229,12 +235,6 @@ def test_the_runs_listing_names_the_shipped_cifar_runs_cifar10_and_its_filter_fi
     found = [run.key for run in filter_runs(runs, RunFilter(datasets=("cifar10",)))]
     assert sorted(found) == ["shipped/cifar10-regnet20", "shipped/cifar10-resnet20"]
     assert not filter_runs(runs, RunFilter(datasets=("imagefolder",)))
-    manifest = json.loads((folder / SAMPLES_DIR / "manifest.json").read_text())
-    config = load_run_config(folder)
-    assert (manifest["source"]["val_ratio"], manifest["source"]["split_seed"]) == (config.data.val_ratio,
-                                                                                    config.data.split_seed)
-    assert manifest["source"]["split_size"] == 5000 and "Krizhevsky" in manifest["credit"]
-    assert sum(p.stat().st_size for p in (folder / SAMPLES_DIR).rglob("*") if p.is_file()) < 1_000_000
 
 
 def test_inspect_uses_the_whole_split_when_the_data_is_there_and_the_sample_when_it_is_not(run, tmp_path):
