@@ -86,8 +86,9 @@ def gate_depth_figure(profile: Sequence[dict], labels: Mapping[str, str] | None 
             fig.add_trace(go.Scatter(x=x, y=[r["mean"] for r in rows], mode="lines+markers", name=gate,
                                      line=dict(color=colour), showlegend=False,
                                      customdata=[[r["std"], r["q10"], r["q90"]] for r in rows],
-                                     hovertemplate=f"{gate} step %{{x}}: mean %{{y:.3f}}, std %{{customdata[0]:.3f}}, "
-                                                   "10-90%: %{customdata[1]:.3f} to %{customdata[2]:.3f}<extra></extra>"),
+                                     hovertemplate=f"{gate} step %{{x}}: mean %{{y:.3f}}, std "
+                                                   "%{customdata[0]:.3f}, 10-90%: %{customdata[1]:.3f} to "
+                                                   "%{customdata[2]:.3f}<extra></extra>"),
                           row=row, col=col)
         fig.update_yaxes(tickformat=".2f", nticks=4, row=row, col=1)
     for col in range(1, len(stages) + 1):
@@ -118,8 +119,9 @@ def attribution_figure(image: np.ndarray, maps: Mapping[str, np.ndarray], signed
     a row.
 
     Three panels a row keep each map over 200 pixels wide on a 1400-pixel window (a plot about 870 pixels
-    wide beside the sidebar) however many methods are on. Maps are drawn opaque beside the image, so every colour is one on the colour bar; ``over_grey``
-    lays them at 0.6 opacity over the image in grey, which darkens a colour but never changes its hue.
+    wide beside the sidebar) however many methods are on (five: two rows). Maps are drawn opaque beside
+    the image, so every colour is one on the colour bar; ``over_grey`` lays them at 0.6 opacity over the
+    image in grey, which darkens a colour but never changes its hue.
     Absolute maps use a sequential scale from zero; signed maps a diverging one, white at zero, red for
     evidence for the class and blue against it.
     """

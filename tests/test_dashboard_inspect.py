@@ -509,10 +509,11 @@ def test_choices_in_one_tab_are_kept_while_the_other_is_open(inspect_root):
     at.number_input(key="inspect_index").set_value(5).run()
     at.multiselect(key="inspect_methods").set_value(["saliency"]).run()
     whole_split(at, "shipped/regnet")
-    assert "Inside the regulator, step by step" not in [s.value for s in at.subheader]  # the hidden tab computes nothing
+    assert "Inside the regulator, step by step" not in [s.value for s in at.subheader]  # the hidden tab: nothing
     at.session_state["inspect_tab"] = "One image"
     at.run()
-    assert at.number_input(key="inspect_index").value == 5 and at.multiselect(key="inspect_methods").value == ["saliency"]
+    assert at.number_input(key="inspect_index").value == 5
+    assert at.multiselect(key="inspect_methods").value == ["saliency"]
     at.session_state["inspect_tab"] = "Whole split"
     at.run()
     assert at.toggle(key="inspect_split_shipped/regnet").value  # the analysis stays on
