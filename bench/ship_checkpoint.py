@@ -10,6 +10,7 @@ reads it like any run. Two sources:
     python bench/ship_checkpoint.py --run runs/<id> --name cifar10-regnet20 --data-root data/CIFAR-10-images
     python bench/ship_checkpoint.py --cifar-result bench/results/cifar_paper_regnet20.json \
         --weights regnet20.pt --name cifar10-regnet20
+    python bench/ship_checkpoint.py --name shapes-regnet20 --regulator-from-snapshots
 
 Shipping replaces the whole folder, ``samples/`` included: give a CIFAR-10 checkpoint its
 validation images back with bench/ship_samples.py (see checkpoints/README.md).
@@ -75,6 +76,30 @@ def ship_regulator_history(run_dir: Path, out: Path, config: dict) -> None:
         atomic_write_text(out / ARTIFACTS / REGULATOR, regulator.read_text())
 
 
+def regulator_from_snapshots(out: Path) -> None:
+    """Rewrite a shipped folder's artifacts/regulator.jsonl from its epoch snapshots, as training wrote it.
+
+    Each snapshot is probed on the run's own probe images (same seed, same evaluation transform) in eval
+    mode, which reads only the weights and BatchNorm statistics the snapshot holds, so the lines carry the
+    figures the run logged; step and time are the epoch's own, from metrics.jsonl.
+    """
+    from regnet.runs import read_regulator
+    from regnet.train.build import load_data
+    from regnet.train.regulator_stats import RegulatorLog
+    from regnet.train.runs import load_run_config
+
+    config = load_run_config(out)
+    val = load_data(config, augment=False).val
+    epochs = {row["epoch"]: row for row in read_metrics(out) if row.get("kind") == "epoch"}
+    (out / ARTIFACTS / REGULATOR).unlink(missing_ok=True)
+    for epoch in snapshot_epochs(out):
+        model, _ = load_run_model(out, which=snapshot_file(out, epoch).stem)
+        log = RegulatorLog.open(model, val, config.train.seed, out, torch.device("cpu"), after_epoch=epoch - 1)
+        log.epoch_end(epoch, epochs[epoch]["step"])
+    rows = [{**row, "time": epochs[row["epoch"]]["time"]} for row in read_regulator(out)]
+    atomic_write_text(out / ARTIFACTS / REGULATOR, "".join(json.dumps(row) + "\n" for row in rows))
+
+
 def from_cifar_result(result_path: Path, weights: Path, out: Path) -> None:
     """A bench/cifar_paper.py result: the paper's recipe with the epochs it ran, on the CIFAR-10 JPEG copy."""
     result = json.loads(result_path.read_text())
@@ -93,7 +118,7 @@ def from_cifar_result(result_path: Path, weights: Path, out: Path) -> None:
                for row in result["history"]]
     metrics = {"loss": final["val_loss"], "top1": final["val_top1"], "macro_f1": final["val_macro_f1"]}
     status = {"state": "finished", "pid": None, "run_id": out.name, "model": result["model"],
-              "dataset": "imagefolder", "epoch": result["epochs"], "epochs": result["epochs"],
+              "dataset": "cifar10", "epoch": result["epochs"], "epochs": result["epochs"],
               "step": history[-1]["step"], "steps_per_epoch": result["train_images"] // 128,
               "elapsed_s": result["train_time_s"], "best_metric": "val_top1", "best_value": final["val_top1"],
               "best_epoch": result["epochs"], "images_per_s": result["images_per_s"], "params": result["params"],
@@ -108,9 +133,13 @@ def main() -> None:
     p.add_argument("--cifar-result", type=Path)
     p.add_argument("--weights", type=Path)
     p.add_argument("--data-root", help="with --run: the data path to record in the shipped config")
+    p.add_argument("--regulator-from-snapshots", action="store_true",
+                   help="rewrite the shipped folder's regulator history from its epoch snapshots")
     args = p.parse_args()
     out = REPO / "checkpoints" / args.name
-    if args.run:
+    if args.regulator_from_snapshots:
+        regulator_from_snapshots(out)
+    elif args.run:
         from_run(args.run, out, args.data_root)
     else:
         from_cifar_result(args.cifar_result, args.weights, out)

@@ -185,16 +185,42 @@ def split_analysis(cache: Path, which_path: Path, model, images: InspectImages, 
     return ri.cached(cache, "inspect-split", key, compute)
 
 
+def _quality_job(which_path: Path, images: InspectImages, settings: ri.MethodSettings, n: int) -> tuple[str, str]:
+    """(cache name, key) of the attribution scores of a checkpoint's first ``n`` validation images."""
+    return "inspect-quality", ri.cache_key(ri.file_identity(which_path), "quality", images.info.name, n, settings)
+
+
+def quality_is_cached(cache: Path, which_path: Path, images: InspectImages, settings: ri.MethodSettings) -> bool:
+    """Whether the scores are on disk already, so showing them needs no estimate and no wait."""
+    name, key = _quality_job(which_path, images, settings, min(QUALITY_IMAGES, len(images.val)))
+    return (Path(cache) / f"{name}-{key}.pt").is_file()
+
+
+def _quality_rows(model, images: InspectImages, settings: ri.MethodSettings, n: int,
+                  progress: Callable[[int, int], None] | None) -> dict:
+    xs = torch.stack([images.val[i][0] for i in range(n)])
+    ys = torch.tensor(images.val.targets[:n])
+    masks = torch.stack([images.val.mask(i) for i in range(n)])
+    return {"rows": ri.attribution_quality(model, xs, masks, ys, list(ri.METHODS), settings, progress=progress)}
+
+
+def quality_seconds_per_image(cache: Path, which_path: Path, model, images: InspectImages, settings: ri.MethodSettings,
+                              progress: Callable[[int, int], None] | None = None) -> float:
+    """Seconds that scoring one image with every method takes on this machine: the first image, timed once
+    per checkpoint and settings and kept on disk, so a long scoring says how long it takes before it starts."""
+    name, key = _quality_job(which_path, images, settings, 1)
+
+    def compute() -> dict:
+        start = time.perf_counter()
+        _quality_rows(model, images, settings, 1, progress)
+        return {"seconds": time.perf_counter() - start}
+
+    return float(ri.cached(cache, name + "-timing", key, compute)["seconds"])
+
+
 def quality_scores(cache: Path, which_path: Path, model, images: InspectImages, settings: ri.MethodSettings,
                    progress: Callable[[int, int], None] | None = None) -> list[dict]:
     """Pointing game and mass on object of every method on the first validation images (``shapes`` masks)."""
     n = min(QUALITY_IMAGES, len(images.val))
-    key = ri.cache_key(ri.file_identity(which_path), "quality", images.info.name, n, settings)
-
-    def compute() -> dict:
-        xs = torch.stack([images.val[i][0] for i in range(n)])
-        ys = torch.tensor(images.val.targets[:n])
-        masks = torch.stack([images.val.mask(i) for i in range(n)])
-        return {"rows": ri.attribution_quality(model, xs, masks, ys, list(ri.METHODS), settings, progress=progress)}
-
-    return ri.cached(cache, "inspect-quality", key, compute)["rows"]
+    name, key = _quality_job(which_path, images, settings, n)
+    return ri.cached(cache, name, key, lambda: _quality_rows(model, images, settings, n, progress))["rows"]

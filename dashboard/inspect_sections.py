@@ -19,12 +19,17 @@ from regnet.dashboard import inspect_cache, ui
 from regnet.dashboard.live_regulator import GATE_LABELS
 from regnet.dashboard.run_listing import RunInfo
 from regnet import inspect as ri
-from regnet.data import denormalize
+from regnet.data import denormalize, recognised_name
 
 FIELD_LABELS = {"input": "input I (the block's X2)", "hidden": "hidden state H", "cell": "cell state C",
                 "output": "block output O"}
 PREDICTED = -1  # the target-class choice that follows the image's prediction (None would read as "no choice")
 QUALITY_LABELS = {"method": "method", "pointing_game": "pointing game", "mass_on_object": "mass on object"}
+TABS = ("One image", "Whole split")
+ANY = "any"
+# Keys of the page's widgets whose value Streamlit does not let a script set (an upload, buttons, chart
+# selections): ``keep_choices`` leaves them alone.
+NOT_SETTABLE = ("inspect_upload", "inspect_png_", "inspect_npy_", "inspect_pick_", "inspect_do_")
 
 
 @dataclass
@@ -121,7 +126,8 @@ def choose_subject(every_run: list[RunInfo]) -> Subject | None:
         return None
     m = config["model"]
     options = ", ".join(f"{k}={v}" for k, v in m.get("options", {}).items())
-    st.caption(f"`{m['name']}` ({options or 'no options'}) · data `{config['data']['name']}` · "
+    data = recognised_name(config["data"]["name"], m.get("class_names") or ())
+    st.caption(f"`{m['name']}` ({options or 'no options'}) · data `{data}` · "
                f"{sum(p.numel() for p in model.parameters()):,} parameters · checkpoint `{checkpoint.name}`")
     data_root = st.text_input("Data root", config["data"].get("root") or "data", key=f"inspect_root_{key}",
                               help="Where this run's data set lives on this machine. Without it, a run that "
@@ -137,26 +143,43 @@ def choose_subject(every_run: list[RunInfo]) -> Subject | None:
 def _validation_image(subject: Subject) -> Picked:
     images = subject.images
     names = subject.class_names
-    wanted = st.selectbox("Class", ["any"] + names, key="inspect_class")
-    pool = [i for i, t in enumerate(images.val.targets) if wanted == "any" or names[t] == wanted]
-    position = st.number_input(f"Image ({len(pool)} match)", 0, max(len(pool) - 1, 0), 0, key="inspect_index")
+    wanted = st.selectbox("Class", [ANY] + names, key="inspect_class")
+    pool = [i for i, t in enumerate(images.val.targets) if wanted == ANY or names[t] == wanted]
+    _clamp_state("inspect_index", 0, max(len(pool) - 1, 0), default=0)
+    position = st.number_input(f"Image ({len(pool)} match)", 0, max(len(pool) - 1, 0), key="inspect_index",
+                               help="Among the validation images of the chosen class; a click on a gallery "
+                                    "image (Whole split) opens it here.")
     index = pool[min(int(position), len(pool) - 1)]
     image, label = images.val[index]
     return Picked(image[None], denormalize(image, images.info), names[label],
                   inspect_cache.image_key("val", subject.run.path, images.sample, index))
 
 
+def _remember_upload() -> None:
+    """on_change of the uploader: keep the file (or its removal), since the uploader itself comes back empty
+    after the other tab was open."""
+    upload = st.session_state.get("inspect_upload")
+    st.session_state["inspect_uploaded"] = None if upload is None else (upload.name, upload.getvalue())
+
+
 def _uploaded_image(subject: Subject) -> Picked | None:
-    upload = st.file_uploader("An image file (PNG, JPEG, GIF, TIFF, BMP, WebP, ICO...)", key="inspect_upload")
-    if upload is None:
+    upload = st.file_uploader("An image file (PNG, JPEG, GIF, TIFF, BMP, WebP, ICO...)", key="inspect_upload",
+                              on_change=_remember_upload)
+    kept = st.session_state.get("inspect_uploaded")
+    if upload is None and kept is None:
         st.info("Upload an image to see the model's prediction, its regulator and attributions for it.")
         return None
+    if upload is None:
+        st.caption(f"Showing `{kept[0]}`, uploaded earlier; upload another file to replace it.")
     channels, side, mean, std = subject.input_spec
-    data = upload.getvalue()
+    data = upload.getvalue() if upload is not None else kept[1]
     try:
         x, shown, notes = ri.prepare_image(data, channels, side, mean, std)
     except ri.ImageInputError as error:
         st.error(str(error))
+        return None
+    except MemoryError:  # prepare_image's limits should make this unreachable; the page still says it
+        st.error("This image is too large to prepare in the server's memory; upload a smaller one.")
         return None
     for note in notes:
         st.caption(note)
@@ -251,8 +274,11 @@ def show_gates(subject: Subject, picked: Picked) -> None:
     shared = st.session_state.get("inspect_shared", True)
     st.plotly_chart(charts.state_grid_figure(ri.state_grid(trace, gate, "mean"), GATE_LABELS.get(gate, gate),
                                              shared), key="inspect_gate_maps")
-    st.plotly_chart(charts.gate_depth_figure(ri.gate_profile(trace)), key="inspect_gate_depth")
-    st.caption("Depth is the regulator's time axis: each point is one block of the stage.")
+    st.plotly_chart(charts.gate_depth_figure(ri.gate_profile(trace), GATE_LABELS), key="inspect_gate_depth")
+    st.caption("Gates along depth, the regulator's time axis: each point is one block of the stage. The line is "
+               "the gate's mean over its channels and pixels, the band holds the middle 80% of its values (10th "
+               "to 90th percentile). Each gate has its own row and y range, as sigmoid gates often differ only "
+               "in the second decimal.")
 
 
 def _method_settings(subject: Subject, layers: list[str]) -> tuple[ri.MethodSettings, str]:
@@ -276,15 +302,16 @@ def _method_settings(subject: Subject, layers: list[str]) -> tuple[ri.MethodSett
                              layer=layer), baseline
 
 
-def _map_downloads(maps: dict, signed: bool) -> None:
-    """Each map as a PNG in the page's colours and as the NumPy array behind it."""
+def _map_downloads(maps: dict, signed: bool, evidence: str) -> None:
+    """Each map as a PNG in the page's colours, titled and with its colour bar, and as the NumPy array behind
+    it."""
     kind = "signed" if signed else "absolute"
     with st.expander("Download the maps"):
         for label, values in maps.items():
             name = label.lower().replace(" ", "-")
             c1, c2 = st.columns(2)
-            c1.download_button(f"{label} as PNG", charts.map_png(values, signed), f"{name}-{kind}.png", "image/png",
-                               key=f"inspect_png_{name}", on_click="ignore")
+            c1.download_button(f"{label} as PNG", charts.map_png(values, signed, f"{label} ({kind}), {evidence}"),
+                               f"{name}-{kind}.png", "image/png", key=f"inspect_png_{name}", on_click="ignore")
             c2.download_button(f"{label} as NumPy array", charts.map_npy(values), f"{name}-{kind}.npy",
                                "application/octet-stream", key=f"inspect_npy_{name}", on_click="ignore")
 
@@ -294,7 +321,7 @@ def show_attributions(subject: Subject, picked: Picked, predicted: int) -> None:
     """The chosen methods' maps for a target class, computed once per image, method, target and settings."""
     st.subheader("Attribution")
     names = subject.class_names
-    a1, a2, a3, a4 = st.columns([3, 2, 2, 2])
+    a1, a2, a3, a4, a5 = st.columns([3, 2, 2, 2, 2])
     methods = a1.multiselect("Methods", list(ri.METHODS), default=["integrated_gradients", "gradcam"],
                              format_func=ri.METHOD_LABELS.get, key="inspect_methods")
     choice = a2.selectbox("Target class", [PREDICTED, *range(len(names))], key="inspect_target",
@@ -302,26 +329,32 @@ def show_attributions(subject: Subject, picked: Picked, predicted: int) -> None:
     target = predicted if choice == PREDICTED else choice
     signed = a3.radio("Map", ["absolute", "signed"], horizontal=True, key="inspect_sign",
                       help="Signed: red is evidence for the class, blue against it.") == "signed"
-    shared = a4.checkbox("One scale for all maps", False, key="inspect_attr_shared")
+    over_grey = a4.radio("Draw maps", ["beside the image", "over it in grey"], key="inspect_attr_over",
+                         help="Beside: each colour is exactly one on the colour bar. Over the image in grey: "
+                              "shows where the evidence lies; the grey darkens colours but adds no hue.") \
+        == "over it in grey"
+    shared = a5.checkbox("One scale for all maps", False, key="inspect_attr_shared")
     settings, baseline = _method_settings(subject, list(ri.attribution_layers(subject.model)))
     _, _, mean, std = subject.input_spec
     maps = {}
-    for method in methods:
+    for number, method in enumerate(methods, start=1):
         label = ri.METHOD_LABELS[method]
         if method == "gradcam" and settings.layer is None:
             st.info(f"{label} needs a layer to hook and `{subject.config['model']['name']}` names none; "
                     "the pixel methods still apply.")
             continue
-        with inspect_cache.ProgressBar(label, "forward batches") as bar:
+        with inspect_cache.ProgressBar(f"{label} (method {number} of {len(methods)}, weights `{subject.checkpoint.name}`)",
+                             "forward batches") as bar:
             result = inspect_cache.attribution_of(subject.identity, picked.key, method, target, settings, baseline,
                                         subject.model, picked.x, mean, std, progress=bar)
         maps[label] = (result.map if signed else result.importance()).numpy()
         if result.is_zero:
             st.info(f"{label} found no evidence for '{names[target]}': its map is all zero.")
     if maps:
-        st.plotly_chart(charts.attribution_figure(picked.rgb(), maps, signed, shared), key="inspect_attr")
-        st.caption(f"Evidence for '{names[target]}'" + (" (the prediction)." if target == predicted else "."))
-        _map_downloads(maps, signed)
+        st.plotly_chart(charts.attribution_figure(picked.rgb(), maps, signed, shared, over_grey), key="inspect_attr")
+        evidence = f"evidence for '{names[target]}'" + (" (the prediction)" if target == predicted else "")
+        st.caption(evidence[0].upper() + evidence[1:] + ".")
+        _map_downloads(maps, signed, evidence)
 
 
 def image_tab(subject: Subject) -> None:
@@ -349,34 +382,83 @@ def _split_metrics(analysis: dict, images: inspect_cache.InspectImages) -> None:
                   f"{-drop * 100:.1f} points")
     if images.sample:
         st.caption(f"Figures on {images.description}, not on the whole split: expect a few points of noise.")
-    st.plotly_chart(charts.confusion_figure(analysis["confusion_matrix"], images.info.class_names),
-                    key="inspect_confusion")
+    names = images.info.class_names
+    normalise = st.toggle("Normalise by row (each true class's share)", key="inspect_confusion_norm",
+                          help="Each row then sums to 100%, so a rare class's errors read as plainly as a "
+                               "common one's.")
+    st.plotly_chart(charts.confusion_figure(analysis["confusion_matrix"], names, normalise),
+                    key="inspect_pick_confusion", on_select=lambda: _show_cell(names), selection_mode="points")
+    st.caption("Click a cell to show its images in the gallery below.")
     st.dataframe(pd.DataFrame(analysis["per_class"]).round(4), hide_index=True)
 
 
+def _picked(key: str) -> list | None:
+    """The custom data of the point a click selected in the chart drawn with ``key``, as a list; None when
+    the click cleared the selection.
+
+    The browser hands a point's custom data back as a list, or as a dict by position when the figure sent
+    it as a typed array.
+    """
+    state = st.session_state.get(key) or {}
+    points = (state.get("selection") or {}).get("points") or []
+    if not points:
+        return None
+    data = points[0].get("customdata")
+    if isinstance(data, dict):
+        return [data[k] for k in sorted(data, key=int)]
+    return list(data) if isinstance(data, (list, tuple)) else [data]
+
+
+def _show_cell(names: list[str]) -> None:
+    """on_select of the confusion matrix: filter the gallery to the clicked (true, predicted) pair."""
+    cell = _picked("inspect_pick_confusion")
+    if cell:
+        true, predicted = int(cell[0]), int(cell[1])
+        st.session_state.update(inspect_gallery_class=names[true], inspect_gallery_pred=names[predicted],
+                                inspect_gallery_verdict="all")
+
+
+def _open_image(run_key: str) -> None:
+    """on_select of the gallery: open the clicked image in the One image tab."""
+    image = _picked("inspect_pick_gallery")
+    if image:
+        st.session_state.update({"inspect_tab": TABS[0], f"inspect_source_{run_key}": "Validation image",
+                                 "inspect_class": ANY, "inspect_index": int(image[0]), "inspect_opened": True})
+
+
+def gallery_indices(targets, preds, true_class: int | None, predicted_class: int | None, verdict: str,
+                    count: int) -> list[int]:
+    """The first ``count`` images of the given true and predicted class (None: any) and verdict."""
+    return [i for i in range(len(targets))
+            if (true_class is None or int(targets[i]) == true_class)
+            and (predicted_class is None or int(preds[i]) == predicted_class)
+            and (verdict == "all" or (verdict == "right") == bool(preds[i] == targets[i]))][:count]
+
+
 def show_gallery(subject: Subject, analysis: dict) -> None:
-    """Validation images filtered by true class and verdict, titled with the prediction (and the truth when wrong)."""
+    """Validation images filtered by true class, predicted class and verdict, titled with the prediction (and
+    the truth when wrong); a click opens one in the One image tab."""
     st.subheader("Gallery")
     names = subject.class_names
-    g1, g2, g3 = st.columns(3)
-    wanted = g1.selectbox("True class", ["any"] + names, key="inspect_gallery_class")
-    verdict = g2.selectbox("Predictions", ["all", "right", "wrong"], key="inspect_gallery_verdict")
-    count = g3.number_input("Images", 8, 64, 24, 8, key="inspect_gallery_n")
+    g1, g2, g3, g4 = st.columns(4)
+    wanted = g1.selectbox("True class", [ANY] + names, key="inspect_gallery_class")
+    said = g2.selectbox("Predicted class", [ANY] + names, key="inspect_gallery_pred")
+    verdict = g3.selectbox("Predictions", ["all", "right", "wrong"], key="inspect_gallery_verdict")
+    count = g4.number_input("Images", 6, 60, 24, 6, key="inspect_gallery_n")
     targets, preds, confidence = analysis["targets"], analysis["preds"], analysis["confidence"]
-    picks = [i for i in range(len(targets))
-             if (wanted == "any" or names[int(targets[i])] == wanted)
-             and (verdict == "all" or (verdict == "right") == bool(preds[i] == targets[i]))][: int(count)]
+    picks = gallery_indices(targets, preds, None if wanted == ANY else names.index(wanted),
+                            None if said == ANY else names.index(said), verdict, int(count))
     if not picks:
         st.info("No image matches these filters.")
         return
     info = subject.images.info
     pictures = [denormalize(subject.images.val[i][0], info).permute(1, 2, 0).numpy() for i in picks]
-    right = [bool(preds[i] == targets[i]) for i in picks]
-    titles = [f"{names[int(preds[i])]} {float(confidence[i]):.0%}" + ("" if ok else f" · true {names[int(targets[i])]}")
-              for i, ok in zip(picks, right)]
-    st.plotly_chart(charts.gallery_figure(pictures, titles, right), key="inspect_gallery")
+    predicted = [f"{names[int(preds[i])]} {float(confidence[i]):.0%}" for i in picks]
+    truth = [None if preds[i] == targets[i] else names[int(targets[i])] for i in picks]
+    st.plotly_chart(charts.gallery_figure(pictures, predicted, truth, picks), key="inspect_pick_gallery",
+                    on_select=lambda: _open_image(subject.run.key), selection_mode="points")
     st.caption("Titles: predicted class and confidence, and the true class when the prediction is wrong; "
-               "green is right, red is wrong.")
+               "green is right, red is wrong. Click an image to open it in the One image tab.")
 
 
 def _other_analysis(other: RunInfo, cache: Path, progress: inspect_cache.ProgressBar) -> dict:
@@ -425,30 +507,53 @@ def show_ablation(analysis: dict) -> None:
         unit_range=True), key="inspect_ablation")
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
 def show_quality(subject: Subject, cache: Path) -> None:
-    """Pointing game and mass on object of every method, against object masks (``shapes`` only)."""
+    """Pointing game and mass on object of every method, against object masks (``shapes`` only).
+
+    Scoring takes minutes on a CPU, so it says how long before it starts: the first image is timed (once
+    per checkpoint, kept on disk) and the rest waits for a click.
+    """
     st.subheader("Attribution quality")
-    if not hasattr(subject.images.val, "mask"):
+    images = subject.images
+    if not hasattr(images.val, "mask"):
         st.info("Attribution quality is scored against object masks, which only the `shapes` data set has.")
-        return
-    if not st.toggle("Score the attribution methods (pointing game, mass on object)",
-                     key=f"inspect_quality_{subject.run.key}"):
         return
     layers = list(ri.attribution_layers(subject.model))
     layer = st.session_state.get("inspect_layer") or layers[-1]
     settings = ri.MethodSettings(layer=layer if layer in layers else layers[-1])
+    n = min(inspect_cache.QUALITY_IMAGES, len(images.val))
+    done = inspect_cache.quality_is_cached(cache, subject.checkpoint, images, settings)
+    if not st.toggle("Score the attribution methods (pointing game, mass on object)",
+                     key=f"inspect_quality_{subject.run.key}",
+                     help=None if done else "Times one image first, then says how long the rest takes before "
+                                            "it starts."):
+        return
+    if not done:
+        with inspect_cache.ProgressBar("Timing the first image", "image-method pairs") as bar:
+            seconds = inspect_cache.quality_seconds_per_image(cache, subject.checkpoint, subject.model, images, settings, bar)
+        st.info(f"Scoring {n} images with {len(ri.METHODS)} methods takes up to about {_duration(seconds * n)} "
+                f"here: the first image took {seconds:.1f} s, and the rest go in batches of 8, a little faster; "
+                "the result is kept, so it is done once per checkpoint.")
+        if not st.button(f"Score the {n} images", key=f"inspect_do_score_{subject.run.key}"):
+            return
     with inspect_cache.ProgressBar("Scoring attributions", "image-method pairs") as bar:
-        rows = inspect_cache.quality_scores(cache, subject.checkpoint, subject.model, subject.images, settings, progress=bar)
+        rows = inspect_cache.quality_scores(cache, subject.checkpoint, subject.model, images, settings, progress=bar)
     table = pd.DataFrame([{**r, "method": ri.METHOD_LABELS.get(r["method"], r["method"])} for r in rows])
     st.dataframe(table.rename(columns=QUALITY_LABELS).round(3), hide_index=True)
-    st.caption(f"On the first {min(inspect_cache.QUALITY_IMAGES, len(subject.images.val))} validation images, for the true "
-               f"class, with each method's default settings; Grad-CAM on '{settings.layer}'. The random map's "
-               "scores are the object's share of the image (exact expectation).")
+    st.caption(f"On the first {n} validation images, for the true class, with each method's default settings; "
+               f"Grad-CAM on '{settings.layer}'. The random map's scores are the object's share of the image "
+               "(exact expectation).")
 
 
 @st.fragment
 def split_tab(subject: Subject, others: list[RunInfo]) -> None:
     """Split-level analyses, computed once per checkpoint with a progress bar, then read from the cache."""
+    if st.session_state.pop("inspect_opened", False):
+        st.rerun()  # a gallery click chose the One image tab: the whole page, not this fragment, redraws
     images = subject.images
     if images is None:
         st.warning(subject.data_problem or "The data set is not available.")
@@ -471,13 +576,27 @@ def split_tab(subject: Subject, others: list[RunInfo]) -> None:
 def render() -> None:
     """The whole page: the subject, then one tab per scope."""
     st.title("Inspect")
+    keep_choices()
     every_run = ui.all_runs()
     subject = choose_subject(every_run)
     if subject is None:
         return
     others = [run for run in every_run if run.key != subject.run.key and inspect_cache.checkpoint_path(run.path)]
-    tab_image, tab_split = st.tabs(["One image", "Whole split"])
-    with tab_image:
-        image_tab(subject)
-    with tab_split:
-        split_tab(subject, others)
+    tab_image, tab_split = st.tabs(TABS, key="inspect_tab", on_change="rerun")
+    if tab_image.open:  # only the open tab computes: a new epoch's weights never wait on the hidden one
+        with tab_image:
+            image_tab(subject)
+    if tab_split.open:
+        with tab_split:
+            split_tab(subject, others)
+
+
+def keep_choices() -> None:
+    """Keep every choice made on this page over runs that do not draw its widget.
+
+    Only the open tab is drawn, and Streamlit forgets the value of a widget that a run does not draw;
+    setting each value again makes it the page's own, kept until the widget is drawn again.
+    """
+    for key in list(st.session_state):
+        if str(key).startswith("inspect_") and not str(key).startswith(NOT_SETTABLE):
+            st.session_state[key] = st.session_state[key]

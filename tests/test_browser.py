@@ -24,6 +24,9 @@ from PIL import Image
 
 from bench_scripts import load_bench
 from test_dashboard_fixtures import fake_training_process, write_run, write_shipped_run
+from test_inspect_images import long_thin_png
+
+from regnet.data import SHAPE_NAMES
 
 REPO = Path(__file__).resolve().parent.parent
 _browser = load_bench("_browser")
@@ -49,6 +52,18 @@ CELLS_JS = """() => Array.from(document.querySelectorAll('[data-testid="stDataFr
     .map(cell => cell.textContent)"""
 # Heat-map traces in each keyed plotly chart: {element key: count}; Streamlit marks a keyed element's
 # container with the class st-key-<key>.
+# Page coordinates of the centre of a confusion cell with images in it, off the diagonal when there is one,
+# and its [true, predicted] classes: plotly's own axis conversion, so the test clicks where a user would.
+CONFUSION_CELL_JS = """div => {
+    const cells = div.data.find(t => t.type === 'scatter').customdata;
+    const full = cells.filter(c => c[2] > 0), wrong = full.filter(c => c[0] !== c[1]);
+    const [t, p] = (wrong.length ? wrong : full)[0];
+    const xa = div._fullLayout.xaxis, ya = div._fullLayout.yaxis, box = div.getBoundingClientRect();
+    return {x: box.left + xa._offset + xa.l2p(p), y: box.top + ya._offset + ya.l2p(t), true: t, predicted: p};
+}"""
+# Plot-area widths (pixels) of each subplot of a chart, read from plotly's laid-out axes.
+SUBPLOT_WIDTHS_JS = """div => Object.keys(div._fullLayout || {}).filter(k => /^xaxis\\d*$/.test(k))
+    .map(k => div._fullLayout[k]._length)"""
 HEATMAPS_JS = """() => Object.fromEntries(Array.from(document.querySelectorAll('[class*="st-key-"]'))
     .filter(el => el.querySelector('.js-plotly-plot'))
     .map(el => [Array.from(el.classList).find(c => c.startsWith('st-key-')).slice(7),
@@ -341,3 +356,84 @@ def test_an_uploaded_png_gets_a_prediction_and_the_regulator_maps(page, server):
     assert len(table) == 10 and all(0 <= p <= 1 for p in probabilities), table
     assert probabilities == sorted(probabilities, reverse=True)
     shot(page, server, "inspect-upload")
+
+
+def open_inspect(page, server: Server) -> None:
+    page.goto(f"{server.url}/inspect")
+    page.get_by_role("heading", name="Inspect", exact=True).wait_for()
+    page.locator('[data-testid="stSelectbox"]').filter(has_text="Run or shipped checkpoint").click()
+    page.get_by_role("option", name=INSPECT_RUN, exact=True).click()
+    page.locator('[data-testid="stCaptionContainer"]', has_text="regnet20").wait_for()
+    settle(page)
+
+
+def test_every_attribution_map_is_at_least_160_pixels_wide(page, server):
+    open_inspect(page, server)
+    for name in ("Saliency", "SmoothGrad", "Occlusion"):
+        page.get_by_role("combobox", name="Methods").click()
+        page.keyboard.type(name)
+        page.get_by_role("option", name=name, exact=True).click()
+        settle(page)
+    page.keyboard.press("Escape")
+    chart = page.locator(".st-key-inspect_attr .js-plotly-plot").last
+    wait_for(lambda: len(chart.evaluate(SUBPLOT_WIDTHS_JS)) == 6, 240, "the image and five maps")
+    settle(page)
+    widths = chart.evaluate(SUBPLOT_WIDTHS_JS)
+    assert min(widths) >= 160, widths  # five methods on a 1400-pixel window
+    page.set_viewport_size({"width": 1400, "height": 2600})
+    shot(page, server, "inspect-five-maps")
+
+
+def test_a_confusion_cell_filters_the_gallery_and_a_gallery_image_opens_in_one_image(page, server):
+    open_inspect(page, server)
+    page.get_by_role("tab", name="Whole split").click()
+    page.get_by_text("Analyse the validation images").click()
+    confusion = page.locator(".st-key-inspect_pick_confusion .js-plotly-plot").last
+    confusion.wait_for(timeout=240_000)
+    settle(page)
+    confusion.scroll_into_view_if_needed()
+    cell = confusion.evaluate(CONFUSION_CELL_JS)
+    page.mouse.move(cell["x"], cell["y"])
+    page.mouse.click(cell["x"], cell["y"])
+    names = SHAPE_NAMES
+    gallery = page.locator(".st-key-inspect_pick_gallery .js-plotly-plot").last
+
+    wrong = cell["true"] != cell["predicted"]
+
+    def filtered() -> bool:  # predicted class, and the true class on the second line when they differ
+        titles = gallery.evaluate("d => (d.layout && d.layout.annotations || []).map(a => a.text)") \
+            if gallery.count() else []
+        return bool(titles) and all(t.startswith(names[cell["predicted"]] + " ")
+                                    and t.endswith(f"<br>true {names[cell['true']]}" if wrong else "%")
+                                    for t in titles)
+    wait_for(filtered, 60, "the gallery filtered to the clicked cell")
+    settle(page)
+    shot(page, server, "inspect-cell-clicked")
+    indices = gallery.evaluate("d => d.data.filter(t => t.type === 'scatter').map(t => t.customdata[0])")
+    gallery.scroll_into_view_if_needed()
+    picture = gallery.locator(".nsewdrag").nth(1).bounding_box()
+    page.mouse.move(picture["x"] + picture["width"] / 2, picture["y"] + picture["height"] / 2)
+    page.mouse.click(picture["x"] + picture["width"] / 2, picture["y"] + picture["height"] / 2)
+    page.locator('[role="tab"][aria-selected="true"]', has_text="One image").wait_for(timeout=60_000)
+    wait_for(lambda: page.locator(".st-key-inspect_index input").count()
+             and page.locator(".st-key-inspect_index input").input_value() == str(indices[1]), 60,
+             "the clicked image in the One image tab")
+    settle(page)
+    assert page.get_by_text(f"true: {names[cell['true']]}", exact=True).count() == 1
+    assert page.locator('[data-testid="stException"]').count() == 0
+    shot(page, server, "inspect-image-opened")
+
+
+def test_a_long_thin_upload_is_one_sentence_not_a_memory_error(page, server):
+    image = server.tmp / "strip.png"
+    image.write_bytes(long_thin_png())
+    open_inspect(page, server)
+    page.get_by_text("Upload", exact=True).click()
+    page.get_by_text("Upload an image to see").wait_for()
+    page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(image))
+    error = page.locator('[data-testid="stAlertContentError"]')
+    error.wait_for(timeout=60_000)
+    settle(page)
+    assert "too long and thin" in error.inner_text() and "39999999x1" in error.inner_text()
+    assert page.locator('[data-testid="stException"]').count() == 0
+    shot(page, server, "inspect-long-thin-upload")

@@ -70,8 +70,8 @@ def test_compare_lists_every_run_and_says_what_is_damaged(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("run, words", [
-    ("status-list", ["holds a JSON list", "status.json"]),
-    ("status-fifo", ["not a regular file"]),
+    ("status-list", ["holds a JSON list", "status.json", "no ", "last.pt to rebuild it from", "delete"]),
+    ("status-fifo", ["not a regular file", "resume again to start the run over"]),
     ("no-optimizer", ["has no optimizer", "cannot be resumed"]),
 ])
 def test_resume_of_a_damaged_run_is_one_sentence(tmp_path, capsys, run, words):

@@ -245,6 +245,17 @@ def test_imagefolder_small_images_get_cifar_treatment(tmp_path):
     assert splits.train[7][0].shape == (3, 32, 32)
 
 
+def test_an_image_folder_of_cifar10s_classes_is_named_cifar10_and_others_keep_their_name(tmp_path):
+    from regnet.data import recognised_name
+    from regnet.data.info import CIFAR10_CLASSES
+
+    _write_folder_tree(tmp_path / "CIFAR-10-images", classes=CIFAR10_CLASSES, per_class=2, held_out=None)
+    assert load_splits("imagefolder", tmp_path, val_ratio=0.5).info.name == "cifar10"
+    assert recognised_name("imagefolder", ["cat", "dog", "fox"]) == "imagefolder"
+    assert recognised_name("imagefolder", list(CIFAR10_CLASSES)[::-1]) == "imagefolder"  # another label order
+    assert recognised_name("shapes", CIFAR10_CLASSES) == "shapes"
+
+
 def test_imagefolder_finds_the_folder_inside_an_unpacked_archive(tmp_path):
     _write_folder_tree(tmp_path / "CIFAR-10-images", held_out=None)
     splits = load_splits("imagefolder", tmp_path, val_ratio=1 / 3)

@@ -216,7 +216,7 @@ def test_the_shipped_cifar_checkpoints_carry_200_labelled_validation_images(name
     split, info = load_sample_split(folder / SAMPLES_DIR)
     assert info.class_names == ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
                                 "truck"]
-    assert (info.name, info.family, info.image_size, info.in_channels) == ("imagefolder", "cifar", 32, 3)
+    assert (info.name, info.family, info.image_size, info.in_channels) == ("cifar10", "cifar", 32, 3)
     assert len(split) == 200 and [split.targets.count(c) for c in range(10)] == [20] * 10
     image, label = split[len(split) - 1]
     assert image.shape == (3, 32, 32) and label == 9
@@ -226,6 +226,15 @@ def test_the_shipped_cifar_checkpoints_carry_200_labelled_validation_images(name
                                                                                     config.data.split_seed)
     assert manifest["source"]["split_size"] == 5000 and "Krizhevsky" in manifest["credit"]
     assert sum(p.stat().st_size for p in (folder / SAMPLES_DIR).rglob("*") if p.is_file()) < 1_000_000
+
+
+def test_the_runs_listing_names_the_shipped_cifar_runs_cifar10_and_its_filter_finds_them(tmp_path):
+    from regnet.dashboard.runs import RunFilter, discover_runs, filter_runs
+
+    runs = discover_runs(tmp_path / "runs", REPO / "checkpoints")
+    found = [run.key for run in filter_runs(runs, RunFilter(datasets=("cifar10",)))]
+    assert sorted(found) == ["shipped/cifar10-regnet20", "shipped/cifar10-resnet20"]
+    assert not filter_runs(runs, RunFilter(datasets=("imagefolder",)))
 
 
 def test_inspect_uses_the_whole_split_when_the_data_is_there_and_the_sample_when_it_is_not(run, tmp_path):

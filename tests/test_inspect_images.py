@@ -294,6 +294,36 @@ def test_a_decompression_bomb_is_refused_naming_the_pixel_limit_and_nothing_leak
     assert message.startswith(said) and leaked == [] and Image.MAX_IMAGE_PIXELS == limit
 
 
+def long_thin_png(width: int = 39_999_999) -> bytes:
+    """A real greyscale PNG of ``width``x1 black pixels (about 40 KB): under the pixel limit as uploaded."""
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    packer = zlib.compressobj(9)
+    row = packer.compress(b"\0")  # the row's filter byte
+    row += b"".join(packer.compress(bytes(1 << 20)) for _ in range(width >> 20))
+    row += packer.compress(bytes(width % (1 << 20))) + packer.flush()
+    ihdr = struct.pack(">IIBBBBB", width, 1, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", row) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("width, height", [(39_999_999, 1), (1, 39_999_999), (2_000_000, 10)])
+def test_a_long_thin_image_is_refused_by_its_resized_size(width, height):
+    message = _refusal(_png_header(width, height), "too long and thin")
+    assert f"The image is {width}x{height} pixels" in message and "39,062 times its shorter side" in message
+
+
+def test_the_long_thin_png_upload_is_refused_before_it_is_decoded(monkeypatch):
+    data = long_thin_png()
+    assert len(data) < 60_000
+    monkeypatch.setattr(Image.Image, "load", lambda self: pytest.fail("decoded a refused image"))
+    _refusal(data, r"resized to the model's 32-pixel side it would be 1279999968x32")
+
+
+def test_an_image_at_the_aspect_limit_is_used():
+    x, shown, notes = _prepare(_encode(Image.new("L", (39_062, 1), 200), "PNG"))
+    assert tuple(x.shape) == (1, 3, 32, 32) and abs(float(shown.mean()) - 200 / 255) < 1e-3
+
+
 def test_a_pillow_bomb_refusal_without_a_pixel_count_still_names_the_limit(monkeypatch):
     def refuse(*args, **kwargs):
         raise Image.DecompressionBombError("a frame is too large")

@@ -131,3 +131,37 @@ def test_inspect_epoch_selector_switches_every_view_to_that_epochs_weights(snaps
     assert not at.exception, [e.value for e in at.exception]
     animated = [json.loads(c.proto.spec) for c in at.get("plotly_chart") if json.loads(c.proto.spec).get("frames")]
     assert len(animated) == 1 and [f["name"] for f in animated[0]["frames"]] == ["1", "2"]
+
+
+def test_the_shipped_shapes_run_carries_its_regulator_history_for_every_snapshot():
+    """The README's walkthrough of Live on shapes-regnet20 needs artifacts/regulator.jsonl in git."""
+    from regnet.runs import read_regulator, snapshot_epochs
+
+    shipped = Path(__file__).resolve().parents[1] / "checkpoints" / "shapes-regnet20"
+    rows = read_regulator(shipped)
+    assert [row["epoch"] for row in rows] == list(snapshot_epochs(shipped)) == [1, 2, 3, 4, 5]
+    assert rows[0]["reliance"] < 0.1 and rows[2]["reliance"] > 0.5  # the abrupt reliance the README describes
+    assert {"i", "f", "o", "g"} <= set(rows[-1]["blocks"][0]["gates"])
+
+
+def test_moving_the_epoch_computes_each_epochs_attributions_once_and_never_the_hidden_tab(snapshot_root, monkeypatch):
+    from regnet.dashboard import inspect_cache as lab
+
+    attributed, analysed = [], []
+    attribute, analyse = lab.ri.attribute, lab.ri.analyze_split
+    monkeypatch.setattr(lab.ri, "attribute", lambda *a, **k: attributed.append(a[2]) or attribute(*a, **k))
+    monkeypatch.setattr(lab.ri, "analyze_split", lambda *a, **k: analysed.append(1) or analyse(*a, **k))
+    at = open_page("views/inspect.py", timeout=240)
+    at.session_state["inspect_tab"] = "Whole split"
+    at.run()
+    at.toggle(key="inspect_split_shipped/snap").set_value(True).run()
+    at.session_state["inspect_tab"] = "One image"
+    at.run()
+    assert len(analysed) == 1 and len(attributed) == 2  # best.pt: the analysis and two methods' maps
+    slider = at.select_slider(key="inspect_epoch_shipped/snap")
+    slider.set_value(1).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(attributed) == 4 and len(analysed) == 1  # epoch 1's maps; the hidden tab's analysis waits
+    at.select_slider(key="inspect_epoch_shipped/snap").set_value("best").run()
+    at.select_slider(key="inspect_epoch_shipped/snap").set_value(1).run()
+    assert len(attributed) == 4  # both epochs' maps come back from the store

@@ -216,6 +216,31 @@ def test_resume_equals_the_uninterrupted_run(trained_run, tmp_path, monkeypatch,
         (trained_run / "artifacts" / "final_eval.json").read_text())["confusion_matrix"]
 
 
+@pytest.mark.parametrize("damage", ["{\"state\": \"stopp", "[1, 2]"])
+def test_resume_rebuilds_a_damaged_status_from_last_pt_and_the_metrics(trained_run, tmp_path, monkeypatch, damage):
+    _stop_after(monkeypatch, 18)  # after epoch 1
+    stopped = train(tiny_config(tmp_path, "stopped"), progress=False)
+    monkeypatch.undo()
+    (stopped / "status.json").write_text(damage)
+    resumed = train(resume=stopped, progress=False)
+    status = read_status(resumed)
+    assert (status["state"], status["epoch"], status["step"]) == ("finished", 2, 34)
+    assert status["best_value"] == max(r["val_top1"] for r in epoch_lines(trained_run))
+    assert [without_timing(r) for r in epoch_lines(resumed)] == [without_timing(r) for r in epoch_lines(trained_run)]
+
+
+def test_a_raw_pickle_as_a_checkpoint_is_one_sentence_without_a_torch_warning(tmp_path, recwarn):
+    import pickle
+
+    path = tmp_path / "last.pt"
+    path.write_bytes(pickle.dumps({"model": {"w": [1.0]}}, protocol=4))
+    with pytest.raises(ValueError) as caught:
+        load_checkpoint(path)
+    message = str(caught.value)
+    assert "not a RegNet Lab checkpoint" in message and "raw pickle" in message and len(recwarn) == 0
+    assert "--which" in message and "train --resume` cannot continue from this file" in message
+
+
 def test_stop_file_ends_the_run_cleanly(tmp_path):
     run_dir = tmp_path / "long"
 

@@ -6,7 +6,7 @@ transforms and a ``DatasetInfo``; ``check_data_available`` answers "is it there?
 Depends on torch, torchvision and PIL only.
 """
 from .errors import DataError
-from .info import DatasetInfo
+from .info import DatasetInfo, recognised_name
 from .registry import (Splits, check_data_available, list_datasets, load_splits, load_test_only, resolve_name,
                        test_only_tree)
 from .samples import SAMPLES_DIR, has_samples, load_sample_split, read_manifest
@@ -16,7 +16,7 @@ from .transforms import build_transform, denormalize
 
 __all__ = [
     "DataError", "DatasetInfo", "Splits", "check_data_available", "list_datasets", "load_splits", "load_test_only",
-    "resolve_name", "test_only_tree",
+    "recognised_name", "resolve_name", "test_only_tree",
     "SHAPE_NAMES", "ShapesDataset", "generate_shapes", "DatasetSplit", "MaskedDatasetSplit", "stratified_split",
     "stratified_subset",
     "build_transform", "denormalize", "SAMPLES_DIR", "has_samples", "load_sample_split", "read_manifest",

@@ -18,6 +18,15 @@ FASHION_MNIST_STATS = ((0.2860,), (0.3530,))
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 TINY_IMAGENET_STATS = ((0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821))
 
+# torchvision's CIFAR10.classes, which is also how the JPEG copies name their class folders.
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def recognised_name(name: str, class_names) -> str:
+    """The name a data set is shown and filtered by: an image folder holding exactly CIFAR-10's classes is
+    "cifar10", like the torchvision copy, so every listing and filter groups the two; others keep ``name``."""
+    return "cifar10" if name == "imagefolder" and tuple(class_names) == CIFAR10_CLASSES else name
+
 
 @dataclass(frozen=True)
 class DatasetInfo:

@@ -17,7 +17,7 @@ from torchvision import datasets
 from .errors import DataError
 from .folders import (check_imagefolder, check_tiny_imagenet, held_out_tree, image_regime, load_held_out,
                       load_imagefolder, load_tiny_imagenet)
-from .info import IMAGENET_STATS, TINY_IMAGENET_STATS, DatasetInfo, RawData
+from .info import IMAGENET_STATS, TINY_IMAGENET_STATS, DatasetInfo, RawData, recognised_name
 from .shapes import SHAPE_NAMES, SHAPES_STATS, ShapesDataset
 from .splits import DatasetSplit, make_split, stratified_split, stratified_subset, targets_of
 from .standard import check_cifar, check_mnist, load_cifar, load_mnist
@@ -158,8 +158,8 @@ def _describe(name: str, raw: RawData, image_size: int | None, color_jitter: boo
     """The DatasetInfo of ``raw`` and its transform (call it with ``train=``), the same for every split."""
     side = image_size or raw.natural_size
     mean, std = raw.stats
-    info = DatasetInfo(name, len(raw.class_names), raw.in_channels, side, list(raw.class_names), mean, std,
-                       raw.family)
+    info = DatasetInfo(recognised_name(name, raw.class_names), len(raw.class_names), raw.in_channels, side,
+                       list(raw.class_names), mean, std, raw.family)
     transform = partial(build_transform, raw.family, side, mean, std, color_jitter=color_jitter,
                         resize=not raw.fixed_size or side != raw.natural_size)
     return info, transform

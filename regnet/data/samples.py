@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 
 from .errors import DataError
 from .folders import ImageFiles
-from .info import DatasetInfo
+from .info import DatasetInfo, recognised_name
 from .splits import DatasetSplit
 from .transforms import build_transform
 
@@ -67,7 +67,7 @@ def _info_of(manifest: dict, path: Path) -> DatasetInfo:
     if not (isinstance(channels, int) and _is_number_list(info["mean"], channels)
             and _is_number_list(info["std"], channels) and isinstance(info["image_size"], int)):
         raise _damaged(path, "'mean' and 'std' need in_channels numbers and 'image_size' a whole number")
-    return DatasetInfo(str(info["name"]), len(names), channels, info["image_size"], list(names),
+    return DatasetInfo(recognised_name(str(info["name"]), names), len(names), channels, info["image_size"], list(names),
                        tuple(info["mean"]), tuple(info["std"]), str(info["family"]))
 
 

@@ -47,7 +47,7 @@ def prepare_image(data: bytes, in_channels: int, size: int, mean, std) -> tuple[
         raise ValueError(f"prepare_image makes 1- or 3-channel inputs, not {in_channels}.")
     _check_file(data)
     notes: list[str] = []
-    image, low, span = _plain(_decode(data, notes), notes)
+    image, low, span = _plain(_decode(data, size, notes), notes)
     image = _fit(image, size, notes)
     pixels = np.clip((np.array(image, dtype=np.float32) - low) / span, 0.0, 1.0)
     pixels = _match_channels(pixels[..., None] if pixels.ndim == 2 else pixels, in_channels, notes)
@@ -65,8 +65,8 @@ def _check_file(data: bytes) -> None:
                               f"{MAX_UPLOAD_BYTES // 2**20} MB.")
 
 
-def _decode(data: bytes, notes: list[str]) -> Image.Image:
-    """Open, size-check and load the first frame, turned upright.
+def _decode(data: bytes, size: int, notes: list[str]) -> Image.Image:
+    """Open, size-check (as uploaded and as resized to ``size``) and load the first frame, turned upright.
 
     Pillow's warnings are silenced here because they would reach the server log or the page
     (a corrupt EXIF block, say, is harmless), except its decompression-bomb warning, which is
@@ -82,7 +82,7 @@ def _decode(data: bytes, notes: list[str]) -> Image.Image:
         except _DECODE_ERRORS:
             raise ImageInputError("The file is not an image that can be read; upload a PNG, JPEG, GIF, "
                                   "BMP, TIFF or WebP image.") from None
-        _check_pixels(*image.size)
+        _check_pixels(*image.size, size)
         try:
             return _load_first_frame(image, notes)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
@@ -92,11 +92,21 @@ def _decode(data: bytes, notes: list[str]) -> Image.Image:
                                   "again.") from None
 
 
-def _check_pixels(width: int, height: int) -> None:
-    """Refuse an image by its declared size, which Pillow reads from the header without decoding."""
+def _check_pixels(width: int, height: int, size: int) -> None:
+    """Refuse an image by its declared size, which Pillow reads from the header without decoding, and by
+    the size it would have once resized to the model's ``size``.
+
+    The resize keeps the aspect ratio, so a long thin image under the limit as uploaded (a 39,999,999x1
+    strip) would become 32 pixels by 1.28 billion before the crop: the limit holds on both sizes.
+    """
     if width * height > MAX_PIXELS:
         raise ImageInputError(f"The image is {width}x{height} pixels ({width * height / 1e6:.3g} megapixels); "
                               f"upload one under {MAX_PIXELS / 1e6:g} megapixels.")
+    resized = _resized((width, height), size)
+    if resized[0] * resized[1] > MAX_PIXELS:
+        raise ImageInputError(f"The image is {width}x{height} pixels, too long and thin: resized to the model's "
+                              f"{size}-pixel side it would be {resized[0]}x{resized[1]}; upload one whose longer "
+                              f"side is at most {MAX_PIXELS // (size * size):,} times its shorter side.")
 
 
 def _pillow_bomb(error: Exception) -> ImageInputError:
@@ -200,9 +210,8 @@ def _fit(image: Image.Image, size: int, notes: list[str]) -> Image.Image:
     matches what the evaluation transform makes of the same picture. Resizing before the pixels
     become floats keeps a 40-megapixel photo from taking half a gigabyte.
     """
-    width, height = original = image.size
-    short, long = sorted(original)
-    resized = (size, int(size * long / short)) if width <= height else (int(size * long / short), size)
+    original = image.size
+    resized = _resized(original, size)
     if original != resized:
         image = image.resize(resized, Image.Resampling.BILINEAR)
     if resized != (size, size):
@@ -211,6 +220,13 @@ def _fit(image: Image.Image, size: int, notes: list[str]) -> Image.Image:
     if original != (size, size):
         notes.append(_fit_note(original, resized, size))
     return image
+
+
+def _resized(original: tuple[int, int], size: int) -> tuple[int, int]:
+    """(width, height) after ``Resize(size)``: the shorter side becomes ``size``, the ratio is kept."""
+    width, height = original
+    short, long = sorted(original)
+    return (size, int(size * long / short)) if width <= height else (int(size * long / short), size)
 
 
 def _fit_note(original: tuple[int, int], resized: tuple[int, int], size: int) -> str:

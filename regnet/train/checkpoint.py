@@ -18,6 +18,10 @@ from torch import nn
 
 from regnet.runs import atomic_write
 
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save has written zip archives since PyTorch 1.6
+OTHER_CHECKPOINT = ("evaluate the run's other checkpoint instead (`python -m regnet eval RUN --which last`, or "
+                    "best), or start a new run, since `train --resume` cannot continue from this file")
+
 
 def save_checkpoint(payload: dict, path: str | Path) -> None:
     """Write ``payload`` to ``path`` with the contract's atomic write.
@@ -48,13 +52,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     with os.fdopen(fd, "rb") as handle:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise ValueError(f"Checkpoint {path} is not a regular file (a pipe, a device or a folder); remove it.")
+        if handle.read(4) != ZIP_MAGIC:  # refused before torch reads it: a raw pickle makes torch warn first
+            raise ValueError(f"{path} is not a RegNet Lab checkpoint (not a PyTorch zip archive: a raw pickle or "
+                             f"another file); {OTHER_CHECKPOINT}.")
+        handle.seek(0)
         try:
             payload = torch.load(handle, map_location=map_location, weights_only=True)
         except Exception as error:  # torch raises RuntimeError, EOFError, UnpicklingError... for damaged files
             text = str(error).strip()
             reason = text.splitlines()[0].split(". ")[0][:120] if text else type(error).__name__
             raise ValueError(f"Checkpoint {path} is truncated or corrupt and cannot be read ({reason}); "
-                             f"use the other checkpoint (--which) or retrain.") from None
+                             f"{OTHER_CHECKPOINT}.") from None
     if not isinstance(payload, dict) or "model" not in payload:
         raise ValueError(f"{path} is not a RegNet Lab checkpoint (no model weights in it).")
     weights = payload["model"]

@@ -246,10 +246,18 @@ def _resumable(run_dir: Path) -> tuple[Config, dict | None, dict | None]:
     """The config, last.pt (None before the first checkpoint) and status of a run that may be resumed.
 
     A finished run has nothing left to do and a live one must not get a second writer; anything damaged
-    is one sentence.
+    is one sentence, except status.json: the status is only a summary of last.pt and metrics.jsonl, so a
+    damaged one is left out and rebuilt from them (as after a kill before the first status was written).
     """
     config = config_from_dict(read_config_dict(run_dir))
-    status = read_status(run_dir) if os.path.lexists(run_dir / STATUS) else None
+    last = checkpoint_file(run_dir, "last")
+    try:
+        status = read_status(run_dir) if os.path.lexists(run_dir / STATUS) else None
+    except ValueError as error:  # DamagedFile: not valid JSON, not an object, not a regular file
+        if not os.path.lexists(last):
+            raise ValueError(f"{str(error).rstrip('.')}, and there is no {last} to rebuild it from; delete "
+                             f"{run_dir / STATUS} and resume again to start the run over.") from None
+        status = None
     if status is not None:
         if status.get("state") == "finished" and (run_dir / ARTIFACTS / FINAL_EVAL).is_file():
             raise ValueError(f"Run {run_dir} already finished; start a new run (or a longer one) instead of "
@@ -257,7 +265,6 @@ def _resumable(run_dir: Path) -> tuple[Config, dict | None, dict | None]:
         if reported_state(status) in ACTIVE_STATES and status.get("pid") != os.getpid():
             raise ValueError(f"Run {run_dir} is still running (pid {status.get('pid')}); stop it first "
                              f"(create {run_dir}/STOP).")
-    last = checkpoint_file(run_dir, "last")
     if not os.path.lexists(last):
         return config, None, status  # killed before its first checkpoint: it starts again, same id and config
     checkpoint = load_checkpoint(last)
