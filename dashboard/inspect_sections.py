@@ -15,7 +15,7 @@ import streamlit as st
 import torch
 
 from dashboard import inspect_charts as charts
-from dashboard import lab, ui
+from dashboard import channel_explorer, lab, probe_section, ui
 from dashboard.live_regulator import GATE_LABELS
 from dashboard.runs import RunInfo
 from regnet import inspect as ri
@@ -389,8 +389,9 @@ def _other_analysis(other: RunInfo, cache: Path, progress: lab.ProgressBar) -> d
 
 
 def show_readout(subject: Subject, analysis: dict, others: list[RunInfo], cache: Path) -> None:
-    """The paper's Fig. 1b read-out and the blocks' redundancy, beside a second run's."""
-    st.subheader("Per-block read-out and redundancy, beside another run")
+    """The final-head read-out and the blocks' redundancy, beside a second run's (the paper's Fig. 1b probe
+    is the Linear probes tab)."""
+    st.subheader("Final-head read-out and redundancy, beside another run")
     by_key = {run.key: run for run in others}
     other_key = st.selectbox("Compare with", ["(none)", *by_key], key="inspect_other")
     per_run = {subject.run.key: analysis}
@@ -405,8 +406,8 @@ def show_readout(subject: Subject, analysis: dict, others: list[RunInfo], cache:
     last_stage = analysis["readout"][0]["stage"] if analysis["readout"] else 1
     st.plotly_chart(charts.runs_bar_figure(
         {k: a["readout"] for k, a in per_run.items()}, "block", "accuracy",
-        f"Top-1 of the final pool + FC applied to each block of stage {last_stage}", "top-1",
-        f"block of stage {last_stage}", unit_range=True), key="inspect_readout")
+        f"Final-head read-out: the trained pool + FC applied to each block of stage {last_stage} "
+        "(not the paper's probe: see Linear probes)", "top-1", "block", unit_range=True), key="inspect_readout")
     st.plotly_chart(charts.runs_bar_figure(
         {k: [{**r, "pair": f"S{r['stage']} {r['pair']}"} for r in a["redundancy"]] for k, a in per_run.items()},
         "pair", "cosine", "Cosine similarity of consecutive block outputs (higher = more redundant)",
@@ -479,8 +480,12 @@ def render() -> None:
     with st.spinner("Building the regulator's C++ kernels for this CPU (once per machine, about 20 s)..."):
         native.kernels()  # cached after the first call: a page that would otherwise sit blank says why
     others = [run for run in every_run if run.key != subject.run.key and lab.checkpoint_path(run.path)]
-    tab_image, tab_split = st.tabs(["One image", "Whole split"])
+    tab_image, tab_split, tab_probes, tab_channels = st.tabs(["One image", "Whole split", "Linear probes", "Channels"])
     with tab_image:
         image_tab(subject)
     with tab_split:
         split_tab(subject, others)
+    with tab_probes:
+        probe_section.render(subject, others)
+    with tab_channels:
+        channel_explorer.render(subject)
