@@ -70,11 +70,11 @@ def _choose(subject) -> tuple[str, int, str, str]:
     """(index key, stage, state, reduction), chosen among the model's taps."""
     keys = list(ch.state_taps(subject.model))
     c1, c2, c3, c4 = st.columns(4)
-    stage = c1.selectbox("Stage", sorted({int(k.split(".")[0]) for k in keys}), key="channels_stage")
-    step = c2.selectbox("Step", sorted({int(k.split(".")[1]) for k in keys if k.startswith(f"{stage}.")}),
+    stage = c1.selectbox("Regulator stage", sorted({int(k.split(".")[0]) for k in keys}), key="channels_stage")
+    step = c2.selectbox("Step of the stage", sorted({int(k.split(".")[1]) for k in keys if k.startswith(f"{stage}.")}),
                         key="channels_step")
     states = [k.split(".")[2] for k in keys if k.startswith(f"{stage}.{step}.")]
-    state = c3.selectbox("State", states, key="channels_state",
+    state = c3.selectbox("State or gate", states, key="channels_state",
                          format_func=lambda s: {"hidden": "H (hidden)", "cell": "C (cell)"}.get(s, f"gate {s}"))
     reduce = c4.selectbox("Per image", ["mean", "max"], key="channels_reduce",
                           format_func=lambda r: f"spatial {r}")
@@ -121,6 +121,11 @@ def show_classes(subject, index: dict, key: str, channel: int) -> None:
                f"(selectivity {float(sel['index'][channel]):.3f}).")
 
 
+def _middle(side: int) -> tuple[int, int]:
+    """The middle quarter of a side (where the object usually is), at least one position."""
+    return side * 3 // 8, max(side * 5 // 8, side * 3 // 8 + 1)
+
+
 def show_pattern_match(subject, index: dict, key: str) -> None:
     images = subject.images
     c1, c2 = st.columns(2)
@@ -128,8 +133,8 @@ def show_pattern_match(subject, index: dict, key: str) -> None:
     pictures, xs = _pictures(subject, [query])
     maps = ch.state_maps(subject.model, xs, key)[0]
     height, width = maps.shape[1:]
-    rows = st.slider("Region rows", 0, height, (0, max(height // 4, 1)), key=f"channels_rows_{height}")
-    cols = st.slider("Region columns", 0, width, (0, max(width // 4, 1)), key=f"channels_cols_{width}")
+    rows = st.slider("Region rows", 0, height, _middle(height), key=f"channels_rows_{height}")
+    cols = st.slider("Region columns", 0, width, _middle(width), key=f"channels_cols_{width}")
     if rows[1] <= rows[0] or cols[1] <= cols[0]:
         st.info("Choose a region at least one position tall and wide.")
         return
