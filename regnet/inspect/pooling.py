@@ -9,6 +9,7 @@ model's own forward and never forks it.
 """
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
@@ -17,6 +18,7 @@ import torch
 from torch import nn
 
 from regnet.models import folded_for_inference, regulated_blocks
+from regnet.models.parallel import map_batches
 
 REDUCTIONS = {"mean": lambda m: m.mean((2, 3)), "max": lambda m: m.amax((2, 3))}
 
@@ -49,16 +51,27 @@ def numbered_blocks(model: nn.Module) -> list[NumberedBlock]:
     return [NumberedBlock(n, s, t, block, id(block) in regulated) for n, (s, t, block) in enumerate(flat, 1)]
 
 
+class _Latest(threading.local):
+    """What the hooks saw in the calling thread's last forward pass, per key (batches run side by side)."""
+
+    def __init__(self):
+        self.values: dict[str, torch.Tensor] = {}
+
+    def take(self) -> dict[str, torch.Tensor]:
+        values, self.values = self.values, {}
+        return values
+
+
 @contextmanager
-def _collecting(modules: dict[str, nn.Module], reduce: str) -> Iterator[dict[str, list[torch.Tensor]]]:
-    """Hooks that append each module's output, reduced over its positions to (batch, channels), per key."""
+def _hooked(modules: dict[str, nn.Module], reduce: str) -> Iterator[_Latest]:
+    """Hooks that keep each module's output, reduced over its positions to (batch, channels), per key."""
     reduction = REDUCTIONS[reduce]
-    collected: dict[str, list[torch.Tensor]] = {key: [] for key in modules}
+    latest = _Latest()
     hooks = [module.register_forward_hook(
-        lambda m, i, out, key=key: collected[key].append(reduction(out.float()).cpu()))
+        lambda m, i, out, key=key: latest.values.__setitem__(key, reduction(out.float()).cpu()))
         for key, module in modules.items()]
     try:
-        yield collected
+        yield latest
     finally:
         for hook in hooks:
             hook.remove()
@@ -70,23 +83,29 @@ def pooled_pass(model: nn.Module, batches: Iterable, taps: Callable[[nn.Module],
 
     ``taps(model)`` names the modules to read in the model it is given (a folded, channels-last copy of
     ``model``, so ``model`` itself is left as it was); ``reduce`` is ``mean`` or ``max`` over positions.
-    Returns ``{"labels": (N,), "predictions": (N,), "features": {key: (N, C) float32}}``;
+    Batches run side by side on a CPU (``map_batches``: a small model's ops lose more to a thread pool than
+    they gain). Returns ``{"labels": (N,), "predictions": (N,), "features": {key: (N, C) float32}}``;
     ``progress`` gets the number of images done after each batch.
     """
     if reduce not in REDUCTIONS:
         raise ValueError(f"Unknown reduction {reduce!r}; choose {' or '.join(REDUCTIONS)}.")
     folded = folded_for_inference(model).to(memory_format=torch.channels_last)
     device = next(folded.parameters()).device
-    labels, predictions, seen = [], [], 0
-    with torch.inference_mode(), _collecting(taps(folded), reduce) as collected:
-        for x, y in batches:
+    labels, predictions, parts, seen = [], [], [], 0
+    with torch.inference_mode(), _hooked(taps(folded), reduce) as latest:
+        def one(batch) -> tuple:
+            x, y = batch
             logits = folded(x.to(device).contiguous(memory_format=torch.channels_last))
-            labels.append(torch.as_tensor(y).cpu())
-            predictions.append(logits.argmax(1).cpu())
+            return torch.as_tensor(y).cpu(), logits.argmax(1).cpu(), latest.take()
+
+        for y, predicted, values in map_batches(one, batches, device):
+            labels.append(y)
+            predictions.append(predicted)
+            parts.append(values)
             seen += len(y)
             if progress is not None:
                 progress(seen)
     if seen == 0:
         raise ValueError("The split is empty; there is nothing to analyse.")
     return {"labels": torch.cat(labels), "predictions": torch.cat(predictions),
-            "features": {key: torch.cat(parts) for key, parts in collected.items()}}
+            "features": {key: torch.cat([p[key] for p in parts]) for key in parts[0]}}
