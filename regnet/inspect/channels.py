@@ -9,10 +9,13 @@ gate's name (ConvLSTM ``i f o g``, ConvGRU ``z r candidate``).
 """
 from __future__ import annotations
 
+import threading
 from typing import Callable, Iterable
 
 import torch
 from torch import nn
+
+from regnet.models.parallel import map_batches
 
 from .pooling import numbered_blocks, pooled_pass
 
@@ -131,16 +134,22 @@ def across_steps(index: dict, stage: int, state: str, channel: int, num_classes:
     return {t: class_means(index, f"{stage}.{t}.{state}", num_classes)[:, channel].tolist() for t in steps}
 
 
-def state_maps(model: nn.Module, images: torch.Tensor, key: str) -> torch.Tensor:
-    """(B, C, H, W): the maps of one (stage, step, state) for a batch of images (the model is rerun)."""
-    store: list[torch.Tensor] = []
-    hook = state_taps(model)[key].register_forward_hook(lambda m, i, out: store.append(out.float().cpu()))
+def state_maps(model: nn.Module, images: torch.Tensor, key: str, batch: int = 16) -> torch.Tensor:
+    """(B, C, H, W): the maps of one (stage, step, state) for a batch of images (the model is rerun, in
+    chunks of ``batch`` side by side, one torch thread each, as the index's pass runs)."""
+    latest = threading.local()
+    hook = state_taps(model)[key].register_forward_hook(lambda m, i, out: setattr(latest, "maps", out.float().cpu()))
+    device = next(model.parameters()).device
+
+    def one(chunk: torch.Tensor) -> torch.Tensor:
+        model(chunk.to(device))
+        return latest.maps
+
     try:
         with torch.inference_mode():
-            model(images.to(next(model.parameters()).device))
+            return torch.cat(list(map_batches(one, images.split(batch), device)))
     finally:
         hook.remove()
-    return store[0]
 
 
 def on_channels(maps: torch.Tensor, region: tuple[int, int, int, int], threshold: float) -> torch.Tensor:
