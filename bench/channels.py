@@ -81,8 +81,10 @@ def main() -> None:
           f"{len(buffer.getvalue()) / 1e6:.1f} MB")
     print(format_table(rows, [("query", "query (stage 3, step 2, H)", ""), ("cpu_s", "CPU s", ".4f"),
                               ("wall_s", "wall s", ".4f")]))
-    goals = [goal(f"index build, {count:,} images, wall", build_wall, 60, "s", higher_is_better=False),
-             goal("slowest query, wall", max(r["wall_s"] for r in rows), 1, "s", higher_is_better=False)]
+    # By CPU time: the wall clock of a shared machine is noise, and a 2-thread pass's CPU seconds bound its
+    # wall seconds on 2 free cores from above.
+    goals = [goal(f"index build, {count:,} images, CPU", build_cpu, 60, "s", higher_is_better=False),
+             goal("slowest query, CPU", max(r["cpu_s"] for r in rows), 1, "s", higher_is_better=False)]
     print(format_goals(goals))
     write_json(result_path("channels", args.quick), {
         "environment": environment(), "images": count, "index_bytes": len(buffer.getvalue()),
