@@ -166,7 +166,8 @@ def render(subject) -> None:
     """The tab: the choices, the index (built once, with a progress bar) and the chosen view."""
     st.subheader("Channels of the regulator")
     if not ch.state_taps(subject.model):
-        st.info("This model has no regulator (a plain ResNet), so it has no channels to explore; choose a RegNet run.")
+        st.info("This model has no regulator (a ResNet or another plain network), so it has no channels to "
+                "explore; choose a RegNet run.")
         return
     if subject.images is None:
         st.warning(subject.data_problem or "The data set is not available.")

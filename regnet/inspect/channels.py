@@ -15,16 +15,16 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
+from regnet.models import regulated_blocks
 from regnet.models.parallel import map_batches
 
 from .pooling import numbered_blocks, pooled_pass
 
-STATES = ("hidden", "cell")
-
-
 def state_taps(model: nn.Module) -> dict[str, nn.Module]:
     """``{"S.T.state": tap}`` for every regulated block's H, C (ConvLSTM) and gates; empty for a ResNet."""
     taps: dict[str, nn.Module] = {}
+    if not regulated_blocks(model):  # also a model without residual stages (mnist_cnn, rcnn_classifier)
+        return taps
     for block in numbered_blocks(model):
         if block.regulated:
             t = block.module.taps
@@ -36,8 +36,8 @@ def state_taps(model: nn.Module) -> dict[str, nn.Module]:
 def _require_regulator(model: nn.Module) -> dict[str, nn.Module]:
     taps = state_taps(model)
     if not taps:
-        raise ValueError("This model has no regulator (a plain ResNet), so it has no channels to explore; "
-                         "choose a RegNet run (e.g. regnet20).")
+        raise ValueError("This model has no regulator (a ResNet or another plain network), so it has no channels "
+                         "to explore; choose a RegNet run (e.g. regnet20).")
     return taps
 
 
@@ -130,7 +130,8 @@ def class_channels(index: dict, key: str, cls: int, num_classes: int, k: int = 1
 
 def across_steps(index: dict, stage: int, state: str, channel: int, num_classes: int) -> dict[int, list[float]]:
     """{step: each class's mean value of the channel} along the stage's steps (where the state exists)."""
-    steps = sorted(int(k.split(".")[1]) for k in index["values"] if k.startswith(f"{stage}.") and k.endswith(f".{state}"))
+    steps = sorted(int(k.split(".")[1]) for k in index["values"]
+                   if k.startswith(f"{stage}.") and k.endswith(f".{state}"))
     return {t: class_means(index, f"{stage}.{t}.{state}", num_classes)[:, channel].tolist() for t in steps}
 
 
