@@ -15,7 +15,7 @@ import streamlit as st
 import torch
 
 from regnet.dashboard import inspect_charts as charts
-from regnet.dashboard import inspect_cache, ui
+from regnet.dashboard import channel_explorer, inspect_cache, probe_section, ui
 from regnet.dashboard.live_regulator import GATE_LABELS
 from regnet.dashboard.run_listing import RunInfo
 from regnet import inspect as ri
@@ -25,7 +25,7 @@ FIELD_LABELS = {"input": "input I (the block's X2)", "hidden": "hidden state H",
                 "output": "block output O"}
 PREDICTED = -1  # the target-class choice that follows the image's prediction (None would read as "no choice")
 QUALITY_LABELS = {"method": "method", "pointing_game": "pointing game", "mass_on_object": "mass on object"}
-TABS = ("One image", "Whole split")
+TABS = ("One image", "Whole split", "Linear probes", "Channels")
 ANY = "any"
 # Keys of the page's widgets whose value Streamlit does not let a script set (an upload, buttons, chart
 # selections): ``keep_choices`` leaves them alone.
@@ -470,8 +470,9 @@ def _other_analysis(other: RunInfo, cache: Path, progress: inspect_cache.Progres
 
 
 def show_readout(subject: Subject, analysis: dict, others: list[RunInfo], cache: Path) -> None:
-    """The paper's Fig. 1b read-out and the blocks' redundancy, beside a second run's."""
-    st.subheader("Per-block read-out and redundancy, beside another run")
+    """The final-head read-out and the blocks' redundancy, beside a second run's (the paper's Fig. 1b probe
+    is the Linear probes tab)."""
+    st.subheader("Final-head read-out and redundancy, beside another run")
     by_key = {run.key: run for run in others}
     other_key = st.selectbox("Compare with", ["(none)", *by_key], key="inspect_other")
     per_run = {subject.run.key: analysis}
@@ -486,8 +487,8 @@ def show_readout(subject: Subject, analysis: dict, others: list[RunInfo], cache:
     last_stage = analysis["readout"][0]["stage"] if analysis["readout"] else 1
     st.plotly_chart(charts.runs_bar_figure(
         {k: a["readout"] for k, a in per_run.items()}, "block", "accuracy",
-        f"Top-1 of the final pool + FC applied to each block of stage {last_stage}", "top-1",
-        f"block of stage {last_stage}", unit_range=True), key="inspect_readout")
+        f"Final-head read-out: the trained pool + FC applied to each block of stage {last_stage} "
+        "(not the paper's probe: see Linear probes)", "top-1", "block", unit_range=True), key="inspect_readout")
     st.plotly_chart(charts.runs_bar_figure(
         {k: [{**r, "pair": f"S{r['stage']} {r['pair']}"} for r in a["redundancy"]] for k, a in per_run.items()},
         "pair", "cosine", "Cosine similarity of consecutive block outputs (higher = more redundant)",
@@ -582,13 +583,19 @@ def render() -> None:
     if subject is None:
         return
     others = [run for run in every_run if run.key != subject.run.key and inspect_cache.checkpoint_path(run.path)]
-    tab_image, tab_split = st.tabs(TABS, key="inspect_tab", on_change="rerun")
+    tab_image, tab_split, tab_probes, tab_channels = st.tabs(TABS, key="inspect_tab", on_change="rerun")
     if tab_image.open:  # only the open tab computes: a new epoch's weights never wait on the hidden one
         with tab_image:
             image_tab(subject)
     if tab_split.open:
         with tab_split:
             split_tab(subject, others)
+    if tab_probes.open:
+        with tab_probes:
+            probe_section.render(subject, others)
+    if tab_channels.open:
+        with tab_channels:
+            channel_explorer.render(subject)
 
 
 def keep_choices() -> None:

@@ -1,7 +1,8 @@
 """Split-level analyses of a trained model, computed in two passes over the data and cached.
 
 * predictions: confusion matrix, per-class precision/recall/F1/accuracy, a gallery's raw material;
-* per-block read-out (paper Fig. 1b): the final pool + FC applied to every block of the last stage;
+* final-head read-out: the trained final pool + FC applied to every block of the last stage, blocks numbered
+  1..N through the network (not the paper's Fig. 1b measure, a new linear layer per block: see probes.py);
 * redundancy: cosine similarity of consecutive block outputs (the shortcut makes neighbours alike;
   the paper's claim is that the regulator adds new information);
 * regulator ablation: accuracy per class with the regulator's contribution zeroed at the fusion.
@@ -130,11 +131,13 @@ def _analyze(model: nn.Module, ablated: nn.Module | None, batches: Iterable, cla
                 progress(seen)
     if seen == 0:
         raise ValueError("The split is empty; there is nothing to analyse.")
-    return _summarize(parts, readout_hits, cosine_sums, logit_change, seen, class_names, len(model.stages))
+    before_last = sum(len(stage.blocks) for stage in model.stages[:-1])  # blocks numbered through the network
+    return _summarize(parts, readout_hits, cosine_sums, logit_change, seen, class_names, len(model.stages),
+                      before_last)
 
 
 def _summarize(parts: dict[str, list], readout_hits: dict[int, int], cosine_sums: dict[tuple[int, int], float],
-               logit_change: float, seen: int, class_names: list[str], stages: int) -> dict:
+               logit_change: float, seen: int, class_names: list[str], stages: int, before_last: int) -> dict:
     """The analyses' result from the per-batch sums."""
     num_classes = len(class_names)
     targets_t, preds_t = torch.cat(parts["targets"]), torch.cat(parts["preds"])
@@ -149,7 +152,7 @@ def _summarize(parts: dict[str, list], readout_hits: dict[int, int], cosine_sums
         "macro_f1": macro_f1(confusion),
         "confusion_matrix": confusion,
         "per_class": table,
-        "readout": [{"stage": stages, "block": t + 1, "accuracy": hits / seen}
+        "readout": [{"stage": stages, "block": before_last + t + 1, "accuracy": hits / seen}
                     for t, hits in sorted(readout_hits.items())],
         "redundancy": [{"stage": s + 1, "pair": f"{t + 1}->{t + 2}", "cosine": total / seen}
                        for (s, t), total in sorted(cosine_sums.items())],

@@ -17,7 +17,7 @@ from .atomic import (atomic_write, atomic_write_json, atomic_write_text, remove_
 from .annotations import (MAX_TAGS, NOTE_CAP, TAG_RULE, clean_tags, parse_tags, read_note, read_tags, write_note,
                           write_tags)
 from .layout import (ARTIFACTS, CHECKPOINT_NAMES, CHECKPOINTS, CONFIG, FINAL_EVAL, LAUNCH_SUFFIXES, LAUNCHES, LOG,
-                     METRICS, NOTE, REGULATOR, RUN_ID_RULE, STATUS, STOP, STUDY, STUDY_MEMBERS, TAGS, TRASH,
+                     CHANNEL_INDEX, METRICS, NOTE, PROBE_FEATURES, PROBES, REGULATOR, RUN_ID_RULE, STATUS, STOP, STUDY, STUDY_MEMBERS, TAGS, TRASH,
                      RefusedPath, check_inside, check_run_id, checkpoint_file, checkpoint_path, is_inside, is_run_id,
                      new_run_id, run_dir_in, scan_runs, snapshot_epochs, snapshot_file, snapshot_name)
 from .process import owner_alive, process_alive, process_identity, process_start

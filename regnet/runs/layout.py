@@ -37,6 +37,9 @@ STUDY_MEMBERS = ".members"
 CHECKPOINT_NAMES = ("best", "last")
 # Per-epoch regulator statistics of a RegNet run (one JSON object per epoch), in artifacts/.
 REGULATOR = "regulator.jsonl"
+# Linear probes and the regulator's channel index, cached per checkpoint and split in artifacts/ as
+# <name>-<key>.pt (the key: checkpoint identity, split and options).
+PROBE_FEATURES, PROBES, CHANNEL_INDEX = "probe-features", "probes", "channel-index"
 # Weights-only snapshots kept every ``train.keep_every`` epochs: checkpoints/epoch-NNN.pt.
 SNAPSHOT_PATTERN = re.compile(r"epoch-(\d{3,6})")
 

@@ -9,6 +9,8 @@
     compare   a table of runs
     models    every registered model with parameters and MACs
     dashboard serve the dashboard on this machine (localhost only)
+    readout   per-block linear probes (the paper's Fig. 1b) and the final head's read-out
+    channels  the images that drive a channel of the regulator
 
 Every command turns a bad input into one sentence on stderr (``error: ...``)
 and exit code 2, never a traceback. A run that started and then failed exits
@@ -27,6 +29,7 @@ from pathlib import Path
 from regnet.shipped import config_file
 
 from .config import Config, build_config, read_config_file
+from .explore_cli import add_commands as add_explore_commands
 
 CONFIG_FLAGS = {  # flag -> config key
     "model": "model.name", "dataset": "data.name", "data_root": "data.root", "epochs": "train.epochs",
@@ -328,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--port", type=int, default=8501)
     dashboard.add_argument("--runs-root", metavar="DIR", help="runs folder to open (default runs or $REGNET_RUNS_ROOT)")
     dashboard.set_defaults(func=cmd_dashboard)
+    add_explore_commands(sub)  # readout, channels
     return parser
 
 

@@ -85,10 +85,7 @@ def evaluate_run(run_dir: str | Path, split: str = "val", which: str = "best", *
     channels_last = config.train.channels_last if channels_last is None else channels_last
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    splits = (split == "test" and _test_only_splits(run_dir, config)) or load_data(config, augment=False)
-    dataset = {"val": splits.val, "test": splits.test, "train": splits.train}[split]
-    if dataset is None:
-        raise ValueError(f"Data set {splits.info.name} has no official test split; evaluate on val instead.")
+    dataset, splits = _split_of(run_dir, config, split)
     num_classes = splits.info.num_classes
     if config.model.num_classes not in (None, num_classes):
         raise ValueError(f"The run's model predicts {config.model.num_classes} classes but {splits.info.name} "
@@ -103,6 +100,29 @@ def evaluate_run(run_dir: str | Path, split: str = "val", which: str = "best", *
             "seconds": seconds, "images_per_s": result["count"] / max(seconds, 1e-9),
             "class_names": splits.info.class_names,
             "per_class": per_class_table(result["confusion_matrix"], splits.info.class_names)}
+
+
+def load_run_split(run_dir: str | Path, split: str = "val", data_root: str | None = None):
+    """(dataset, DatasetInfo) of one of the run's splits, unaugmented, with the run's own split seed.
+
+    ``test`` also reads a copy holding only ``test/<class>/``; a split the data set does not have is
+    one sentence.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"Unknown split {split!r}; choose val, test or train.")
+    config = load_run_config(run_dir)
+    if data_root is not None:
+        config.data.root = data_root
+    dataset, splits = _split_of(run_dir, config, split)
+    return dataset, splits.info
+
+
+def _split_of(run_dir: str | Path, config: Config, split: str):
+    splits = (split == "test" and _test_only_splits(Path(run_dir), config)) or load_data(config, augment=False)
+    dataset = {"val": splits.val, "test": splits.test, "train": splits.train}[split]
+    if dataset is None:
+        raise ValueError(f"Data set {splits.info.name} has no official test split; choose val or train instead.")
+    return dataset, splits
 
 
 def _test_only_splits(run_dir: Path, config: Config):

@@ -1,0 +1,193 @@
+"""Inspect's *Channels* tab: the regulator's channels over a whole split, after LSTMVis and OpenAI Microscope.
+
+Pick a stage, a step, a state (H, C or a gate) and a channel; then see the images that drive it most (or
+least) with its map over each, the classes it serves and the channels a class relies on, where a region's
+pattern of active channels recurs in the split, and the channel along the stage's steps. Everything is
+answered from the split's channel index (``regnet.inspect.channels``), built once per checkpoint with a
+progress bar and kept in the run's ``artifacts/``; only the maps shown are computed again.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+import torch
+from plotly.subplots import make_subplots
+
+from regnet.dashboard import inspect_cache
+from regnet.data import denormalize
+from regnet.inspect import channels as ch
+from regnet.train.explore import channel_index
+
+VIEWS = ("Top images", "Classes", "Pattern match", "Across steps")
+
+
+def maps_gallery_figure(pictures: Sequence[np.ndarray], maps: Sequence[np.ndarray], titles: Sequence[str],
+                        boxes: Sequence[tuple[int, int, int, int]] | None = None) -> go.Figure:
+    """Images (HxWx3 in [0, 1]) above the channel's map over each (one colour scale for all), with an
+    optional box ``(top, left, bottom, right)`` in map coordinates drawn on each map."""
+    n = max(len(pictures), 1)
+    fig = make_subplots(rows=2, cols=n, subplot_titles=list(titles) + [""] * n, horizontal_spacing=0.01,
+                        vertical_spacing=0.04)
+    low = min((float(m.min()) for m in maps), default=0.0)
+    high = max((float(m.max()) for m in maps), default=1.0)
+    for k, (picture, values) in enumerate(zip(pictures, maps), start=1):
+        fig.add_trace(go.Image(z=(np.clip(picture, 0, 1) * 255).astype(np.uint8)), row=1, col=k)
+        fig.add_trace(go.Heatmap(z=values, zmin=low, zmax=high, colorscale="Viridis", showscale=k == n,
+                                 hovertemplate="row %{y}, column %{x}: %{z:.4f}<extra></extra>"), row=2, col=k)
+        fig.update_yaxes(autorange="reversed", row=2, col=k)
+        if boxes is not None:
+            top, left, bottom, right = boxes[k - 1]
+            fig.add_shape(type="rect", x0=left - 0.5, x1=right - 0.5, y0=top - 0.5, y1=bottom - 0.5,
+                          line=dict(color="red", width=2), row=2, col=k)
+    fig.update_xaxes(showticklabels=False).update_yaxes(showticklabels=False)
+    fig.update_layout(height=330, margin=dict(l=5, r=5, t=40, b=5), font=dict(size=10))
+    return fig
+
+
+def steps_figure(steps: dict[int, list[float]], class_names: Sequence[str], title: str) -> go.Figure:
+    """Each class's mean of one channel along the stage's steps, one line per class."""
+    fig = go.Figure()
+    for c, name in enumerate(class_names):
+        fig.add_scatter(x=list(steps), y=[steps[t][c] for t in steps], mode="lines+markers", name=name)
+    fig.update_xaxes(title_text="step (block of the stage)", dtick=1).update_yaxes(title_text="mean value")
+    fig.update_layout(height=360, margin=dict(l=10, r=10, t=40, b=10), title=title)
+    return fig
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _index_of(run_dir: str, identity: str, split: str, reduce: str, _subject, _bar) -> dict:
+    """The split's channel index, kept in memory per checkpoint, split and reduction (on disk in artifacts/)."""
+    images = _subject.images
+    return channel_index(run_dir, _subject.checkpoint, _subject.model, images.val, images.info, split, reduce,
+                         progress=lambda what, done, total: _bar(done, total))
+
+
+def _choose(subject) -> tuple[str, int, str, str]:
+    """(index key, stage, state, reduction), chosen among the model's taps."""
+    keys = list(ch.state_taps(subject.model))
+    c1, c2, c3, c4 = st.columns(4)
+    stage = c1.selectbox("Regulator stage", sorted({int(k.split(".")[0]) for k in keys}), key="channels_stage")
+    step = c2.selectbox("Step of the stage", sorted({int(k.split(".")[1]) for k in keys if k.startswith(f"{stage}.")}),
+                        key="channels_step")
+    states = [k.split(".")[2] for k in keys if k.startswith(f"{stage}.{step}.")]
+    state = c3.selectbox("State or gate", states, key="channels_state",
+                         format_func=lambda s: {"hidden": "H (hidden)", "cell": "C (cell)"}.get(s, f"gate {s}"))
+    reduce = c4.selectbox("Per image", ["mean", "max"], key="channels_reduce",
+                          format_func=lambda r: f"spatial {r}")
+    return ch.state_key(subject.model, stage, step, state), stage, state, reduce
+
+
+def _pictures(subject, indices: list[int]) -> tuple[list[np.ndarray], torch.Tensor]:
+    images = subject.images
+    xs = torch.stack([images.val[i][0] for i in indices])
+    return [denormalize(x, images.info).permute(1, 2, 0).numpy() for x in xs], xs
+
+
+def show_top_images(subject, index: dict, key: str, channel: int) -> None:
+    c1, c2 = st.columns(2)
+    k = c1.slider("Images", 4, 16, 8, key="channels_k")
+    bottom = c2.toggle("Lowest instead of highest", key="channels_bottom")
+    rows = ch.top_images(index, key, channel, k, bottom=bottom)
+    pictures, xs = _pictures(subject, [r["index"] for r in rows])
+    maps = ch.state_maps(subject.model, xs, key)[:, channel].numpy()
+    names = subject.class_names
+    titles = [f"#{r['index']} {names[r['label']]}<br>{r['value']:.4f}" for r in rows]
+    st.plotly_chart(maps_gallery_figure(pictures, list(maps), titles), key="channels_top")
+    st.caption(f"The {len(rows)} images of the split whose channel {channel} has the "
+               f"{'lowest' if bottom else 'highest'} spatial {index['reduce']} (title: index in the split, class, "
+               "value), with the channel's map over each below, on one colour scale.")
+
+
+def show_classes(subject, index: dict, key: str, channel: int) -> None:
+    names = subject.class_names
+    cls = st.selectbox("Class", range(len(names)), format_func=names.__getitem__, key="channels_class")
+    top = ch.class_channels(index, key, cls, len(names), k=10)
+    st.markdown(f"**Channels that *{names[cls]}* drives most** (class mean against the other classes' mean, "
+                "in units of the channel's spread over the split)")
+    st.dataframe(pd.DataFrame([{**r, "preferred": names[r["preferred"]]} for r in top]).round(4), hide_index=True)
+    means = ch.class_means(index, key, len(names))
+    sel = ch.selectivity(means)
+    table = pd.DataFrame(means.T.numpy(), columns=names).round(4)
+    table.insert(0, "selectivity", sel["index"].numpy().round(4))
+    table.insert(0, "preferred class", [names[int(p)] for p in sel["preferred"]])
+    table.insert(0, "channel", range(len(table)))
+    st.markdown("**Every channel's mean per class** (sort by any column; selectivity after Morcos et al. 2018)")
+    st.dataframe(table, hide_index=True)
+    st.caption(f"Channel {channel} prefers {names[int(sel['preferred'][channel])]} "
+               f"(selectivity {float(sel['index'][channel]):.3f}).")
+
+
+def _middle(side: int) -> tuple[int, int]:
+    """The middle quarter of a side (where the object usually is), at least one position."""
+    return side * 3 // 8, max(side * 5 // 8, side * 3 // 8 + 1)
+
+
+def show_pattern_match(subject, index: dict, key: str) -> None:
+    images = subject.images
+    c1, c2 = st.columns(2)
+    query = int(c1.number_input("Query image (index in the split)", 0, len(images.val) - 1, 0, key="channels_query"))
+    pictures, xs = _pictures(subject, [query])
+    maps = ch.state_maps(subject.model, xs, key)[0]
+    height, width = maps.shape[1:]
+    rows = st.slider("Region rows", 0, height, _middle(height), key=f"channels_rows_{height}")
+    cols = st.slider("Region columns", 0, width, _middle(width), key=f"channels_cols_{width}")
+    if rows[1] <= rows[0] or cols[1] <= cols[0]:
+        st.info("Choose a region at least one position tall and wide.")
+        return
+    region = (rows[0], cols[0], rows[1], cols[1])
+    default = float(maps[:, rows[0]:rows[1], cols[0]:cols[1]].mean((1, 2)).median())
+    threshold = c2.number_input("On at or above", value=round(default, 4), format="%.4f", key=f"channels_thr_{key}",
+                                help="A channel is on where its mean over the region reaches this value "
+                                     "(default: the median channel's, so about half are on).")
+    result = ch.pattern_match(subject.model, index, key, lambda idx: _pictures(subject, idx)[1], maps, region,
+                              threshold, top=8)
+    on = result["channels_on"]
+    st.caption(f"{len(on)} of {maps.shape[0]} channels are on in the region: {', '.join(map(str, on)) or 'none'}.")
+    matches = result["matches"]
+    shown, xs = _pictures(subject, [m["index"] for m in matches])
+    found = ch.state_maps(subject.model, xs, key)
+    strongest = int(torch.tensor(on)[maps[on, rows[0]:rows[1], cols[0]:cols[1]].mean((1, 2)).argmax()]) if on else 0
+    boxes = [(m["top"], m["left"], m["top"] + m["window"][0], m["left"] + m["window"][1]) for m in matches]
+    names = subject.class_names
+    st.plotly_chart(maps_gallery_figure(pictures + shown, [maps[strongest].numpy()] + list(found[:, strongest].numpy()),
+                                        ["query"] + [f"#{m['index']} {names[m['label']]}<br>J={m['jaccard']:.2f}"
+                                                     for m in matches], [region] + boxes), key="channels_match")
+    st.caption(f"The query, then the images whose best window of the region's size has the most similar on/off "
+               f"pattern (Jaccard J), with the window boxed on the map of channel {strongest}, the strongest on "
+               "the query's region. Candidates come from the index (whole-image values at the threshold), "
+               "the best 64 are rerun and scored at every window.")
+
+
+def render(subject) -> None:
+    """The tab: the choices, the index (built once, with a progress bar) and the chosen view."""
+    st.subheader("Channels of the regulator")
+    if not ch.state_taps(subject.model):
+        st.info("This model has no regulator (a ResNet or another plain network), so it has no channels to "
+                "explore; choose a RegNet run.")
+        return
+    if subject.images is None:
+        st.warning(subject.data_problem or "The data set is not available.")
+        return
+    key, stage, state, reduce = _choose(subject)
+    split = "sample" if subject.images.sample else "val"
+    if not st.toggle(f"Index {subject.images.description}", key=f"channels_on_{subject.run.key}"):
+        return
+    with inspect_cache.ProgressBar("Indexing the regulator's channels", "images") as bar:
+        index = _index_of(str(subject.run.path), subject.identity, split, reduce, subject, bar)
+    width = index["values"][key].shape[1]
+    channel = int(st.number_input(f"Channel (0-{width - 1})", 0, width - 1, 0, key=f"channels_channel_{width}"))
+    view = st.radio("View", VIEWS, horizontal=True, key="channels_view")
+    if view == "Top images":
+        show_top_images(subject, index, key, channel)
+    elif view == "Classes":
+        show_classes(subject, index, key, channel)
+    elif view == "Pattern match":
+        show_pattern_match(subject, index, key)
+    else:
+        steps = ch.across_steps(index, stage, state, channel, len(subject.class_names))
+        st.plotly_chart(steps_figure(steps, subject.class_names, f"Channel {channel} of {state} along stage {stage}'s "
+                                     "steps, mean per class"), key="channels_steps")
