@@ -28,7 +28,7 @@ from bench._common import REPO, environment, format_goals, format_table, goal, r
 from regnet.data.device import evaluation_batches
 from regnet.data.splits import make_split
 from regnet.inspect import channels as ch
-from regnet.train.runs import load_run_model, load_run_split
+from regnet.train.evaluate import load_run_model, load_run_split
 
 RUN = REPO / "checkpoints" / "cifar10-regnet20"
 IMAGES, QUICK_IMAGES = 10_000, 500

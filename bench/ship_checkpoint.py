@@ -86,7 +86,7 @@ def regulator_from_snapshots(out: Path) -> None:
     from regnet.runs import read_regulator
     from regnet.train.build import load_data
     from regnet.train.regulator_stats import RegulatorLog
-    from regnet.train.runs import load_run_config
+    from regnet.train.evaluate import load_run_config
 
     config = load_run_config(out)
     val = load_data(config, augment=False).val

@@ -229,7 +229,7 @@ def test_the_shipped_cifar_checkpoints_carry_200_labelled_validation_images(name
 
 
 def test_the_runs_listing_names_the_shipped_cifar_runs_cifar10_and_its_filter_finds_them(tmp_path):
-    from regnet.dashboard.runs import RunFilter, discover_runs, filter_runs
+    from regnet.dashboard.run_listing import RunFilter, discover_runs, filter_runs
 
     runs = discover_runs(tmp_path / "runs", REPO / "checkpoints")
     found = [run.key for run in filter_runs(runs, RunFilter(datasets=("cifar10",)))]
