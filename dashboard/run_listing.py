@@ -23,8 +23,8 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
-from regnet.runs import (CONFIG, LAUNCHES, LOG, REFUSED, STARTING, STARTING_OR_ACTIVE, STATUS,
-                         STOPPING, Best, EpochMetrics, MetricsChunk, RunSummary, finite, is_run_id,
+from regnet.runs import (CONFIG, LAUNCHES, LOG, REFUSED, STARTING, STARTING_OR_ACTIVE, STATUS, STOPPING, Best,
+                         EpochMetrics, MetricsChunk, RunSummary, clean_tags, finite, is_run_id,
                          owner_alive, read_epoch_metrics, read_metrics_since, read_regular, recorded_summary,
                          scan_runs, settle, tail_text)
 
@@ -172,7 +172,8 @@ def _read_recorded(run_dir: Path, key: str, source: str, launch: dict | None,
     launched = {"pid": finite(launch.get("pid"), int), "pid_start": launch.get("pid_start")}
     info = replace(info, owner=launched if no_status else info.owner,
                    started_at=info.started_at or finite(launch.get("started_at")),
-                   model=info.model or _text(launch.get("model")), dataset=info.dataset or _text(launch.get("dataset")))
+                   model=info.model or _text(launch.get("model")), dataset=info.dataset or _text(launch.get("dataset")),
+                   tags=info.tags or _launch_tags(launch), note=info.note or _text(launch.get("note")) or "")
     if no_status:
         return replace(info, state=STARTING, problem=None)
     if _resumed_since(launch, info):
@@ -182,6 +183,14 @@ def _read_recorded(run_dir: Path, key: str, source: str, launch: dict | None,
 
 def _text(value) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def _launch_tags(launch: dict) -> tuple[str, ...]:
+    """The tags a launch gave its run, shown before the run folder (which gets them) exists; () if damaged."""
+    try:
+        return tuple(clean_tags(launch.get("tags") or ()))
+    except (TypeError, ValueError):
+        return ()
 
 
 def _resumed_since(launch: dict, info: RunInfo) -> bool:

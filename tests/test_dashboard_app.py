@@ -338,3 +338,28 @@ def test_new_run_form_launches_a_run_and_stop_stops_it(runs_root):
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_the_new_run_form_names_tags_and_notes_the_run_it_starts(runs_root, monkeypatch):
+    write_run(runs_root, "taken", epochs_done=1)
+    launched = {}
+
+    def start_run(config, root, run_id=None, tags=(), note=""):
+        launched.update(run_id=run_id, tags=list(tags), note=note)
+        return launcher.Launch(run_id, 0, root / run_id, root / "log", [])
+
+    monkeypatch.setattr(launcher, "start_run", start_run)
+    at = open_page("views/new_run.py")
+    at.text_input(key="nr_name").input("taken")
+    at.text_input(key="nr_tags").input("sweep, no!").run()
+    assert error_beside(at, "A run named 'taken' exists") and error_beside(at, "Tag 'no!' is not allowed")
+    assert at.button(key="nr_start_button").disabled
+    at.text_input(key="nr_name").input("../out").run()
+    assert error_beside(at, "Run id '../out' is not allowed")
+    at.text_input(key="nr_name").input("lstm-lr0.05")
+    at.text_input(key="nr_tags").input("sweep, baseline, Sweep")
+    at.text_area(key="nr_note").input("first of the sweep").run()
+    assert not texts(at.error) and not at.button(key="nr_start_button").disabled
+    at.button(key="nr_start_button").click().run()
+    assert not at.exception
+    assert launched == {"run_id": "lstm-lr0.05", "tags": ["sweep", "baseline"], "note": "first of the sweep"}
