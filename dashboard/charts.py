@@ -320,8 +320,8 @@ def hparams_figure(table: pd.DataFrame, settings: Sequence[str], metric: str, he
     values = shown[metric].astype(float).to_numpy()
     dimensions.append(dict(label=metric, values=values))
     figure = go.Figure(go.Parcoords(
-        dimensions=dimensions,
-        line=dict(color=values, colorscale="Viridis", showscale=True, colorbar=dict(title=dict(text=metric)))))
+        dimensions=dimensions, domain=dict(x=[0, 0.9]), labelfont=dict(size=14), tickfont=dict(size=12),
+        line=dict(color=values, colorscale="Viridis", showscale=True, colorbar=dict(x=0.97, thickness=14))))
     left_out = len(table) - len(shown)
     title = f"{metric} against the settings that differ ({len(shown)} runs" + (
         f"; {left_out} without a value left out)" if left_out else ")")

@@ -432,18 +432,16 @@ def format_started(started_at: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(started_at)) if started_at else "-"
 
 
-RUNS_COLUMNS = ["run", "tags", "model", "dataset", "status", "epochs done", "best", "images/s", "elapsed", "started",
-                "source"]
+RUNS_COLUMNS = ["run", "tags", "model", "dataset", "status", "epochs done", "best", "images/s", "elapsed", "started"]
 
 
 def runs_table(runs: Sequence[RunInfo]) -> pd.DataFrame:
-    """The Runs page table (one row a run, newest first, shipped runs marked).
+    """The Runs page table (one row a run, newest first; a shipped run's key says so: ``shipped/<name>``).
 
     "images/s" is the run's average (``regnet.runs.epoch_metrics``), "best" the contract's checkpointed best.
     """
     rows = [{
         "run": run.key,
-        "source": "shipped" if run.source == "shipped" else "run",
         "model": run.model or "",
         "dataset": run.dataset or "",
         "status": run.shown_state,
