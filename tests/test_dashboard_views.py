@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from regnet.dashboard import tables
 from test_dashboard_app import APP, fixture_root, open_page, runs_root  # noqa: F401 (fixtures)
-from test_dashboard_fixtures import metric_lines, write_run
+from test_dashboard_fixtures import SWEEP, metric_lines, write_run, write_sweep
 
 LIVE = "r3-regnet20-shapes-live"
 
@@ -78,30 +78,6 @@ def test_live_settings_and_runs_go_into_the_url_and_come_back_from_it(fixture_ro
 
 
 STUDY = {"lr01-seed0": (0.1, 0), "lr01-seed1": (0.1, 1), "lr01-seed2": (0.1, 2), "lr005-seed0": (0.05, 0)}
-
-
-def write_sweep(root, runs: dict[str, dict]) -> None:
-    """Runs named by key, each with config overrides {"section.key": value} and "val" = (val_top1, val_loss)
-    at its last (and best) epoch, epoch 2."""
-    for index, (run_id, spec) in enumerate(runs.items()):
-        top1, loss = spec.pop("val")
-        last = {"kind": "epoch", "epoch": 2, "step": 8, "time": 1e9, "val_top1": top1, "val_loss": loss,
-                "train_loss": 0.3, "val_top5": 0.99, "val_macro_f1": top1}
-        run_dir = write_run(root, run_id, epochs_done=2, epochs=2, started_at=1e9 + index,
-                            extra_metrics=json.dumps(last) + "\n")
-        config = yaml.safe_load((run_dir / "config.yaml").read_text())
-        for dotted, value in spec.items():
-            section, _, key = dotted.rpartition(".")
-            node = config
-            for part in section.split("."):
-                node = node.setdefault(part, {})
-            node[key] = value
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
-
-
-SWEEP = {"lr0.1-lstm": {"optim.lr": 0.1, "model.options.cell": "lstm", "val": (0.876543, 0.4)},
-         "lr0.01-gru": {"optim.lr": 0.01, "model.options.cell": "gru", "val": (0.95, 0.123456)},
-         "lr0.05-lstm": {"optim.lr": 0.05, "model.options.cell": "lstm", "val": (0.5, 0.9)}}
 
 
 def sweep_table(root, runs=SWEEP, metrics=("val_top1", "val_loss")):
