@@ -221,36 +221,42 @@ def grouped_table(table: HParamsTable, configs: Mapping[str, Mapping[str, object
                         metric_columns, keys)
 
 
-def _cell(value) -> str:
+def _cell(value, percent: bool = False) -> str:
+    """A cell as text: percentages with 2 decimals (a column of them lines up), other numbers to 4 digits."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return f"{value:.2f}" if percent else f"{value:.4g}"
     return str(value)
 
 
-def to_markdown(table: pd.DataFrame) -> str:
-    """A GitHub-flavoured Markdown table (pipes in cells escaped), numbers to 4 significant digits."""
-    def line(cells) -> str:
-        return "| " + " | ".join(_cell(cell).replace("|", "\\|") for cell in cells) + " |"
+def _cells(table: pd.DataFrame, row) -> list[str]:
+    return [_cell(value, "%" in str(column)) for column, value in zip(table.columns, row)]
 
-    header = [line(table.columns), "|" + "|".join("---" for _ in table.columns) + "|"]
-    return "\n".join(header + [line(row) for row in table.itertuples(index=False)]) + "\n"
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table (pipes in cells escaped), percentages to 2 decimals, other numbers to 4
+    significant digits."""
+    def line(cells) -> str:
+        return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+    header = [line(map(str, table.columns)), "|" + "|".join("---" for _ in table.columns) + "|"]
+    return "\n".join(header + [line(_cells(table, row)) for row in table.itertuples(index=False)]) + "\n"
 
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
 
 
-def _latex(value) -> str:
-    return "".join(_LATEX_SPECIAL.get(char, char) for char in _cell(value))
+def _latex(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(char, char) for char in text)
 
 
 def to_latex(table: pd.DataFrame) -> str:
     """A booktabs ``tabular`` (\\usepackage{booktabs}), text escaped, numbers right-aligned; for the HParams
     table, pass ``frame[paper_columns()]``: the settings and metrics, a few columns a paper can take."""
     align = "".join("r" if pd.api.types.is_numeric_dtype(table[c]) else "l" for c in table.columns)
-    rows = [" & ".join(_latex(cell) for cell in row) + r" \\" for row in table.itertuples(index=False)]
+    rows = [" & ".join(map(_latex, _cells(table, row))) + r" \\" for row in table.itertuples(index=False)]
     return "\n".join([rf"\begin{{tabular}}{{{align}}}", r"\toprule",
-                      " & ".join(_latex(c) for c in table.columns) + r" \\", r"\midrule", *rows,
+                      " & ".join(_latex(str(c)) for c in table.columns) + r" \\", r"\midrule", *rows,
                       r"\bottomrule", r"\end{tabular}"]) + "\n"

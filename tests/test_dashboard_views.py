@@ -128,7 +128,7 @@ def test_the_hparams_exports_hold_the_table_and_the_latex_is_a_paper_table(tmp_p
     pd.testing.assert_frame_equal(back, hparams.frame, check_dtype=False)
     markdown = tables.to_markdown(hparams.frame).splitlines()
     assert markdown[0] == "| run | best val top-1 % | final val top-1 % | cell | lr |"
-    assert markdown[2] == "| lr0.01-gru | 95 | 95 | gru | 0.01 |"
+    assert markdown[2] == "| lr0.01-gru | 95.00 | 95.00 | gru | 0.01 |"
     latex = tables.to_latex(hparams.frame[hparams.paper_columns()])
     lines = latex.splitlines()
     assert lines[:2] == [r"\begin{tabular}{lrrr}", r"\toprule"] and lines[-2:] == [r"\bottomrule", r"\end{tabular}"]
@@ -174,8 +174,8 @@ def test_compare_shows_the_hparams_table_sorted_and_downloads_it(runs_root, monk
     table = at.dataframe[0].value
     assert list(table["lr"]) == [0.01, 0.05, 0.1]
     assert stored["regnet_compare.csv"].splitlines()[1].startswith("lr0.01-gru,95.0,95.0,")
-    assert stored["regnet_compare.md"].splitlines()[2].startswith("| lr0.01-gru | 95 | 95 |")
-    assert "gru & 0.01 & 95 & 95 & 0.1235 & 0.1235" in stored["regnet_compare.tex"]
+    assert stored["regnet_compare.md"].splitlines()[2].startswith("| lr0.01-gru | 95.00 | 95.00 |")
+    assert "gru & 0.01 & 95.00 & 95.00 & 0.1235 & 0.1235" in stored["regnet_compare.tex"]
     assert "regnet_curves.csv" in stored
     [chart] = [json.loads(c.proto.spec) for c in at.get("plotly_chart") if "parcoords" in c.proto.spec]
     assert [d["label"] for d in chart["data"][0]["dimensions"]] == ["cell", "lr (log)", "best val top-1 %"]
