@@ -325,5 +325,5 @@ def hparams_figure(table: pd.DataFrame, settings: Sequence[str], metric: str, he
     left_out = len(table) - len(shown)
     title = f"{metric} against the settings that differ ({len(shown)} runs" + (
         f"; {left_out} without a value left out)" if left_out else ")")
-    figure.update_layout(title=dict(text=title), height=height, margin=dict(l=60, r=40, t=90, b=30))
+    figure.update_layout(title=dict(text=title), height=height, margin=dict(l=60, r=40, t=120, b=30))
     return figure

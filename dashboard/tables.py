@@ -68,10 +68,19 @@ def with_defaults(flat: dict[str, object]) -> dict[str, object]:
     return {**defaults, **flat}
 
 
+OPTION_PREFIX = "model.options."
+IDENTITY_KEYS = ("model.name", "data.name")  # first among the settings: what ran on what
+
+
 def differing_keys(configs: Mapping[str, Mapping[str, object]], ignore: Sequence[str] = ()) -> list[str]:
-    """The config keys whose value is not the same in every run (a key missing in some run differs), sorted."""
-    keys = sorted({key for config in configs.values() for key in config} - set(ignore))
-    return [key for key in keys if len({repr(config.get(key)) for config in configs.values()}) > 1]
+    """The config keys whose value is not the same in every run (a key missing in some run differs), the
+    model and data set first, then sorted. A model option differs only where the runs whose model has it
+    disagree: the others lack it because their model differs, which ``model.name`` already says."""
+    order = {key: at for at, key in enumerate(IDENTITY_KEYS)}
+    keys = sorted({key for config in configs.values() for key in config} - set(ignore),
+                  key=lambda key: (order.get(key, len(order)), key))
+    return [key for key in keys if len({repr(config.get(key)) for config in configs.values()
+                                        if key in config or not key.startswith(OPTION_PREFIX)}) > 1]
 
 
 def seed_groups(configs: Mapping[str, Mapping[str, object]]) -> dict[str, list[str]]:
@@ -255,7 +264,8 @@ def _latex(text: str) -> str:
 def to_latex(table: pd.DataFrame) -> str:
     """A booktabs ``tabular`` (\\usepackage{booktabs}), text escaped, numbers right-aligned; for the HParams
     table, pass ``frame[paper_columns()]``: the settings and metrics, a few columns a paper can take."""
-    align = "".join("r" if pd.api.types.is_numeric_dtype(table[c]) else "l" for c in table.columns)
+    align = "".join("r" if pd.api.types.is_numeric_dtype(table[c]) and not pd.api.types.is_bool_dtype(table[c])
+                    else "l" for c in table.columns)
     rows = [" & ".join(map(_latex, _cells(table, row))) + r" \\" for row in table.itertuples(index=False)]
     return "\n".join([rf"\begin{{tabular}}{{{align}}}", r"\toprule",
                       " & ".join(_latex(str(c)) for c in table.columns) + r" \\", r"\midrule", *rows,
