@@ -312,11 +312,12 @@ def _parcoords_dimension(label: str, values: pd.Series) -> dict:
 
 
 def hparams_figure(table: pd.DataFrame, settings: Sequence[str], metric: str, height: int = 420) -> go.Figure:
-    """Parallel coordinates of the runs: one axis per setting in ``settings`` (table columns), the ``metric``
-    column last, each run a line coloured by that metric. Runs without a value of ``metric`` are left out
-    (a line cannot end nowhere); the title says how many are drawn."""
+    """Parallel coordinates of the runs: one axis per setting in ``settings`` (table columns) that varies
+    among the runs drawn, the ``metric`` column last, each run a line coloured by that metric. Runs without
+    a value of ``metric`` are left out (a line cannot end nowhere); the title says how many are drawn."""
     shown = table[table[metric].notna()]
-    dimensions = [_parcoords_dimension(column, shown[column]) for column in settings]
+    varied = [column for column in settings if shown[column].map(repr).nunique() > 1]  # one value: no axis
+    dimensions = [_parcoords_dimension(column, shown[column]) for column in varied]
     values = shown[metric].astype(float).to_numpy()
     dimensions.append(dict(label=metric, values=values))
     figure = go.Figure(go.Parcoords(

@@ -151,6 +151,11 @@ def test_the_parallel_coordinates_have_an_axis_per_setting_and_the_metric_last(t
     assert list(lr.values) == pytest.approx([-2, -1, -1.30103], abs=1e-5)
     assert metric.label == "best val top-1 %" and list(metric.values) == [95.0, 87.65, 50.0]
     assert list(trace.line.color) == [95.0, 87.65, 50.0]
+    # A run without the metric is left out, and a setting only it had different is then no axis.
+    unfinished = hparams.frame.assign(**{"best val top-1 %": [95.0, 87.65, None], "cell": ["lstm", "lstm", "gru"]})
+    figure = charts.hparams_figure(unfinished, list(hparams.key_columns), "best val top-1 %")
+    assert [dimension.label for dimension in figure.data[0].dimensions] == ["lr (log)", "best val top-1 %"]
+    assert "(2 runs; 1 without a value left out)" in figure.layout.title.text
 
 
 def test_compare_shows_the_hparams_table_sorted_and_downloads_it(runs_root, monkeypatch):
