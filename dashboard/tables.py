@@ -1,10 +1,14 @@
-"""What Compare explains: the config keys that differ between runs, runs grouped by all but their seed, exports.
+"""What Compare explains: the HParams table (results first, then the config keys that differ), runs grouped by
+all but their seed, exports.
 
-Runs are grouped by their config, never by folder: the runs of a seed study (a folder of ordinary run
-folders) and three runs started by hand with seeds 0, 1, 2 form the same group. A group's line holds the
-mean of each metric and its band, min to max or mean ± 1 std (the column names say which). The tables
-download as CSV, Markdown and LaTeX; the last two are written here (a few lines each) rather than with
-pandas' ``to_markdown``/``Styler``, which need ``tabulate`` and ``jinja2``.
+The HParams table is metric-first, as TensorBoard's HParams tab and W&B's runs table: each chosen metric at
+the best and the final epoch (the contract's ``comparison_row``), then only the settings that differ, each
+once under a short label. Its values are rounded once, here, so the screen, the CSV, the Markdown and the
+LaTeX hold the same numbers. Runs are grouped by their config, never by folder: the runs of a seed study (a
+folder of ordinary run folders) and three runs started by hand with seeds 0, 1, 2 form the same group. A
+group's line holds the mean of each metric and its band, min to max or mean ± 1 std (the column names say
+which). Markdown and LaTeX are written here (a few lines each) rather than with pandas' ``to_markdown``/
+``Styler``, which need ``tabulate`` and ``jinja2``.
 """
 from __future__ import annotations
 
