@@ -292,3 +292,39 @@ def sample_grid_figure(images: np.ndarray, titles: Sequence[str], columns: int =
     figure.update_xaxes(showticklabels=False)
     figure.update_yaxes(showticklabels=False)
     return figure
+
+
+def _parcoords_dimension(label: str, values: pd.Series) -> dict:
+    """One axis of the parallel-coordinates chart: numbers on a numeric axis (a log axis, ticked at the runs'
+    own values, when they span a factor of 10 or more, as learning rates do), anything else as categories."""
+    numeric = pd.to_numeric(values, errors="coerce")
+    is_number = values.map(lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)).all()
+    if is_number and numeric.notna().all():
+        distinct = sorted(numeric.unique())
+        if distinct[0] > 0 and distinct[-1] >= 10 * distinct[0] and len(distinct) <= 12:
+            return dict(label=f"{label} (log)", values=np.log10(numeric.to_numpy(float)),
+                        tickvals=np.log10(distinct).tolist(), ticktext=[f"{v:g}" for v in distinct])
+        return dict(label=label, values=numeric.to_numpy(float))
+    text = values.map(lambda v: "-" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
+    categories = sorted(text.unique())
+    return dict(label=label, values=text.map(categories.index).to_numpy(float),
+                tickvals=list(range(len(categories))), ticktext=categories)
+
+
+def hparams_figure(table: pd.DataFrame, settings: Sequence[str], metric: str, height: int = 420) -> go.Figure:
+    """Parallel coordinates of the runs: one axis per setting in ``settings`` (table columns) that varies
+    among the runs drawn, the ``metric`` column last, each run a line coloured by that metric. Runs without
+    a value of ``metric`` are left out (a line cannot end nowhere); the title says how many are drawn."""
+    shown = table[table[metric].notna()]
+    varied = [column for column in settings if shown[column].map(repr).nunique() > 1]  # one value: no axis
+    dimensions = [_parcoords_dimension(column, shown[column]) for column in varied]
+    values = shown[metric].astype(float).to_numpy()
+    dimensions.append(dict(label=metric, values=values))
+    figure = go.Figure(go.Parcoords(
+        dimensions=dimensions, domain=dict(x=[0, 0.9]), labelfont=dict(size=14), tickfont=dict(size=12),
+        line=dict(color=values, colorscale="Viridis", showscale=True, colorbar=dict(x=0.97, thickness=14))))
+    left_out = len(table) - len(shown)
+    title = f"{metric} against the settings that differ ({len(shown)} runs" + (
+        f"; {left_out} without a value left out)" if left_out else ")")
+    figure.update_layout(title=dict(text=title), height=height, margin=dict(l=60, r=40, t=120, b=30))
+    return figure

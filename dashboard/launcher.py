@@ -20,8 +20,8 @@ from typing import Sequence
 
 
 from regnet.dashboard.run_listing import RunInfo
-from regnet.runs import (LAUNCHES, RESUMABLE_STATES, STOP, atomic_write_json, atomic_write_text,
-                         new_run_id as contract_run_id, process_alive, process_start, read_config_dict,
+from regnet.runs import (LAUNCHES, RESUMABLE_STATES, STOP, atomic_write_json, atomic_write_text, check_note,
+                         clean_tags, new_run_id as contract_run_id, process_alive, process_start, read_config_dict,
                          read_yaml_mapping, run_dir_in)
 from regnet.shipped import ready_configs  # noqa: F401 (the New-run form's list)
 from regnet.train.config import OPTIMIZERS, SCHEDULES  # noqa: F401 (the form's choices)
@@ -66,21 +66,27 @@ def new_run_id(model: str, dataset: str) -> str:
     return contract_run_id(model, dataset, suffix=secrets.token_hex(2))
 
 
-def build_command(config_path: Path, runs_root: Path, run_id: str) -> list[str]:
+def build_command(config_path: Path, runs_root: Path, run_id: str, tags: Sequence[str] = (),
+                  note: str = "") -> list[str]:
     """The command line of a run: the same CLI a user would type."""
+    annotations = [part for tag in tags for part in ("--tag", tag)] + (["--note", note] if note else [])
     return [sys.executable, "-m", "regnet", "train", "--config", str(config_path),
-            "--runs-root", str(runs_root), "--run-id", run_id]
+            "--runs-root", str(runs_root), "--run-id", run_id, *annotations]
 
 
-def start_run(config: Config | dict, runs_root: Path, run_id: str | None = None) -> Launch:
-    """Check ``config`` (``build_config``), then launch ``python -m regnet train`` for it in a new session.
+def start_run(config: Config | dict, runs_root: Path, run_id: str | None = None, tags: Sequence[str] = (),
+              note: str = "") -> Launch:
+    """Check ``config`` (``build_config``), then launch ``python -m regnet train`` for it in a new session,
+    the run named ``run_id`` (or a new id) and given ``tags`` and ``note`` (its folder appears with them).
 
-    A config the engine would refuse raises ``ConfigError`` before anything is written. The resolved
+    A config the engine would refuse, a run id against the rule, a bad tag or an overlong note raise
+    (``ConfigError`` or ``ValueError``, one sentence) before anything is written. The resolved
     config is written next to the launch record (runs_root/.launches/<run_id>.yaml) and the child's stdout
     and stderr go to <run_id>.log there, so an error before the run folder exists is still on disk for the
     Runs and Live pages.
     """
     config = build_config(config)
+    tags, note = clean_tags(tags), check_note(note)
     runs_root = Path(runs_root).resolve()
     run_id = run_id or new_run_id(config.model.name, config.data.name)
     run_dir = run_dir_in(runs_root, run_id)
@@ -91,8 +97,9 @@ def start_run(config: Config | dict, runs_root: Path, run_id: str | None = None)
     config = build_config({"run": {"runs_root": str(runs_root), "run_id": run_id}}, base=config)
     config_path = launches / f"{run_id}.yaml"
     atomic_write_text(config_path, dump_config(config))
-    return _spawn(build_command(config_path, runs_root, run_id), runs_root, run_id,
-                  {"config": str(config_path), "model": config.model.name, "dataset": config.data.name})
+    return _spawn(build_command(config_path, runs_root, run_id, tags, note), runs_root, run_id,
+                  {"config": str(config_path), "model": config.model.name, "dataset": config.data.name,
+                   "tags": tags, "note": note})
 
 
 def _spawn(command: list[str], runs_root: Path, run_id: str, extra: dict) -> Launch:

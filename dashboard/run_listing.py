@@ -1,12 +1,12 @@
-"""What the dashboard's pages list about runs: run rows, live metric tails, the Runs and Compare tables.
+"""What the dashboard's pages list about runs: run rows, live metric tails, the Runs table.
 
 A run folder (docs/run-folder.md) is written by ``python -m regnet train`` whoever started it, and read here
 only through the contract (``regnet.runs``): its summary of a run (``read_summary``: identity, state, best
-and final metrics, timing), its run states and its comparison row. This module keeps what is shaped for
+and final metrics, timing), and its run states. This module keeps what is shaped for
 pages: a row per run (``RunInfo``: the contract's summary with the key a page selects by and what the
 dashboard's own launch records add), a listing that re-reads a folder only when its status changed (so
-10,000 runs list in a fraction of a second once scanned), per-file metric tails, and the tables as pandas
-frames. Nothing here keeps state that a browser refresh or a server restart could lose; damaged files
+10,000 runs list in a fraction of a second once scanned), per-file metric tails, and the Runs table as a pandas
+frame. Nothing here keeps state that a browser refresh or a server restart could lose; damaged files
 become facts on the page, never exceptions.
 """
 from __future__ import annotations
@@ -23,8 +23,8 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
-from regnet.runs import (COMPARED_METRICS, CONFIG, LAUNCHES, LOG, REFUSED, STARTING, STARTING_OR_ACTIVE, STATUS,
-                         STOPPING, Best, EpochMetrics, MetricsChunk, RunSummary, comparison_row, finite, is_run_id,
+from regnet.runs import (CONFIG, LAUNCHES, LOG, REFUSED, STARTING, STARTING_OR_ACTIVE, STATUS, STOPPING, Best,
+                         EpochMetrics, MetricsChunk, RunSummary, clean_tags, finite, is_run_id,
                          owner_alive, read_epoch_metrics, read_metrics_since, read_regular, recorded_summary,
                          scan_runs, settle, tail_text)
 
@@ -172,7 +172,8 @@ def _read_recorded(run_dir: Path, key: str, source: str, launch: dict | None,
     launched = {"pid": finite(launch.get("pid"), int), "pid_start": launch.get("pid_start")}
     info = replace(info, owner=launched if no_status else info.owner,
                    started_at=info.started_at or finite(launch.get("started_at")),
-                   model=info.model or _text(launch.get("model")), dataset=info.dataset or _text(launch.get("dataset")))
+                   model=info.model or _text(launch.get("model")), dataset=info.dataset or _text(launch.get("dataset")),
+                   tags=info.tags or _launch_tags(launch), note=info.note or _text(launch.get("note")) or "")
     if no_status:
         return replace(info, state=STARTING, problem=None)
     if _resumed_since(launch, info):
@@ -182,6 +183,14 @@ def _read_recorded(run_dir: Path, key: str, source: str, launch: dict | None,
 
 def _text(value) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def _launch_tags(launch: dict) -> tuple[str, ...]:
+    """The tags a launch gave its run, shown before the run folder (which gets them) exists; () if damaged."""
+    try:
+        return tuple(clean_tags(launch.get("tags") or ()))
+    except (TypeError, ValueError):
+        return ()
 
 
 def _resumed_since(launch: dict, info: RunInfo) -> bool:
@@ -423,18 +432,16 @@ def format_started(started_at: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(started_at)) if started_at else "-"
 
 
-RUNS_COLUMNS = ["run", "tags", "model", "dataset", "status", "epochs done", "best", "images/s", "elapsed", "started",
-                "source"]
+RUNS_COLUMNS = ["run", "tags", "model", "dataset", "status", "epochs done", "best", "images/s", "elapsed", "started"]
 
 
 def runs_table(runs: Sequence[RunInfo]) -> pd.DataFrame:
-    """The Runs page table (one row a run, newest first, shipped runs marked).
+    """The Runs page table (one row a run, newest first; a shipped run's key says so: ``shipped/<name>``).
 
     "images/s" is the run's average (``regnet.runs.epoch_metrics``), "best" the contract's checkpointed best.
     """
     rows = [{
         "run": run.key,
-        "source": "shipped" if run.source == "shipped" else "run",
         "model": run.model or "",
         "dataset": run.dataset or "",
         "status": run.shown_state,
@@ -470,30 +477,6 @@ class RunFilter:
 
 def filter_runs(runs: Sequence[RunInfo], wanted: RunFilter) -> list[RunInfo]:
     return [run for run in runs if wanted.matches(run)]
-
-
-METRIC_LABELS = {"val_top1": "val top-1", "val_top5": "val top-5", "val_macro_f1": "val macro-F1",
-                 "val_loss": "val loss", "train_loss": "train loss"}
-
-
-def compare_table(runs: Sequence[RunInfo]) -> pd.DataFrame:
-    """The contract's comparison table (``regnet.runs.comparison_row``) as the Compare page labels it, results first.
-
-    "best" is the checkpointed best (the model in best.pt) with its metric and epoch, as on the Runs page
-    and in ``regnet compare``; "best val top-1" and the like are each metric at that epoch, "final" at the
-    last epoch.
-    """
-    rows = []
-    for run in runs:
-        row = comparison_row(run)
-        shown = {"run": run.key, "best metric": row["best_metric"], "best": row["best_value"],
-                 "best epoch": row["best_epoch"], "model": run.model or "", "dataset": run.dataset or "",
-                 "status": run.state, "params": run.params, "MACs": run.macs, "epochs": run.epoch}
-        for when in ("best", "final"):
-            shown.update({f"{when} {METRIC_LABELS[metric]}": row[f"{when}_{metric}"] for metric in COMPARED_METRICS})
-        shown.update({"training time s": row["train_time_s"], "images/s": row["images_per_s"]})
-        rows.append(shown)
-    return pd.DataFrame(rows)
 
 
 def curves_long(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:

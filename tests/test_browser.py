@@ -23,7 +23,7 @@ import yaml
 from PIL import Image
 
 from bench_scripts import load_bench
-from test_dashboard_fixtures import fake_training_process, write_run, write_shipped_run
+from test_dashboard_fixtures import SWEEP, fake_training_process, write_run, write_shipped_run, write_sweep
 from test_inspect_images import long_thin_png
 
 from regnet.data import SHAPE_NAMES
@@ -437,3 +437,34 @@ def test_a_long_thin_upload_is_one_sentence_not_a_memory_error(page, server):
     assert "too long and thin" in error.inner_text() and "39999999x1" in error.inner_text()
     assert page.locator('[data-testid="stException"]').count() == 0
     shot(page, server, "inspect-long-thin-upload")
+
+
+def test_the_hparams_table_sorts_and_downloads_what_it_shows(page, server):
+    import csv
+    import io
+
+    write_sweep(server.runs, SWEEP)
+    page.goto(f"{server.url}/compare?" + "&".join(f"run={key}" for key in SWEEP))
+    page.get_by_role("heading", name="HParams: results against the settings that differ").wait_for()
+    wait_for(lambda: "lr0.01-gru" in cells(page), 60, "the HParams table")
+    settle(page)
+    table = cells(page)  # row by row: run, best/final val top-1 %, best/final val loss, cell, lr
+    assert table[::7] == ["lr0.01-gru", "lr0.1-lstm", "lr0.05-lstm"], table  # best val top-1 first, descending
+    page.locator('[data-testid="stSelectbox"]').filter(has_text="Sort by").click()
+    page.get_by_role("option", name="lr", exact=True).click()
+    wait_for(lambda: cells(page)[::7] == ["lr0.1-lstm", "lr0.05-lstm", "lr0.01-gru"], 30, "the table by lr, descending")
+    page.get_by_text("ascending", exact=True).click()
+    wait_for(lambda: cells(page)[::7] == ["lr0.01-gru", "lr0.05-lstm", "lr0.1-lstm"], 30, "the table sorted by lr")
+    settle(page)
+    shot(page, server, "compare-hparams")
+    shown = cells(page)
+    with page.expect_download() as download:
+        page.get_by_text("Download table (CSV)").click()
+    rows = list(csv.reader(io.StringIO(Path(download.value.path()).read_text())))
+    assert rows[0] == ["run", "best val top-1 %", "final val top-1 %", "best val loss", "final val loss", "cell", "lr"]
+    assert [row[0] for row in rows[1:]] == shown[::7] and [float(row[-1]) for row in rows[1:]] == [0.01, 0.05, 0.1]
+    assert [float(row[1]) for row in rows[1:]] == [95.0, 50.0, 87.65]  # the values shown, rounded as shown
+    with page.expect_download() as download:
+        page.get_by_text("Download table (LaTeX)").click()
+    latex = Path(download.value.path()).read_text()
+    assert "\\toprule" in latex and "cell & lr & best val top-1 \\%" in latex and "gru & 0.01 & 95" in latex

@@ -179,3 +179,12 @@ def test_config_takes_a_ready_config_by_name_from_any_folder(tmp_path, monkeypat
     code, _, err = run_cli(["train", "--config", "shapes_regnet_20"], capsys)
     assert_one_sentence(code, err, "no ready config of that name", "shapes_regnet20")
     assert not (tmp_path / "runs").exists()
+
+
+def test_train_refuses_a_bad_tag_and_tags_on_a_resume_in_one_sentence(tmp_path, capsys):
+    code, _, err = run_cli(["train", "--dataset", "shapes", "--runs-root", str(tmp_path), "--tag", "ok",
+                            "--tag", "no!", *TINY], capsys)
+    assert_one_sentence(code, err, "Tag 'no!' is not allowed")
+    assert not list(tmp_path.iterdir())  # refused before any run folder exists
+    code, _, err = run_cli(["train", "--resume", str(tmp_path / "x"), "--tag", "ok", "--note", "n"], capsys)
+    assert_one_sentence(code, err, "drop --note, --tag", "Runs page")

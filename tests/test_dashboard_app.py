@@ -95,7 +95,6 @@ def test_runs_page_lists_runs_and_shipped_checkpoints(fixture_root):
     assert list(table["run"]) == ["r3-regnet20-shapes-live", "r2-regnet20-shapes", "r1-resnet20-shapes",
                                   "r4-regnet20-shapes-corrupt", "r0-broken", "shipped/regnet20-shapes"]
     assert list(table["status"])[:3] == ["running", "failed", "finished"]
-    assert table.iloc[-1]["source"] == "shipped"
     assert "status.json" in texts(at.caption)  # the broken folder is explained, not an exception
     at.multiselect(key="_select_runs").select("r1-resnet20-shapes").run()
     assert at.session_state["selected_runs"] == ["r1-resnet20-shapes"]
@@ -172,11 +171,11 @@ def test_selection_from_the_browser_never_names_a_path(fixture_root):
 
 def test_compare_page_overlays_runs_and_offers_csv(fixture_root):
     at = open_page("views/compare.py", selected=["r1-resnet20-shapes", "shipped/regnet20-shapes"])
-    assert len(at.get("plotly_chart")) == 2
-    assert all(points > 0 for points in plotly_points(at))
+    assert len(at.get("plotly_chart")) == 3  # two curves, and the parallel coordinates of the settings
+    assert all(points > 0 for points in plotly_points(at)[:2])
     table = at.dataframe[0].value
-    assert list(table["run"]) == ["r1-resnet20-shapes", "shipped/regnet20-shapes"]
-    assert list(table["best"]) == [0.75, 0.75] and list(table["best metric"]) == ["val_top1", "val_top1"]
+    assert set(table["run"]) == {"r1-resnet20-shapes", "shipped/regnet20-shapes"}
+    assert list(table["best val top-1 %"]) == [75.0, 75.0] and list(table["model"]) == ["resnet20", "regnet20"]
     assert len(at.get("download_button")) == 4  # table as CSV, Markdown, LaTeX; curves as CSV
 
 
@@ -338,3 +337,28 @@ def test_new_run_form_launches_a_run_and_stop_stops_it(runs_root):
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_the_new_run_form_names_tags_and_notes_the_run_it_starts(runs_root, monkeypatch):
+    write_run(runs_root, "taken", epochs_done=1)
+    launched = {}
+
+    def start_run(config, root, run_id=None, tags=(), note=""):
+        launched.update(run_id=run_id, tags=list(tags), note=note)
+        return launcher.Launch(run_id, 0, root / run_id, root / "log", [])
+
+    monkeypatch.setattr(launcher, "start_run", start_run)
+    at = open_page("views/new_run.py")
+    at.text_input(key="nr_name").input("taken")
+    at.text_input(key="nr_tags").input("sweep, no!").run()
+    assert error_beside(at, "A run named 'taken' exists") and error_beside(at, "Tag 'no!' is not allowed")
+    assert at.button(key="nr_start_button").disabled
+    at.text_input(key="nr_name").input("../out").run()
+    assert error_beside(at, "Run id '../out' is not allowed")
+    at.text_input(key="nr_name").input("lstm-lr0.05")
+    at.text_input(key="nr_tags").input("sweep, baseline, Sweep")
+    at.text_area(key="nr_note").input("first of the sweep").run()
+    assert not texts(at.error) and not at.button(key="nr_start_button").disabled
+    at.button(key="nr_start_button").click().run()
+    assert not at.exception
+    assert launched == {"run_id": "lstm-lr0.05", "tags": ["sweep", "baseline"], "note": "first of the sweep"}

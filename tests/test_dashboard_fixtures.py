@@ -88,6 +88,31 @@ def write_run(root: Path, run_id: str, *, state: str = "finished", model: str = 
     return run_dir
 
 
+def write_sweep(root, runs: dict[str, dict]) -> None:
+    """Runs named by key, each with config overrides {"section.key": value} and "val" = (val_top1, val_loss)
+    at its last (and best) epoch, epoch 2."""
+    for index, (run_id, spec) in enumerate(runs.items()):
+        spec = dict(spec)
+        top1, loss = spec.pop("val")
+        last = {"kind": "epoch", "epoch": 2, "step": 8, "time": 1e9, "val_top1": top1, "val_loss": loss,
+                "train_loss": 0.3, "val_top5": 0.99, "val_macro_f1": top1}
+        run_dir = write_run(root, run_id, epochs_done=2, epochs=2, started_at=1e9 + index,
+                            extra_metrics=json.dumps(last) + "\n")
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        for dotted, value in spec.items():
+            section, _, key = dotted.rpartition(".")
+            node = config
+            for part in section.split("."):
+                node = node.setdefault(part, {})
+            node[key] = value
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+SWEEP = {"lr0.1-lstm": {"optim.lr": 0.1, "model.options.cell": "lstm", "val": (0.876543, 0.4)},
+         "lr0.01-gru": {"optim.lr": 0.01, "model.options.cell": "gru", "val": (0.95, 0.123456)},
+         "lr0.05-lstm": {"optim.lr": 0.05, "model.options.cell": "lstm", "val": (0.5, 0.9)}}
+
+
 def fake_training_process() -> subprocess.Popen:
     """A live process whose command line mentions regnet, standing in for a running training run."""
     return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "regnet-fixture"],

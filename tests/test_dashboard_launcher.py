@@ -126,3 +126,37 @@ def test_a_run_that_does_not_lead_its_group_is_signalled_alone(tmp_path, monkeyp
     monkeypatch.setattr(os, "killpg", lambda pid, sig: signalled.append(("killpg", pid, sig)))
     launcher._signal(12345, 15)
     assert signalled == [("kill", 12345, 15)]
+
+
+def test_a_launch_gives_its_run_folder_the_name_tags_and_note_and_runs_shows_them_at_once(tmp_path):
+    import json
+
+    from regnet.runs import read_note, read_tags
+
+    config = {"model": {"name": "resnet20"}, "data": {"name": "shapes", "size": 100, "workers": 0},
+              "train": {"epochs": 1, "batch_size": 20, "device": "cpu", "log_every": 1}}
+    with pytest.raises(ValueError, match="Tag 'a b!' is not allowed"):
+        launcher.start_run(config, tmp_path, run_id="tagged", tags=["a b!"])
+    assert not list(tmp_path.iterdir())  # refused before anything is written
+    launch = launcher.start_run(config, tmp_path, run_id="lstm-lr0.05", tags=["sweep", "Sweep", "base line"],
+                                note="lr sweep, first try")
+    try:
+        assert launch.command[launch.command.index("--run-id") + 1] == "lstm-lr0.05"
+        assert launch.command[-6:] == ["--tag", "sweep", "--tag", "base line", "--note", "lr sweep, first try"]
+        record = json.loads((tmp_path / ".launches" / "lstm-lr0.05.json").read_text())
+        assert record["tags"] == ["sweep", "base line"] and record["note"] == "lr sweep, first try"
+        [run] = discover_runs(tmp_path)  # before its folder exists, the launch record says what it was given
+        assert run.key == "lstm-lr0.05" and run.tags == ("sweep", "base line") and run.note == "lr sweep, first try"
+        run_dir = tmp_path / "lstm-lr0.05"
+        deadline = time.time() + 120
+        while time.time() < deadline and not (run_dir / "config.yaml").exists():
+            assert launcher._CHILDREN[launch.pid].poll() is None, launch.log_path.read_text()
+            time.sleep(0.2)
+        assert read_tags(run_dir) == ["sweep", "base line"] and read_note(run_dir) == "lr sweep, first try"
+        launcher.request_stop(run_dir)
+        assert launcher._CHILDREN[launch.pid].wait(timeout=120) == 0
+    finally:
+        if launcher._CHILDREN[launch.pid].poll() is None:
+            os.killpg(launch.pid, 9)
+    [run] = discover_runs(tmp_path)
+    assert run.tags == ("sweep", "base line") and run.note == "lr sweep, first try"  # now from the run folder

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from regnet.dashboard.run_listing import (MetricsTail, compare_table, curves_long, discover_runs, ema, metrics_frame, progress,
+from regnet.dashboard.run_listing import (MetricsTail, curves_long, discover_runs, ema, metrics_frame, progress,
                             read_run, runs_table)
 from regnet.runs import check_run_id, read_metrics_since, run_dir_in
 from test_dashboard_fixtures import fake_training_process, fixture_runs_root, write_run
@@ -83,7 +83,7 @@ def test_discovery_lists_runs_newest_first_with_shipped_runs_last(tmp_path):
         assert by_key["r0-broken"].state == "unknown" and "status.json" in by_key["r0-broken"].problem
         assert by_key["shipped/resnet20-shapes"].source == "shipped"
         table = runs_table(runs)
-        assert list(table["source"]) == ["run"] * 5 + ["shipped"]
+        assert [key.startswith("shipped/") for key in table["run"]] == [False] * 5 + [True]
         assert table.loc[table["run"] == "r1-resnet20-shapes", "best"].item() == "75.00% val_top1 @ 3"
         assert table.loc[table["run"] == "r1-resnet20-shapes", "epochs done"].item() == "3/3"
     finally:
@@ -135,17 +135,19 @@ def test_progress_text_and_eta(tmp_path):
     assert progress(run).fraction == 1.0 and progress(run).eta_s is None
 
 
-def test_compare_table_and_curves_csv(tmp_path):
-    runs = [read_run(write_run(tmp_path, "a", epochs_done=3, epochs=3), "a"),
-            read_run(write_run(tmp_path, "b", model="resnet20", epochs_done=2), "b")]
+def test_hparams_best_and_final_follow_the_contracts_one_best_and_curves_csv(tmp_path):
+    from regnet.dashboard import tables
+
+    a_dir = write_run(tmp_path, "a", epochs_done=3, epochs=3)
+    status = json.loads((a_dir / "status.json").read_text())
+    (a_dir / "status.json").write_text(json.dumps({**status, "best_epoch": 2, "best_value": 0.5}))
+    runs = [read_run(a_dir, "a"), read_run(write_run(tmp_path, "b", model="resnet20", epochs_done=2), "b")]
     frames = {run.key: metrics_frame(read_metrics_since(run.metrics_path).rows, run.steps_per_epoch) for run in runs}
-    table = compare_table(runs).set_index("run")
-    assert table.loc["a", "best"] == 0.75 and table.loc["a", "best metric"] == "val_top1"  # status.json's best
-    assert table.loc["a", "best epoch"] == 3 and table.loc["b", "final val top-1"] == 0.5
-    assert table.loc["a", "best val top-1"] == 0.75  # every metric at the best epoch: one definition of best
+    table = tables.hparams_table(runs, tables.run_configs(runs), ["val_top1", "val_loss"]).frame.set_index("run")
+    assert table.loc["a", "best val top-1 %"] == 50.0 and table.loc["a", "final val top-1 %"] == 75.0
+    assert table.loc["a", "best val loss"] == 0.6 and table.loc["a", "final val loss"] == 0.4  # at epoch 2, at 3
     assert table.loc["b", "best val loss"] == table.loc["b", "final val loss"]  # b's best epoch is its last
-    assert table.loc["b", "model"] == "resnet20" and table.loc["a", "params"] == 250_000
-    assert table.loc["a", "final val loss"] == pytest.approx(0.4)
+    assert table.loc["b", "model"] == "resnet20"
     long = curves_long(frames)
     assert set(long["run"]) == {"a", "b"}
     assert len(long[(long["run"] == "a") & (long["metric"] == "val_top1")]) == 3

@@ -1,5 +1,5 @@
-"""Live and Compare with AppTest: the figure JSON the browser gets, state in the URL, the config-difference
-table, seed groups and the downloads (issue 12)."""
+"""Live and Compare with AppTest: the figure JSON the browser gets, state in the URL, the HParams table (metric
+first, each differing setting once, sortable), its parallel coordinates, seed groups and the downloads."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from regnet.dashboard import tables
 from test_dashboard_app import APP, fixture_root, open_page, runs_root  # noqa: F401 (fixtures)
-from test_dashboard_fixtures import metric_lines, write_run
+from test_dashboard_fixtures import SWEEP, metric_lines, write_run, write_sweep
 
 LIVE = "r3-regnet20-shapes-live"
 
@@ -77,73 +77,131 @@ def test_live_settings_and_runs_go_into_the_url_and_come_back_from_it(fixture_ro
     assert figures(wall)["Loss"]["layout"]["xaxis"]["type"] == "date"
 
 
-def write_study(root, model_lrs: dict[str, tuple[float, int]]) -> None:
-    """Runs named by key with (lr, seed) in their config; sub-folders of the root, like a seed study's."""
-    for index, (run_id, (lr, seed)) in enumerate(model_lrs.items()):
-        run_dir = write_run(root, run_id, epochs_done=2, epochs=2, started_at=1e9 + index)
-        config = yaml.safe_load((run_dir / "config.yaml").read_text())
-        config["optim"]["lr"], config["train"]["seed"] = lr, seed
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
-        status = json.loads((run_dir / "status.json").read_text())
-        status["best_value"] = 0.5 + 0.1 * seed
-        (run_dir / "status.json").write_text(json.dumps(status))
-
-
 STUDY = {"lr01-seed0": (0.1, 0), "lr01-seed1": (0.1, 1), "lr01-seed2": (0.1, 2), "lr005-seed0": (0.05, 0)}
 
 
-def test_compare_tables_the_config_keys_that_differ_beside_best_and_final(runs_root):
-    write_study(runs_root, STUDY)
-    at = opened_with("views/compare.py", {"run": list(STUDY)})
-    table = at.dataframe[0].value
-    assert list(table["run"]) == list(STUDY)
-    assert list(table.columns[1:6]) == ["optim.lr", "train.seed", "best metric", "best", "best epoch"]
-    assert {"best val top-1", "final val top-1"} <= set(table.columns)  # each metric at the best epoch and the last
-    assert list(table["optim.lr"]) == [0.1, 0.1, 0.1, 0.05] and list(table["train.seed"]) == [0, 1, 2, 0]
-    assert list(table["best"]) == pytest.approx([0.5, 0.6, 0.7, 0.5])  # status.json's, the contract's best
-    assert list(table["final val top-1"]) == [0.5] * 4
-    assert "`optim.lr`, `train.seed`" in "\n".join(c.value for c in at.caption)
+def sweep_table(root, runs=SWEEP, metrics=("val_top1", "val_loss")):
+    from regnet.dashboard.run_listing import discover_runs
+
+    write_sweep(root, {key: dict(spec) for key, spec in runs.items()})
+    chosen = [run for run in discover_runs(root) if run.key in runs]
+    return tables.hparams_table(chosen, tables.run_configs(chosen), metrics)
 
 
-def test_compare_groups_runs_that_differ_only_in_seed_with_a_band(runs_root):
-    write_study(runs_root, STUDY)
-    at = opened_with("views/compare.py", {"run": list(STUDY), "compare_seeds": "true"})
-    table = at.dataframe[0].value
-    assert list(table["group"]) == ["lr01-seed0 +2 seeds", "lr005-seed0"] and list(table["runs"]) == [3, 1]
-    assert list(table["optim.lr"]) == [0.1, 0.05] and table["seeds"][0] == "train.seed 0, 1, 2"
-    assert list(table["best mean"]) == pytest.approx([0.6, 0.5])
-    assert list(table["best min"]) == pytest.approx([0.5, 0.5]) and list(table["best max"]) == pytest.approx([0.7, 0.5])
-    loss = figures(at)["Loss"]
-    assert sum(trace.get("fill") == "tonexty" for trace in loss["data"]) == 2  # the group's train and val bands
-    at.radio(key="compare_band").set_value("std").run()
-    table = at.dataframe[0].value
-    assert list(table["best std"]) == pytest.approx([0.1, 0.0]) and "best min" not in table
-    assert at.radio(key="compare_band").proto.query_param_key == "compare_band"
+def test_the_hparams_table_puts_the_metrics_first_then_each_differing_setting_once(tmp_path):
+    hparams = sweep_table(tmp_path)
+    table = hparams.frame.set_index("run")
+    assert list(hparams.frame.columns) == ["run", "best val top-1 %", "final val top-1 %", "best val loss",
+                                           "final val loss", "cell", "lr"]
+    assert hparams.key_columns == {"cell": "model.options.cell", "lr": "optim.lr"}
+    assert table.loc["lr0.1-lstm", "best val top-1 %"] == 87.65  # rounded to what the screen shows
+    assert table.loc["lr0.01-gru", "final val loss"] == 0.1235 and table.loc["lr0.01-gru", "lr"] == 0.01
+    # A model that differs is one column, "model", never also "model.name"; data sets likewise.
+    mixed = dict(SWEEP, resnet={"model.name": "resnet20", "model.options": {}, "data.name": "mnist",
+                                "val": (0.7, 0.5)})
+    # The regulator's options (fusion, gates, memory...) are not differences: only the model that has them does.
+    assert list(sweep_table(tmp_path / "mixed", mixed).key_columns) == ["model", "dataset", "cell", "lr"]
 
 
-def test_compare_downloads_the_table_as_csv_markdown_and_latex(runs_root, monkeypatch):
-    write_study(runs_root, {"lr01-seed0": (0.1, 0), "lr005_x-seed0": (0.05, 0)})
+def test_the_hparams_table_sorts_by_any_column_with_empty_cells_last(tmp_path):
+    hparams = sweep_table(tmp_path)
+    assert list(hparams.sorted("best val top-1 %", descending=True).frame["run"]) == [
+        "lr0.01-gru", "lr0.1-lstm", "lr0.05-lstm"]
+    assert list(hparams.sorted("final val loss", descending=False).frame["run"]) == [
+        "lr0.01-gru", "lr0.1-lstm", "lr0.05-lstm"]
+    assert list(hparams.sorted("lr", descending=False).frame["lr"]) == [0.01, 0.05, 0.1]
+    assert list(hparams.sorted("cell", descending=False).frame["cell"]) == ["gru", "lstm", "lstm"]
+    gap = tables.HParamsTable(hparams.frame.assign(**{"best val loss": [None, 0.2, 0.1]}),
+                              hparams.metric_columns, hparams.key_columns)
+    for descending in (True, False):
+        assert gap.sorted("best val loss", descending).frame["best val loss"].isna().tolist()[-1]
+
+
+def test_the_hparams_exports_hold_the_table_and_the_latex_is_a_paper_table(tmp_path):
+    import io
+
+    import pandas as pd
+
+    hparams = sweep_table(tmp_path, metrics=("val_top1",)).sorted("best val top-1 %", True)
+    back = pd.read_csv(io.StringIO(hparams.frame.to_csv(index=False)))
+    pd.testing.assert_frame_equal(back, hparams.frame, check_dtype=False)
+    markdown = tables.to_markdown(hparams.frame).splitlines()
+    assert markdown[0] == "| run | best val top-1 % | final val top-1 % | cell | lr |"
+    assert markdown[2] == "| lr0.01-gru | 95.00 | 95.00 | gru | 0.01 |"
+    latex = tables.to_latex(hparams.frame[hparams.paper_columns()])
+    lines = latex.splitlines()
+    assert lines[:2] == [r"\begin{tabular}{lrrr}", r"\toprule"] and lines[-2:] == [r"\bottomrule", r"\end{tabular}"]
+    assert lines[2] == r"cell & lr & best val top-1 \% & final val top-1 \% \\"  # settings, then metrics; no run ids
+    assert r"lstm & 0.1 & 87.65 & 87.65 \\" in lines and "lr0.1-lstm" not in latex
+    split = tables.to_latex(sweep_table(tmp_path / "split", {
+        "a": {"data.split_seed": 1, "val": (0.5, 1.0)}, "b": {"data.split_seed": 2, "val": (0.6, 1.0)}}).frame)
+    assert r"split\_seed" in split  # escaped underscores
+
+
+def test_the_parallel_coordinates_have_an_axis_per_setting_and_the_metric_last(tmp_path):
+    from regnet.dashboard import charts
+
+    hparams = sweep_table(tmp_path).sorted("best val top-1 %", descending=True)  # gru 0.01, lstm 0.1, lstm 0.05
+    figure = charts.hparams_figure(hparams.frame, list(hparams.key_columns), "best val top-1 %")
+    [trace] = figure.data
+    assert trace.type == "parcoords"
+    cell, lr, metric = trace.dimensions
+    assert (cell.label, cell.ticktext, list(cell.values)) == ("cell", ("gru", "lstm"), [0, 1, 1])
+    assert lr.label == "lr (log)" and lr.ticktext == ("0.01", "0.05", "0.1")  # lr spans a factor of 10
+    assert list(lr.values) == pytest.approx([-2, -1, -1.30103], abs=1e-5)
+    assert metric.label == "best val top-1 %" and list(metric.values) == [95.0, 87.65, 50.0]
+    assert list(trace.line.color) == [95.0, 87.65, 50.0]
+    # A run without the metric is left out, and a setting only it had different is then no axis.
+    unfinished = hparams.frame.assign(**{"best val top-1 %": [95.0, 87.65, None], "cell": ["lstm", "lstm", "gru"]})
+    figure = charts.hparams_figure(unfinished, list(hparams.key_columns), "best val top-1 %")
+    assert [dimension.label for dimension in figure.data[0].dimensions] == ["lr (log)", "best val top-1 %"]
+    assert "(2 runs; 1 without a value left out)" in figure.layout.title.text
+
+
+def test_compare_shows_the_hparams_table_sorted_and_downloads_it(runs_root, monkeypatch):
+    write_sweep(runs_root, {key: dict(spec) for key, spec in SWEEP.items()})
     stored = {}
     original = MemoryMediaFileStorage.load_and_get_id
 
     def keep(self, data, mimetype, kind, filename=None):
-        stored[filename] = data
+        if filename and filename.endswith((".csv", ".md", ".tex")):  # not the page's images
+            stored[filename] = data.decode() if isinstance(data, bytes) else data
         return original(self, data, mimetype, kind, filename)
 
     monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", keep)
-    at = opened_with("views/compare.py", {"run": ["lr01-seed0", "lr005_x-seed0"]})
-    assert not at.exception
-    text = {name: data.decode() if isinstance(data, bytes) else data for name, data in stored.items()
-            if name and name.endswith((".csv", ".md", ".tex"))}  # not the page's images
-    csv = text["regnet_compare.csv"].splitlines()
-    assert csv[0].startswith("run,optim.lr,best metric,best,best epoch,") and csv[2].startswith("lr005_x-seed0,0.05,")
-    markdown = text["regnet_compare.md"].splitlines()
-    assert markdown[0].startswith("| run | optim.lr | best metric | best | best epoch |")
-    assert markdown[1].startswith("|---|---|") and markdown[3].startswith("| lr005_x-seed0 | 0.05 | val_top1 | 0.5 | 2 |")
-    latex = text["regnet_compare.tex"]
-    assert latex.startswith("\\begin{tabular}{l") and "\\toprule" in latex and "\\bottomrule" in latex
-    assert "lr005\\_x-seed0 & 0.05 & val\\_top1 & 0.5 & 2" in latex
-    assert "regnet_curves.csv" in text
+    at = opened_with("views/compare.py", {"run": list(SWEEP)})
+    table = at.dataframe[0].value
+    assert list(table.columns[:3]) == ["run", "best val top-1 %", "final val top-1 %"]
+    assert list(table["run"]) == ["lr0.01-gru", "lr0.1-lstm", "lr0.05-lstm"]  # the first metric, best first
+    at.selectbox(key="compare_sort").set_value("lr").run()
+    at.radio(key="compare_order").set_value("ascending").run()
+    table = at.dataframe[0].value
+    assert list(table["lr"]) == [0.01, 0.05, 0.1]
+    assert stored["regnet_compare.csv"].splitlines()[1].startswith("lr0.01-gru,95.0,95.0,")
+    assert stored["regnet_compare.md"].splitlines()[2].startswith("| lr0.01-gru | 95.00 | 95.00 |")
+    assert "gru & 0.01 & 95.00 & 95.00 & 0.1235 & 0.1235" in stored["regnet_compare.tex"]
+    assert "regnet_curves.csv" in stored
+    [chart] = [json.loads(c.proto.spec) for c in at.get("plotly_chart") if "parcoords" in c.proto.spec]
+    assert [d["label"] for d in chart["data"][0]["dimensions"]] == ["cell", "lr (log)", "best val top-1 %"]
+
+
+def test_compare_groups_runs_that_differ_only_in_seed_with_a_band(runs_root):
+    write_sweep(runs_root, {key: {"optim.lr": lr, "train.seed": seed, "val": (0.5 + 0.1 * seed, 1.0)}
+                            for key, (lr, seed) in STUDY.items()})
+    at = opened_with("views/compare.py", {"run": list(STUDY), "compare_seeds": "true", "compare_when": "best",
+                                          "compare_metrics": "val_top1"})
+    table = at.dataframe[0].value.set_index("group")
+    assert list(table.index) == ["lr01-seed0 +2 seeds", "lr005-seed0"] and list(table["runs"]) == [3, 1]
+    assert list(table["lr"]) == [0.1, 0.05] and table["seeds"].iloc[0] == "train.seed 0, 1, 2"
+    assert "seed" not in table  # a group's seeds are in "seeds", never a setting column
+    assert list(table["best val top-1 % mean"]) == pytest.approx([60.0, 50.0])
+    assert list(table["best val top-1 % min"]) == [50.0, 50.0] and list(table["best val top-1 % max"]) == [70.0, 50.0]
+    loss = figures(at)["Loss"]
+    assert sum(trace.get("fill") == "tonexty" for trace in loss["data"]) == 2  # the group's train and val bands
+    at.radio(key="compare_band").set_value("std").run()
+    table = at.dataframe[0].value
+    assert list(table["best val top-1 % std"]) == pytest.approx([10.0, 0.0]) and "best val top-1 % min" not in table
+    assert at.radio(key="compare_band").proto.query_param_key == "compare_band"
 
 
 def test_markdown_and_latex_escape_what_would_break_them():

@@ -306,7 +306,7 @@ def test_runs_page_shows_the_tensorboard_command_and_stopping(root):
 def test_the_new_run_page_does_not_warn_about_the_run_it_just_started(root, monkeypatch):
     process = fake_training_process()
 
-    def start_run(config, runs_root, run_id=None):  # a launch record for a live stand-in process
+    def start_run(config, runs_root, run_id=None, tags=(), note=""):  # a launch record for a live stand-in process
         launches = Path(runs_root) / ".launches"
         launches.mkdir(exist_ok=True)
         (launches / "r9-new.json").write_text(json.dumps({"run_id": "r9-new", "pid": process.pid, "pid_start": None,

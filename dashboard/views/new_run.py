@@ -1,4 +1,5 @@
-"""New run: a form over the engine's config (or a ready config, or a cloned run's), checked as the user types.
+"""New run: a form over the engine's config (or a ready config, or a cloned run's), checked as the user types,
+and the run's name, tags and note, which its folder gets at launch (``regnet.runs.annotations``).
 
 The form is one layer of ``regnet.train.config.build_config`` over its starting config: every value the
 engine would refuse is shown beside its field with the schema's sentence, and Start stays disabled, so
@@ -14,6 +15,7 @@ from regnet.dashboard.run_listing import progress
 
 import regnet.data as rdata
 from regnet.models import list_models, model_info
+from regnet.runs import check_note, parse_tags, run_dir_in
 from regnet.train.config import ConfigError, Problem as ConfigProblem, build_config
 
 st.title("New run")
@@ -233,6 +235,39 @@ with train_col:
                                       "can show the model at any kept epoch.")
     beside("train.keep_every")
 
+# ---------------------------------------------------------------- what the run is called and said to be
+st.subheader("Name, tags and note")
+name_col, tags_col = st.columns(2)
+run_name = name_col.text_input("Name (the run folder; empty: time, model and data set)", key="nr_name",
+                               placeholder="e.g. lstm-lr0.05").strip()
+beside("run.run_id")
+tags_text = tags_col.text_input("Tags (comma-separated)", key="nr_tags", placeholder="e.g. sweep, baseline")
+beside("run.tags")
+note = st.text_area("Note", key="nr_note", height=80, placeholder="What this run is for")
+beside("run.note")
+
+
+def annotation_problems() -> tuple[list, list]:
+    """The launch's tags, and one problem per field the engine or the run folder would refuse."""
+    found, tags = [], []
+    try:
+        tags = parse_tags(tags_text)
+    except ValueError as error:
+        found.append(ConfigProblem("run.tags", tags_text, str(error)))
+    try:
+        check_note(note)
+    except ValueError as error:
+        found.append(ConfigProblem("run.note", "", str(error)))
+    if run_name:
+        try:
+            if run_dir_in(ui.runs_root(), run_name).exists():
+                found.append(ConfigProblem("run.run_id", run_name, f"A run named {run_name!r} exists; choose "
+                                                                   "another name."))
+        except ValueError as error:
+            found.append(ConfigProblem("run.run_id", run_name, str(error)))
+    return tags, found
+
+
 # ---------------------------------------------------------------- the form's layer, checked; then Start
 form = {
     "model": {"name": model_name, "options": options},
@@ -243,7 +278,8 @@ form = {
     "train": {"epochs": int(epochs), "batch_size": int(batch_size), "seed": int(seed), "device": device,
               "log_every": int(log_every), "keep_every": int(keep_every)},
 }
-problems = list(form_problems)
+launch_tags, problems = annotation_problems()
+problems += form_problems
 try:
     config = build_config(start_config(), form)
 except ConfigError as error:
@@ -269,7 +305,7 @@ if running:
 if st.button("Start", type="primary", disabled=bool(problems), key="nr_start_button",
              help="Fix the values marked in red first." if problems else None):
     try:
-        launch = launcher.start_run(config, ui.runs_root())
+        launch = launcher.start_run(config, ui.runs_root(), run_name or None, launch_tags, note)
     except (ValueError, OSError) as error:
         st.error(f"Could not start the run: {error}")
     else:

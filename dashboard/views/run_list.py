@@ -14,6 +14,16 @@ from regnet.runs import (RESUMABLE_STATES, TRASH, parse_tags, restore_run, trash
                          write_tags)
 
 PROBLEMS_SHOWN = 20  # one caption each; with 10,000 runs the rest are counted
+# Widths (px) that show every column whole on a 1400 px window; a long run id or many tags may be cut (the
+# cell shows them whole when clicked).
+RUNS_COLUMN_CONFIG = {  # 925 px in all, the table's width on a 1400 px window beside the sidebar
+    "run": st.column_config.TextColumn(width=160), "tags": st.column_config.TextColumn(width=95),
+    "model": st.column_config.TextColumn(width=75), "dataset": st.column_config.TextColumn("data set", width=85),
+    "status": st.column_config.TextColumn(width=70), "epochs done": st.column_config.TextColumn("epochs", width=55),
+    "best": st.column_config.TextColumn(width=140),
+    "images/s": st.column_config.NumberColumn(width=65, help="The run's average over its epochs"),
+    "elapsed": st.column_config.TextColumn(width=60), "started": st.column_config.TextColumn(width=120),
+}
 
 st.title("Runs")
 root = ui.runs_root()
@@ -26,7 +36,8 @@ ui.show_flash()
 
 def filters(runs: list) -> RunFilter:
     """Search box and facet filters over the listed runs."""
-    text_col, model_col, data_col, state_col, tag_col = st.columns([3, 2, 2, 2, 2])
+    text_col = st.container()
+    model_col, data_col, state_col, tag_col = st.columns(4)  # a quarter of the page each: chips show whole names
 
     def facet(column, label: str, values, key: str) -> tuple:
         return tuple(column.multiselect(label, sorted({v for v in values if v}), key=key, placeholder="any"))
@@ -46,9 +57,7 @@ def runs_overview(wanted: RunFilter) -> None:
     shown = filter_runs(current, wanted)
     if len(shown) < len(current):
         st.caption(f"{len(shown)} of {len(current)} runs match.")
-    st.dataframe(runs_table(shown), hide_index=True, width="stretch", column_config={
-        "run": st.column_config.TextColumn(width="medium"), "source": st.column_config.TextColumn(width="small"),
-        "images/s": st.column_config.NumberColumn(width="small", help="The run's average over its epochs")})
+    st.dataframe(runs_table(shown), hide_index=True, width="stretch", column_config=RUNS_COLUMN_CONFIG)
     problems = [run for run in shown if run.problem]
     for run in problems[:PROBLEMS_SHOWN]:
         st.caption(f"`{run.key}`: {run.problem}")

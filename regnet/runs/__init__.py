@@ -13,9 +13,9 @@
 
 Nothing here imports torch, so the dashboard lists runs without loading it.
 """
-from .atomic import (atomic_write, atomic_write_json, atomic_write_text, remove_stale_temps)
-from .annotations import (MAX_TAGS, NOTE_CAP, TAG_RULE, clean_tags, parse_tags, read_note, read_tags, write_note,
-                          write_tags)
+from .atomic import atomic_write, atomic_write_json, atomic_write_text, remove_stale_temps
+from .annotations import (MAX_TAGS, NOTE_CAP, TAG_RULE, check_note, clean_tags, parse_tags, read_note, read_tags,
+                          write_annotations, write_note, write_tags)
 from .layout import (ARTIFACTS, CHECKPOINT_NAMES, CHECKPOINTS, CONFIG, FINAL_EVAL, LAUNCH_SUFFIXES, LAUNCHES, LOG,
                      CHANNEL_INDEX, METRICS, NOTE, PROBE_FEATURES, PROBES, REGULATOR, RUN_ID_RULE, STATUS, STOP, STUDY, STUDY_MEMBERS, TAGS, TRASH,
                      RefusedPath, check_inside, check_run_id, checkpoint_file, checkpoint_path, is_inside, is_run_id,

@@ -1,8 +1,8 @@
 """A run's tags and note: what a user adds to a run folder, written atomically, read tolerantly.
 
 ``tags.json`` holds a JSON list of short labels and ``note.md`` free text. Both belong to the user, not to
-the engine: training never writes them, so a note added while a run trains is never overwritten, and a
-resumed run keeps them. A damaged or foreign file reads as no tags (or no note) with nothing raised, as a
+the engine: training never writes them (a launch with ``--tag``/``--note`` only hands them to the new folder
+before it appears), so a note added while a run trains is never overwritten, and a resumed run keeps them. A damaged or foreign file reads as no tags (or no note) with nothing raised, as a
 listing of thousands of runs must not stop at one bad file; writing refuses bad input with one sentence.
 """
 from __future__ import annotations
@@ -69,9 +69,23 @@ def read_note(run_dir: str | Path) -> str:
         return ""
 
 
-def write_note(run_dir: str | Path, note: str) -> str:
-    """Replace the run's note (atomically; an empty note is stored as an empty file) and return it."""
+def check_note(note: str) -> str:
+    """``note`` itself if it is short enough to be a note; ValueError with one sentence otherwise."""
     if len(note) > NOTE_CAP:
         raise ValueError(f"The note has {len(note):,} characters; keep it under {NOTE_CAP:,}.")
-    atomic_write_text(Path(run_dir) / NOTE, note)
     return note
+
+
+def write_note(run_dir: str | Path, note: str) -> str:
+    """Replace the run's note (atomically; an empty note is stored as an empty file) and return it."""
+    atomic_write_text(Path(run_dir) / NOTE, check_note(note))
+    return note
+
+
+def write_annotations(run_dir: str | Path, tags: Iterable[str] = (), note: str = "") -> None:
+    """Give a new run the tags and note its user chose at launch (nothing is written for none of either)."""
+    tags = clean_tags(tags)
+    if tags:
+        write_tags(run_dir, tags)
+    if note:
+        write_note(run_dir, note)

@@ -79,15 +79,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     try:
         if args.resume:
-            given = [f"--{flag.replace('_', '-')}" for flag in (*CONFIG_FLAGS, "config")
-                     if flag != "device" and getattr(args, flag, None) is not None] + (["--set"] if args.overrides
-                                                                                        else [])
+            given = [f"--{flag.replace('_', '-')}" for flag in (*CONFIG_FLAGS, "config", "note")
+                     if flag != "device" and getattr(args, flag, None) is not None] + (
+                ["--set"] if args.overrides else []) + (["--tag"] if args.tags else [])
             if given:
                 raise ValueError(f"--resume continues a run with its own config.yaml; drop {', '.join(given)} "
-                                 f"(only --device may change).")
+                                 f"(only --device may change; tags and notes are edited on the dashboard's Runs page).")
             path = train(resume=args.resume, device=args.device, progress=_progress())
         else:
-            path = train(config_from_args(args), progress=_progress())
+            path = train(config_from_args(args), progress=_progress(), tags=args.tags, note=args.note or "")
     except RunFailed as failure:
         print(f"error: {failure.message} (details in {failure.run_dir / 'train.log'})", file=sys.stderr)
         _print_on_rank_0(failure.run_dir)
@@ -262,6 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
                                        "Stop cleanly with Ctrl-C, SIGTERM or a file named STOP in the run folder.")
     add_config_arguments(train)
     train.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its checkpoints/last.pt")
+    train.add_argument("--tag", dest="tags", action="append", default=[], metavar="TAG",
+                       help="a tag for the new run (repeat for several); the dashboard filters by them")
+    train.add_argument("--note", help="a note for the new run (free text, shown and edited on the Runs page)")
     train.set_defaults(func=cmd_train)
 
     evaluate = sub.add_parser("eval", help="evaluate a run's checkpoint on a split")

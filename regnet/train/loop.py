@@ -53,7 +53,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -62,8 +62,8 @@ from tqdm import tqdm
 
 from regnet.metrics import per_class_table
 from regnet.models import fast, summary
-from regnet.runs import (ACTIVE_STATES, ARTIFACTS, FINAL_EVAL, STATUS, atomic_write_json, checkpoint_file,
-                         process_identity, read_config_dict, read_status, reported_state)
+from regnet.runs import (ACTIVE_STATES, ARTIFACTS, FINAL_EVAL, STATUS, atomic_write_json, check_note, checkpoint_file,
+                         clean_tags, process_identity, read_config_dict, read_status, reported_state)
 
 from .build import build_model_from_config, check_names, compile_model, load_data, make_batches, resolve_model
 from .checkpoint import capture_rng, load_checkpoint, load_model_weights, restore_rng, save_checkpoint
@@ -216,8 +216,9 @@ def seed_everything(seed: int) -> None:
 
 
 def train(config: Config | None = None, *, resume: str | Path | None = None, device: str | None = None,
-          progress: bool | None = None) -> Path:
+          progress: bool | None = None, tags: Sequence[str] = (), note: str = "") -> Path:
     """Train a new run from ``config``, or continue the run in folder ``resume``; returns the run folder.
+    A new run's folder appears with ``tags`` and ``note`` (``regnet.runs.annotations``) already in it.
 
     Bad input (unknown model, missing data, a run folder that exists...)
     raises ValueError/OSError before any run folder is created. Once the run
@@ -232,11 +233,12 @@ def train(config: Config | None = None, *, resume: str | Path | None = None, dev
     if device is not None:
         config.train.device = device
     check_names(config)
+    annotations = (clean_tags(tags), check_note(note))  # refused before anything starts
     ctx = init_distributed(config.train.device)
     try:
         with fast.gates_in_order(config.train.fast_gates):
             run = _build(config, ctx, resume, checkpoint, sys.stderr.isatty() if progress is None else progress)
-            _open_folder(run, resume, status, checkpoint)
+            _open_folder(run, resume, status, checkpoint, annotations)
             return _run_epochs(run)
     finally:
         cleanup_distributed(ctx)
@@ -329,14 +331,15 @@ def _build(config: Config, ctx: DistContext, resume: Path | None, checkpoint: di
                loader_generator, local_batch, measured, state, progress, data_note=splits.note)
 
 
-def _open_folder(run: Run, resume: Path | None, status: dict | None, checkpoint: dict | None) -> None:
+def _open_folder(run: Run, resume: Path | None, status: dict | None, checkpoint: dict | None,
+                 annotations: tuple[Sequence[str], str] = ((), "")) -> None:
     """Claim (or take over) the run folder, repair what a kill left, and write the ``running`` status."""
     config, ctx, st = run.config, run.ctx, run.state
     path = None
     if ctx.is_main:
         path = resume if resume is not None else create_run_folder(
             config.run.runs_root, config.run.run_id, config.model.name, run.info.name,
-            lambda run_id: dump_config(_with_run_id(config, run_id)))
+            lambda run_id: dump_config(_with_run_id(config, run_id)), *annotations)
     folder = run.folder = RunFolder(broadcast_object(str(path) if ctx.is_main else None, ctx))
     config.run.runs_root, config.run.run_id = str(folder.path.parent), folder.path.name
     run.log = _open_log(folder, ctx.is_main)

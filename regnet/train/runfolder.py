@@ -12,11 +12,11 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from regnet.runs import (ARTIFACTS, CHECKPOINTS, CONFIG, LOG, METRICS, STATUS, STOP, atomic_write_json,
                          atomic_write_text, check_run_id, checkpoint_file, new_run_id, process_alive, read_all_metrics,
-                         read_metrics, read_status, remove_stale_temps)
+                         read_metrics, read_status, remove_stale_temps, write_annotations)
 
 CREATING = ".creating-"  # a run folder being assembled: ".<run_id>.creating-<pid>" in the runs root
 
@@ -25,8 +25,9 @@ __all__ = ["RunFolder", "create_run_folder", "read_metrics", "read_status"]
 
 
 def create_run_folder(runs_root: str | Path, run_id: str | None, model: str, dataset: str,
-                      config_text: Callable[[str], str]) -> Path:
-    """Claim a new run folder that already holds its config.yaml (``config_text(run_id)``).
+                      config_text: Callable[[str], str], tags: Sequence[str] = (), note: str = "") -> Path:
+    """Claim a new run folder that already holds its config.yaml (``config_text(run_id)``), and the ``tags``
+    and ``note`` its user gave at launch, so a listing never sees the run without them.
 
     The folder is assembled under a hidden temp name and renamed into place, so a run folder never exists
     without its config: a process killed while writing it leaves no run behind, and the same run id can be
@@ -46,6 +47,7 @@ def create_run_folder(runs_root: str | Path, run_id: str | None, model: str, dat
     staging = root / f".{base}{CREATING}{os.getpid()}"
     staging.mkdir()
     try:
+        write_annotations(staging, tags, note)
         for name in [base] if run_id is not None else [base, *(f"{base}-{n}" for n in range(2, 1000))]:
             atomic_write_text(staging / CONFIG, config_text(name))
             try:
