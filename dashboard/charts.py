@@ -292,3 +292,31 @@ def sample_grid_figure(images: np.ndarray, titles: Sequence[str], columns: int =
     figure.update_xaxes(showticklabels=False)
     figure.update_yaxes(showticklabels=False)
     return figure
+
+
+# The system line's phases (docs/run-folder.md), in the order an epoch runs them, as the stacked bar shows them.
+SYSTEM_PHASES = {"data_s": "data loading", "compute_s": "training steps", "eval_s": "evaluation",
+                 "probe_s": "regulator probe", "checkpoint_s": "checkpoints", "other_s": "other"}
+
+
+def system_figure(rows: Sequence[dict], title: str = "Where each epoch's time went") -> go.Figure:
+    """One stacked bar per epoch: the seconds of each phase of the system lines ``rows``, as W&B's system panel."""
+    epochs = [row["epoch"] for row in rows]
+    figure = go.Figure()
+    for (key, label), color in zip(SYSTEM_PHASES.items(), PALETTE):
+        values = [float(row.get(key) or 0.0) for row in rows]
+        figure.add_trace(go.Bar(x=epochs, y=values, name=label, marker_color=color,
+                                hovertemplate=f"epoch %{{x}}<br>{label}: %{{y:.2f}} s<extra></extra>"))
+    figure.update_layout(barmode="stack", title=title, height=300, margin=dict(l=10, r=10, t=50, b=10),
+                         legend=dict(orientation="h", y=-0.25))
+    figure.update_xaxes(title="epoch", dtick=1 if len(epochs) <= 20 else None)
+    figure.update_yaxes(title="seconds")
+    return figure
+
+
+def system_table(rows: Sequence[dict]) -> pd.DataFrame:
+    """The system lines as a table a person reads: epoch, seconds per phase, CPU cores, peak memory (MiB)."""
+    columns = {"epoch": "epoch", "wall_s": "epoch s", **{k: f"{v} s" for k, v in SYSTEM_PHASES.items()},
+               "cpu_cores": "CPU cores", "max_rss_mb": "peak RSS MiB", "gpu_max_memory_mb": "peak GPU MiB"}
+    table = pd.DataFrame([{label: row.get(key) for key, label in columns.items()} for row in rows])
+    return table.dropna(axis=1, how="all")
