@@ -59,15 +59,16 @@ def checkpoints_root() -> Path:
 def live_refresh_s() -> float:
     """Seconds between checks for new run output (env override for tests and slow machines).
 
-    20 s by default (TensorBoard reloads every 30 s): each check that finds new lines re-renders the
-    progress and the per-step charts, about 0.3-0.7 CPU-s of the browser's and the server's time however
-    few lines came (bench/dashboard_overhead.py), and on a 2-core machine that is taken from the training
-    being watched. The Live page offers 2, 5, 10 and 30 s too.
+    2 s by default, so a new line shows within about 1-2 s (W&B users see points within seconds). A check
+    that finds nothing new re-runs only the Live page's fragment (a few ``stat`` calls and figures kept from
+    the last check); one that finds new step lines redraws the progress and the per-step charts, which costs
+    the browser and the server about 0.2-0.3 CPU-s on a loaded 2-core machine (bench/dashboard_overhead.py).
+    The Live page offers 1, 5, 10 and 30 s too.
     """
     try:
-        return max(0.5, float(os.environ.get(LIVE_REFRESH_ENV, "20")))
+        return max(0.5, float(os.environ.get(LIVE_REFRESH_ENV, "2")))
     except ValueError:
-        return 20.0
+        return 2.0
 
 
 def is_local_client(ip: str | None) -> bool:

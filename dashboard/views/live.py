@@ -37,7 +37,7 @@ x_axis = x_col.radio("x axis", list(charts.X_AXES), horizontal=True, key="live_x
 smoothing = smooth_col.slider("Smoothing (EMA of per-step curves; never the LR)", 0.0, 0.99, 0.6, 0.01,
                               key="live_smooth", bind="query-params")
 default_refresh_s = ui.live_refresh_s()
-refresh_choices = sorted({2.0, 5.0, 10.0, 30.0, default_refresh_s})
+refresh_choices = sorted({1.0, 2.0, 5.0, 10.0, 30.0, default_refresh_s})
 refresh_s = refresh_col.selectbox("Check every", refresh_choices, format_func=lambda s: f"{s:g} s",
                                   index=refresh_choices.index(default_refresh_s), key="live_refresh",
                                   bind="query-params", help="How often the page looks for new lines.")
