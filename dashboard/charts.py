@@ -315,8 +315,9 @@ def system_figure(rows: Sequence[dict], title: str = "Where each epoch's time we
 
 
 def system_table(rows: Sequence[dict]) -> pd.DataFrame:
-    """The system lines as a table a person reads: epoch, seconds per phase, CPU cores, peak memory (MiB)."""
-    columns = {"epoch": "epoch", "wall_s": "epoch s", **{k: f"{v} s" for k, v in SYSTEM_PHASES.items()},
-               "cpu_cores": "CPU cores", "max_rss_mb": "peak RSS MiB", "gpu_max_memory_mb": "peak GPU MiB"}
-    table = pd.DataFrame([{label: row.get(key) for key, label in columns.items()} for row in rows])
+    """The system lines' process figures, newest epoch first: epoch, its seconds, CPU cores busy on average,
+    peak resident memory and (on CUDA) peak GPU memory in MiB; the phases' seconds are the bar chart's."""
+    columns = {"epoch": "epoch", "wall_s": "epoch s", "cpu_cores": "CPU cores", "max_rss_mb": "peak RSS MiB",
+               "gpu_max_memory_mb": "peak GPU MiB"}
+    table = pd.DataFrame([{label: row.get(key) for key, label in columns.items()} for row in reversed(rows)])
     return table.dropna(axis=1, how="all")

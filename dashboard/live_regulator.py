@@ -119,22 +119,28 @@ def probe_running(run: RunInfo, rows: Sequence[dict]) -> dict | None:
     return None
 
 
-def probe_notes(runs: list[RunInfo], stats: dict[str, list[dict]]) -> None:
-    """One line per run whose probe is running, so a strip that lags its epoch's accuracy says why."""
+def probe_notes(runs: list[RunInfo], stats: dict[str, list[dict]]) -> bool:
+    """One line per run whose probe is running, so a strip that lags its epoch's accuracy says why; whether
+    there was any."""
+    shown = False
     for run in runs:
         line = probe_running(run, stats.get(run.key, []))
         if line is not None:
             since = max(0.0, time.time() - float(line.get("time") or time.time()))
             st.info(f"`{run.key}`: probing the regulator after epoch {line['epoch']} (running for {since:.0f} s); "
-                    f"its gates and reliance appear here when the probe finishes.", icon="⏳")
+                    f"its gates and reliance appear here when the probe finishes.", icon=":material/hourglass_top:")
+            shown = True
+    return shown
 
 
 def _section(runs: list[RunInfo]) -> None:
     stats = {run.key: read_regulator(run.path) for run in runs if not run.refused}
     with_stats = [(run, stats[run.key]) for run in runs if stats.get(run.key)]
     st.subheader("Regulator")
-    probe_notes(runs, stats)
+    probing = probe_notes(runs, stats)
     if not with_stats:
+        if probing:
+            return
         regulated = any((run.model or "").startswith("regnet") for run in runs)
         st.caption("The regulator's gates and states appear here after the first epoch of a RegNet run."
                    if regulated else "The followed runs have no regulator (ResNet runs have none to show).")

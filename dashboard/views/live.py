@@ -114,8 +114,12 @@ def system_section(current: list) -> None:
         chart_col, table_col = st.columns([3, 2])
         chart_col.plotly_chart(charts.system_figure(rows), key=f"live_system_{run.key}",
                                config={"displaylogo": False})
-        table_col.dataframe(charts.system_table(rows).iloc[::-1], hide_index=True, height=300,
-                            column_config={"epoch": st.column_config.NumberColumn(format="%d")})
+        table_col.dataframe(charts.system_table(rows), hide_index=True,
+                            column_config={"epoch": st.column_config.NumberColumn(format="%d"),
+                                           "epoch s": st.column_config.NumberColumn(format="%.1f"),
+                                           "CPU cores": st.column_config.NumberColumn(format="%.2f"),
+                                           "peak RSS MiB": st.column_config.NumberColumn(format="%.0f"),
+                                           "peak GPU MiB": st.column_config.NumberColumn(format="%.0f")})
 
 
 @st.fragment(run_every=refresh_s if any(run.active for run in chosen) else None)
