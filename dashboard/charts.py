@@ -308,7 +308,7 @@ def system_figure(rows: Sequence[dict], title: str = "Where each epoch's time we
         figure.add_trace(go.Bar(x=epochs, y=values, name=label, marker_color=color,
                                 hovertemplate=f"epoch %{{x}}<br>{label}: %{{y:.2f}} s<extra></extra>"))
     figure.update_layout(barmode="stack", title=title, height=300, margin=dict(l=10, r=10, t=50, b=10),
-                         legend=dict(orientation="h", y=-0.25))
+                         legend=dict(orientation="h", y=-0.3, traceorder="normal"))
     figure.update_xaxes(title="epoch", dtick=1 if len(epochs) <= 20 else None)
     figure.update_yaxes(title="seconds")
     return figure
