@@ -20,8 +20,8 @@
   ``--follow-only`` skips the training pairs (for a machine too busy to train at its speed).
 * Latency: a step line appended to a second, fixture run's metrics.jsonl until its point is drawn on that
   run's Live page (a stand-in process keeps the fixture run "running"). Each line is appended at a random
-  moment of the page's refresh timer, so the median is that of a user's wait; goal: at most the refresh
-  interval (``REGNET_LIVE_REFRESH_S``, default 20 s) plus 1 s.
+  moment of the page's refresh timer (``REGNET_LIVE_REFRESH_S``, default 2 s), so the median is that of a
+  user's wait; goal: at most ``LATENCY_GOAL`` (3 s: W&B users see points within seconds).
 
 The load averages before and after every run go into the JSON: other people's processes share the cores,
 and on a busy machine the run-to-run spread of images/s can dwarf the dashboard's share.
@@ -56,10 +56,11 @@ NAME = "dashboard_overhead"
 CONFIG = "configs/shapes_regnet20.yaml"
 RATIO_GOAL = 0.97
 CPU_GOAL = 0.06  # CPU-s/s of the dashboard's server and browser processes together while following a run
+LATENCY_GOAL = 3.0  # s from a metrics line written to its point drawn in the open Live page (median)
 PROBE_RUN = "latency-probe"
 # (images in the shapes set, 90% of them trained on; alone/watched pairs; step-line interval; latency samples)
 # The watched run lasts ~45 s of training: the Live page loads in its first SETTLE_S seconds, then checks it
-# twice at its 20 s default.
+# every 2 s (its default).
 FULL = {"size": 9000, "pairs": 3, "log_every": 2, "latency_samples": 9, "follow_s": 120.0}
 SETTLE_S = 8.0
 QUICK = {"size": 200, "pairs": 1, "log_every": 1, "latency_samples": 3, "follow_s": 20.0}
@@ -384,8 +385,8 @@ def main(argv: list[str] | None = None) -> dict:
              note=f"server {following['server']:.3f}, browser {following['browser']:.3f}; the probe run fed a step "
                   f"line every {LINE_EVERY_S:g} s for {settings['follow_s']:g} s, checked every {refresh_s:g} s"),
         *training,
-        goal("metric line written -> shown in the browser (median)", latency, refresh_s + 1.0, "s",
-             higher_is_better=False, note=f"Live page checks every {refresh_s:g} s"),
+        goal("metric line written -> shown in the browser (median)", latency, LATENCY_GOAL, "s",
+             higher_is_better=False, note=f"Live page checks every {refresh_s:g} s; {len(latencies)} lines"),
     ]
     print(f"latency samples (s): {', '.join(f'{x:.2f}' for x in latencies)}")
     print(format_goals(summary))

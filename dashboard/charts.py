@@ -328,3 +328,32 @@ def hparams_figure(table: pd.DataFrame, settings: Sequence[str], metric: str, he
         f"; {left_out} without a value left out)" if left_out else ")")
     figure.update_layout(title=dict(text=title), height=height, margin=dict(l=60, r=40, t=120, b=30))
     return figure
+
+
+# The system line's phases (docs/run-folder.md), in the order an epoch runs them, as the stacked bar shows them.
+SYSTEM_PHASES = {"data_s": "data loading", "compute_s": "training steps", "eval_s": "evaluation",
+                 "probe_s": "regulator probe", "checkpoint_s": "checkpoints", "other_s": "other"}
+
+
+def system_figure(rows: Sequence[dict], title: str = "Where each epoch's time went") -> go.Figure:
+    """One stacked bar per epoch: the seconds of each phase of the system lines ``rows``, as W&B's system panel."""
+    epochs = [row["epoch"] for row in rows]
+    figure = go.Figure()
+    for (key, label), color in zip(SYSTEM_PHASES.items(), PALETTE):
+        values = [float(row.get(key) or 0.0) for row in rows]
+        figure.add_trace(go.Bar(x=epochs, y=values, name=label, marker_color=color,
+                                hovertemplate=f"epoch %{{x}}<br>{label}: %{{y:.2f}} s<extra></extra>"))
+    figure.update_layout(barmode="stack", title=title, height=300, margin=dict(l=10, r=10, t=50, b=10),
+                         legend=dict(orientation="h", y=-0.3, traceorder="normal"))
+    figure.update_xaxes(title="epoch", dtick=1 if len(epochs) <= 20 else None)
+    figure.update_yaxes(title="seconds")
+    return figure
+
+
+def system_table(rows: Sequence[dict]) -> pd.DataFrame:
+    """The system lines' process figures, newest epoch first: epoch, its seconds, CPU cores busy on average,
+    peak resident memory and (on CUDA) peak GPU memory in MiB; the phases' seconds are the bar chart's."""
+    columns = {"epoch": "epoch", "wall_s": "epoch s", "cpu_cores": "CPU cores", "max_rss_mb": "peak RSS MiB",
+               "gpu_max_memory_mb": "peak GPU MiB"}
+    table = pd.DataFrame([{label: row.get(key) for key, label in columns.items()} for row in reversed(rows)])
+    return table.dropna(axis=1, how="all")

@@ -12,11 +12,15 @@ from typing import Sequence
 import plotly.graph_objects as go
 import streamlit as st
 
-from regnet.dashboard.run_listing import RunInfo
+import time
+
+from regnet.dashboard.run_listing import LIVE_METRICS, RunInfo
 from regnet.runs import read_regulator
 
 GATE_LABELS = {"i": "input gate i", "f": "forget gate f", "o": "output gate o", "g": "candidate g",
                "z": "update gate z", "r": "reset gate r", "candidate": "candidate"}
+# Seconds between checks of regulator.jsonl while a followed run is active: it gains one line an epoch.
+REFRESH_S = 5.0
 # The gates whose saturation says whether the regulator keeps or overwrites its state: LSTM's forget and
 # input gates, GRU's update and reset gates.
 SATURATION_GATES = (("f", "i"), ("z", "r"))
@@ -103,11 +107,40 @@ def _figures(run: RunInfo, rows: list[dict], gate: str) -> list[go.Figure]:
     return built[key]
 
 
+def probe_running(run: RunInfo, rows: Sequence[dict]) -> dict | None:
+    """The epoch line whose regulator probe is still running (the engine probes right after writing it),
+    or None: only for an active RegNet run whose newest epoch line is newer than its newest regulator line."""
+    if run.refused or not run.active or not (run.model or "").startswith("regnet"):
+        return None
+    done = rows[-1]["epoch"] if rows else 0
+    for row in reversed(LIVE_METRICS.read(run.metrics_path).rows):  # the tail reader: only new bytes are read
+        if row.get("kind") == "epoch":
+            return row if isinstance(row.get("epoch"), int) and row["epoch"] > done else None
+    return None
+
+
+def probe_notes(runs: list[RunInfo], stats: dict[str, list[dict]]) -> bool:
+    """One line per run whose probe is running, so a strip that lags its epoch's accuracy says why; whether
+    there was any."""
+    shown = False
+    for run in runs:
+        line = probe_running(run, stats.get(run.key, []))
+        if line is not None:
+            since = max(0.0, time.time() - float(line.get("time") or time.time()))
+            st.info(f"`{run.key}`: probing the regulator after epoch {line['epoch']} (running for {since:.0f} s); "
+                    f"its gates and reliance appear here when the probe finishes.", icon=":material/hourglass_top:")
+            shown = True
+    return shown
+
+
 def _section(runs: list[RunInfo]) -> None:
-    with_stats = [(run, read_regulator(run.path)) for run in runs if not run.refused]
-    with_stats = [(run, rows) for run, rows in with_stats if rows]
+    stats = {run.key: read_regulator(run.path) for run in runs if not run.refused}
+    with_stats = [(run, stats[run.key]) for run in runs if stats.get(run.key)]
     st.subheader("Regulator")
+    probing = probe_notes(runs, stats)
     if not with_stats:
+        if probing:
+            return
         regulated = any((run.model or "").startswith("regnet") for run in runs)
         st.caption("The regulator's gates and states appear here after the first epoch of a RegNet run."
                    if regulated else "The followed runs have no regulator (ResNet runs have none to show).")

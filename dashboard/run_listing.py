@@ -111,6 +111,12 @@ def metrics_frame(rows: Sequence[dict], steps_per_epoch: int | None = None) -> p
     return frame.reset_index(drop=True)
 
 
+def system_rows(rows: Sequence[dict]) -> list[dict]:
+    """A run's system lines (one per completed epoch), the later line winning for an epoch seen twice."""
+    by_epoch = {row["epoch"]: row for row in rows if row.get("kind") == "system" and isinstance(row.get("epoch"), int)}
+    return [by_epoch[epoch] for epoch in sorted(by_epoch)]
+
+
 def ema(values: Iterable[float], weight: float) -> list[float]:
     """Exponential moving average as TensorBoard draws it: s_t = w * s_(t-1) + (1 - w) * v_t, s_0 = v_0.
 

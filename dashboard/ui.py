@@ -16,7 +16,7 @@ import pandas as pd
 import streamlit as st
 
 from regnet.dashboard import launcher
-from regnet.dashboard.run_listing import LIVE_METRICS, RunInfo, discover_runs, metrics_frame
+from regnet.dashboard.run_listing import LIVE_METRICS, RunInfo, discover_runs, metrics_frame, system_rows
 from regnet.runs import FAILED_STATES, STATUS, STOP, owner_alive, tail_text
 from regnet.shipped import shipped_runs_dir
 
@@ -59,15 +59,16 @@ def checkpoints_root() -> Path:
 def live_refresh_s() -> float:
     """Seconds between checks for new run output (env override for tests and slow machines).
 
-    20 s by default (TensorBoard reloads every 30 s): each check that finds new lines re-renders the
-    progress and the per-step charts, about 0.3-0.7 CPU-s of the browser's and the server's time however
-    few lines came (bench/dashboard_overhead.py), and on a 2-core machine that is taken from the training
-    being watched. The Live page offers 2, 5, 10 and 30 s too.
+    2 s by default, so a new line shows within about 1-2 s (W&B users see points within seconds). A check
+    that finds nothing new re-runs only the Live page's fragment (a few ``stat`` calls and figures kept from
+    the last check); one that finds new step lines redraws the progress and the per-step charts, which costs
+    the browser and the server about 0.2-0.3 CPU-s on a loaded 2-core machine (bench/dashboard_overhead.py).
+    The Live page offers 1, 5, 10 and 30 s too.
     """
     try:
-        return max(0.5, float(os.environ.get(LIVE_REFRESH_ENV, "20")))
+        return max(0.5, float(os.environ.get(LIVE_REFRESH_ENV, "2")))
     except ValueError:
-        return 20.0
+        return 2.0
 
 
 def is_local_client(ip: str | None) -> bool:
@@ -200,7 +201,25 @@ def metrics_of(run: RunInfo) -> tuple[pd.DataFrame, list[str]]:
     notes = [read.problem] if read.problem else []
     if read.damaged:
         notes.append(f"skipped {read.damaged} corrupt line{'s' if read.damaged != 1 else ''} in metrics.jsonl.")
-    return metrics_frame(read.rows, run.steps_per_epoch), notes
+    return _frame(str(run.metrics_path), read.rows, run.steps_per_epoch), notes
+
+
+_FRAMES: dict[str, tuple[tuple, pd.DataFrame]] = {}  # metrics path -> (what it was built from, the table)
+
+
+def _frame(path: str, rows: list[dict], steps_per_epoch: int | None) -> pd.DataFrame:
+    """The metrics table of ``rows``, rebuilt only when the file gained lines: a page that checks a run every
+    second builds it once per new line, not once per check (tables are read, never changed, by the pages)."""
+    key = (len(rows), steps_per_epoch)
+    cached = _FRAMES.get(path)
+    if cached is None or cached[0] != key:
+        cached = _FRAMES[path] = (key, metrics_frame(rows, steps_per_epoch))
+    return cached[1]
+
+
+def system_of(run: RunInfo) -> list[dict]:
+    """The run's system lines (where each epoch's time went), from the same tail reader as its metrics."""
+    return [] if run.refused else system_rows(LIVE_METRICS.read(run.metrics_path).rows)
 
 
 def show_run_problems(run: RunInfo, notes: list[str] = ()) -> None:

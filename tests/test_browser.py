@@ -171,6 +171,61 @@ def test_runs_page_and_metric_latency(page, server):
     print(f"[timing] metric line written -> point in the browser: {time.monotonic() - written:.2f} s")
 
 
+# {trace name: its y values} of the plotly chart titled arguments[0] on the page (Streamlit's theme bolds titles).
+TRACES_JS = """title => Object.fromEntries(Array.from(document.querySelectorAll('.js-plotly-plot'))
+    .filter(div => (((div.layout || {}).title || {}).text || '').replace(/<[^>]*>/g, '') === title)
+    .flatMap(div => (div.data || []).map(trace => [trace.name, Array.from(trace.y || [])])))"""
+
+
+def traces(page, title: str) -> dict[str, list]:
+    return page.evaluate(TRACES_JS, title)
+
+
+def test_a_run_written_line_by_line_shows_each_new_value_on_live(page, server, probe):
+    """Live open on a RegNet run that the test writes line by line, as the engine does: each step's loss, the
+    epoch's validation accuracy, the note while the regulator probe runs, and the epoch's system figures
+    appear in the open tab without a reload (the page checks every second here)."""
+    run = write_run(server.runs, "written-live", state="running", epochs_done=0, epochs=3, pid=probe.pid,
+                    started_at=2.0)
+    metrics = run / "metrics.jsonl"
+
+    def append(line: dict) -> float:
+        with open(metrics, "a") as handle:
+            handle.write(json.dumps({"epoch": 1, "time": time.time(), **line}) + "\n")
+        return time.monotonic()
+
+    page.goto(f"{server.url}/live?run=written-live&live_smooth=0.0")
+    page.get_by_role("heading", name="Live", exact=True).wait_for()
+    waits = []
+    for step, loss in [(1, 2.25), (2, 1.875), (3, 1.5)]:
+        written = append({"kind": "step", "step": step, "train_loss": loss, "lr": 0.1, "images_per_s": 50.0})
+        wait_for(lambda: loss in traces(page, "Loss").get("train loss", []), 30, f"step {step}'s loss {loss}",
+                 interval=0.05)
+        waits.append(time.monotonic() - written)
+        assert traces(page, "Loss")["train loss"][-1] == loss  # the newest point, drawn last
+    written = append({"kind": "epoch", "step": 4, "train_loss": 1.5, "train_top1": 0.5, "val_loss": 1.4,
+                      "val_top1": 0.625, "val_top5": 0.875, "val_macro_f1": 0.5, "lr": 0.1, "epoch_time_s": 9.0,
+                      "images_per_s": 50.0})
+    wait_for(lambda: traces(page, "Top-1 accuracy").get("val top-1") == [0.625], 30, "epoch 1's val top-1")
+    waits.append(time.monotonic() - written)
+    note = page.get_by_text("probing the regulator after epoch 1")
+    note.wait_for(timeout=30_000)  # the engine probes right after the epoch line; regulator.jsonl has no line yet
+    note.scroll_into_view_if_needed()
+    settle(page)
+    page.screenshot(path=str(server.tmp / "live-probe-running.png"))
+    append({"kind": "system", "step": 4, "data_s": 1.0, "compute_s": 6.5, "eval_s": 1.5, "probe_s": 2.0,
+            "checkpoint_s": 0.5, "other_s": 0.25, "wall_s": 11.75, "cpu_s": 14.0, "cpu_cores": 1.19,
+            "max_rss_mb": 900.0})
+    wait_for(lambda: traces(page, "Where each epoch's time went").get("training steps") == [6.5], 30,
+             "epoch 1's system line")
+    system = page.get_by_text("peak memory 900 MiB")
+    system.wait_for(timeout=30_000)
+    system.scroll_into_view_if_needed()
+    settle(page)
+    page.screenshot(path=str(server.tmp / "live-system.png"))
+    print(f"\n[timing] line written -> shown on Live (s): {', '.join(f'{w:.2f}' for w in waits)}")
+
+
 # Every page, by its URL path, and its heading.
 PAGES = [("", "Runs"), ("new_run", "New run"), ("live", "Live"), ("compare", "Compare"), ("data", "Data"),
          ("inspect", "Inspect")]

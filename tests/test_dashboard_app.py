@@ -144,7 +144,7 @@ def test_live_polls_a_cheap_signature_that_changes_only_when_a_run_writes_or_sto
     from regnet.dashboard import ui
 
     at = open_page("views/live.py", selected=["r3-regnet20-shapes-live"])
-    assert at.selectbox(key="live_refresh").value == 20.0  # the default check interval
+    assert at.selectbox(key="live_refresh").value == 2.0  # the default check interval
     by_key = {run.key: run for run in ui.all_runs()}
     runs = [by_key["r3-regnet20-shapes-live"], by_key["r1-resnet20-shapes"]]
     seen = ui.change_signature(runs)

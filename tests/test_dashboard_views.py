@@ -233,3 +233,37 @@ def test_a_key_an_older_run_does_not_spell_out_is_its_default_not_a_difference()
     assert tables.with_defaults({}) == {}  # nothing known of a damaged config: no invented defaults
     assert tables.with_defaults({"model.name": "gone"})["data.on_device"] is False  # an unknown model: config defaults only
     assert tables.flat_config({"model": {"class_names": ["a"], "input_side": 32, "name": "x"}}) == {"model.name": "x"}
+
+
+def system_line(epoch: int, **seconds: float) -> dict:
+    phases = {"data_s": 1.0, "compute_s": 6.0, "eval_s": 2.0, "probe_s": 0.5, "checkpoint_s": 0.25, "other_s": 0.25,
+              **seconds}
+    return {"kind": "system", "epoch": epoch, "step": 4 * epoch, "time": 1.0e9 + epoch, **phases,
+            "wall_s": sum(phases.values()), "cpu_s": 15.0, "cpu_cores": 1.5, "max_rss_mb": 812.0}
+
+
+def test_live_shows_where_each_epochs_time_went_and_the_process_cpu_and_memory(fixture_root):
+    with open(fixture_root / LIVE / "metrics.jsonl", "a") as handle:
+        handle.write(json.dumps(system_line(1, compute_s=7.0)) + "\n")
+    at = open_page("views/live.py", selected=[LIVE])
+    bars = figures(at)["Where each epoch's time went"]
+    assert [trace["name"] for trace in bars["data"]] == ["data loading", "training steps", "evaluation",
+                                                          "regulator probe", "checkpoints", "other"]
+    assert [trace["y"] for trace in bars["data"]] == [[1.0], [7.0], [2.0], [0.5], [0.25], [0.25]]
+    assert bars["layout"]["barmode"] == "stack"
+    [caption] = [c.value for c in at.caption if "CPU cores" in c.value]
+    assert "epoch 1: 11.0 s, 1.50 CPU cores" in caption and "peak memory 812 MiB" in caption
+    table = [frame.value for frame in at.dataframe if "peak RSS MiB" in frame.value][0]
+    assert table.to_dict("records") == [{"epoch": 1, "epoch s": 11.0, "CPU cores": 1.5, "peak RSS MiB": 812.0}]
+
+
+def test_live_says_while_the_regulator_probe_of_an_epoch_runs(fixture_root):
+    from test_live_regulator import regulator_rows, write_regulator
+
+    at = open_page("views/live.py", selected=[LIVE])  # epoch 1's line is written, its probe line is not
+    [note] = [i.value for i in at.info if "probing the regulator" in i.value]
+    assert note.startswith(f"`{LIVE}`: probing the regulator after epoch 1")
+    assert not [c.value for c in at.caption if "gates and states appear here" in c.value]
+    write_regulator(fixture_root / LIVE, regulator_rows(1))
+    at = open_page("views/live.py", selected=[LIVE])
+    assert not [i.value for i in at.info if "probing the regulator" in i.value]

@@ -37,6 +37,7 @@ STEP_KEYS = {"kind", "epoch", "step", "time", "train_loss", "lr", "images_per_s"
 EPOCH_KEYS = {"kind", "epoch", "step", "time", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5",
               "val_macro_f1", "lr", "epoch_time_s", "images_per_s"}
 TIMING_KEYS = {"time", "epoch_time_s", "images_per_s"}
+SYSTEM_PHASES = ("data_s", "compute_s", "eval_s", "probe_s", "checkpoint_s")
 
 
 def tiny_config(runs_root: Path, run_id: str | None = None, *overrides: str) -> Config:
@@ -120,6 +121,25 @@ def test_run_folder_holds_every_file_with_sane_values(trained_run):
     tags = set(events.Tags()["scalars"])
     assert {"step/train_loss", "step/lr", "step/images_per_s", "epoch/val_top1", "epoch/val_macro_f1"} <= tags
     assert [e.value for e in events.Scalars("epoch/val_top1")] == pytest.approx([r["val_top1"] for r in epochs])
+
+
+def test_each_epoch_ends_with_a_system_line_splitting_its_time(trained_run):
+    records = read_metrics(trained_run)
+    systems = [r for r in records if r["kind"] == "system"]
+    assert [(r["epoch"], r["step"]) for r in systems] == [(1, 17), (2, 34)]
+    # after its epoch line: the checkpoint writes it times come after that line
+    kinds = [r["kind"] for r in records]
+    assert [kinds[i - 1] for i, kind in enumerate(kinds) if kind == "system"] == ["epoch", "epoch"]
+    for line, epoch in zip(systems, epoch_lines(trained_run)):
+        parts = {k: line[k] for k in SYSTEM_PHASES}
+        assert all(parts[k] > 0 for k in ("data_s", "compute_s", "eval_s", "checkpoint_s")), parts
+        assert parts["probe_s"] == 0  # a ResNet has no regulator to probe
+        assert sum(parts.values()) + line["other_s"] == pytest.approx(line["wall_s"], rel=1e-6)
+        assert line["other_s"] < 0.5 * line["wall_s"]  # the phases are most of the epoch
+        # the epoch line's time (training + evaluation) is inside the system line's, which adds the checkpoints
+        assert epoch["epoch_time_s"] <= line["wall_s"] <= epoch["epoch_time_s"] + parts["checkpoint_s"] + 1.0
+        assert line["cpu_s"] > 0 and line["cpu_cores"] > 0 and line["max_rss_mb"] > 50
+        assert "gpu_max_memory_mb" not in line  # CPU run
 
 
 def test_eval_reproduces_the_runs_validation_numbers(trained_run, capsys):

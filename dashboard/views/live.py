@@ -4,8 +4,9 @@ The page's settings are widgets bound to the URL's query parameters, and the cho
 ``?run=``: a refresh, a second tab or a shared link follows the same runs the same way.
 
 Following a run must cost little (the machine that draws is the one that trains): only the part of the
-page that step lines move (progress, loss, LR) is re-run and re-sent at each check, from the
-new lines of each metrics.jsonl; the per-epoch charts are sent again only when an epoch line arrived.
+page that step lines move (progress, loss, LR) is re-run at each check, from the new lines of each
+metrics.jsonl (the tail reader), and its figures are rebuilt only when their metrics gained values; the
+per-epoch charts and the system section are sent again only when an epoch or a system line arrived.
 """
 import streamlit as st
 
@@ -36,7 +37,7 @@ x_axis = x_col.radio("x axis", list(charts.X_AXES), horizontal=True, key="live_x
 smoothing = smooth_col.slider("Smoothing (EMA of per-step curves; never the LR)", 0.0, 0.99, 0.6, 0.01,
                               key="live_smooth", bind="query-params")
 default_refresh_s = ui.live_refresh_s()
-refresh_choices = sorted({2.0, 5.0, 10.0, 30.0, default_refresh_s})
+refresh_choices = sorted({1.0, 2.0, 5.0, 10.0, 30.0, default_refresh_s})
 refresh_s = refresh_col.selectbox("Check every", refresh_choices, format_func=lambda s: f"{s:g} s",
                                   index=refresh_choices.index(default_refresh_s), key="live_refresh",
                                   bind="query-params", help="How often the page looks for new lines.")
@@ -91,8 +92,34 @@ def chart_rows(frames: dict, panels: list, part: str) -> None:
     st.session_state[cache] = figures
 
 
-def epoch_version(frames: dict) -> tuple:
-    return charts.panel_version(frames, PER_EPOCH)
+def epoch_version(frames: dict, current: list) -> tuple:
+    """What the full-run part shows: the per-epoch panels' values and each run's count of system lines."""
+    return charts.panel_version(frames, PER_EPOCH), tuple(len(ui.system_of(run)) for run in current)
+
+
+def system_section(current: list) -> None:
+    """Where each epoch's time went (a stacked bar) and the process's CPU and memory, per run, as W&B's
+    system panel; from the system lines the engine writes at each epoch's end."""
+    st.subheader("System")
+    with_rows = [(run, rows) for run in current if (rows := ui.system_of(run))]
+    if not with_rows:
+        st.caption("Where each epoch's time goes (data loading, training steps, evaluation, regulator probe, "
+                   "checkpoints) and the training process's CPU and memory appear here after the first epoch.")
+        return
+    for run, rows in with_rows:
+        last = rows[-1]
+        gpu = f", peak GPU memory {last['gpu_max_memory_mb']:,.0f} MiB" if "gpu_max_memory_mb" in last else ""
+        st.caption(f"`{run.key}`, epoch {last['epoch']}: {last['wall_s']:.1f} s, {last['cpu_cores']:.2f} CPU cores "
+                   f"busy on average, peak memory {last['max_rss_mb']:,.0f} MiB{gpu}.")
+        chart_col, table_col = st.columns([3, 2])
+        chart_col.plotly_chart(charts.system_figure(rows), key=f"live_system_{run.key}",
+                               config={"displaylogo": False})
+        table_col.dataframe(charts.system_table(rows), hide_index=True,
+                            column_config={"epoch": st.column_config.NumberColumn(format="%d"),
+                                           "epoch s": st.column_config.NumberColumn(format="%.1f"),
+                                           "CPU cores": st.column_config.NumberColumn(format="%.2f"),
+                                           "peak RSS MiB": st.column_config.NumberColumn(format="%.0f"),
+                                           "peak GPU MiB": st.column_config.NumberColumn(format="%.0f")})
 
 
 @st.fragment(run_every=refresh_s if any(run.active for run in chosen) else None)
@@ -108,15 +135,16 @@ def live_view() -> None:
     run_rows(current, notes)
     chart_rows(frames, PER_STEP, "step")
     still_active = any(run.active for run in current)
-    if st.session_state.get("live_polling") and (not still_active or epoch_version(frames) != st.session_state.get(
-            EPOCH_VERSION)):
+    if st.session_state.get("live_polling") and (not still_active or epoch_version(
+            frames, current) != st.session_state.get(EPOCH_VERSION)):
         st.rerun()
     st.session_state["live_polling"] = still_active
 
 
 frames, _ = read_frames(chosen)
-st.session_state[EPOCH_VERSION] = epoch_version(frames)
+st.session_state[EPOCH_VERSION] = epoch_version(frames, chosen)
 st.session_state["live_polling"] = False  # the fragment's first run is part of this full run
 live_view()
 chart_rows(frames, PER_EPOCH, "epoch")
-live_regulator.show(chosen, refresh_s if any(run.active for run in chosen) else None)
+live_regulator.show(chosen, max(refresh_s, live_regulator.REFRESH_S) if any(run.active for run in chosen) else None)
+system_section(chosen)

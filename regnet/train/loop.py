@@ -66,6 +66,7 @@ from regnet.runs import (ACTIVE_STATES, ARTIFACTS, FINAL_EVAL, STATUS, atomic_wr
                          clean_tags, process_identity, read_config_dict, read_status, reported_state)
 
 from .build import build_model_from_config, check_names, compile_model, load_data, make_batches, resolve_model
+from .clock import EpochClock
 from .checkpoint import capture_rng, load_checkpoint, load_model_weights, restore_rng, save_checkpoint
 from .config import Config, config_from_dict, config_to_dict, dump_config, lower_is_better
 from .distributed import (DistContext, SeededShardSampler, all_reduce_sum, amp_dtype, autocast, broadcast_object,
@@ -192,6 +193,7 @@ class Run:
     writer: Any = None
     regulator: RegulatorLog | None = None  # per-epoch regulator statistics (rank 0 of a RegNet run)
     epoch_started: float = 0.0  # this process's start of the current epoch
+    clock: EpochClock = field(default_factory=EpochClock)  # where the current epoch's time goes (host clocks)
     train_end: float = 0.0
     lr: float = 0.0  # the LR of the epoch's last step
     last_saved: float = field(default_factory=time.monotonic)
@@ -442,7 +444,7 @@ def _log(run: Run, message: str) -> None:
 def _train_epoch(run: Run, signals: StopSignals) -> bool:
     """One epoch of training (or the rest of one); True when a stop request ended it early (last.pt saved)."""
     t, st, ctx = run.config.train, run.state, run.ctx
-    run.epoch_started = time.time()
+    run.epoch_started, run.clock = time.time(), EpochClock()
     if st.epoch_step == 0:
         seed_everything(epoch_seed(t.seed, st.epoch, ctx.rank))
     run.train_sampler.set_epoch(st.epoch, skip=st.epoch_step * run.local_batch)
@@ -451,10 +453,12 @@ def _train_epoch(run: Run, signals: StopSignals) -> bool:
     bar = tqdm(total=run.steps_per_epoch, initial=st.epoch_step, desc=f"epoch {st.epoch + 1}/{t.epochs}",
                disable=not (run.progress and ctx.is_main), leave=False, dynamic_ncols=True)
     window = EpochSums(seconds=time.time())  # since the last step line; ``seconds`` holds its start
-    stop = False
+    stop, waited = False, time.perf_counter()
     for images, targets, *boxes in run.train_loader:  # boxes: a detector's object boxes, where the data has them
+        run.clock.add("data_s", time.perf_counter() - waited)
         run.lr = run.optimizer.param_groups[0]["lr"]
-        _train_step(run, images, targets, boxes)
+        with run.clock.phase("compute_s"):
+            _train_step(run, images, targets, boxes)
         st.step += 1
         st.epoch_step += 1
         bar.update(1)
@@ -463,18 +467,22 @@ def _train_epoch(run: Run, signals: StopSignals) -> bool:
         # A distributed run reads its sums at log steps only (collectively); a run alone also where it must.
         due = st.epoch_step < run.steps_per_epoch and _checkpoint_due(run) and (alone or log_step)
         if (asked and alone) or log_step or due:
-            stop = _read_sums(run, window, asked)
+            with run.clock.phase("compute_s"):  # the read waits for the device's queued steps
+                stop = _read_sums(run, window, asked)
         if stop or log_step:
             _log_step(run, window, bar)  # a stop logs its last step too, so no trained step goes unrecorded
             window = EpochSums(seconds=time.time())
         if stop:
             break
         if due:
-            _save(run, "last", running_s=time.time() - run.epoch_started)
+            with run.clock.phase("checkpoint_s"):
+                _save(run, "last", running_s=time.time() - run.epoch_started)
             run.folder.write_status(step=st.step, elapsed_s=st.elapsed_s + st.epoch_sums.seconds + time.time()
                                     - run.epoch_started)
+        waited = time.perf_counter()
     if run.pending is not None:  # the epoch's last steps since the last read (every process ends here alike)
-        stop = _read_sums(run, window, False)
+        with run.clock.phase("compute_s"):
+            stop = _read_sums(run, window, False)
         _log_step(run, window, bar)
     bar.close()
     run.train_end = time.time()
@@ -581,8 +589,9 @@ def _checkpoint_due(run: Run) -> bool:
 def _validate_and_checkpoint(run: Run) -> dict:
     """Validate, log the epoch line, then write last.pt, best.pt (if improved) and status.json, in that order."""
     t, st, info = run.config.train, run.state, run.info
-    val = evaluate(run.eval_model, run.val_loader, info.num_classes, run.ctx.device, amp=t.amp,
-                   amp_dtype=t.amp_dtype, channels_last=t.channels_last)
+    with run.clock.phase("eval_s"):
+        val = evaluate(run.eval_model, run.val_loader, info.num_classes, run.ctx.device, amp=t.amp,
+                       amp_dtype=t.amp_dtype, channels_last=t.channels_last)
     sums = st.epoch_sums
     now = time.time()
     st.elapsed_s += now - run.epoch_started
@@ -608,15 +617,19 @@ def _validate_and_checkpoint(run: Run) -> dict:
             if key not in ("kind", "epoch", "step", "time"):
                 run.writer.add_scalar(f"epoch/{key}", number, st.step)
         if run.regulator is not None:
-            run.regulator.epoch_end(st.epoch, st.step)
+            with run.clock.phase("probe_s"):
+                run.regulator.epoch_end(st.epoch, st.step)
         run.writer.flush()
-        if snapshot_due(st.epoch, t.keep_every, last=st.epoch >= t.epochs or _early_stopped(run)):
-            save_snapshot(run.folder.path, st.epoch, run.raw_model, config_to_dict(run.config), st.last_record)
-        _save(run, "last")
-        if improved:
-            _save(run, "best")
+        with run.clock.phase("checkpoint_s"):
+            if snapshot_due(st.epoch, t.keep_every, last=st.epoch >= t.epochs or _early_stopped(run)):
+                save_snapshot(run.folder.path, st.epoch, run.raw_model, config_to_dict(run.config), st.last_record)
+            _save(run, "last")
+            if improved:
+                _save(run, "best")
         run.folder.write_status(epoch=st.epoch, step=st.step, elapsed_s=st.elapsed_s, best_value=st.best_value,
                                 best_epoch=st.best_epoch)
+        run.folder.append_metrics({"kind": "system", "epoch": st.epoch, "step": st.step, "time": time.time(),
+                                   **run.clock.record(run.ctx.device)})
         r = st.last_record
         run.log.info(f"epoch {st.epoch}/{t.epochs}: train loss {r['train_loss']:.4f} top-1 {r['train_top1']:.3f} | "
                      f"val loss {val['loss']:.4f} top-1 {val['top1']:.3f} top-5 {val['top5']:.3f} macro-F1 "
