@@ -494,6 +494,20 @@ def test_a_long_thin_upload_is_one_sentence_not_a_memory_error(page, server):
     shot(page, server, "inspect-long-thin-upload")
 
 
+def pick_option(page, label: str, option: str, tries: int = 4) -> None:
+    """Choose ``option`` in the selectbox labelled ``label``; a rerun under load can close the list, so reopen."""
+    for attempt in range(tries):
+        page.locator('[data-testid="stSelectbox"]').filter(has_text=label).click()
+        try:
+            page.get_by_role("option", name=option, exact=True).click(timeout=15_000)
+            return
+        except Exception:
+            if attempt == tries - 1:
+                raise
+            page.keyboard.press("Escape")
+            settle(page)
+
+
 def test_the_hparams_table_sorts_and_downloads_what_it_shows(page, server):
     import csv
     import io
@@ -505,8 +519,7 @@ def test_the_hparams_table_sorts_and_downloads_what_it_shows(page, server):
     settle(page)
     table = cells(page)  # row by row: run, best/final val top-1 %, best/final val loss, cell, lr
     assert table[::7] == ["lr0.01-gru", "lr0.1-lstm", "lr0.05-lstm"], table  # best val top-1 first, descending
-    page.locator('[data-testid="stSelectbox"]').filter(has_text="Sort by").click()
-    page.get_by_role("option", name="lr", exact=True).click()
+    pick_option(page, "Sort by", "lr")
     wait_for(lambda: cells(page)[::7] == ["lr0.1-lstm", "lr0.05-lstm", "lr0.01-gru"], 30, "the table by lr, descending")
     page.get_by_text("ascending", exact=True).click()
     wait_for(lambda: cells(page)[::7] == ["lr0.01-gru", "lr0.05-lstm", "lr0.1-lstm"], 30, "the table sorted by lr")
