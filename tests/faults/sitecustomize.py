@@ -8,7 +8,7 @@ library, so that the production write path carries no test hook.
 """
 import os
 
-from atomic_writes import kill_at_write
+from atomic_writes import KILL_AT_WRITE_ENV, kill_at_write
 
-if os.environ.get("REGNET_KILL_AT_WRITE", "").isdigit():
-    kill_at_write(int(os.environ["REGNET_KILL_AT_WRITE"]))
+if os.environ.get(KILL_AT_WRITE_ENV, "").isdigit():
+    kill_at_write(int(os.environ[KILL_AT_WRITE_ENV]))
