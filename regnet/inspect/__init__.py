@@ -1,6 +1,6 @@
 """Looking inside a trained model: the regulator's states and gates, attributions, split-level analyses."""
 from .analyses import (
-    analyze_split, block_output_modules, cache_key, cached, capture_block_outputs, file_identity,
+    analyze_split, block_output_modules, cache_file, cache_key, cached, capture_block_outputs, file_identity,
     regulator_ablated,
 )
 from .attribution import (
@@ -13,8 +13,9 @@ from .quality import attribution_quality, importances, mass_on_object, pointing_
 from .states import channel_maps, gate_profile, has_regulator, record_states, state_grid
 
 __all__ = [
-    "analyze_split", "block_output_modules", "cache_key", "cached", "capture_block_outputs", "file_identity",
-    "regulator_ablated", "BASELINE_LABELS", "BASELINES", "METHOD_LABELS", "METHODS", "Attribution", "MethodSettings",
+    "analyze_split", "block_output_modules", "cache_file", "cache_key", "cached", "capture_block_outputs",
+    "file_identity", "regulator_ablated", "BASELINE_LABELS", "BASELINES", "METHOD_LABELS", "METHODS", "Attribution",
+    "MethodSettings",
     "attribute", "attribute_many", "make_baseline", "importances",
     "attribution_layers", "ImageInputError", "prepare_image", "attribution_quality", "mass_on_object",
     "pointing_hit", "randomization_check", "spearman", "channel_maps", "gate_profile", "has_regulator",

@@ -181,10 +181,15 @@ def file_identity(path: str | Path) -> str:
     return f"{Path(path).resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
 
 
+def cache_file(folder: str | Path, name: str, key: str) -> Path:
+    """Where :func:`cached` keeps the result of analysis ``name`` under ``key``: ``folder/name-key.pt``."""
+    return Path(folder) / f"{name}-{key}.pt"
+
+
 def cached(folder: str | Path, name: str, key: str, compute: Callable[[], dict]) -> dict:
     """Load ``folder/name-key.pt`` if present (``weights_only``), else compute and write it atomically."""
     folder = Path(folder)
-    path = folder / f"{name}-{key}.pt"
+    path = cache_file(folder, name, key)
     if path.exists():
         try:
             return torch.load(path, weights_only=True)

@@ -135,6 +135,43 @@ def across_steps(index: dict, stage: int, state: str, channel: int, num_classes:
     return {t: class_means(index, f"{stage}.{t}.{state}", num_classes)[:, channel].tolist() for t in steps}
 
 
+def state_index(index: dict, key: str) -> dict:
+    """The index restricted to one (stage, step, state): what the queries of that state read, a fraction of
+    the memory (the page keeps one per epoch snapshot)."""
+    return {**{k: v for k, v in index.items() if k not in ("values", "centers")},
+            "values": {key: index["values"][key]}, "centers": {key: index["centers"][key]}}
+
+
+def channel_summary(index: dict, key: str, channel: int, num_classes: int, k: int = 10) -> dict:
+    """One channel of one index: ``mean`` over all images, ``class_means`` (one per class, NaN for an absent
+    class), ``selectivity`` and ``preferred`` class (as :func:`selectivity`), and ``top``, the indices in the
+    split of its ``k`` highest images (as :func:`top_images`)."""
+    means = class_means(index, key, num_classes)[:, channel]
+    sel = selectivity(means[:, None])
+    column = index["values"][key][:, channel].double() + index["centers"][key][channel]
+    return {"mean": float(column.mean()), "class_means": means.tolist(), "selectivity": float(sel["index"][0]),
+            "preferred": int(sel["preferred"][0]), "top": [r["index"] for r in top_images(index, key, channel, k)]}
+
+
+def top_overlap(previous: list[int], current: list[int]) -> float:
+    """The share of ``current``'s images that are also in ``previous`` (1: the same top set, 0: all new)."""
+    return len(set(previous) & set(current)) / max(len(current), 1)
+
+
+def across_epochs(indexes: dict[int, dict], key: str, channel: int, num_classes: int, k: int = 10) -> list[dict]:
+    """One channel followed across epoch snapshots: one row per epoch of ``indexes`` ({epoch: index of that
+    snapshot on the same images}), in epoch order, each ``{"epoch", **channel_summary(...), "overlap"}``;
+    ``overlap`` is :func:`top_overlap` of the previous row's top ``k`` with this one's (None for the first),
+    how much of the set of images that drive the channel most survives an epoch of training."""
+    rows, previous = [], None
+    for epoch in sorted(indexes):
+        row = {"epoch": epoch, **channel_summary(indexes[epoch], key, channel, num_classes, k)}
+        row["overlap"] = None if previous is None else top_overlap(previous, row["top"])
+        rows.append(row)
+        previous = row["top"]
+    return rows
+
+
 def state_maps(model: nn.Module, images: torch.Tensor, key: str, batch: int = 16) -> torch.Tensor:
     """(B, C, H, W): the maps of one (stage, step, state) for a batch of images (the model is rerun, in
     chunks of ``batch`` side by side, one torch thread each, as the index's pass runs)."""

@@ -16,11 +16,11 @@ from torch import nn
 from tqdm import tqdm
 
 from regnet.data.device import evaluation_batches
-from regnet.inspect import cache_key, cached, file_identity
+from regnet.inspect import cache_file, cache_key, cached, file_identity
 from regnet.inspect import channels as ch
 from regnet.inspect.pooling import pooled_pass
 from regnet.inspect.probes import L2_GRID, MAX_ITERATIONS, probe_table, probe_taps
-from regnet.runs import ARTIFACTS, CHANNEL_INDEX, PROBE_FEATURES, PROBES, checkpoint_file
+from regnet.runs import ARTIFACTS, CHANNEL_INDEX, PROBE_FEATURES, PROBES, checkpoint_file, snapshot_epochs
 
 from .evaluate import load_run_model, load_run_split
 
@@ -87,10 +87,55 @@ def run_probes(run_dir: str | Path, split: str = "val", data_root: str | None = 
 def channel_index(run_dir: str | Path, checkpoint: Path, model: nn.Module, dataset, info, split: str,
                   reduce: str = "mean", progress: Progress | None = None) -> dict:
     """The regulator's channel index of ``dataset`` (the run's ``split``, or a sample of it), cached."""
-    def compute() -> dict:
-        return ch.build_index(model, evaluation_batches(dataset, info, BATCH), reduce,
-                              None if progress is None else (lambda done: progress("channel index", done,
-                                                                                    len(dataset))))
+    return _cached_index(run_dir, checkpoint, lambda: model, dataset, info, split, reduce,
+                         None if progress is None else (lambda done: progress("channel index", done, len(dataset))))
 
-    key = cache_key(file_identity(checkpoint), info.name, split, len(dataset), reduce)
+
+def _index_key(checkpoint: Path, info, split: str, count: int, reduce: str) -> str:
+    return cache_key(file_identity(checkpoint), info.name, split, count, reduce)
+
+
+def _cached_index(run_dir: str | Path, checkpoint: Path, load: Callable[[], nn.Module], dataset, info, split: str,
+                  reduce: str, report: Callable[[int], None] | None) -> dict:
+    """The index of one checkpoint, from artifacts/ or built (``load()`` gives the model, called only then)."""
+    def compute() -> dict:
+        return ch.build_index(load(), evaluation_batches(dataset, info, BATCH), reduce, report)
+
+    key = _index_key(checkpoint, info, split, len(dataset), reduce)
     return cached(Path(run_dir) / ARTIFACTS, CHANNEL_INDEX, key, compute)
+
+
+def require_snapshots(run_dir: str | Path) -> dict[int, Path]:
+    """{epoch: snapshot file} of a run; a one-sentence ValueError naming ``train.keep_every`` when it has none."""
+    snapshots = snapshot_epochs(run_dir)
+    if not snapshots:
+        raise ValueError(f"{run_dir} kept no epoch snapshots, so its channels cannot be followed across epochs; "
+                         "train it with train.keep_every: K (e.g. --set train.keep_every=1) to keep the weights "
+                         "every K epochs.")
+    return snapshots
+
+
+def snapshots_to_index(run_dir: str | Path, dataset, info, split: str, reduce: str = "mean") -> list[int]:
+    """The epochs whose snapshot has no cached channel index of ``dataset`` yet (what indexing will build)."""
+    folder = Path(run_dir) / ARTIFACTS
+    return [epoch for epoch, path in snapshot_epochs(run_dir).items()
+            if not cache_file(folder, CHANNEL_INDEX, _index_key(path, info, split, len(dataset), reduce)).is_file()]
+
+
+def snapshot_indexes(run_dir: str | Path, dataset, info, split: str, reduce: str = "mean",
+                     progress: Progress | None = None) -> dict[int, dict]:
+    """{epoch: channel index} of every epoch snapshot of a run (none: the ValueError of :func:`require_snapshots`).
+
+    Each snapshot's index is the per-checkpoint cached one (built once, its model loaded only then);
+    ``progress`` counts the images of the snapshots still to index, all together, as one pass.
+    """
+    snapshots = require_snapshots(run_dir)
+    missing = snapshots_to_index(run_dir, dataset, info, split, reduce)
+    what, total = f"channel indexes of {len(missing)} snapshots", len(missing) * len(dataset)
+    indexes = {}
+    for epoch, path in snapshots.items():
+        before = missing.index(epoch) * len(dataset) if epoch in missing else 0
+        report = None if progress is None else (lambda done, before=before: progress(what, before + done, total))
+        indexes[epoch] = _cached_index(run_dir, path, lambda path=path: load_run_model(run_dir, path.stem)[0],
+                                       dataset, info, split, reduce, report)
+    return indexes

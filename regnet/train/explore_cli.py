@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from regnet.runs import atomic_write_json, checkpoint_file
@@ -43,6 +44,8 @@ def cmd_channels(args: argparse.Namespace) -> int:
 
     if args.top < 1:
         raise ValueError(f"--top must be at least 1, got {args.top}.")
+    if args.epochs:
+        return channels_across_epochs(args)
     model, _ = load_run_model(args.run_dir, args.which)
     key = ch.state_key(model, args.stage, args.step, args.state)
     dataset, info = load_run_split(args.run_dir, args.split, args.data_root)
@@ -51,17 +54,54 @@ def cmd_channels(args: argparse.Namespace) -> int:
                           args.split, args.reduce, terminal_progress())
     rows = [{**r, "class": info.class_names[r["label"]]}
             for r in ch.top_images(index, key, args.channel, args.top, bottom=args.bottom)]
-    print(f"{args.run_dir}: stage {args.stage}, step {args.step}, {args.state}, channel {args.channel}, spatial "
-          f"{args.reduce}, {'lowest' if args.bottom else 'highest'} {len(rows)} of {len(dataset):,} {args.split} "
-          "images")
+    print(f"{_choice(args)}, {'lowest' if args.bottom else 'highest'} {len(rows)} of {len(dataset):,} "
+          f"{args.split} images")
     print(f"{'rank':>4}  {'index':>6}  {'class':<14} {'value':>9}")
     for rank, r in enumerate(rows, 1):
         print(f"{rank:>4}  {r['index']:>6}  {r['class']:<14} {r['value']:>9.4f}")
+    _write_json(args, {"images": rows})
+    return 0
+
+
+def _choice(args: argparse.Namespace) -> str:
+    return (f"{args.run_dir}: stage {args.stage}, step {args.step}, {args.state}, channel {args.channel}, spatial "
+            f"{args.reduce}")
+
+
+def _write_json(args: argparse.Namespace, result: dict) -> None:
     if args.json:
         atomic_write_json(args.json, {"run": str(args.run_dir), "split": args.split, "stage": args.stage,
                                       "step": args.step, "state": args.state, "channel": args.channel,
-                                      "reduce": args.reduce, "images": rows})
+                                      "reduce": args.reduce, **result})
         print(f"written to {args.json}")
+
+
+def channels_across_epochs(args: argparse.Namespace) -> int:
+    """``channels --epochs``: the channel at every epoch snapshot, one line each (the choice is checked on
+    the last snapshot's model; a run without snapshots is the one sentence of ``require_snapshots``)."""
+    from regnet.inspect import channels as ch
+
+    from .evaluate import load_run_model, load_run_split
+    from .explore import require_snapshots, snapshot_indexes, snapshots_to_index, terminal_progress
+
+    snapshots = require_snapshots(args.run_dir)
+    model, _ = load_run_model(args.run_dir, snapshots[max(snapshots)].stem)
+    key = ch.state_key(model, args.stage, args.step, args.state)
+    dataset, info = load_run_split(args.run_dir, args.split, args.data_root)
+    ch.check_channel(model, key, args.channel, dataset[0][0])
+    missing = snapshots_to_index(args.run_dir, dataset, info, args.split, args.reduce)
+    print(f"{len(snapshots)} epoch snapshots; indexing {len(missing)} of them ({len(dataset):,} {args.split} "
+          f"images each), {len(snapshots) - len(missing)} already indexed", file=sys.stderr)
+    indexes = snapshot_indexes(args.run_dir, dataset, info, args.split, args.reduce, terminal_progress())
+    rows = ch.across_epochs(indexes, key, args.channel, info.num_classes, args.top)
+    names = info.class_names
+    print(f"{_choice(args)}, across {len(rows)} epoch snapshots on {len(dataset):,} {args.split} images")
+    print(f"{'epoch':>5}  {'mean':>9}  {'selectivity':>11}  {'top class':<14} {f'top-{args.top} kept':>10}")
+    for r in rows:
+        kept = "-" if r["overlap"] is None else f"{r['overlap']:.0%}"
+        print(f"{r['epoch']:>5}  {r['mean']:>9.4f}  {r['selectivity']:>11.3f}  {names[r['preferred']]:<14} "
+              f"{kept:>10}")
+    _write_json(args, {"top": args.top, "epochs": [{**r, "preferred_class": names[r["preferred"]]} for r in rows]})
     return 0
 
 
@@ -85,4 +125,7 @@ def add_commands(sub) -> None:
     channels.add_argument("--top", type=int, default=10, metavar="N")
     channels.add_argument("--bottom", action="store_true", help="the lowest values instead of the highest")
     channels.add_argument("--reduce", choices=["mean", "max"], default="mean", help="over the image's positions")
+    channels.add_argument("--epochs", action="store_true",
+                          help="instead of the top images: the channel at every epoch snapshot (train.keep_every), "
+                               "its mean, selectivity, top class and how many of its top N images it kept")
     channels.set_defaults(func=cmd_channels)
