@@ -1,5 +1,6 @@
 """The regulator's channel explorer: the index agrees with ``regnet.record``, the pattern match finds a
-constructed pattern, class rankings follow the values, and bad choices are one sentence (exit 2)."""
+constructed pattern, class rankings follow the values, a channel followed across epoch snapshots agrees
+with each snapshot computed on its own, and bad choices are one sentence (exit 2)."""
 from __future__ import annotations
 
 import json
@@ -12,8 +13,12 @@ from regnet.data import load_splits
 from regnet.data.device import evaluation_batches
 from regnet.inspect import channels as ch
 from regnet.models import build_model
+from regnet.train import explore
+from regnet.train.evaluate import load_run_model, load_run_split
+from regnet.train.loop import train
 from tests.explore_fixtures import folder_run_without_test, tiny_run
 from tests.test_cli import assert_one_sentence, run_cli
+from tests.test_train_run import tiny_config
 
 torch.set_num_threads(1)
 
@@ -28,8 +33,12 @@ def small():
 
 def _direct(model, splits, stage: int, step: int, state: str) -> torch.Tensor:
     """(N, C) spatial means of one state computed straight from ``regnet.record``."""
+    return _direct_on(model, splits.val, splits.info, stage, step, state)
+
+
+def _direct_on(model, dataset, info, stage: int, step: int, state: str) -> torch.Tensor:
     rows = []
-    for x, _ in evaluation_batches(splits.val, splits.info, 7):
+    for x, _ in evaluation_batches(dataset, info, 7):
         with torch.no_grad(), regnet.record(model) as trace:
             model(x)
         step_record = next(r for r in trace if (r.stage, r.step) == (stage - 1, step - 1))
@@ -148,3 +157,89 @@ def test_a_resnet_has_no_channels_and_a_missing_split_is_named(tmp_path, capsys)
     code, _, err = run_cli(["channels", str(folder_run_without_test(tmp_path)), "--split", "test", "--stage", "1",
                             "--step", "1", "--state", "hidden", "--channel", "0"], capsys)
     assert_one_sentence(code, err, "no official test split")
+
+
+def test_across_epochs_on_constructed_indexes():
+    labels = torch.tensor([0, 0, 1, 1])
+    def index(values):  # noqa: E306 (one channel; its values per image)
+        return {"labels": labels, "values": {"1.1.hidden": torch.tensor(values)[:, None].half()},
+                "centers": {"1.1.hidden": torch.zeros(1)}}
+    indexes = {3: index([0.0, 0.0, 1.0, 0.5]), 1: index([1.0, 0.5, 0.0, 0.0]), 2: index([1.0, 0.0, 0.5, 0.0])}
+    rows = ch.across_epochs(indexes, "1.1.hidden", 0, 2, k=2)
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert [r["top"] for r in rows] == [[0, 1], [0, 2], [2, 3]]
+    assert [r["overlap"] for r in rows] == [None, 0.5, 0.5]
+    assert [r["preferred"] for r in rows] == [0, 0, 1]
+    assert rows[0]["class_means"] == pytest.approx([0.75, 0.0]) and rows[0]["mean"] == pytest.approx(0.375)
+    assert rows[0]["selectivity"] == pytest.approx(1.0) and rows[1]["selectivity"] == pytest.approx(0.25 / 0.75)
+
+
+@pytest.fixture(scope="module")
+def snapshot_run(tmp_path_factory):
+    """regnet20 trained 3 epochs on 120 shapes images (110 train, 10 val: one per class), a snapshot each epoch."""
+    torch.manual_seed(0)
+    config = tiny_config(tmp_path_factory.mktemp("runs"), "snapshots", "model.name=regnet20", "data.size=120",
+                         "train.batch_size=54", "train.epochs=3", "train.keep_every=1", "train.log_every=2")
+    return train(config)
+
+
+def _by_hand(model, dataset, info, stage, step, state, channel, k):
+    """Mean, class means, selectivity and top k of one channel of one checkpoint, from ``regnet.record``."""
+    values = _direct_on(model, dataset, info, stage, step, state)[:, channel]
+    labels = torch.tensor(dataset.targets)
+    means = torch.stack([values[labels == c].mean() for c in range(info.num_classes)])
+    best = means.max()
+    rest = (means.sum() - best) / (len(means) - 1)
+    return {"mean": float(values.mean()), "class_means": means, "preferred": int(means.argmax()),
+            "selectivity": float((best - rest) / (best.abs() + rest.abs())), "values": values,
+            "kth": float(values.topk(k).values[-1])}
+
+
+def test_a_channel_across_epochs_equals_each_snapshot_on_its_own(snapshot_run):
+    dataset, info = load_run_split(snapshot_run, "val")
+    assert sorted(set(dataset.targets)) == list(range(10))
+    assert explore.snapshots_to_index(snapshot_run, dataset, info, "val") == [1, 2, 3]
+    seen = []
+    indexes = explore.snapshot_indexes(snapshot_run, dataset, info, "val",
+                                       progress=lambda what, done, total: seen.append((what, done, total)))
+    assert seen[-1][1:] == (3 * len(dataset),) * 2 and "3 snapshots" in seen[-1][0]
+    assert explore.snapshots_to_index(snapshot_run, dataset, info, "val") == []  # one cached index per snapshot
+    assert len([p for p in (snapshot_run / "artifacts").iterdir() if p.name.startswith("channel-index-")]) == 3
+    stage, step, state, channel, k = 2, 3, "o", 7, 4
+    model, _ = load_run_model(snapshot_run, "epoch-003")
+    rows = ch.across_epochs(indexes, ch.state_key(model, stage, step, state), channel, 10, k)
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    for r in rows:
+        direct = _by_hand(load_run_model(snapshot_run, f"epoch-{r['epoch']:03d}")[0], dataset, info, stage, step,
+                          state, channel, k)
+        assert r["mean"] == pytest.approx(direct["mean"], abs=2e-4)
+        assert r["class_means"] == pytest.approx(direct["class_means"].tolist(), abs=2e-4)
+        assert r["selectivity"] == pytest.approx(direct["selectivity"], abs=2e-3)
+        assert direct["class_means"][r["preferred"]] >= direct["class_means"].max() - 2e-4
+        assert len(r["top"]) == k and (direct["values"][r["top"]] >= direct["kth"] - 2e-4).all()
+    assert [r["overlap"] for r in rows[1:]] == [len(set(a["top"]) & set(b["top"])) / k for a, b in zip(rows, rows[1:])]
+    assert rows[0]["selectivity"] != rows[-1]["selectivity"]  # training moved the channel
+
+
+def test_channels_epochs_command_prints_and_writes_one_line_per_epoch(snapshot_run, tmp_path, capsys):
+    out_json = tmp_path / "epochs.json"
+    code, out, err = run_cli(["channels", str(snapshot_run), "--stage", "2", "--step", "3", "--state", "o",
+                              "--channel", "7", "--top", "4", "--epochs", "--json", str(out_json)], capsys)
+    assert code == 0, err
+    written = json.loads(out_json.read_text())
+    assert [r["epoch"] for r in written["epochs"]] == [1, 2, 3] and written["channel"] == 7
+    dataset, info = load_run_split(snapshot_run, "val")
+    indexes = explore.snapshot_indexes(snapshot_run, dataset, info, "val")
+    expected = ch.across_epochs(indexes, "2.3.o", 7, 10, 4)
+    assert [{k: v for k, v in r.items() if k != "preferred_class"} for r in written["epochs"]] == expected
+    lines = out.splitlines()
+    for r in expected:
+        line = next(x for x in lines if x.split()[:1] == [str(r["epoch"])])
+        assert f"{r['mean']:.4f}" in line and info.class_names[r["preferred"]] in line
+    assert "3 epoch snapshots" in err
+
+
+def test_channels_epochs_without_snapshots_is_one_sentence(tmp_path, capsys):
+    code, _, err = run_cli(["channels", str(tiny_run(tmp_path, size=100)), "--stage", "1", "--step", "1",
+                            "--state", "hidden", "--channel", "0", "--epochs"], capsys)
+    assert_one_sentence(code, err, "kept no epoch snapshots", "train.keep_every")

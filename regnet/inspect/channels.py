@@ -109,9 +109,11 @@ def class_means(index: dict, key: str, num_classes: int) -> torch.Tensor:
 def selectivity(means: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per channel: the preferred class, and the class-selectivity index of Morcos et al. (2018),
     ``(mu_max - mu_rest) / (|mu_max| + |mu_rest|)`` (0: no preference, 1: only one class drives it);
-    absolute values in the denominator because gates and H take signs a ReLU unit does not."""
-    best, preferred = means.max(0)
-    rest = (means.sum(0) - best) / (means.shape[0] - 1)
+    absolute values in the denominator because gates and H take signs a ReLU unit does not. Classes
+    without images (NaN rows of :func:`class_means`, e.g. in a small sample) are left out."""
+    present = (~means.isnan()).sum(0)
+    best, preferred = means.nan_to_num(nan=-torch.inf).max(0)
+    rest = (means.nansum(0) - best) / (present - 1).clamp_min(1)
     return {"preferred": preferred, "index": (best - rest) / (best.abs() + rest.abs()).clamp_min(1e-8)}
 
 
