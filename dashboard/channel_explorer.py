@@ -2,9 +2,10 @@
 
 Pick a stage, a step, a state (H, C or a gate) and a channel; then see the images that drive it most (or
 least) with its map over each, the classes it serves and the channels a class relies on, where a region's
-pattern of active channels recurs in the split, and the channel along the stage's steps. Everything is
-answered from the split's channel index (``regnet.inspect.channels``), built once per checkpoint with a
-progress bar and kept in the run's ``artifacts/``; only the maps shown are computed again.
+pattern of active channels recurs in the split, the channel along the stage's steps and, for a run that
+kept epoch snapshots, across its epochs. Everything is answered from the split's channel index
+(``regnet.inspect.channels``), built once per checkpoint (each snapshot is one) with a progress bar and
+kept in the run's ``artifacts/``; only the maps shown are computed again.
 """
 from __future__ import annotations
 
@@ -20,9 +21,14 @@ from plotly.subplots import make_subplots
 from regnet.dashboard import inspect_cache
 from regnet.data import denormalize
 from regnet.inspect import channels as ch
-from regnet.train.explore import channel_index
+from regnet.inspect import file_identity
+from regnet.runs import snapshot_epochs
+from regnet.train.explore import channel_index, snapshot_indexes, snapshots_to_index
 
-VIEWS = ("Top images", "Classes", "Pattern match", "Across steps")
+VIEWS = ("Top images", "Classes", "Pattern match", "Across steps", "Across epochs")
+NO_SNAPSHOTS = ("This run kept no epoch snapshots, so its channels cannot be followed across epochs. Train with "
+                "`train.keep_every: K` (New run page, or `--set train.keep_every=1`) to keep the weights every K "
+                "epochs.")
 
 
 def maps_gallery_figure(pictures: Sequence[np.ndarray], maps: Sequence[np.ndarray], titles: Sequence[str],
@@ -48,22 +54,53 @@ def maps_gallery_figure(pictures: Sequence[np.ndarray], maps: Sequence[np.ndarra
     return fig
 
 
+def _class_lines(fig: go.Figure, xs: list[int], per_class: list[list[float]], class_names: Sequence[str],
+                 **where) -> None:
+    """One line per class: ``per_class[i][c]`` is class c's mean at ``xs[i]``."""
+    for c, name in enumerate(class_names):
+        fig.add_scatter(x=xs, y=[means[c] for means in per_class], mode="lines+markers", name=name,
+                        legendgroup="classes", **where)
+
+
 def steps_figure(steps: dict[int, list[float]], class_names: Sequence[str], title: str) -> go.Figure:
     """Each class's mean of one channel along the stage's steps, one line per class."""
     fig = go.Figure()
-    for c, name in enumerate(class_names):
-        fig.add_scatter(x=list(steps), y=[steps[t][c] for t in steps], mode="lines+markers", name=name)
+    _class_lines(fig, list(steps), list(steps.values()), class_names)
     fig.update_xaxes(title_text="step (block of the stage)", dtick=1).update_yaxes(title_text="mean value")
     fig.update_layout(height=360, margin=dict(l=10, r=10, t=40, b=10), title=title)
     return fig
 
 
-@st.cache_resource(show_spinner=False, max_entries=4)
-def _index_of(run_dir: str, identity: str, split: str, reduce: str, _subject, _bar) -> dict:
-    """The split's channel index, kept in memory per checkpoint, split and reduction (on disk in artifacts/)."""
-    images = _subject.images
-    return channel_index(run_dir, _subject.checkpoint, _subject.model, images.val, images.info, split, reduce,
-                         progress=lambda what, done, total: _bar(done, total))
+def epochs_figure(rows: list[dict], class_names: Sequence[str], title: str, marked: int | None = None) -> go.Figure:
+    """One channel across epoch snapshots (rows of ``ch.across_epochs``): each class's mean and the mean
+    over all images (dashed) above; the class-selectivity index and the share of the top images kept from
+    the epoch before below. ``marked``: an epoch to draw a dotted line at (the one under inspection)."""
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.65, 0.35], vertical_spacing=0.08)
+    epochs = [r["epoch"] for r in rows]
+    _class_lines(fig, epochs, [r["class_means"] for r in rows], class_names, row=1, col=1)
+    fig.add_scatter(x=epochs, y=[r["mean"] for r in rows], mode="lines", name="all images",
+                    line=dict(color="black", dash="dash"), row=1, col=1)
+    fig.add_scatter(x=epochs, y=[r["selectivity"] for r in rows], mode="lines+markers", name="selectivity",
+                    line=dict(color="crimson"), row=2, col=1)
+    fig.add_scatter(x=epochs, y=[r["overlap"] for r in rows], mode="lines+markers", name="top images kept",
+                    line=dict(color="grey"), row=2, col=1)
+    if marked is not None:
+        fig.add_vline(x=marked, line=dict(color="grey", dash="dot"))
+    fig.update_yaxes(title_text="mean value", row=1, col=1).update_yaxes(title_text="0 to 1", range=[0, 1.05],
+                                                                        row=2, col=1)
+    fig.update_xaxes(title_text="epoch", dtick=1, row=2, col=1)
+    fig.update_layout(height=520, margin=dict(l=10, r=10, t=40, b=10), title=title)
+    return fig
+
+
+def _index_of(subject, split: str, reduce: str) -> dict:
+    """The split's channel index of the checkpoint under inspection: built once with a progress bar, then
+    read back from the run's artifacts/ (tens of milliseconds for 10,000 images). Not kept in a Streamlit
+    cache: a cached function may not draw into the progress bar, which lives outside it."""
+    images = subject.images
+    with inspect_cache.ProgressBar("Indexing the regulator's channels", "images") as bar:
+        return channel_index(subject.run.path, subject.checkpoint, subject.model, images.val, images.info, split,
+                             reduce, progress=lambda what, done, total: bar(done, total))
 
 
 def _choose(subject) -> tuple[str, int, str, str]:
@@ -162,6 +199,63 @@ def show_pattern_match(subject, index: dict, key: str) -> None:
                "the best 64 are rerun and scored at every window.")
 
 
+@st.cache_data(show_spinner="Reading the snapshots' channel indexes...", max_entries=64)
+def _across_epochs(run_dir: str, identities: tuple[str, ...], split: str, reduce: str, key: str, channel: int,
+                   k: int, _subject) -> list[dict]:
+    """``ch.across_epochs`` of every snapshot's index (all built already), kept per snapshot set (their
+    identities: a new snapshot of a running run counts), split, reduction, state, channel and k."""
+    images = _subject.images
+    indexes = snapshot_indexes(run_dir, images.val, images.info, split, reduce)
+    return ch.across_epochs(indexes, key, channel, len(_subject.class_names), k)
+
+
+def _epochs(epochs: list[int]) -> str:
+    """``epoch 3``, ``epochs 1, 2 and 5``, or for many, ``epochs 1 to 40``."""
+    if len(epochs) == 1:
+        return f"epoch {epochs[0]}"
+    if len(epochs) > 8:
+        return f"epochs {epochs[0]} to {epochs[-1]}"
+    return f"epochs {', '.join(map(str, epochs[:-1]))} and {epochs[-1]}"
+
+
+def show_across_epochs(subject, key: str, split: str, reduce: str, channel: int) -> None:
+    """The channel at every epoch snapshot; the snapshots not indexed yet are counted and built on a click."""
+    snapshots = snapshot_epochs(subject.run.path)
+    if not snapshots:
+        st.info(NO_SNAPSHOTS)
+        return
+    images, run_dir = subject.images, str(subject.run.path)
+    missing = snapshots_to_index(run_dir, images.val, images.info, split, reduce)
+    if missing:
+        done = len(snapshots) - len(missing)
+        st.caption(f"This run kept {len(snapshots)} epoch snapshots"
+                   f"{f', {done} of them indexed already' if done else ''}. Following the channel across them "
+                   f"indexes {'the other' if done else 'all'} {len(missing)} ({_epochs(missing)}) once: "
+                   f"{len(missing) * len(images.val):,} images through the model.")
+        button = st.empty()
+        if not button.button(f"Index {len(missing)} snapshots", key="channels_index_epochs"):
+            return
+        button.empty()  # the job's progress bar takes its place; the next run has nothing left to index
+    k = st.slider("Top images compared between epochs", 4, 32, 10, key="channels_epochs_k")
+    if missing:
+        with inspect_cache.ProgressBar(f"Indexing the channels of {len(missing)} snapshots", "images") as bar:
+            snapshot_indexes(run_dir, images.val, images.info, split, reduce,
+                             progress=lambda what, done, total: bar(done, total))
+    identities = tuple(file_identity(path) for path in snapshots.values())
+    rows = _across_epochs(run_dir, identities, split, reduce, key, channel, k, subject)
+    names = subject.class_names
+    stage, step, state = key.split(".")
+    marked = next((epoch for epoch, path in snapshots.items() if path == subject.checkpoint), None)
+    st.plotly_chart(epochs_figure(rows, names, f"Channel {channel} of {state} (stage {stage}, step {step}) across "
+                                  f"{len(rows)} epochs", marked), key="channels_epochs")
+    st.dataframe(pd.DataFrame([{"epoch": r["epoch"], "mean": r["mean"], "selectivity": r["selectivity"],
+                                "preferred class": names[r["preferred"]], f"top {k} kept": r["overlap"]}
+                               for r in rows]).round(4), hide_index=True)
+    st.caption(f"Each class's mean of the channel (spatial {reduce}) over {images.description}, at every kept "
+               f"epoch; below, its class-selectivity index (0: no preference, 1: one class only) and the share "
+               f"of its top {k} images that were also its top {k} the epoch before.")
+
+
 def render(subject) -> None:
     """The tab: the choices, the index (built once, with a progress bar) and the chosen view."""
     st.subheader("Channels of the regulator")
@@ -176,8 +270,7 @@ def render(subject) -> None:
     split = "sample" if subject.images.sample else "val"
     if not st.toggle(f"Index {subject.images.description}", key=f"channels_on_{subject.run.key}"):
         return
-    with inspect_cache.ProgressBar("Indexing the regulator's channels", "images") as bar:
-        index = _index_of(str(subject.run.path), subject.identity, split, reduce, subject, bar)
+    index = _index_of(subject, split, reduce)
     width = index["values"][key].shape[1]
     channel = int(st.number_input(f"Channel (0-{width - 1})", 0, width - 1, 0, key=f"channels_channel_{width}"))
     view = st.radio("View", VIEWS, horizontal=True, key="channels_view")
@@ -187,7 +280,9 @@ def render(subject) -> None:
         show_classes(subject, index, key, channel)
     elif view == "Pattern match":
         show_pattern_match(subject, index, key)
-    else:
+    elif view == "Across steps":
         steps = ch.across_steps(index, stage, state, channel, len(subject.class_names))
         st.plotly_chart(steps_figure(steps, subject.class_names, f"Channel {channel} of {state} along stage {stage}'s "
                                      "steps, mean per class"), key="channels_steps")
+    else:
+        show_across_epochs(subject, key, split, reduce, channel)
