@@ -243,3 +243,16 @@ def test_channels_epochs_without_snapshots_is_one_sentence(tmp_path, capsys):
     code, _, err = run_cli(["channels", str(tiny_run(tmp_path, size=100)), "--stage", "1", "--step", "1",
                             "--state", "hidden", "--channel", "0", "--epochs"], capsys)
     assert_one_sentence(code, err, "kept no epoch snapshots", "train.keep_every")
+
+
+def test_epochs_figure_draws_each_class_the_mean_selectivity_and_kept_share():
+    from regnet.dashboard.channel_explorer import epochs_figure
+
+    rows = [{"epoch": 1, "mean": 0.2, "class_means": [0.1, 0.3], "selectivity": 0.5, "overlap": None},
+            {"epoch": 3, "mean": 0.4, "class_means": [0.6, 0.2], "selectivity": 0.25, "overlap": 0.75}]
+    fig = epochs_figure(rows, ["p", "q"], "t", marked=3)
+    assert [t.name for t in fig.data] == ["p", "q", "all images", "selectivity", "top images kept"]
+    assert [list(t.y) for t in fig.data] == [[0.1, 0.6], [0.3, 0.2], [0.2, 0.4], [0.5, 0.25], [None, 0.75]]
+    assert all(list(t.x) == [1, 3] for t in fig.data)
+    assert [t.yaxis for t in fig.data] == ["y", "y", "y", "y2", "y2"]
+    assert [(s.x0, s.xref) for s in fig.layout.shapes] == [(3, "x"), (3, "x2")]  # on both panels
