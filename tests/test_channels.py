@@ -4,6 +4,8 @@ with each snapshot computed on its own, and bad choices are one sentence (exit 2
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -256,3 +258,35 @@ def test_epochs_figure_draws_each_class_the_mean_selectivity_and_kept_share():
     assert all(list(t.x) == [1, 3] for t in fig.data)
     assert [t.yaxis for t in fig.data] == ["y", "y", "y", "y2", "y2"]
     assert [(s.x0, s.xref) for s in fig.layout.shapes] == [(3, "x"), (3, "x2")]  # on both panels
+
+
+def test_the_page_counts_indexes_and_draws_the_channel_across_epochs(snapshot_run, tmp_path, monkeypatch):
+    """Inspect's Channels tab on a copy of the snapshot run (new paths: nothing indexed yet)."""
+    from streamlit.testing.v1 import AppTest
+
+    run = shutil.copytree(snapshot_run, tmp_path / "runs" / "copied", ignore=shutil.ignore_patterns("artifacts"))
+    (tmp_path / "shipped").mkdir()
+    monkeypatch.setenv("REGNET_RUNS_ROOT", str(tmp_path / "runs"))
+    monkeypatch.setenv("REGNET_CHECKPOINTS_ROOT", str(tmp_path / "shipped"))
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py"), default_timeout=240)
+    at.run()
+    at.session_state["inspect_tab"] = "Channels"
+    at.switch_page("views/inspect.py").run()
+    at.toggle(key="channels_on_copied").set_value(True).run()
+    at.selectbox(key="channels_stage").set_value(2).run()
+    at.selectbox(key="channels_step").set_value(3).run()
+    at.selectbox(key="channels_state").set_value("o").run()
+    at.number_input(key="channels_channel_32").set_value(7).run()
+    at.radio(key="channels_view").set_value("Across epochs").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("kept 3 epoch snapshots" in c.value and "epochs 1, 2 and 3" in c.value for c in at.caption)
+    assert explore.snapshots_to_index(run, *load_run_split(run, "val"), "val") == [1, 2, 3]
+    at.button(key="channels_index_epochs").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert explore.snapshots_to_index(run, *load_run_split(run, "val"), "val") == []
+    figure = json.loads(next(c for c in at.get("plotly_chart") if "across 3 epochs" in c.proto.spec).proto.spec)
+    dataset, info = load_run_split(run, "val")
+    expected = ch.across_epochs(explore.snapshot_indexes(run, dataset, info, "val"), "2.3.o", 7, 10, 10)
+    lines = {t["name"]: t["y"] for t in figure["data"]}
+    assert lines["selectivity"] == pytest.approx([r["selectivity"] for r in expected])
+    assert lines[info.class_names[4]] == pytest.approx([r["class_means"][4] for r in expected])
