@@ -1,6 +1,9 @@
 """A channel explorer for the regulator, after LSTMVis and OpenAI Microscope: which images drive a channel
 of H, C or a gate, which classes a channel serves, and where a pattern of active channels recurs.
 
+A channel is also followed along a stage's steps (one index) and across a run's epoch snapshots (one
+index per snapshot, :func:`across_epochs`).
+
 The *index* of a split holds, for every image and every (stage, step, state) of the regulator, each
 channel's spatial mean (or max) over the image, float16, built in one pass (:func:`build_index`). Every
 query below reads the index alone, except those that show maps, which rerun the model on the few images
@@ -135,13 +138,6 @@ def across_steps(index: dict, stage: int, state: str, channel: int, num_classes:
     steps = sorted(int(k.split(".")[1]) for k in index["values"]
                    if k.startswith(f"{stage}.") and k.endswith(f".{state}"))
     return {t: class_means(index, f"{stage}.{t}.{state}", num_classes)[:, channel].tolist() for t in steps}
-
-
-def state_index(index: dict, key: str) -> dict:
-    """The index restricted to one (stage, step, state): what the queries of that state read, a fraction of
-    the memory (the page keeps one per epoch snapshot)."""
-    return {**{k: v for k, v in index.items() if k not in ("values", "centers")},
-            "values": {key: index["values"][key]}, "centers": {key: index["centers"][key]}}
 
 
 def channel_summary(index: dict, key: str, channel: int, num_classes: int, k: int = 10) -> dict:

@@ -3,7 +3,8 @@
 
 Features and indexes are computed once per checkpoint (its path, size and modification time), split and
 option, and written through the run-folder contract's atomic write, so an interrupted pass leaves no
-partial file and a retrained checkpoint is computed again.
+partial file and a retrained checkpoint is computed again. Each epoch snapshot (``train.keep_every``) is a
+checkpoint of its own: following a channel across epochs reads one index per snapshot.
 """
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-import torch
 from torch import nn
 from tqdm import tqdm
 
