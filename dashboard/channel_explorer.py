@@ -237,12 +237,16 @@ def show_across_epochs(subject, key: str, split: str, reduce: str, channel: int)
             return
         button.empty()  # the job's progress bar takes its place; the next run has nothing left to index
     k = st.slider("Top images compared between epochs", 4, 32, 10, key="channels_epochs_k")
-    if missing:
-        with inspect_cache.ProgressBar(f"Indexing the channels of {len(missing)} snapshots", "images") as bar:
-            snapshot_indexes(run_dir, images.val, images.info, split, reduce,
-                             progress=lambda what, done, total: bar(done, total))
-    identities = tuple(file_identity(path) for path in snapshots.values())
-    rows = _across_epochs(run_dir, identities, split, reduce, key, channel, k, subject)
+    try:
+        if missing:
+            with inspect_cache.ProgressBar(f"Indexing the channels of {len(missing)} snapshots", "images") as bar:
+                snapshot_indexes(run_dir, images.val, images.info, split, reduce,
+                                 progress=lambda what, done, total: bar(done, total))
+        identities = tuple(file_identity(path) for path in snapshots.values())
+        rows = _across_epochs(run_dir, identities, split, reduce, key, channel, k, subject)
+    except (ValueError, OSError) as error:  # a damaged snapshot: its loader's one sentence names the file
+        st.warning(f"The channel cannot be followed across epochs: {error}")
+        return
     names = subject.class_names
     stage, step, state = key.split(".")
     marked = next((epoch for epoch, path in snapshots.items() if path == subject.checkpoint), None)

@@ -290,3 +290,12 @@ def test_the_page_counts_indexes_and_draws_the_channel_across_epochs(snapshot_ru
     lines = {t["name"]: t["y"] for t in figure["data"]}
     assert lines["selectivity"] == pytest.approx([r["selectivity"] for r in expected])
     assert lines[info.class_names[4]] == pytest.approx([r["class_means"][4] for r in expected])
+
+
+def test_a_damaged_snapshot_is_one_sentence_naming_it(tmp_path, capsys):
+    run = tiny_run(tmp_path, size=100)
+    shutil.copy(run / "checkpoints" / "best.pt", run / "checkpoints" / "epoch-001.pt")
+    (run / "checkpoints" / "epoch-002.pt").write_bytes(b"not a checkpoint")
+    code, _, err = run_cli(["channels", str(run), "--stage", "1", "--step", "1", "--state", "hidden",
+                            "--channel", "0", "--epochs"], capsys)
+    assert_one_sentence(code, err, "epoch-002.pt")
