@@ -228,14 +228,15 @@ def show_across_epochs(subject, key: str, split: str, reduce: str, channel: int)
     missing = snapshots_to_index(run_dir, images.val, images.info, split, reduce)
     if missing:
         done = len(snapshots) - len(missing)
-        st.caption(f"This run kept {len(snapshots)} epoch snapshots"
-                   f"{f', {done} of them indexed already' if done else ''}. Following the channel across them "
-                   f"indexes {'the other' if done else 'all'} {len(missing)} ({_epochs(missing)}) once: "
-                   f"{len(missing) * len(images.val):,} images through the model.")
-        button = st.empty()
-        if not button.button(f"Index {len(missing)} snapshots", key="channels_index_epochs"):
-            return
-        button.empty()  # the job's progress bar takes its place; the next run has nothing left to index
+        ask = st.empty()
+        with ask.container():
+            st.caption(f"This run kept {len(snapshots)} epoch snapshots"
+                       f"{f', {done} of them indexed already' if done else ''}. Following the channel across them "
+                       f"indexes {'the other' if done else 'all'} {len(missing)} ({_epochs(missing)}) once: "
+                       f"{len(missing) * len(images.val):,} images through the model.")
+            if not st.button(f"Index {len(missing)} snapshots", key="channels_index_epochs"):
+                return
+        ask.empty()  # the job's progress bar takes its place; the next run has nothing left to index
     k = st.slider("Top images compared between epochs", 4, 32, 10, key="channels_epochs_k")
     try:
         if missing:
