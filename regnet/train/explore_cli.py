@@ -99,7 +99,7 @@ def channels_across_epochs(args: argparse.Namespace) -> int:
     print(f"{'epoch':>5}  {'mean':>9}  {'selectivity':>11}  {'top class':<14} {f'top-{args.top} kept':>10}")
     for r in rows:
         kept = "-" if r["overlap"] is None else f"{r['overlap']:.0%}"
-        print(f"{r['epoch']:>5}  {r['mean']:>9.4f}  {r['selectivity']:>11.3f}  {names[r['preferred']]:<14} "
+        print(f"{r['epoch']:>5}  {r['mean']:>9.4f}  {r['selectivity']:>11.4f}  {names[r['preferred']]:<14} "
               f"{kept:>10}")
     _write_json(args, {"top": args.top, "epochs": [{**r, "preferred_class": names[r["preferred"]]} for r in rows]})
     return 0
