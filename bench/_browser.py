@@ -22,9 +22,12 @@ CHROMIUM = Path("/usr/bin/chromium")
 # No sandbox: the machine runs as root; no background networking: there is no network to reach.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-gpu"]
 
-# Total points of every plotly chart on the page, read from each chart div's figure data.
+# Total points of every chart on the page: each plotly chart div's figure data, and the count that each
+# Live line chart (dashboard/assets/live_chart.js) writes on its element.
 POINTS_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).reduce(
-    (n, div) => n + (div.data || []).reduce((m, trace) => m + (trace.x ? trace.x.length : 0), 0), 0)"""
+    (n, div) => n + (div.data || []).reduce((m, trace) => m + (trace.x ? trace.x.length : 0), 0), 0)
+    + Array.from(document.querySelectorAll('.regnet-chart[data-points]')).reduce(
+    (n, div) => n + Number(div.dataset.points), 0)"""
 
 
 @dataclass

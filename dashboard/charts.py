@@ -261,6 +261,50 @@ def point_count(figure: go.Figure) -> int:
     return sum(len(trace.x) for trace in figure.data if trace.x is not None)
 
 
+_FORMATS = {".0%": "percent", ".2f": "fixed2"}  # a panel's tickformat as live_chart.js formats its values
+
+
+def _finite(values) -> list:
+    """Plain floats for JSON, None where a value is not finite (JSON has no NaN or infinity)."""
+    return [float(v) if np.isfinite(v) else None for v in values]
+
+
+def _line_x(frame: pd.DataFrame, rows: pd.DataFrame, x: str) -> np.ndarray:
+    """Numeric x as live_chart.js takes it: steps, epochs, minutes since the run's first line, unix seconds."""
+    values = _x_values(rows, x)
+    return (values - _first_time(frame)) / 60.0 if x == "relative time" else values
+
+
+def line_spec(frames: Mapping[str, pd.DataFrame], panel: Panel, *, x: str = "step", smoothing: float = 0.0,
+              log_y: bool = False) -> dict:
+    """``panel`` as the Live page's line chart draws it (dashboard/assets/live_chart.js, through
+    dashboard/live_chart.py): the curves of ``metric_figure`` without groups (one colour a run, train solid
+    and val dashed, dense curves of a smoothable panel EMA-smoothed over their faint raw values), as plain
+    lists sorted by x, with the panel's titles, y range and value format."""
+    curves = []
+    for index, (label, frame) in enumerate(frames.items()):
+        color = PALETTE[index % len(PALETTE)]
+        for metric in panel.metrics:
+            rows, dense = _rows(frame, metric, x, panel.steps)
+            if rows.empty:
+                continue
+            order = np.argsort(_line_x(frame, rows, x), kind="stable")
+            xs, ys = _finite(_line_x(frame, rows, x)[order]), rows[metric].to_numpy(dtype=float)[order]
+            name = METRIC_LABELS.get(metric, metric)
+            name = f"{label} · {name}" if len(frames) > 1 else name
+            curve = {"color": color, "dash": _DASH.get(metric.split("_")[0]) == "dash", "x": xs}
+            if dense and panel.smooth and smoothing > 0:
+                faint = "rgba({}, {}, {}, 0.25)".format(*px.colors.hex_to_rgb(color))
+                curves.append({**curve, "label": f"{name} (raw)", "raw": True, "color": faint, "y": _finite(ys)})
+                ys = np.asarray(_smoothed(ys, smoothing))
+            curves.append({**curve, "label": name, "raw": False, "y": _finite(ys)})
+    later = "" if set(panel.metrics) & set(STEP_METRICS) else ": validation ends each epoch"
+    return {"title": panel.title, "x_label": X_AXES[x], "y_label": panel.y_title, "time": x == "wall time",
+            "y": {"log": log_y, "range": [0, 1] if panel.unit_range and not log_y else None,
+                  "format": _FORMATS.get(panel.tickformat, "general")},
+            "markers_up_to": MARKERS_UP_TO, "series": curves, "empty": f"no points yet{later}"}
+
+
 def class_distribution_figure(counts: Mapping[str, Sequence[int]], class_names: Sequence[str],
                               height: int = 360) -> go.Figure:
     """Images per class for each split (grouped bars), so an imbalanced or empty class shows at a glance."""

@@ -1,26 +1,24 @@
 """Live's regulator section: how a followed RegNet run's gates, saturation and reliance on H change by epoch.
 
 It reads only artifacts/regulator.jsonl through the contract's tolerant reader (one small line per epoch,
-written by the engine's probe), redraws in a fragment every few seconds while the run is active, and
-rebuilds its figures only when a new epoch arrived or the choice of gate changed. The chart builders are
+written by the engine's probe). It does not poll: the Live page's one check watches the file's size
+(``version``) and redraws the page when it grew, and the figures are rebuilt only when a new epoch arrived
+or the choice of gate changed. The chart builders are
 plain functions (rows in, plotly figure out), tested without a browser.
 """
 from __future__ import annotations
 
+import time
 from typing import Sequence
 
 import plotly.graph_objects as go
 import streamlit as st
 
-import time
-
 from regnet.dashboard.run_listing import LIVE_METRICS, RunInfo
-from regnet.runs import read_regulator
+from regnet.runs import ARTIFACTS, REGULATOR, read_regulator
 
 GATE_LABELS = {"i": "input gate i", "f": "forget gate f", "o": "output gate o", "g": "candidate g",
                "z": "update gate z", "r": "reset gate r", "candidate": "candidate"}
-# Seconds between checks of regulator.jsonl while a followed run is active: it gains one line an epoch.
-REFRESH_S = 5.0
 # The gates whose saturation says whether the regulator keeps or overwrites its state: LSTM's forget and
 # input gates, GRU's update and reset gates.
 SATURATION_GATES = (("f", "i"), ("z", "r"))
@@ -126,14 +124,26 @@ def probe_notes(runs: list[RunInfo], stats: dict[str, list[dict]]) -> bool:
     for run in runs:
         line = probe_running(run, stats.get(run.key, []))
         if line is not None:
-            since = max(0.0, time.time() - float(line.get("time") or time.time()))
-            st.info(f"`{run.key}`: probing the regulator after epoch {line['epoch']} (running for {since:.0f} s); "
+            since = time.strftime("%H:%M:%S", time.localtime(float(line.get("time") or time.time())))
+            st.info(f"`{run.key}`: probing the regulator after epoch {line['epoch']} (since {since}); "
                     f"its gates and reliance appear here when the probe finishes.", icon=":material/hourglass_top:")
             shown = True
     return shown
 
 
-def _section(runs: list[RunInfo]) -> None:
+def version(runs: list[RunInfo]) -> tuple:
+    """The size of each followed run's regulator.jsonl (None where there is none): it grows by a line an epoch."""
+    def size(run: RunInfo) -> int | None:
+        try:
+            return (run.path / ARTIFACTS / REGULATOR).stat().st_size
+        except OSError:
+            return None
+
+    return tuple(size(run) for run in runs)
+
+
+def show(runs: list[RunInfo]) -> None:
+    """The section for the followed ``runs``: the probe's note while it runs, then the figures."""
     stats = {run.key: read_regulator(run.path) for run in runs if not run.refused}
     with_stats = [(run, stats[run.key]) for run in runs if stats.get(run.key)]
     st.subheader("Regulator")
@@ -165,8 +175,3 @@ def _section(runs: list[RunInfo]) -> None:
     left, right = st.columns(2)
     left.plotly_chart(saturation, key="live_regulator_saturation")
     right.plotly_chart(reliance, key="live_regulator_reliance")
-
-
-def show(runs: list[RunInfo], refresh_s: float | None) -> None:
-    """The section for the followed ``runs``; it re-reads its file every ``refresh_s`` seconds (None: never)."""
-    st.fragment(_section, run_every=refresh_s)(runs)

@@ -59,16 +59,16 @@ def checkpoints_root() -> Path:
 def live_refresh_s() -> float:
     """Seconds between checks for new run output (env override for tests and slow machines).
 
-    2 s by default, so a new line shows within about 1-2 s (W&B users see points within seconds). A check
-    that finds nothing new re-runs only the Live page's fragment (a few ``stat`` calls and figures kept from
-    the last check); one that finds new step lines redraws the progress and the per-step charts, which costs
-    the browser and the server about 0.2-0.3 CPU-s on a loaded 2-core machine (bench/dashboard_overhead.py).
-    The Live page offers 1, 5, 10 and 30 s too.
+    3 s by default: a new line shows about 2 s after it is written (median; W&B users see points within
+    seconds). Each check re-runs only the Live page's fragment, and each costs the browser about 0.1 CPU-s
+    whatever it finds (Streamlit re-renders the page's tree at every run); at 3 s the page stays within
+    0.06 CPU-s per second of watching, server and browser together (bench/dashboard_overhead.py). The Live
+    page offers 1, 2, 5, 10 and 30 s too.
     """
     try:
-        return max(0.5, float(os.environ.get(LIVE_REFRESH_ENV, "2")))
+        return max(0.5, float(os.environ.get(LIVE_REFRESH_ENV, "3")))
     except ValueError:
-        return 2.0
+        return 3.0
 
 
 def is_local_client(ip: str | None) -> bool:

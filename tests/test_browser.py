@@ -47,7 +47,10 @@ pytestmark = [pytest.mark.browser, pytest.mark.skipif(not CHROMIUM.exists(), rea
 
 # Validation points (one per completed epoch) in the first chart that has any.
 VALIDATION_JS = """() => Math.max(0, ...Array.from(document.querySelectorAll('.js-plotly-plot')).flatMap(
-    div => (div.data || []).filter(trace => (trace.name || '').startsWith('val')).map(trace => trace.x.length)))"""
+    div => (div.data || []).filter(trace => (trace.name || '').startsWith('val')).map(trace => trace.x.length)),
+    ...Array.from(document.querySelectorAll('.regnet-chart')).filter(div => div.chart).flatMap(div =>
+    div.chart.series.slice(1).map((s, i) => (s.label || '').startsWith('val') ?
+    div.chart.data[i + 1].filter(v => v != null).length : 0)))"""
 CELLS_JS = """() => Array.from(document.querySelectorAll('[data-testid="stDataFrame"] [role="gridcell"]'))
     .map(cell => cell.textContent)"""
 # Heat-map traces in each keyed plotly chart: {element key: count}; Streamlit marks a keyed element's
@@ -171,10 +174,14 @@ def test_runs_page_and_metric_latency(page, server):
     print(f"[timing] metric line written -> point in the browser: {time.monotonic() - written:.2f} s")
 
 
-# {trace name: its y values} of the plotly chart titled arguments[0] on the page (Streamlit's theme bolds titles).
-TRACES_JS = """title => Object.fromEntries(Array.from(document.querySelectorAll('.js-plotly-plot'))
+# {curve name: its y values} of the chart titled arguments[0] on the page: a plotly chart (Streamlit's theme
+# bolds titles), or a Live line chart, whose uPlot instance holds the curves aligned on one x (null: no point).
+TRACES_JS = """title => Object.fromEntries([
+    ...Array.from(document.querySelectorAll('.js-plotly-plot'))
     .filter(div => (((div.layout || {}).title || {}).text || '').replace(/<[^>]*>/g, '') === title)
-    .flatMap(div => (div.data || []).map(trace => [trace.name, Array.from(trace.y || [])])))"""
+    .flatMap(div => (div.data || []).map(trace => [trace.name, Array.from(trace.y || [])])),
+    ...Array.from(document.querySelectorAll('.regnet-chart')).filter(div => div.dataset.title === title && div.chart)
+    .flatMap(div => div.chart.series.slice(1).map((s, i) => [s.label, div.chart.data[i + 1].filter(v => v != null)]))])"""
 
 
 def traces(page, title: str) -> dict[str, list]:
@@ -253,8 +260,9 @@ def test_no_page_makes_a_request_that_leaves_this_machine(page, server, path, he
 # (the picker's text: its label, then one line a chosen run; options are not in the page until it opens)
 CHIPS_JS = """() => document.querySelector('[data-testid="stMultiSelect"]').innerText.split('\\n')
     .map(line => line.trim()).filter(line => line && line !== 'Runs to follow')"""
-X_TITLES_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot'))
-    .map(div => ((div.layout || {}).xaxis || {}).title).map(title => title && (title.text || title))"""
+X_TITLES_JS = """() => [...Array.from(document.querySelectorAll('.js-plotly-plot'))
+    .map(div => ((div.layout || {}).xaxis || {}).title).map(title => title && (title.text || title)),
+    ...Array.from(document.querySelectorAll('.regnet-chart')).map(div => div.dataset.x)]"""
 
 
 def test_live_keeps_its_runs_and_settings_over_a_reload_and_in_a_second_tab(page, server, browser):

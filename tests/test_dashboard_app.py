@@ -32,6 +32,20 @@ def texts(elements) -> str:
     return "\n".join(str(element.value) for element in elements)
 
 
+def line_charts(at: AppTest) -> dict[str, dict]:
+    """The Live page's line charts (dashboard/live_chart.py) as the browser gets them (JSON), by title."""
+    specs = [json.loads(element.proto.json) for element in at.get("bidi_component")
+             if element.proto.component_name.endswith("regnet_line_chart")]
+    return {spec["title"]: spec for spec in specs}
+
+
+def line_points(at: AppTest) -> list[int]:
+    """Points per Live line chart, all its curves together; its x values must be plain numbers."""
+    charts = line_charts(at).values()
+    assert all(isinstance(x, (int, float)) for chart in charts for curve in chart["series"] for x in curve["x"])
+    return [sum(len(curve["x"]) for curve in chart["series"]) for chart in charts]
+
+
 def plotly_points(at: AppTest) -> list[int]:
     """Points per plotly chart on the page, read from the figure JSON the browser would get."""
     counts = []
@@ -103,7 +117,7 @@ def test_runs_page_lists_runs_and_shipped_checkpoints(fixture_root):
 def test_live_page_shows_curves_progress_and_a_failed_runs_error(fixture_root):
     at = open_page("views/live.py", selected=["r2-regnet20-shapes", "r3-regnet20-shapes-live",
                                               "r4-regnet20-shapes-corrupt"])
-    assert len(at.get("plotly_chart")) == 6 and all(points > 0 for points in plotly_points(at))
+    assert len(line_charts(at)) == 6 and all(points > 0 for points in line_points(at))
     errors = texts(at.error)
     assert "r2-regnet20-shapes failed" in errors and "CUDA is not available" in errors
     assert "RuntimeError: CUDA is not available" in errors  # the tail of train.log
@@ -132,7 +146,8 @@ def test_live_page_reuses_its_figures_until_new_metric_lines_arrive(fixture_root
     rebuilt = sorted(key[-1] for key in set(figures()) - set(first))  # titles of the panels rebuilt
     # A step line moves train loss and LR; the epoch panels (images/s as epoch averages) keep their figures.
     assert rebuilt == ["Learning rate", "Loss"]
-    assert max(plotly_points(at)) > 0
+    raw = {curve["label"]: curve for curve in line_charts(at)["Loss"]["series"]}["train loss (raw)"]
+    assert (raw["x"][-1], raw["y"][-1]) == (5, 1.0)  # the new step's loss, sent to the browser
 
 
 def test_live_page_follows_the_running_run_when_nothing_is_selected(fixture_root):
@@ -144,7 +159,7 @@ def test_live_polls_a_cheap_signature_that_changes_only_when_a_run_writes_or_sto
     from regnet.dashboard import ui
 
     at = open_page("views/live.py", selected=["r3-regnet20-shapes-live"])
-    assert at.selectbox(key="live_refresh").value == 2.0  # the default check interval
+    assert at.selectbox(key="live_refresh").value == 3.0  # the default check interval
     by_key = {run.key: run for run in ui.all_runs()}
     runs = [by_key["r3-regnet20-shapes-live"], by_key["r1-resnet20-shapes"]]
     seen = ui.change_signature(runs)
@@ -155,8 +170,8 @@ def test_live_polls_a_cheap_signature_that_changes_only_when_a_run_writes_or_sto
     assert moved != seen and moved[1] == seen[1]  # the live run changed, the finished one did not
     launcher.request_stop(fixture_root / "r3-regnet20-shapes-live")
     assert ui.change_signature(runs) != moved  # a stop request shows at the next poll
-    monkeypatch.setenv(ui.LIVE_REFRESH_ENV, "3")
-    assert ui.live_refresh_s() == 3.0
+    monkeypatch.setenv(ui.LIVE_REFRESH_ENV, "5")
+    assert ui.live_refresh_s() == 5.0
 
 
 def test_selection_from_the_browser_never_names_a_path(fixture_root):

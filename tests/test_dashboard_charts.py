@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from regnet.dashboard.charts import (MARKERS_UP_TO, PANELS, PANELS_BY_TITLE, X_AXES, class_distribution_figure, group_series,
-                              metric_figure, point_count, sample_grid_figure,
+                              line_spec, metric_figure, point_count, sample_grid_figure,
                               series)
 from regnet.dashboard.run_listing import ema, metrics_frame
 from test_dashboard_fixtures import metric_lines
@@ -150,3 +150,30 @@ def test_seed_groups_draw_a_mean_and_a_band():
     assert len(fills) == 2  # train and val loss bands
     assert [t.name for t in figure.data if t.showlegend is not False] == [
         "seeds · train loss (mean of 2)", "seeds · val loss (mean of 2)"]
+
+
+def test_line_spec_has_the_curves_of_the_plotly_figure_as_plain_sorted_numbers():
+    frames = {"resnet": frame(), "regnet": frame(epochs=3)}
+    spec = line_spec(frames, PANELS_BY_TITLE["Loss"], x="step", smoothing=0.5)
+    figure = metric_figure(frames, PANELS_BY_TITLE["Loss"], x="step", smoothing=0.5)
+    assert [c["label"] for c in spec["series"]] == [trace.name for trace in figure.data]
+    for curve, trace in zip(spec["series"], figure.data):
+        assert curve["x"] == list(trace.x) and curve["y"] == pytest.approx(list(trace.y))
+    assert [c["raw"] for c in spec["series"]] == [True, False, False, True, False, False]
+    assert spec["series"][0]["color"].startswith("rgba(") and spec["series"][1]["color"] == spec["series"][2]["color"]
+    assert [c["dash"] for c in spec["series"][:3]] == [False, False, True]  # val dashed
+
+
+def test_line_spec_axes_ranges_and_what_json_cannot_hold():
+    rows = frame()
+    rows.loc[rows.index[2], "train_loss"] = float("inf")
+    spec = line_spec({"r": rows}, PANELS_BY_TITLE["Loss"], x="relative time")
+    train = spec["series"][0]
+    assert train["y"][2] is None and train["x"] == sorted(train["x"]) and train["x"][0] == 0.0
+    assert train["x"][-1] == pytest.approx((rows["time"].max() - rows["time"].min()) / 60.0)
+    assert spec["x_label"] == X_AXES["relative time"] and not spec["time"]
+    wall = line_spec({"r": rows}, PANELS_BY_TITLE["Top-1 accuracy"], x="wall time", log_y=True)
+    assert wall["time"] and wall["y"] == {"log": True, "range": None, "format": "percent"}
+    assert line_spec({"r": rows}, PANELS_BY_TITLE["Macro-F1"])["y"]["range"] == [0, 1]
+    empty = line_spec({"r": rows.iloc[0:0]}, PANELS_BY_TITLE["Top-5 accuracy"])
+    assert empty["series"] == [] and empty["empty"] == "no points yet: validation ends each epoch"

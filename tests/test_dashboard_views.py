@@ -10,7 +10,7 @@ from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
 from regnet.dashboard import tables
-from test_dashboard_app import APP, fixture_root, open_page, runs_root  # noqa: F401 (fixtures)
+from test_dashboard_app import APP, fixture_root, line_charts, open_page, runs_root  # noqa: F401 (fixtures)
 from test_dashboard_fixtures import SWEEP, metric_lines, write_run, write_sweep
 
 LIVE = "r3-regnet20-shapes-live"
@@ -35,19 +35,21 @@ def opened_with(page: str, params: dict) -> AppTest:
 
 def test_live_charts_are_readable_from_the_first_points(fixture_root):
     at = open_page("views/live.py", selected=[LIVE])
-    shown = figures(at)
+    shown = line_charts(at)
     assert set(shown) == {"Loss", "Top-1 accuracy", "Top-5 accuracy", "Macro-F1", "Learning rate",
                           "Images per second"}
     top1 = shown["Top-1 accuracy"]
-    assert top1["layout"]["yaxis"]["range"] == [0, 1] and shown["Macro-F1"]["layout"]["yaxis"]["range"] == [0, 1]
-    assert [trace["mode"] for trace in top1["data"]] == ["lines+markers"] * 2  # one epoch: single points
-    assert top1["layout"]["yaxis"]["title"]["text"] == "top-1 accuracy"
+    assert top1["y"]["range"] == [0, 1] and shown["Macro-F1"]["y"]["range"] == [0, 1]
+    assert top1["y"]["format"] == "percent" and shown["Loss"]["y"]["range"] is None  # from 0, to the data
+    assert [len(curve["x"]) for curve in top1["series"]] == [1, 1] and top1["markers_up_to"] >= 1  # one epoch:
+    assert top1["y_label"] == "top-1 accuracy" and top1["x_label"] == "step (optimizer updates)"  # markers
+    assert [curve["dash"] for curve in top1["series"]] == [False, True]  # train solid, val dashed
     logged = [line["lr"] for line in metric_lines(1) if line["kind"] == "step"]
-    [lr] = shown["Learning rate"]["data"]  # not smoothed (the page's default smoothing is 0.6), no raw copy
-    assert lr["y"] == logged and lr["mode"] == "lines+markers"
-    loss_names = [trace.get("name") for trace in shown["Loss"]["data"]]
-    assert loss_names == ["train loss (raw)", "train loss", "val loss"]
-    assert shown["Loss"]["layout"]["hoverlabel"]["namelength"] == -1
+    [lr] = shown["Learning rate"]["series"]  # not smoothed (the page's default smoothing is 0.6), no raw copy
+    assert lr["y"] == logged and not lr["raw"]
+    loss = shown["Loss"]["series"]
+    assert [curve["label"] for curve in loss] == ["train loss (raw)", "train loss", "val loss"]
+    assert [curve["raw"] for curve in loss] == [True, False, False] and loss[0]["y"] != loss[1]["y"]
 
 
 def test_live_shows_the_tail_of_a_running_runs_log_collapsed(fixture_root):
@@ -70,11 +72,12 @@ def test_live_settings_and_runs_go_into_the_url_and_come_back_from_it(fixture_ro
     again = opened_with("views/live.py", {**at.query_params, "live_x": "epoch", "live_log": "Loss"})  # a refresh
     assert again.multiselect(key="_select_live").value == ["r1-resnet20-shapes", LIVE]
     assert again.radio(key="live_x").value == "epoch"
-    shown = figures(again)
-    assert shown["Loss"]["layout"]["yaxis"]["type"] == "log" and "type" not in shown["Macro-F1"]["layout"]["yaxis"]
-    assert shown["Top-1 accuracy"]["layout"]["xaxis"]["title"]["text"] == "epoch"
+    shown = line_charts(again)
+    assert shown["Loss"]["y"]["log"] and not shown["Macro-F1"]["y"]["log"]
+    assert shown["Top-1 accuracy"]["x_label"] == "epoch"
     wall = opened_with("views/live.py", {"run": LIVE, "live_x": "wall time"})
-    assert figures(wall)["Loss"]["layout"]["xaxis"]["type"] == "date"
+    loss = line_charts(wall)["Loss"]
+    assert loss["time"] and min(loss["series"][0]["x"]) > 1e9  # unix seconds on a time axis
 
 
 STUDY = {"lr01-seed0": (0.1, 0), "lr01-seed1": (0.1, 1), "lr01-seed2": (0.1, 2), "lr005-seed0": (0.05, 0)}

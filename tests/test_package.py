@@ -52,6 +52,9 @@ def test_wheel_holds_pages_settings_configs_and_shipped_runs(wheel_files):
     assert pages and all(f"regnet/dashboard/views/{page}" in wheel_files for page in pages)
     assert "regnet/dashboard/app.py" in wheel_files
     assert "regnet/dashboard/.streamlit/config.toml" in wheel_files  # localhost only, once installed too
+    assets = {path.name for path in (REPO / "dashboard" / "assets").iterdir()}  # the Live charts' code, licence
+    assert {"live_chart.js", "uPlot.iife.min.js", "uPlot.LICENSE"} <= assets
+    assert all(f"regnet/dashboard/assets/{name}" in wheel_files for name in assets)
     configs = {path.name for path in (REPO / "configs").glob("*.yaml")}
     assert configs and all(f"regnet/configs/{name}" in wheel_files for name in configs)
     tracked = subprocess.run(["git", "ls-files", "checkpoints"], cwd=REPO, capture_output=True, text=True).stdout

@@ -5,12 +5,14 @@ The page's settings are widgets bound to the URL's query parameters, and the cho
 
 Following a run must cost little (the machine that draws is the one that trains): only the part of the
 page that step lines move (progress, loss, LR) is re-run at each check, from the new lines of each
-metrics.jsonl (the tail reader), and its figures are rebuilt only when their metrics gained values; the
-per-epoch charts and the system section are sent again only when an epoch or a system line arrived.
+metrics.jsonl (the tail reader); its chart specs are rebuilt only when their metrics gained values, and
+the charts take new points in place (``live_chart``). The per-epoch charts, the regulator and the system
+sections are sent again only when an epoch line, a regulator line or a system line arrived.
 """
 import streamlit as st
 
 from regnet.dashboard import charts, launcher, live_regulator, ui
+from regnet.dashboard.live_chart import line_chart
 from regnet.dashboard.run_listing import progress
 from regnet.runs import FAILED_STATES, tail_text
 
@@ -76,25 +78,26 @@ def run_rows(current: list, notes: dict) -> None:
 
 
 def chart_rows(frames: dict, panels: list, part: str) -> None:
-    """Panels two a row; a panel whose metrics got no new values keeps its figure object.
-
-    Building figures is much of the page's server CPU while it follows a run.
-    """
+    """Panels two a row, each a chart that takes new points in place (``live_chart``); a panel whose
+    metrics got no new values keeps its spec object, so the browser is sent the same chart and redraws
+    nothing."""
     cache = f"live_figures_{part}"
     built, figures = st.session_state.get(cache, {}), {}
     columns = [column for _ in range(0, len(panels), 2) for column in st.columns(2)]
     for column, panel in zip(columns, panels):
         log_y = panel.title in log_scales
         key = (charts.panel_version(frames, [panel]), x_axis, smoothing, log_y, panel.title)
-        figures[key] = built.get(key) or charts.metric_figure(frames, panel, x=x_axis, smoothing=smoothing,
-                                                              log_y=log_y)
-        column.plotly_chart(figures[key], key=f"live_chart_{panel.title}", config={"displaylogo": False})
+        figures[key] = built.get(key) or charts.line_spec(frames, panel, x=x_axis, smoothing=smoothing, log_y=log_y)
+        with column:
+            line_chart(figures[key], key=f"live_chart_{panel.title}")
     st.session_state[cache] = figures
 
 
 def epoch_version(frames: dict, current: list) -> tuple:
-    """What the full-run part shows: the per-epoch panels' values and each run's count of system lines."""
-    return charts.panel_version(frames, PER_EPOCH), tuple(len(ui.system_of(run)) for run in current)
+    """What the full-run part shows: the per-epoch panels' values, each run's count of system lines and the
+    size of its regulator statistics."""
+    return (charts.panel_version(frames, PER_EPOCH), tuple(len(ui.system_of(run)) for run in current),
+            live_regulator.version(current))
 
 
 def system_section(current: list) -> None:
@@ -146,5 +149,5 @@ st.session_state[EPOCH_VERSION] = epoch_version(frames, chosen)
 st.session_state["live_polling"] = False  # the fragment's first run is part of this full run
 live_view()
 chart_rows(frames, PER_EPOCH, "epoch")
-live_regulator.show(chosen, max(refresh_s, live_regulator.REFRESH_S) if any(run.active for run in chosen) else None)
+live_regulator.show(chosen)
 system_section(chosen)
