@@ -25,7 +25,6 @@ from regnet.train.checkpoint import load_checkpoint
 from regnet.train.config import Config, apply_override, dump_config
 from regnet.train.loop import train
 
-torch.set_num_threads(1)
 
 # mnist_cnn (no BatchNorm) on 90 shapes images: 81 train in 5 steps of 20, 9 val; a few seconds a run.
 TINY = ("model.name=mnist_cnn", "data.name=shapes", "data.size=90", "data.workers=0", "train.batch_size=20",

@@ -9,8 +9,6 @@ import torch
 
 from bench_scripts import load_bench
 
-torch.set_num_threads(1)
-
 
 @pytest.fixture(scope="module")
 def gpu_check():

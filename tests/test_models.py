@@ -13,8 +13,6 @@ from regnet.models import (
 )
 from regnet.models.cells import GateConv
 
-torch.set_num_threads(2)
-
 
 def _finite_nonzero_grads(model: nn.Module, x: torch.Tensor, num_classes: int) -> None:
     model.train()

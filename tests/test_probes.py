@@ -16,8 +16,6 @@ from regnet.models import build_model
 from tests.explore_fixtures import tiny_run
 from tests.test_cli import assert_one_sentence, run_cli
 
-torch.set_num_threads(1)
-
 
 def _labelled_features(n: int, informative: bool, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """(n, 12) features of 4 classes: the label is written linearly into 4 columns, or into none."""

@@ -7,7 +7,6 @@ import os
 import signal
 
 import pytest
-import torch
 from scipy import stats
 
 from faults.atomic_writes import killed_child, killing_env
@@ -16,7 +15,6 @@ from regnet.train import cli
 from regnet.train.config import Config
 from regnet.train.study import mean_std, parse_models, plan_study, study_table, welch
 
-torch.set_num_threads(1)
 
 TINY = ["--dataset", "shapes", "--epochs", "1", "--batch-size", "50", "--device", "cpu",
         "--set", "data.size=100", "--set", "data.workers=0", "--set", "train.log_every=1"]

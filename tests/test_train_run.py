@@ -27,7 +27,6 @@ from regnet.train.loop import RunFailed, train
 from regnet.train.runfolder import RunFolder, read_metrics, read_status
 from regnet.train.evaluate import compare_runs, evaluate_run, load_run_model
 
-torch.set_num_threads(1)  # two busy cores: threads only fight each other
 
 REPO = Path(__file__).resolve().parent.parent
 STATUS_KEYS = {"state", "pid", "run_id", "model", "dataset", "epoch", "epochs", "step", "steps_per_epoch",
