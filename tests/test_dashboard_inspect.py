@@ -298,7 +298,7 @@ def test_every_kind_of_upload_gets_a_prediction_and_the_regulator_maps(inspect_r
     at = _open_inspect("shipped/regnet")
     at.radio(key="inspect_source_shipped/regnet").set_value("Upload").run()
     assert any("Upload an image" in i.value for i in at.info)
-    for name, data in _uploads().items():
+    for number, (name, data) in enumerate(_uploads().items()):
         at.file_uploader(key="inspect_upload").set_value((name, data, "application/octet-stream")).run()
         assert not at.exception, (name, [e.value for e in at.exception])
         assert not at.error, (name, [e.value for e in at.error])
@@ -309,6 +309,10 @@ def test_every_kind_of_upload_gets_a_prediction_and_the_regulator_maps(inspect_r
         assert sum(t["type"] == "heatmap" for t in states["data"]) == 9, name
         notes = " ".join(c.value for c in at.caption)
         assert NOTES.get(name, "") in notes, (name, notes)
+        if number == 0:  # an upload's attributions once (the default two); the other kinds need their maps only
+            attributions = json.loads(at.get("plotly_chart")[-1].proto.spec)
+            assert sum(t["type"] == "heatmap" for t in attributions["data"]) == 2
+            at.multiselect(key="inspect_methods").set_value([]).run()
 
 
 @pytest.mark.parametrize("data, words", [
