@@ -153,3 +153,4 @@ def test_a_signal_to_the_whole_process_group_stops_cleanly_with_loader_workers(t
     status = read_status(run_dir)
     assert status["state"] == "stopped" and status["error"] is None, status
     assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] == status["step"]
+    assert signal.Signals(sig).name in (run_dir / "train.log").read_text()  # the log says why it stopped

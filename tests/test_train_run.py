@@ -297,6 +297,9 @@ def test_a_stopped_run_logs_its_final_step_and_its_epoch_agrees_with_the_log(tmp
     assert load_checkpoint(path / "checkpoints" / "last.pt")["step"] == steps[-1]["step"]
 
 
+# Slow: a real `python -m regnet train` stopped by SIGTERM; by default test_crash's process-group test stops
+# a forked CLI with SIGTERM and SIGINT, and test_train_ddp starts `-m regnet train` processes.
+@pytest.mark.slow
 def test_sigterm_stops_a_subprocess_with_exit_code_0(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # regnet is installed (pip install -e .): no path tricks
     process = subprocess.Popen(
