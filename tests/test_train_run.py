@@ -211,10 +211,26 @@ def _stop_after(monkeypatch, calls_until_stop: int) -> None:
     monkeypatch.setattr(RunFolder, "stop_requested", stop_requested)
 
 
-@pytest.mark.parametrize("calls_until_stop, where", [(10, "mid-epoch"), (18, "epoch end")])
-def test_resume_equals_the_uninterrupted_run(trained_run, tmp_path, monkeypatch, calls_until_stop, where):
-    _stop_after(monkeypatch, calls_until_stop)
-    stopped = train(tiny_config(tmp_path, "stopped"), progress=False)
+@pytest.fixture(scope="module")
+def stopped_after_epoch_1(tmp_path_factory) -> Path:
+    """The tiny run stopped by its STOP check after epoch 1's validation; tests resume copies of it."""
+    with pytest.MonkeyPatch.context() as patch:
+        _stop_after(patch, 18)
+        return train(tiny_config(tmp_path_factory.mktemp("stopped"), "stopped"), progress=False)
+
+
+def copy_of(run_dir: Path, tmp_path: Path) -> Path:
+    shutil.copytree(run_dir, tmp_path / run_dir.name)
+    return tmp_path / run_dir.name
+
+
+@pytest.mark.parametrize("where", ["mid-epoch", "epoch end"])
+def test_resume_equals_the_uninterrupted_run(trained_run, stopped_after_epoch_1, tmp_path, monkeypatch, where):
+    if where == "mid-epoch":
+        _stop_after(monkeypatch, 10)
+        stopped = train(tiny_config(tmp_path, "stopped"), progress=False)
+    else:
+        stopped = copy_of(stopped_after_epoch_1, tmp_path)
     status = read_status(stopped)
     assert status["state"] == "stopped"
     checkpoint = load_checkpoint(stopped / "checkpoints" / "last.pt")
@@ -236,10 +252,9 @@ def test_resume_equals_the_uninterrupted_run(trained_run, tmp_path, monkeypatch,
 
 
 @pytest.mark.parametrize("damage", ["{\"state\": \"stopp", "[1, 2]"])
-def test_resume_rebuilds_a_damaged_status_from_last_pt_and_the_metrics(trained_run, tmp_path, monkeypatch, damage):
-    _stop_after(monkeypatch, 18)  # after epoch 1
-    stopped = train(tiny_config(tmp_path, "stopped"), progress=False)
-    monkeypatch.undo()
+def test_resume_rebuilds_a_damaged_status_from_last_pt_and_the_metrics(trained_run, stopped_after_epoch_1, tmp_path,
+                                                                      damage):
+    stopped = copy_of(stopped_after_epoch_1, tmp_path)
     (stopped / "status.json").write_text(damage)
     resumed = train(resume=stopped, progress=False)
     status = read_status(resumed)
