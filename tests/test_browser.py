@@ -367,7 +367,8 @@ def follow_and_stop(page, server: Server, cli: subprocess.Popen) -> None:
     phase("data")
 
 
-@pytest.mark.slow  # the upload path in this browser: the long, thin upload below; upload to maps: test_dashboard_inspect
+# Slow: the upload path in this browser is the long, thin upload's below; an upload's maps, test_dashboard_inspect's.
+@pytest.mark.slow
 def test_an_uploaded_png_gets_a_prediction_and_the_regulator_maps(page, server):
     image = server.tmp / "upload.png"
     Image.new("RGB", (96, 64), (40, 160, 90)).save(image)

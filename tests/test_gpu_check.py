@@ -18,7 +18,8 @@ def gpu_check():
 def test_the_smoke_run_measures_trains_into_a_run_folder_and_packs_it(gpu_check, tmp_path, monkeypatch):
     # The phases as they are, on a model that is fast here, 96 images (3 training steps) and one timed step.
     monkeypatch.setattr(gpu_check, "MODELS", ("mnist_cnn",))
-    monkeypatch.setattr(gpu_check, "data_overrides", lambda args, workdir: (["data.name=shapes", "data.size=96"], "shapes"))
+    monkeypatch.setattr(gpu_check, "data_overrides",
+                        lambda args, workdir: (["data.name=shapes", "data.size=96"], "shapes (96 images)"))
     monkeypatch.setenv("OUT", str(tmp_path))
     result = gpu_check.main(["--smoke", "--compile-backend", "eager", "--steps", "1", "--warmup", "1"])
     assert [(r["model"], r["compiled"]) for r in result["speed"]] == [("mnist_cnn", False), ("mnist_cnn", True)]
