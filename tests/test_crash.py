@@ -5,7 +5,7 @@ is written, before the rename: the state left between any two writes, plus a sta
 N the killed folder must resume to exactly what an uninterrupted run produces: state finished, best.pt
 the epoch status.json names, one validation line per epoch, no temp files, and the same final weights.
 Forking from this process (torch already imported) makes a kill cost the training up to it, well under a
-second, instead of a new interpreter's start-up; the process-group test alone needs a real CLI process.
+second, instead of a new interpreter's start-up; the process-group test forks too, into a session of its own.
 """
 from __future__ import annotations
 
@@ -24,7 +24,6 @@ from regnet.train import cli
 from regnet.train.checkpoint import load_checkpoint
 from regnet.train.config import Config, apply_override, dump_config
 from regnet.train.loop import train
-
 
 # mnist_cnn (no BatchNorm) on 90 shapes images: 81 train in 5 steps of 20, 9 val; a few seconds a run.
 TINY = ("model.name=mnist_cnn", "data.name=shapes", "data.size=90", "data.workers=0", "train.batch_size=20",
