@@ -9,7 +9,6 @@ from regnet.train import cli
 from regnet.train.grid import split_values
 from regnet.train.runfolder import read_status
 
-torch.set_num_threads(1)
 
 TINY = ["--set", "data.size=200", "--set", "data.workers=0", "--batch-size", "30"]
 
@@ -142,7 +141,6 @@ def test_grid_checks_every_combination_before_running(tmp_path, capsys):
 def test_grid_values_split_outside_brackets():
     assert split_values("0.1,0.05") == ["0.1", "0.05"]
     assert split_values("[0.5, 0.75],[0.3,0.6]") == ["[0.5, 0.75]", "[0.3,0.6]"]
-
 
 
 def test_data_size_cuts_every_data_set_not_only_shapes(tmp_path, capsys):

@@ -1,30 +1,29 @@
 """Crash consistency: SIGKILL the trainer at every atomic write of a 3-epoch run in turn, resume, compare.
 
-A child process with tests/faults/ on its PYTHONPATH kills itself at its N-th atomic write when
-REGNET_KILL_AT_WRITE=N (after the temp file is written, before the rename: the state left between any two writes, plus a stale temp
-file). For every N the killed folder must resume to exactly what an uninterrupted run produces: state
-finished, best.pt the epoch status.json names, one validation line per epoch, no temp files, and the
-same final weights.
+A forked child runs the CLI and kills itself at its N-th atomic write (tests/faults/: after the temp file
+is written, before the rename: the state left between any two writes, plus a stale temp file). For every
+N the killed folder must resume to exactly what an uninterrupted run produces: state finished, best.pt
+the epoch status.json names, one validation line per epoch, no temp files, and the same final weights.
+Forking from this process (torch already imported) makes a kill cost the training up to it, well under a
+second, instead of a new interpreter's start-up; the process-group test forks too, into a session of its own.
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from faults.atomic_writes import counted_writes, killing_env
+from faults.atomic_writes import counted_writes, killed_child
 from regnet.runs import read_metrics, read_status, reported_state
+from regnet.train import cli
 from regnet.train.checkpoint import load_checkpoint
 from regnet.train.config import Config, apply_override, dump_config
 from regnet.train.loop import train
-
-torch.set_num_threads(1)
 
 # mnist_cnn (no BatchNorm) on 90 shapes images: 81 train in 5 steps of 20, 9 val; a few seconds a run.
 TINY = ("model.name=mnist_cnn", "data.name=shapes", "data.size=90", "data.workers=0", "train.batch_size=20",
@@ -39,11 +38,9 @@ def tiny_config(runs_root: Path, run_id: str, *overrides: str) -> Config:
     return config
 
 
-def killed_at(write: int, config_file: Path) -> int:
-    """Run the CLI in a subprocess that SIGKILLs itself at atomic write number ``write``; its return code."""
-    env = {**killing_env(write), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "regnet", "train", "--config", str(config_file)], env=env,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300).returncode
+def killed_at(write: int, config_file: Path) -> int | None:
+    """Run ``regnet train --config`` in a child that SIGKILLs itself at atomic write number ``write``; its exit code."""
+    return killed_child(write, cli.main, ["train", "--config", str(config_file)])
 
 
 def weights(path: Path) -> dict:
@@ -78,7 +75,6 @@ def reference(tmp_path_factory) -> tuple[Path, int]:
     return run_dir, writes[0]
 
 
-@pytest.mark.slow
 def test_a_kill_at_every_write_resumes_to_the_uninterrupted_run(reference, tmp_path):
     reference_dir, kill_points = reference
     assert kill_points >= 14  # config, status, and per epoch a step status, last.pt, best.pt, status; the end
@@ -103,7 +99,6 @@ def test_a_kill_at_every_write_resumes_to_the_uninterrupted_run(reference, tmp_p
         assert_consistent(run_dir, reference_dir)
 
 
-@pytest.mark.slow
 def test_a_kill_after_a_timed_mid_epoch_checkpoint_loses_only_the_steps_after_it(reference, tmp_path):
     """checkpoint_every_s=0 saves last.pt after every step that does not end an epoch.
 
@@ -122,7 +117,13 @@ def test_a_kill_after_a_timed_mid_epoch_checkpoint_loses_only_the_steps_after_it
     assert_consistent(run_dir, reference_dir)
 
 
-@pytest.mark.slow
+def _train_in_a_new_session(config_file: Path) -> None:
+    """The forked child: a terminal's foreground job of its own (its process group), running the CLI."""
+    os.setsid()
+    torch.set_num_threads(1)
+    cli.main(["train", "--config", str(config_file)])
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_to_the_whole_process_group_stops_cleanly_with_loader_workers(tmp_path, sig):
     """Ctrl-C in a terminal (or kill -- -PGID) reaches the DataLoader workers too; they leave it to the trainer."""
@@ -130,12 +131,11 @@ def test_a_signal_to_the_whole_process_group_stops_cleanly_with_loader_workers(t
     config = tiny_config(tmp_path, "group", "data.workers=2", "data.size=2000", "train.epochs=20", "train.log_every=1")
     config_file = tmp_path / "group.yaml"
     config_file.write_text(dump_config(config))
-    process = subprocess.Popen([sys.executable, "-m", "regnet", "train", "--config", str(config_file)],
-                               env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    process = multiprocessing.get_context("fork").Process(target=_train_in_a_new_session, args=(config_file,))
+    process.start()
     run_dir = tmp_path / "group"
     try:
-        while process.poll() is None:  # until the workers have served a few steps
+        while process.is_alive():  # until the workers have served a few steps
             try:
                 if read_status(run_dir).get("step", 0) >= 3:
                     break
@@ -143,12 +143,13 @@ def test_a_signal_to_the_whole_process_group_stops_cleanly_with_loader_workers(t
                 pass
             time.sleep(0.05)
         os.killpg(process.pid, sig)
-        out, err = process.communicate(timeout=120)
+        process.join(timeout=120)
     finally:
-        if process.poll() is None:
+        if process.is_alive():
             os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    assert process.returncode == 0, err
+            process.join()
+    assert process.exitcode == 0
     status = read_status(run_dir)
     assert status["state"] == "stopped" and status["error"] is None, status
     assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] == status["step"]
+    assert signal.Signals(sig).name in (run_dir / "train.log").read_text()  # the log says why it stopped

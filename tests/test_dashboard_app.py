@@ -312,7 +312,6 @@ def engine_has_train_command() -> bool:
     return "train" in build_parser()._subparsers._group_actions[0].choices
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(not engine_has_train_command(), reason="the training engine (python -m regnet train) is not there yet")
 def test_new_run_form_launches_a_run_and_stop_stops_it(runs_root):
     at = open_page("views/new_run.py")

@@ -125,7 +125,6 @@ def _listening_addresses(port: int) -> set[str]:
     return found
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads the kernel's socket table")
 def test_streamlit_run_from_another_folder_serves_localhost_only(tmp_path):
     port = _free_port()

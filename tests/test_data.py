@@ -27,15 +27,6 @@ from regnet.data import (
 from regnet.data.info import DatasetInfo
 
 
-@pytest.fixture(autouse=True)
-def data_one_thread():
-    """Other test suites share the two cores; one thread keeps these tests fast and predictable."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 # ---- fixture writers: the real formats, tiny ---------------------------------------------------
 
 def _write_idx(path: Path, array: np.ndarray) -> None:

@@ -16,7 +16,7 @@ from regnet.data.device import (Augmenter, DeviceBatches, crop_boxes, decode_spl
 from regnet.data.info import DatasetInfo
 from regnet.train.distributed import SeededShardSampler
 
-from test_data import _write_cifar10, _write_mnist, _write_tiny, data_no_cifar_md5, data_one_thread  # noqa: F401
+from test_data import _write_cifar10, _write_mnist, _write_tiny, data_no_cifar_md5  # noqa: F401
 
 
 def standard_batch(split, indices) -> torch.Tensor:

@@ -22,8 +22,6 @@ from regnet.train.checkpoint import save_checkpoint
 from regnet.train.config import Config, config_to_dict, save_config
 from regnet.train.evaluate import load_run_config
 
-from test_data import data_one_thread  # noqa: F401  (the same autouse one-thread fixture)
-
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("cat", "dog", "fox")
 PER_CLASS = 3

@@ -11,8 +11,6 @@ from regnet.models import build_model, list_models, model_info, summary
 from regnet.models.detection import default_box_rule, foreground_boxes, whole_image_boxes
 from regnet.train import Config, evaluate_run, train
 
-torch.set_num_threads(1)
-
 
 @pytest.fixture
 def model():

@@ -7,8 +7,6 @@ from torch import nn
 
 from regnet.models import build_model, folded_for_inference, regulated_blocks, regulator_ablated
 
-torch.set_num_threads(1)
-
 
 def _trained_looking(model: nn.Module) -> nn.Module:
     """Random running statistics and affine parameters, so a fold that ignored any of them would show."""

@@ -9,19 +9,19 @@ import torch
 
 from bench_scripts import load_bench
 
-torch.set_num_threads(1)
-
 
 @pytest.fixture(scope="module")
 def gpu_check():
     return load_bench("gpu_check")
 
 
-@pytest.mark.slow
 def test_the_smoke_run_measures_trains_into_a_run_folder_and_packs_it(gpu_check, tmp_path, monkeypatch):
-    monkeypatch.setattr(gpu_check, "MODELS", ("mnist_cnn",))  # the phases as they are, on a model that is fast here
+    # The phases as they are, on a model that is fast here, 96 images (3 training steps) and one timed step.
+    monkeypatch.setattr(gpu_check, "MODELS", ("mnist_cnn",))
+    monkeypatch.setattr(gpu_check, "data_overrides",
+                        lambda args, workdir: (["data.name=shapes", "data.size=96"], "shapes (96 images)"))
     monkeypatch.setenv("OUT", str(tmp_path))
-    result = gpu_check.main(["--smoke", "--compile-backend", "eager"])
+    result = gpu_check.main(["--smoke", "--compile-backend", "eager", "--steps", "1", "--warmup", "1"])
     assert [(r["model"], r["compiled"]) for r in result["speed"]] == [("mnist_cnn", False), ("mnist_cnn", True)]
     assert all(r["train_img_s"] > 0 and r["eval_img_s"] > 0 for r in result["speed"])
     (run,) = result["train"]["runs"]

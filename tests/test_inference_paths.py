@@ -12,8 +12,6 @@ import torch
 from regnet.models import build_model, record, regulated_blocks, regulator_ablated
 from regnet.models.parallel import map_batches
 
-torch.set_num_threads(2)
-
 
 def _cell_calls(model) -> list:
     calls = []

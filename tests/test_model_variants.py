@@ -8,7 +8,6 @@ import torch
 import regnet
 from regnet.models import build_model, count_params
 
-torch.set_num_threads(1)
 
 WIDTHS = (16, 32, 64)
 PAPER = 308_698  # regnet20 with the paper's defaults

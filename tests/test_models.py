@@ -1,7 +1,4 @@
 """The paper's networks: shapes, parameter counts, the regulator's state flow, recording and taps."""
-import subprocess
-import sys
-
 import pytest
 import torch
 from torch import nn
@@ -12,8 +9,7 @@ from regnet.models import (
     natural_input_size, summary,
 )
 from regnet.models.cells import GateConv
-
-torch.set_num_threads(2)
+from test_cli import run_cli
 
 
 def _finite_nonzero_grads(model: nn.Module, x: torch.Tensor, num_classes: int) -> None:
@@ -233,9 +229,10 @@ def test_registry_errors_are_one_clear_sentence():
     assert build_model("regnet20", in_channels=1)(torch.randn(2, 1, 32, 32)).shape == (2, 10)
 
 
-def test_models_command_prints_the_table():
-    out = subprocess.run([sys.executable, "-m", "regnet", "models"], capture_output=True, text=True, check=True)
-    table, options = out.stdout.split("\n\n")
+def test_models_command_prints_the_table(capsys):
+    code, out, _ = run_cli(["models"], capsys)  # in this process: `python -m regnet` has its own tests
+    assert code == 0
+    table, options = out.split("\n\n")
     lines = {line.split()[0]: line for line in table.splitlines()[1:]}
     assert set(lines) == set(list_models())
     assert "269,722" in lines["resnet20"]

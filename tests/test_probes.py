@@ -10,12 +10,11 @@ import torch
 from regnet.data import load_splits
 from regnet.data.device import evaluation_batches
 from regnet.inspect.pooling import numbered_blocks, pooled_pass
+from regnet.inspect import probes
 from regnet.inspect.probes import choose_and_fit, final_head_top1, probe_taps
 from regnet.models import build_model
 from tests.explore_fixtures import tiny_run
 from tests.test_cli import assert_one_sentence, run_cli
-
-torch.set_num_threads(1)
 
 
 def _labelled_features(n: int, informative: bool, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,7 +75,9 @@ def test_the_last_blocks_pooled_output_through_the_final_head_is_the_models_pred
     assert final_head_top1(model, result["features"]["block-6"], result["labels"]) is None  # 32 channels, not 64
 
 
-def test_readout_command_writes_the_table_and_caches_the_features(tmp_path, capsys):
+def test_readout_command_writes_the_table_and_caches_the_features(tmp_path, capsys, monkeypatch):
+    # The command's table and cache, not the fit's convergence (the tests above): 20 L-BFGS iterations, not 200.
+    monkeypatch.setattr(probes, "MAX_ITERATIONS", 20)
     run = tiny_run(tmp_path)
     out_json = tmp_path / "probes.json"
     code, out, err = run_cli(["readout", str(run), "--json", str(out_json)], capsys)

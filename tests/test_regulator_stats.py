@@ -15,8 +15,6 @@ from regnet.train.evaluate import load_run_model
 from regnet.train.snapshots import snapshot_due
 from test_train_run import tiny_config
 
-torch.set_num_threads(1)
-
 
 def regnet_config(runs_root, run_id, *overrides: str) -> Config:
     """regnet20 on 120 shapes images (110 train, 10 val), batch 54: 3 steps an epoch, 2 epochs, a snapshot

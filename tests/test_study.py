@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
+import signal
 
 import pytest
-import torch
 from scipy import stats
 
-from faults.atomic_writes import killing_env
+from faults.atomic_writes import killed_child, killing_env
 from regnet.runs import STUDY, read_status, scan_runs
 from regnet.train import cli
 from regnet.train.config import Config
 from regnet.train.study import mean_std, parse_models, plan_study, study_table, welch
 
-torch.set_num_threads(1)
 
 TINY = ["--dataset", "shapes", "--epochs", "1", "--batch-size", "50", "--device", "cpu",
         "--set", "data.size=100", "--set", "data.workers=0", "--set", "train.log_every=1"]
@@ -89,10 +86,13 @@ def test_a_killed_study_continues_and_tabulates_every_member(tmp_path, capsys):
     args = ["study", "--models", "resnet20,regnet20:memory=reset", "--seeds", "1", "--name", "tiny",
             "--runs-root", str(tmp_path), *TINY]
     # One member at a time: the first member dies at its third atomic write (mid-run), then the study
-    # itself at its third (the second member's config): what a kill -9 of the whole study leaves.
-    env = {**killing_env(3), "OMP_NUM_THREADS": "1"}
-    killed = subprocess.run([sys.executable, "-m", "regnet", *args], env=env, capture_output=True, text=True)
-    assert killed.returncode != 0
+    # itself (a fork of this process, spared an interpreter's start-up) at its third (the second member's
+    # config): what a kill -9 of the whole study leaves.
+    def study_whose_members_die_at_their_third_write():
+        os.environ.update({**killing_env(3), "OMP_NUM_THREADS": "1"})
+        cli.main(args)
+
+    assert killed_child(3, study_whose_members_die_at_their_third_write) == -signal.SIGKILL
     folder = tmp_path / "tiny"
     first = folder / "tiny-resnet20-seed0"
     assert read_status(first)["state"] == "running" and not (folder / "tiny-regnet20-memory_reset-seed0").exists()

@@ -16,7 +16,6 @@ from regnet.train import Config, train
 from tests.test_cli import assert_one_sentence, run_cli
 from tests.test_data import WNIDS, _save, _write_folder_tree, _write_tiny
 
-torch.set_num_threads(1)
 CLASSES = ("cat", "dog", "fox")
 
 

@@ -26,7 +26,6 @@ SETTINGS = ["train.device=cpu", "model.name=mnist_cnn", "data.size=400", "data.w
 
 
 def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
-    torch.set_num_threads(1)
     config = Config()
     for override in [*SETTINGS, f"run.runs_root={tmp_path}", "run.run_id=single"]:
         apply_override(config, override)

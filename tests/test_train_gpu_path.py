@@ -19,8 +19,6 @@ from regnet.train.evaluate import evaluate_run, load_run_model
 
 from test_train_run import fast_config, tiny_config
 
-torch.set_num_threads(1)
-
 
 def last_epoch(run_dir) -> dict:
     return [r for r in read_metrics(run_dir) if r["kind"] == "epoch"][-1]

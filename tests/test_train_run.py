@@ -27,7 +27,6 @@ from regnet.train.loop import RunFailed, train
 from regnet.train.runfolder import RunFolder, read_metrics, read_status
 from regnet.train.evaluate import compare_runs, evaluate_run, load_run_model
 
-torch.set_num_threads(1)  # two busy cores: threads only fight each other
 
 REPO = Path(__file__).resolve().parent.parent
 STATUS_KEYS = {"state", "pid", "run_id", "model", "dataset", "epoch", "epochs", "step", "steps_per_epoch",
@@ -212,10 +211,26 @@ def _stop_after(monkeypatch, calls_until_stop: int) -> None:
     monkeypatch.setattr(RunFolder, "stop_requested", stop_requested)
 
 
-@pytest.mark.parametrize("calls_until_stop, where", [(10, "mid-epoch"), (18, "epoch end")])
-def test_resume_equals_the_uninterrupted_run(trained_run, tmp_path, monkeypatch, calls_until_stop, where):
-    _stop_after(monkeypatch, calls_until_stop)
-    stopped = train(tiny_config(tmp_path, "stopped"), progress=False)
+@pytest.fixture(scope="module")
+def stopped_after_epoch_1(tmp_path_factory) -> Path:
+    """The tiny run stopped by its STOP check after epoch 1's validation; tests resume copies of it."""
+    with pytest.MonkeyPatch.context() as patch:
+        _stop_after(patch, 18)
+        return train(tiny_config(tmp_path_factory.mktemp("stopped"), "stopped"), progress=False)
+
+
+def copy_of(run_dir: Path, tmp_path: Path) -> Path:
+    shutil.copytree(run_dir, tmp_path / run_dir.name)
+    return tmp_path / run_dir.name
+
+
+@pytest.mark.parametrize("where", ["mid-epoch", "epoch end"])
+def test_resume_equals_the_uninterrupted_run(trained_run, stopped_after_epoch_1, tmp_path, monkeypatch, where):
+    if where == "mid-epoch":
+        _stop_after(monkeypatch, 10)
+        stopped = train(tiny_config(tmp_path, "stopped"), progress=False)
+    else:
+        stopped = copy_of(stopped_after_epoch_1, tmp_path)
     status = read_status(stopped)
     assert status["state"] == "stopped"
     checkpoint = load_checkpoint(stopped / "checkpoints" / "last.pt")
@@ -237,10 +252,9 @@ def test_resume_equals_the_uninterrupted_run(trained_run, tmp_path, monkeypatch,
 
 
 @pytest.mark.parametrize("damage", ["{\"state\": \"stopp", "[1, 2]"])
-def test_resume_rebuilds_a_damaged_status_from_last_pt_and_the_metrics(trained_run, tmp_path, monkeypatch, damage):
-    _stop_after(monkeypatch, 18)  # after epoch 1
-    stopped = train(tiny_config(tmp_path, "stopped"), progress=False)
-    monkeypatch.undo()
+def test_resume_rebuilds_a_damaged_status_from_last_pt_and_the_metrics(trained_run, stopped_after_epoch_1, tmp_path,
+                                                                      damage):
+    stopped = copy_of(stopped_after_epoch_1, tmp_path)
     (stopped / "status.json").write_text(damage)
     resumed = train(resume=stopped, progress=False)
     status = read_status(resumed)
@@ -298,6 +312,9 @@ def test_a_stopped_run_logs_its_final_step_and_its_epoch_agrees_with_the_log(tmp
     assert load_checkpoint(path / "checkpoints" / "last.pt")["step"] == steps[-1]["step"]
 
 
+# Slow: a real `python -m regnet train` stopped by SIGTERM; by default test_crash's process-group test stops
+# a forked CLI with SIGTERM and SIGINT, and test_train_ddp starts `-m regnet train` processes.
+@pytest.mark.slow
 def test_sigterm_stops_a_subprocess_with_exit_code_0(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # regnet is installed (pip install -e .): no path tricks
     process = subprocess.Popen(
@@ -423,10 +440,12 @@ def test_compare_lists_runs_with_params_and_metrics(trained_run, capsys):
 
 
 def test_early_stopping_with_amp_channels_last_clipping_and_smoothing(tmp_path):
-    """An LR too small to change anything: val_top1 never improves, so patience 1 stops after epoch 2 of 4."""
-    config = fast_config(tmp_path, "early", "train.epochs=4", "train.early_stop_patience=1", "optim.name=sgd",
-                         "optim.lr=1e-12", "train.amp=true", "train.channels_last=true", "train.grad_clip=1.0",
-                         "train.label_smoothing=0.1")
+    """An LR too small to change anything: val_top1 never improves, so patience 1 stops after epoch 2 of 4.
+
+    60 images (2 steps an epoch): bfloat16 autocast is slow on a CPU, and the options need a step each only."""
+    config = fast_config(tmp_path, "early", "data.size=60", "train.epochs=4", "train.early_stop_patience=1",
+                         "optim.name=sgd", "optim.lr=1e-12", "train.amp=true", "train.channels_last=true",
+                         "train.grad_clip=1.0", "train.label_smoothing=0.1")
     path = train(config, progress=False)
     status = read_status(path)
     assert (status["state"], status["epoch"], status["best_epoch"]) == ("finished", 2, 1)

@@ -1,6 +1,7 @@
 """Count, or die at, the run-folder contract's atomic writes: each ends in one ``os.replace`` of its temp file."""
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 from contextlib import contextmanager
@@ -46,6 +47,31 @@ def counted_writes() -> Iterator[list[int]]:
         yield seen
     finally:
         undo()
+
+
+def _run_dying_at(n: int, target: Callable[..., object], args: tuple) -> None:
+    import torch  # the child of a process that may have used threads: one thread, as DataLoader workers do
+
+    torch.set_num_threads(1)
+    kill_at_write(n)
+    target(*args)
+
+
+def killed_child(n: int, target: Callable[..., object], *args, timeout: float = 300) -> int | None:
+    """Run ``target(*args)`` in a forked child that SIGKILLs itself at its ``n``-th atomic write; its exit code.
+
+    A fork, not a new interpreter: the child starts with this process's imports (torch and the engine), so a
+    kill costs the steps up to the write instead of seconds of start-up. ``-SIGKILL`` when the write was
+    reached; ``None`` if the child was still running after ``timeout`` seconds (it is then killed).
+    """
+    child = multiprocessing.get_context("fork").Process(target=_run_dying_at, args=(n, target, args))
+    child.start()
+    child.join(timeout)
+    if child.exitcode is None:
+        child.kill()
+        child.join()
+        return None
+    return child.exitcode
 
 
 def killing_env(n: int) -> dict[str, str]:
