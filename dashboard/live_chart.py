@@ -22,11 +22,13 @@ def _asset(name: str) -> str:
 # Inline code for the component: uPlot's global first, then the module that draws with it. A CSS or JS
 # string without a line break would be taken for a file path, hence the line breaks between the parts.
 _CHART = st.components.v2.component(
-    "regnet_line_chart", html='<div class="regnet-chart"></div>',
+    "regnet_line_charts", html='<div class="regnet-charts"></div>',
     css=_asset("uPlot.min.css") + "\n" + _asset("live_chart.css"),
     js=_asset("uPlot.iife.min.js") + "\n;\n" + _asset("live_chart.js"), isolate_styles=False)
 
 
-def line_chart(spec: dict, key: str) -> None:
-    """Draw ``spec`` (``charts.line_spec``) in the current container, in the chart kept under ``key``."""
-    _CHART(data=spec, key=key)
+def line_charts(specs: list[dict], key: str) -> None:
+    """Draw ``specs`` (``charts.line_spec`` each, with a ``version`` that changes with its points), two a
+    row, in the charts kept under ``key``: one element for all of them, so that a check costs the browser
+    one element's update, not one a chart."""
+    _CHART(data={"panels": specs}, key=key)

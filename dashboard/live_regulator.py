@@ -117,18 +117,18 @@ def probe_running(run: RunInfo, rows: Sequence[dict]) -> dict | None:
     return None
 
 
-def probe_notes(runs: list[RunInfo], stats: dict[str, list[dict]]) -> bool:
-    """One line per run whose probe is running, so a strip that lags its epoch's accuracy says why; whether
-    there was any."""
-    shown = False
+def probe_notes(runs: list[RunInfo]) -> None:
+    """One line per run whose probe is running, so a strip that lags its epoch's accuracy says why.
+
+    Shown with the run's progress (Live's checked part), as the probe starts right after an epoch line.
+    """
     for run in runs:
-        line = probe_running(run, stats.get(run.key, []))
+        regulated = run.active and not run.refused and (run.model or "").startswith("regnet")
+        line = probe_running(run, read_regulator(run.path)) if regulated else None
         if line is not None:
             since = time.strftime("%H:%M:%S", time.localtime(float(line.get("time") or time.time())))
-            st.info(f"`{run.key}`: probing the regulator after epoch {line['epoch']} (since {since}); "
-                    f"its gates and reliance appear here when the probe finishes.", icon=":material/hourglass_top:")
-            shown = True
-    return shown
+            st.info(f"`{run.key}`: probing the regulator after epoch {line['epoch']} (since {since}); its gates "
+                    f"and reliance appear under *Regulator* when the probe finishes.", icon=":material/hourglass_top:")
 
 
 def version(runs: list[RunInfo]) -> tuple:
@@ -143,13 +143,13 @@ def version(runs: list[RunInfo]) -> tuple:
 
 
 def show(runs: list[RunInfo]) -> None:
-    """The section for the followed ``runs``: the probe's note while it runs, then the figures."""
+    """The section for the followed ``runs``: the figures of the chosen run (the notes of running probes
+    are with the runs' progress, ``probe_notes``)."""
     stats = {run.key: read_regulator(run.path) for run in runs if not run.refused}
     with_stats = [(run, stats[run.key]) for run in runs if stats.get(run.key)]
     st.subheader("Regulator")
-    probing = probe_notes(runs, stats)
     if not with_stats:
-        if probing:
+        if any(probe_running(run, []) for run in runs):
             return
         regulated = any((run.model or "").startswith("regnet") for run in runs)
         st.caption("The regulator's gates and states appear here after the first epoch of a RegNet run."

@@ -59,16 +59,16 @@ def checkpoints_root() -> Path:
 def live_refresh_s() -> float:
     """Seconds between checks for new run output (env override for tests and slow machines).
 
-    3 s by default: a new line shows about 2 s after it is written (median; W&B users see points within
-    seconds). Each check re-runs only the Live page's fragment, and each costs the browser about 0.1 CPU-s
-    whatever it finds (Streamlit re-renders the page's tree at every run); at 3 s the page stays within
-    0.06 CPU-s per second of watching, server and browser together (bench/dashboard_overhead.py). The Live
-    page offers 1, 2, 5, 10 and 30 s too.
+    4 s by default: a new line shows about 2 s after it is written (median; W&B users see points within
+    seconds). Each check re-runs only the Live page's fragment, and costs the server and the browser about
+    0.1-0.2 CPU-s whatever it finds (a Streamlit run re-renders the page's tree; a trivial fragment alone
+    costs about half of that), so the check interval sets the page's cost: at 4 s it is about 0.06 CPU-s per
+    second of watching (bench/dashboard_overhead.py). The Live page offers 1, 2, 5, 10 and 30 s too.
     """
     try:
-        return max(0.5, float(os.environ.get(LIVE_REFRESH_ENV, "3")))
+        return max(0.5, float(os.environ.get(LIVE_REFRESH_ENV, "4")))
     except ValueError:
-        return 3.0
+        return 4.0
 
 
 def is_local_client(ip: str | None) -> bool:

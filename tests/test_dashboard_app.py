@@ -34,9 +34,9 @@ def texts(elements) -> str:
 
 def line_charts(at: AppTest) -> dict[str, dict]:
     """The Live page's line charts (dashboard/live_chart.py) as the browser gets them (JSON), by title."""
-    specs = [json.loads(element.proto.json) for element in at.get("bidi_component")
-             if element.proto.component_name.endswith("regnet_line_chart")]
-    return {spec["title"]: spec for spec in specs}
+    [grid] = [json.loads(element.proto.json) for element in at.get("bidi_component")
+              if element.proto.component_name.endswith("regnet_line_charts")]
+    return {spec["title"]: spec for spec in grid["panels"]}
 
 
 def line_points(at: AppTest) -> list[int]:
@@ -133,9 +133,10 @@ def test_live_page_reuses_its_figures_until_new_metric_lines_arrive(fixture_root
     at = open_page("views/live.py", selected=["r3-regnet20-shapes-live"])
 
     def figures() -> dict:
-        return {**at.session_state["live_figures_step"], **at.session_state["live_figures_epoch"]}
+        return at.session_state["live_specs"]
 
     first = figures()
+    first_versions = {title: spec["version"] for title, spec in line_charts(at).items()}
     at.run()
     assert figures() == first  # nothing new: the same figure objects
     assert all(a is b for a, b in zip(first.values(), figures().values()))
@@ -146,7 +147,10 @@ def test_live_page_reuses_its_figures_until_new_metric_lines_arrive(fixture_root
     rebuilt = sorted(key[-1] for key in set(figures()) - set(first))  # titles of the panels rebuilt
     # A step line moves train loss and LR; the epoch panels (images/s as epoch averages) keep their figures.
     assert rebuilt == ["Learning rate", "Loss"]
-    raw = {curve["label"]: curve for curve in line_charts(at)["Loss"]["series"]}["train loss (raw)"]
+    shown = line_charts(at)
+    assert shown["Top-1 accuracy"]["version"] == first_versions["Top-1 accuracy"]  # the browser redraws nothing
+    assert shown["Loss"]["version"] != first_versions["Loss"]
+    raw = {curve["label"]: curve for curve in shown["Loss"]["series"]}["train loss (raw)"]
     assert (raw["x"][-1], raw["y"][-1]) == (5, 1.0)  # the new step's loss, sent to the browser
 
 
@@ -159,7 +163,7 @@ def test_live_polls_a_cheap_signature_that_changes_only_when_a_run_writes_or_sto
     from regnet.dashboard import ui
 
     at = open_page("views/live.py", selected=["r3-regnet20-shapes-live"])
-    assert at.selectbox(key="live_refresh").value == 3.0  # the default check interval
+    assert at.selectbox(key="live_refresh").value == 4.0  # the default check interval
     by_key = {run.key: run for run in ui.all_runs()}
     runs = [by_key["r3-regnet20-shapes-live"], by_key["r1-resnet20-shapes"]]
     seen = ui.change_signature(runs)

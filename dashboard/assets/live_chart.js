@@ -1,6 +1,7 @@
-// The Live page's line chart (dashboard/live_chart.py): one uPlot chart a panel, kept across checks.
-// Python sends the panel's whole spec at each check (dashboard/charts.py, line_spec); when only the points
-// changed the chart takes them with setData, otherwise (settings, runs or series changed) it is built anew.
+// The Live page's line charts (dashboard/live_chart.py): one uPlot chart a panel, two a row, kept across
+// checks. Python sends every panel's spec at each check (dashboard/charts.py, line_spec) in one element;
+// a panel whose points changed takes them with setData, one whose settings, runs or series changed is
+// built anew, and one sent as it was is left alone.
 // `uPlot` is the library's global, defined by uPlot.iife.min.js, which live_chart.py puts before this file.
 
 const DASH = [6, 4];
@@ -69,11 +70,14 @@ function hideRawFromLegend(chart, spec) {
 }
 
 function draw(root, spec) {
-  const shape = JSON.stringify({ ...spec, series: spec.series.map(({ x, y, ...rest }) => rest) });
+  // `version` names the points: a chart sent again as it was (no new values) is left as it is.
+  const shape = JSON.stringify({ ...spec, version: null, series: spec.series.map(({ x, y, ...rest }) => rest) });
   if (root.chart && root.shape === shape) {
-    root.chart.setData(aligned(spec));
+    if (root.version !== spec.version) root.chart.setData(aligned(spec));
+    root.version = spec.version;
     return;
   }
+  root.version = spec.version;
   root.chart?.destroy();
   root.chart = null;
   root.replaceChildren();
@@ -88,18 +92,30 @@ function draw(root, spec) {
   hideRawFromLegend(root.chart, spec);
 }
 
+function chartFor(grid, title) {
+  const found = Array.from(grid.children).find((child) => child.dataset.title === title);
+  if (found) return found;
+  const root = document.createElement("div");
+  root.className = "regnet-chart";
+  root.dataset.title = title;
+  grid.appendChild(root);
+  grid.observer.observe(root);
+  return root;
+}
+
 export default function ({ parentElement, data }) {
-  const root = parentElement.querySelector(".regnet-chart");
-  draw(root, data);
-  root.dataset.title = data.title;
-  root.dataset.x = data.x_label;
-  root.dataset.points = String(data.series.reduce((n, s) => n + s.x.length, 0));
-  if (!root.observer) {
-    root.observer = new ResizeObserver(() => root.chart?.setSize({ width: Math.max(root.clientWidth, 200), height: HEIGHT }));
-    root.observer.observe(root);
+  const grid = parentElement.querySelector(".regnet-charts");
+  grid.observer ??= new ResizeObserver((entries) => {
+    for (const { target } of entries) target.chart?.setSize({ width: Math.max(target.clientWidth, 200), height: HEIGHT });
+  });
+  for (const spec of data.panels) {
+    const root = chartFor(grid, spec.title);
+    draw(root, spec);
+    root.dataset.x = spec.x_label;
+    root.dataset.points = String(spec.series.reduce((n, s) => n + s.x.length, 0));
   }
   return () => {
-    root.observer?.disconnect();
-    root.chart?.destroy();
+    grid.observer.disconnect();
+    for (const root of grid.children) root.chart?.destroy();
   };
 }

@@ -4,21 +4,19 @@ The page's settings are widgets bound to the URL's query parameters, and the cho
 ``?run=``: a refresh, a second tab or a shared link follows the same runs the same way.
 
 Following a run must cost little (the machine that draws is the one that trains): only the part of the
-page that step lines move (progress, loss, LR) is re-run at each check, from the new lines of each
-metrics.jsonl (the tail reader); its chart specs are rebuilt only when their metrics gained values, and
-the charts take new points in place (``live_chart``). The per-epoch charts, the regulator and the system
-sections are sent again only when an epoch line, a regulator line or a system line arrived.
+page that metric lines move (progress and the charts) is re-run at each check, from the new lines of each
+metrics.jsonl (the tail reader); a chart's spec is rebuilt only when its metrics gained values, and all
+charts are one element that takes new points in place (``live_chart``). The regulator and the system
+sections are sent again only when a regulator line or a system line arrived.
 """
 import streamlit as st
 
 from regnet.dashboard import charts, launcher, live_regulator, ui
-from regnet.dashboard.live_chart import line_chart
+from regnet.dashboard.live_chart import line_charts
 from regnet.dashboard.run_listing import progress
 from regnet.runs import FAILED_STATES, tail_text
 
 LOG_LINES = 30
-PER_STEP = [panel for panel in charts.PANELS if panel.per_step]
-PER_EPOCH = [panel for panel in charts.PANELS if not panel.per_step]
 EPOCH_VERSION = "live_epoch_version"
 
 st.title("Live")
@@ -77,27 +75,23 @@ def run_rows(current: list, notes: dict) -> None:
                 st.code(log, language="text")
 
 
-def chart_rows(frames: dict, panels: list, part: str) -> None:
-    """Panels two a row, each a chart that takes new points in place (``live_chart``); a panel whose
-    metrics got no new values keeps its spec object, so the browser is sent the same chart and redraws
-    nothing."""
-    cache = f"live_figures_{part}"
-    built, figures = st.session_state.get(cache, {}), {}
-    columns = [column for _ in range(0, len(panels), 2) for column in st.columns(2)]
-    for column, panel in zip(columns, panels):
+def chart_grid(frames: dict) -> None:
+    """Every panel, two a row, in one element that takes new points in place (``live_chart``); a panel
+    whose metrics got no new values keeps its spec object and version, so the browser redraws nothing."""
+    built, specs = st.session_state.get("live_specs", {}), {}
+    for panel in charts.PANELS:
         log_y = panel.title in log_scales
         key = (charts.panel_version(frames, [panel]), x_axis, smoothing, log_y, panel.title)
-        figures[key] = built.get(key) or charts.line_spec(frames, panel, x=x_axis, smoothing=smoothing, log_y=log_y)
-        with column:
-            line_chart(figures[key], key=f"live_chart_{panel.title}")
-    st.session_state[cache] = figures
+        specs[key] = built.get(key) or {**charts.line_spec(frames, panel, x=x_axis, smoothing=smoothing,
+                                                           log_y=log_y), "version": repr(key)}
+    line_charts(list(specs.values()), key="live_charts")
+    st.session_state["live_specs"] = specs
 
 
-def epoch_version(frames: dict, current: list) -> tuple:
-    """What the full-run part shows: the per-epoch panels' values, each run's count of system lines and the
-    size of its regulator statistics."""
-    return (charts.panel_version(frames, PER_EPOCH), tuple(len(ui.system_of(run)) for run in current),
-            live_regulator.version(current))
+def epoch_version(current: list) -> tuple:
+    """What the full-run part shows: each run's count of system lines and the size of its regulator
+    statistics (both gain a line at an epoch's end)."""
+    return tuple(len(ui.system_of(run)) for run in current), live_regulator.version(current)
 
 
 def system_section(current: list) -> None:
@@ -127,27 +121,27 @@ def system_section(current: list) -> None:
 
 @st.fragment(run_every=refresh_s if any(run.active for run in chosen) else None)
 def live_view() -> None:
-    """Progress and the per-step charts, alone re-run every ``refresh_s`` while a followed run is active.
+    """Progress and the metric charts, alone re-run every ``refresh_s`` while a followed run is active.
 
-    A new epoch line, or the end of the last active run, makes one full rerun: it redraws the
-    per-epoch charts, and turns the timer off when nothing is active any more.
+    A chart whose metrics gained no values is sent as it was and redraws nothing. A new system or
+    regulator line, or the end of the last active run, makes one full rerun: it redraws those sections,
+    and turns the timer off when nothing is active any more.
     """
     by_key = {run.key: run for run in ui.all_runs()}
     current = [by_key[key] for key in keys if key in by_key]
     frames, notes = read_frames(current)
     run_rows(current, notes)
-    chart_rows(frames, PER_STEP, "step")
+    live_regulator.probe_notes(current)
+    chart_grid(frames)
     still_active = any(run.active for run in current)
     if st.session_state.get("live_polling") and (not still_active or epoch_version(
-            frames, current) != st.session_state.get(EPOCH_VERSION)):
+            current) != st.session_state.get(EPOCH_VERSION)):
         st.rerun()
     st.session_state["live_polling"] = still_active
 
 
-frames, _ = read_frames(chosen)
-st.session_state[EPOCH_VERSION] = epoch_version(frames, chosen)
+st.session_state[EPOCH_VERSION] = epoch_version(chosen)
 st.session_state["live_polling"] = False  # the fragment's first run is part of this full run
 live_view()
-chart_rows(frames, PER_EPOCH, "epoch")
 live_regulator.show(chosen)
 system_section(chosen)
