@@ -161,12 +161,12 @@ def dashboard_cpu(bench: int, server: int, training: int) -> dict[str, dict[int,
         if ancestor == server:
             groups["server"][pid] = seconds
         elif ancestor == bench and pid != bench:
-            groups["driver" if _command(pid) == "node" else "browser"][pid] = seconds
+            groups["driver" if _command(pid).startswith("node") else "browser"][pid] = seconds
     return groups
 
 
 def _command(pid: int) -> str:
-    """The process's command name ("node" for Playwright's driver), "" once it is gone."""
+    """The process's command name ("node-MainThread" for Playwright's driver), "" once it is gone."""
     try:
         return Path(f"/proc/{pid}/comm").read_text().strip()
     except OSError:

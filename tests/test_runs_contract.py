@@ -8,8 +8,10 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from faults.atomic_writes import killing_env
+from regnet.data.info import CIFAR10_CLASSES
 from regnet.runs import (RefusedPath, atomic_write, atomic_write_json, best_of, check_inside, checkpoint_path,
                          comparison_row, is_run_id, process_alive, process_identity, read_all_metrics,
                          read_config_dict, read_metrics_since, read_status, read_summary, remove_stale_temps,
@@ -197,3 +199,20 @@ def test_symlinks_out_of_the_runs_root_are_refused(tmp_path):
     with pytest.raises(RefusedPath):
         checkpoint_path(root / "inside")
     assert checkpoint_path(root / "inside", "last") is None
+
+
+@pytest.mark.parametrize("classes, shown", [(CIFAR10_CLASSES, "cifar10"), (("cat", "dog"), "imagefolder"),
+                                            (None, "imagefolder")])
+def test_an_old_run_recorded_as_an_image_folder_is_named_by_its_class_folders(tmp_path, classes, shown):
+    """Runs written before CIFAR-10 folders were named so say "imagefolder" in status.json; the listing names
+    them by their data root's class folders (cifar10 for exactly CIFAR-10's), or keeps the name."""
+    from test_dashboard_fixtures import write_run
+
+    run_dir = write_run(tmp_path / "runs", "old-cifar", dataset="imagefolder")
+    data = tmp_path / "jpegs"
+    for name in classes or ():
+        (data / "train" / name).mkdir(parents=True)
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    config["data"]["root"] = str(data)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    assert read_summary(run_dir).dataset == shown

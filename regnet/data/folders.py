@@ -85,6 +85,17 @@ def find_folder_root(root: Path) -> Path:
                     "(optionally val/ or test/ beside it).")
 
 
+def folder_class_names(root: str | Path) -> list[str] | None:
+    """The class folders of the image-folder tree at ``root`` (its train/ split), or None where there is none.
+
+    Cheap (no image is listed): it lets a listing name an old run recorded as "imagefolder" by its classes.
+    """
+    try:
+        return _subdirs(find_folder_root(Path(root)) / "train")
+    except (DataError, OSError):
+        return None
+
+
 def _scan_classes(split_dir: Path, class_to_idx: dict[str, int] | None = None, known: str = "train/",
                   fix: str = "give train/ and the held-out split the same class folders."):
     """(samples, classes) of one split folder.

@@ -131,6 +131,21 @@ def _section_name(config: dict, section: str) -> str | None:
     return _text(part.get("name")) if isinstance(part, dict) else None
 
 
+def _dataset_name(run_dir: Path, status: dict, config: dict, notes: list[str]) -> str | None:
+    """The data set as listings and filters show it: status.json's name, else the config's. A run recorded
+    as "imagefolder" (as CIFAR-10 folders were before they were named so) is named by the class folders of
+    its data root when that is still there (``recognised_name``), so old and new runs group alike."""
+    name = _text(status.get("dataset")) or _section_name(config, "data")
+    if name != "imagefolder":
+        return name
+    from regnet.data.folders import folder_class_names  # torch, loaded only for such a run
+    from regnet.data.info import recognised_name
+
+    data = (config or _read_config(run_dir, notes)).get("data")
+    root = data.get("root") if isinstance(data, dict) else None
+    return recognised_name(name, (folder_class_names(root) if isinstance(root, str) else None) or ())
+
+
 def _read_config(run_dir: Path, notes: list[str]) -> dict:
     try:
         return read_config_dict(run_dir)
@@ -169,7 +184,7 @@ def recorded_summary(run_dir: str | Path,
     return RunSummary(
         path=run_dir, state=_text(status.get("state")) or UNKNOWN,
         model=_text(status.get("model")) or _section_name(config, "model"),
-        dataset=_text(status.get("dataset")) or _section_name(config, "data"),
+        dataset=_dataset_name(run_dir, status, config, notes),
         epoch=epoch, epochs=finite(status.get("epochs"), int) or finite(train.get("epochs"), int),
         step=finite(status.get("step"), int), steps_per_epoch=finite(status.get("steps_per_epoch"), int),
         started_at=finite(status.get("started_at")) or metrics.first_time, updated_at=finite(status.get("updated_at")),
