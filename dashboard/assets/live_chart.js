@@ -50,7 +50,8 @@ function options(spec, width) {
     },
     axes: [
       { label: spec.x_label, size: 40, labelSize: 20 },
-      { label: spec.y_label, size: 60, labelSize: 20, values: (u, ticks) => ticks.map(y) },
+      // A log axis leaves some ticks unlabelled (null): those stay blank.
+      { label: spec.y_label, size: 60, labelSize: 20, values: (u, ticks) => ticks.map((v) => (v == null ? "" : y(v))) },
     ],
     series: [{ label: spec.x_label, value: (u, v) => (v == null ? "–" : spec.time ? new Date(v * 1000).toLocaleString() : +v.toPrecision(6) + "") }, ...series],
     legend: { live: true },
