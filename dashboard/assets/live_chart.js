@@ -115,7 +115,10 @@ export default function ({ parentElement, data }) {
     root.dataset.x = spec.x_label;
     root.dataset.points = String(spec.series.reduce((n, s) => n + s.x.length, 0));
   }
+  // Streamlit also calls this for a render it dropped because newer data came while the module loaded:
+  // the charts belong to every render, so they go only with the element itself (no longer in the page).
   return () => {
+    if (grid.isConnected) return;
     grid.observer.disconnect();
     for (const root of grid.children) root.chart?.destroy();
   };
