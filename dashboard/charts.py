@@ -288,8 +288,9 @@ def line_spec(frames: Mapping[str, pd.DataFrame], panel: Panel, *, x: str = "ste
             rows, dense = _rows(frame, metric, x, panel.steps)
             if rows.empty:
                 continue
-            order = np.argsort(_line_x(frame, rows, x), kind="stable")
-            xs, ys = _finite(_line_x(frame, rows, x)[order]), rows[metric].to_numpy(dtype=float)[order]
+            xs = _line_x(frame, rows, x)
+            order = np.argsort(xs, kind="stable")
+            xs, ys = _finite(xs[order]), rows[metric].to_numpy(dtype=float)[order]
             name = METRIC_LABELS.get(metric, metric)
             name = f"{label} · {name}" if len(frames) > 1 else name
             curve = {"color": color, "dash": _DASH.get(metric.split("_")[0]) == "dash", "x": xs}

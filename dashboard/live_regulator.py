@@ -15,7 +15,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from regnet.dashboard.run_listing import LIVE_METRICS, RunInfo
-from regnet.runs import ARTIFACTS, REGULATOR, read_regulator
+from regnet.runs import ARTIFACTS, REGULATOR, MetricsChunk, read_regulator
 
 GATE_LABELS = {"i": "input gate i", "f": "forget gate f", "o": "output gate o", "g": "candidate g",
                "z": "update gate z", "r": "reset gate r", "candidate": "candidate"}
@@ -105,13 +105,18 @@ def _figures(run: RunInfo, rows: list[dict], gate: str) -> list[go.Figure]:
     return built[key]
 
 
-def probe_running(run: RunInfo, rows: Sequence[dict]) -> dict | None:
+def _regulator_lines(run: RunInfo) -> MetricsChunk:
+    """The run's regulator.jsonl so far, through the tail reader (each check reads only new bytes)."""
+    return LIVE_METRICS.read(run.path / ARTIFACTS / REGULATOR)
+
+
+def probe_running(run: RunInfo) -> dict | None:
     """The epoch line whose regulator probe is still running (the engine probes right after writing it),
     or None: only for an active RegNet run whose newest epoch line is newer than its newest regulator line."""
     if run.refused or not run.active or not (run.model or "").startswith("regnet"):
         return None
-    done = rows[-1]["epoch"] if rows else 0
-    for row in reversed(LIVE_METRICS.read(run.metrics_path).rows):  # the tail reader: only new bytes are read
+    done = max((row["epoch"] for row in _regulator_lines(run).rows if isinstance(row.get("epoch"), int)), default=0)
+    for row in reversed(LIVE_METRICS.read(run.metrics_path).rows):
         if row.get("kind") == "epoch":
             return row if isinstance(row.get("epoch"), int) and row["epoch"] > done else None
     return None
@@ -123,8 +128,7 @@ def probe_notes(runs: list[RunInfo]) -> None:
     Shown with the run's progress (Live's checked part), as the probe starts right after an epoch line.
     """
     for run in runs:
-        regulated = run.active and not run.refused and (run.model or "").startswith("regnet")
-        line = probe_running(run, read_regulator(run.path)) if regulated else None
+        line = probe_running(run)
         if line is not None:
             since = time.strftime("%H:%M:%S", time.localtime(float(line.get("time") or time.time())))
             st.info(f"`{run.key}`: probing the regulator after epoch {line['epoch']} (since {since}); its gates "
@@ -132,14 +136,9 @@ def probe_notes(runs: list[RunInfo]) -> None:
 
 
 def version(runs: list[RunInfo]) -> tuple:
-    """The size of each followed run's regulator.jsonl (None where there is none): it grows by a line an epoch."""
-    def size(run: RunInfo) -> int | None:
-        try:
-            return (run.path / ARTIFACTS / REGULATOR).stat().st_size
-        except OSError:
-            return None
-
-    return tuple(size(run) for run in runs)
+    """How far each followed run's regulator.jsonl has been read (None for a refused run): it grows by a
+    line an epoch."""
+    return tuple(None if run.refused else _regulator_lines(run).offset for run in runs)
 
 
 def show(runs: list[RunInfo]) -> None:
@@ -149,7 +148,7 @@ def show(runs: list[RunInfo]) -> None:
     with_stats = [(run, stats[run.key]) for run in runs if stats.get(run.key)]
     st.subheader("Regulator")
     if not with_stats:
-        if any(probe_running(run, []) for run in runs):
+        if any(probe_running(run) for run in runs):
             return
         regulated = any((run.model or "").startswith("regnet") for run in runs)
         st.caption("The regulator's gates and states appear here after the first epoch of a RegNet run."

@@ -131,7 +131,7 @@ def _section_name(config: dict, section: str) -> str | None:
     return _text(part.get("name")) if isinstance(part, dict) else None
 
 
-def _dataset_name(run_dir: Path, status: dict, config: dict, notes: list[str]) -> str | None:
+def _dataset_name(status: dict, config: dict) -> str | None:
     """The data set as listings and filters show it: status.json's name, else the config's. A run recorded
     as "imagefolder" (as CIFAR-10 folders were before they were named so) is named by the class folders of
     its data root when that is still there (``recognised_name``), so old and new runs group alike."""
@@ -141,7 +141,7 @@ def _dataset_name(run_dir: Path, status: dict, config: dict, notes: list[str]) -
     from regnet.data.folders import folder_class_names  # torch, loaded only for such a run
     from regnet.data.info import recognised_name
 
-    data = (config or _read_config(run_dir, notes)).get("data")
+    data = config.get("data")
     root = data.get("root") if isinstance(data, dict) else None
     return recognised_name(name, (folder_class_names(root) if isinstance(root, str) else None) or ())
 
@@ -171,7 +171,9 @@ def recorded_summary(run_dir: str | Path,
     except ValueError as error:
         problem = str(error) if os.path.lexists(run_dir / STATUS) else None
         notes.append(str(error))
-    needed = with_config or not (_text(status.get("model")) and _text(status.get("dataset")))
+    # An "imagefolder" run is named by its data root's classes (``_dataset_name``), which the config holds.
+    needed = with_config or not (_text(status.get("model")) and _text(status.get("dataset"))) or (
+        status.get("dataset") == "imagefolder")
     config = _read_config(run_dir, notes) if needed else {}
     train = config.get("train") if isinstance(config.get("train"), dict) else {}
     epoch = finite(status.get("epoch"), int)
@@ -184,7 +186,7 @@ def recorded_summary(run_dir: str | Path,
     return RunSummary(
         path=run_dir, state=_text(status.get("state")) or UNKNOWN,
         model=_text(status.get("model")) or _section_name(config, "model"),
-        dataset=_dataset_name(run_dir, status, config, notes),
+        dataset=_dataset_name(status, config),
         epoch=epoch, epochs=finite(status.get("epochs"), int) or finite(train.get("epochs"), int),
         step=finite(status.get("step"), int), steps_per_epoch=finite(status.get("steps_per_epoch"), int),
         started_at=finite(status.get("started_at")) or metrics.first_time, updated_at=finite(status.get("updated_at")),
